@@ -1,0 +1,7 @@
+"""``python -m gradbench``."""
+
+import sys
+
+from gradbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,71 @@
+"""What gradbench contains, as tables: estimators, models, toy problems, applicability."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from gradbench.estimators import ESTIMATORS, make_estimator
+from gradbench.models import MODELS
+from gradbench.models.toy import PROBLEMS
+
+
+def estimator_table() -> pd.DataFrame:
+    """One row per estimator: name, unbiased, node kinds, summary."""
+    return pd.DataFrame(
+        [
+            {
+                "estimator": name,
+                "unbiased": cls.unbiased,
+                "nodes": ", ".join(sorted(cls.node_kinds)),
+                "summary": cls.summary,
+            }
+            for name, cls in ESTIMATORS.items()
+        ]
+    )
+
+
+def model_table() -> pd.DataFrame:
+    """One row per shared model: name, node kinds, reference estimator, summary."""
+    return pd.DataFrame(
+        [
+            {
+                "model": name,
+                "nodes": ", ".join(sorted(cls.node_kinds)),
+                "reference": cls.reference_estimator,
+                "summary": cls.summary,
+            }
+            for name, cls in MODELS.items()
+        ]
+    )
+
+
+def problem_table() -> pd.DataFrame:
+    """One row per toy problem: name, node kinds, summary."""
+    return pd.DataFrame(
+        [
+            {"problem": name, "nodes": ", ".join(sorted(cls.node_kinds)), "summary": cls.summary}
+            for name, cls in PROBLEMS.items()
+        ]
+    )
+
+
+def applicable(model_or_problem: str) -> list[str]:
+    """Estimators that apply to a model or toy problem, in registry order."""
+    cls = MODELS.get(model_or_problem) or PROBLEMS.get(model_or_problem)
+    if cls is None:
+        valid = ", ".join([*MODELS, *PROBLEMS])
+        raise ValueError(f"unknown model or problem {model_or_problem!r}; valid: {valid}")
+    return [
+        name
+        for name in ESTIMATORS
+        if make_estimator(name).applies_to(cls.node_kinds, cls.has_inverse)
+    ]
+
+
+def applicability() -> pd.DataFrame:
+    """Matrix: one row per model and toy problem, one column per estimator, "yes" where it applies."""
+    rows = []
+    for target in [*MODELS, *PROBLEMS]:
+        chosen = set(applicable(target))
+        rows.append({"model": target, **{e: "yes" if e in chosen else "" for e in ESTIMATORS}})
+    return pd.DataFrame(rows)

@@ -1,0 +1,47 @@
+"""Command-line entry point: ``python -m gradbench COMMAND``.
+
+Each command lives in ``gradbench.commands`` as a module with ``add_parser(subparsers)`` and
+``run(args) -> int``. Bad input (an unknown name, a malformed option) exits with status 2 and a
+single line that names the valid choices, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from gradbench.commands import COMMANDS
+
+
+class UsageError(ValueError):
+    """Bad command-line input; reported as one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered command."""
+    parser = _Parser(
+        prog="gradbench",
+        description="Benchmark and gradient-variance analysis of Monte Carlo gradient estimators.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for command in COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (ValueError, LookupError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        print(f"gradbench {args.command}: error: {message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,122 @@
+"""Pieces several commands share: option flags and output formats."""
+
+from __future__ import annotations
+
+import argparse
+
+from gradbench.catalogue import applicable
+from gradbench.data import BINARIZATIONS, DATASETS, DataConfig
+from gradbench.estimators import ESTIMATORS
+from gradbench.experiment import Setting
+from gradbench.options import option_defaults, parse_key_values
+
+
+def choose(value: str, valid: list[str] | tuple[str, ...], what: str) -> str:
+    """Return ``value`` if it is one of ``valid``; otherwise ValueError naming the valid choices."""
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+    return value
+
+
+def add_format(parser: argparse.ArgumentParser, formats: tuple[str, ...], default: str) -> None:
+    """Add ``--format`` (validated at run time so the error is one line naming the choices)."""
+    parser.add_argument("--format", default=default, help=f"one of {', '.join(formats)}")
+    parser.set_defaults(valid_formats=formats)
+
+
+def output_format(args: argparse.Namespace) -> str:
+    """The validated ``--format`` value."""
+    return choose(args.format, list(args.valid_formats), "format")
+
+
+def key_values(items: list[str] | None, flag: str) -> dict[str, str]:
+    """``KEY=VALUE`` flags as a dict; a malformed one raises ValueError."""
+    return parse_key_values(items or [], flag)
+
+
+def add_setting_args(parser: argparse.ArgumentParser, estimators_flag: str = "--estimators") -> None:
+    """Flags shared by the measurement commands: model, estimators, data, device, seed, results."""
+    parser.add_argument("--model", required=True, help="model name (see `list`)")
+    if estimators_flag == "--estimators":
+        parser.add_argument(
+            "--estimators", help="comma-separated estimator names (default: all applicable)"
+        )
+    else:
+        parser.add_argument("--estimator", required=True, help="estimator name (see `list`)")
+    parser.add_argument(
+        "--model-arg", action="append", metavar="KEY=VALUE", help="model option, e.g. latent_dim=20"
+    )
+    parser.add_argument(
+        "--estimator-arg",
+        action="append",
+        metavar="[ESTIMATOR:]KEY=VALUE",
+        help="estimator option, for every chosen estimator that has it or for one named",
+    )
+    parser.add_argument("--dataset", default="auto", help=f"one of {', '.join(DATASETS)}")
+    parser.add_argument("--data-dir", help="folder holding the dataset files")
+    parser.add_argument(
+        "--binarization", default="threshold", help=f"one of {', '.join(BINARIZATIONS)}"
+    )
+    parser.add_argument("--subset", type=int, help="keep only the first N examples of each split")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", default="results", help="results directory (resumable)")
+    parser.add_argument("--force", action="store_true", help="recompute finished cells")
+    parser.add_argument("--profile", default="custom", help=argparse.SUPPRESS)
+
+
+def data_config(args: argparse.Namespace) -> DataConfig:
+    """The data configuration the flags describe (validated by DataConfig)."""
+    return DataConfig(
+        dataset=args.dataset,
+        binarization=args.binarization,
+        data_dir=args.data_dir,
+        subset=args.subset,
+        seed=args.seed,
+    )
+
+
+def estimator_list(args: argparse.Namespace, model: str) -> list[str]:
+    """The chosen estimators (``--estimators`` or ``--estimator``), default all applicable ones."""
+    valid = applicable(model)
+    raw = getattr(args, "estimators", None) or getattr(args, "estimator", None)
+    names = [n.strip() for n in raw.split(",") if n.strip()] if raw else valid
+    for name in names:
+        if name not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {name!r}; valid: {', '.join(ESTIMATORS)}")
+        if name not in valid:
+            raise ValueError(
+                f"estimator {name!r} does not apply to model {model!r}; applicable: {', '.join(valid)}"
+            )
+    return names
+
+
+def estimator_options(items: list[str] | None, names: list[str]) -> dict[str, dict[str, str]]:
+    """Spread ``[ESTIMATOR:]KEY=VALUE`` flags over the chosen estimators.
+
+    A key without an estimator prefix goes to every chosen estimator that has that option; a key
+    no chosen estimator accepts is an error listing the options they do accept.
+    """
+    options: dict[str, dict[str, str]] = {name: {} for name in names}
+    for key, value in key_values(items, "--estimator-arg").items():
+        target, _, option = key.rpartition(":")
+        targets = [target] if target else names
+        accepted = [n for n in targets if n in options and option in option_defaults(ESTIMATORS[n])]
+        if not accepted:
+            valid = sorted({o for n in names for o in option_defaults(ESTIMATORS[n])})
+            raise ValueError(
+                f"no chosen estimator has option {key!r}; valid: {', '.join(valid) or 'none'}"
+            )
+        for name in accepted:
+            options[name][option] = value
+    return options
+
+
+def setting(args: argparse.Namespace, names: list[str]) -> Setting:
+    """The measurement setting the flags describe."""
+    return Setting(
+        model=args.model,
+        model_options=key_values(args.model_arg, "--model-arg"),
+        estimator_options=estimator_options(args.estimator_arg, names),
+        seed=args.seed,
+    )

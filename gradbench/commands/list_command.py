@@ -1,0 +1,35 @@
+"""``gradbench list``: estimators, models, toy problems and which estimator applies where."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tabulate import tabulate
+
+from gradbench.catalogue import applicability, estimator_table, model_table, problem_table
+from gradbench.commands.common import add_format, output_format
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("list", help="list estimators, models and toy problems")
+    add_format(parser, ("table", "json"), "table")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    fmt = output_format(args)
+    matrix = applicability()
+    tables = {
+        "estimators": estimator_table(),
+        "models": model_table(),
+        "problems": problem_table(),
+        "applicability": matrix,
+    }
+    if fmt == "json":
+        print(json.dumps({k: v.to_dict(orient="records") for k, v in tables.items()}, indent=2))
+        return 0
+    for title, frame in tables.items():
+        print(f"\n{title.capitalize()}\n")
+        print(tabulate(frame, headers="keys", tablefmt="github", showindex=False))
+    return 0

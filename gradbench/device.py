@@ -1,0 +1,32 @@
+"""Device choice and the clock: CUDA when available, else the CPU."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA if available else CPU; ``cuda`` without a GPU is an error naming the choices."""
+    if name not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; valid: {', '.join(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available; valid here: auto, cpu")
+    return torch.device(name)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels on ``device`` (no-op on the CPU) before a clock is read."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def clock(device: torch.device) -> float:
+    """Seconds from a monotonic clock, read after synchronising ``device``."""
+    synchronize(device)
+    return time.perf_counter()

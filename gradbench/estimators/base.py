@@ -1,0 +1,153 @@
+"""The estimator contract and registry.
+
+We want ∇ E_{z~q}[f(z)]. A model's forward pass hands each stochastic node to the estimator
+(``z = estimator.sample(node)``), computes per-example losses from the samples, and returns a
+:class:`StochasticForward`. ``estimator.surrogate(forward)`` then returns per-example surrogate
+losses whose *value* is the model's loss and whose autograd *gradient* is the estimator's update
+direction (Pyro's trick: value + (s − stopgrad(s))). Models never branch on estimator names;
+estimators declare what they need as attributes (``node_kinds``, ``needs_inverse``) and
+measurement code branches on those.
+
+Mutable estimator state (a moving-average baseline, an annealing clock) lives on the estimator
+object and changes only in :meth:`Estimator.observe`, called once per optimizer step, so that
+``sample`` and ``surrogate`` are pure and can run under ``torch.func.vmap``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from gradbench.estimators.nodes import StochasticNode
+from gradbench.options import build_with_options
+
+
+@dataclass
+class StochasticForward:
+    """What a model's forward pass returns, per example.
+
+    ``data_loss`` [batch]: the part of the loss that depends on the samples (−log p(x|z), the
+    cross-entropy of a noisy network). ``regularizer`` [batch]: the part computed analytically
+    from the distributions' parameters (KL to the prior, a weight KL divided by the data size).
+    ``reconstruction``: the decoder's mean output, for estimators that need it (target
+    propagation). ``nodes``/``samples``: each stochastic node and the sample drawn from it.
+    """
+
+    data_loss: Tensor
+    regularizer: Tensor
+    nodes: list[StochasticNode] = field(default_factory=list)
+    samples: list[Tensor] = field(default_factory=list)
+    reconstruction: Tensor | None = None
+
+    @property
+    def loss(self) -> Tensor:
+        """Per-example loss: data_loss + regularizer (the negative ELBO for the VAEs)."""
+        return self.data_loss + self.regularizer
+
+    def log_prob(self) -> Tensor:
+        """Σ over nodes of log q(sample), per example: the score the LR estimators use."""
+        return sum(node.log_prob(sample) for node, sample in zip(self.nodes, self.samples))
+
+    def context(self) -> Tensor | None:
+        """The model input the stochastic nodes were inferred from, if any node records it."""
+        for node in self.nodes:
+            if getattr(node, "context", None) is not None:
+                return node.context
+        return None
+
+
+class Estimator(nn.Module):
+    """Base class: turns stochastic nodes into samples and a surrogate loss.
+
+    Subclasses set ``name``, ``summary``, ``unbiased`` and ``node_kinds`` and implement
+    :meth:`sample` and :meth:`gradient_term` (a per-example tensor whose gradient is the
+    estimator's). Hyperparameters are keyword arguments of ``__init__`` with typed defaults.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    unbiased: ClassVar[bool]
+    node_kinds: ClassVar[frozenset[str]]
+    needs_inverse: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def sample(self, node: StochasticNode) -> Tensor:
+        """Draw the value the model continues with; how gradients flow through it is the estimator."""
+        raise NotImplementedError
+
+    def gradient_term(self, forward: StochasticForward) -> Tensor:
+        """Per-example tensor whose autograd gradient is the estimator's update direction."""
+        return forward.loss
+
+    def surrogate(self, forward: StochasticForward) -> Tensor:
+        """Per-example surrogate: value = ``forward.loss``, gradient = that of ``gradient_term``."""
+        term = self.gradient_term(forward)
+        return forward.loss.detach() + (term - term.detach())
+
+    def observe(self, forward: StochasticForward) -> None:
+        """Update state after an optimizer step (baselines, annealing clocks)."""
+        self.steps += 1
+
+    def bind(self, input_dim: int | None) -> None:
+        """Build parameters that depend on the model's input size (e.g. a learned baseline)."""
+
+    def applies_to(self, node_kinds: frozenset[str], has_inverse: bool) -> bool:
+        """True when every node kind of a model is supported and its structural needs are met."""
+        return node_kinds <= self.node_kinds and (has_inverse or not self.needs_inverse)
+
+    def _check_kind(self, node: StochasticNode) -> None:
+        if node.kind not in self.node_kinds:
+            raise TypeError(
+                f"estimator {self.name!r} does not support {node.kind} nodes "
+                f"(supports: {', '.join(sorted(self.node_kinds))})"
+            )
+
+
+ESTIMATORS: dict[str, type[Estimator]] = {}
+
+E = TypeVar("E", bound=type[Estimator])
+
+
+def register_estimator(cls: E) -> E:
+    """Class decorator: add an estimator to the registry under ``cls.name``."""
+    if cls.name in ESTIMATORS:
+        raise ValueError(f"estimator {cls.name!r} registered twice")
+    ESTIMATORS[cls.name] = cls
+    return cls
+
+
+def estimator_names() -> list[str]:
+    """Registered estimator names, in registration order."""
+    return list(ESTIMATORS)
+
+
+def make_estimator(name: str, options: dict[str, Any] | None = None) -> Estimator:
+    """Build a registered estimator; unknown names or options raise ValueError naming valid ones.
+
+    ``options`` values may be strings (from the command line): they are converted to the types
+    of the constructor's defaults.
+    """
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {name!r}; valid: {', '.join(ESTIMATORS)}")
+    return build_with_options(ESTIMATORS[name], options or {}, what=f"estimator {name!r}")
+
+
+def applicable_estimators(
+    node_kinds: frozenset[str], has_inverse: bool, names: Sequence[str] | None = None
+) -> list[str]:
+    """Names (of ``names`` or all registered) of the estimators that apply to a model."""
+    chosen = names if names is not None else list(ESTIMATORS)
+    return [n for n in chosen if make_estimator(n).applies_to(node_kinds, has_inverse)]
+
+
+def annealed(start: float, minimum: float, rate: float, step: int) -> float:
+    """τ(t) = max(τ_min, τ_0 exp(−r t)): Jang, Gu & Poole (2017)'s annealing schedule."""
+    return max(minimum, start * math.exp(-rate * step))

@@ -1,0 +1,154 @@
+"""Stochastic nodes: what a model hands to an estimator.
+
+A node describes one random quantity of a model's forward pass: its distribution (parameters that
+carry gradients) and, where an estimator needs more of the model's structure, that structure
+(the layer input of a weight-noise layer, the encoder as approximate inverse, the model input for
+an input-dependent baseline). Estimators draw samples from nodes; models never look at which
+estimator is in use.
+
+Sampling uses only elementwise random primitives (``rand_like``/``randn_like``) so that every
+node can be sampled inside ``torch.func.vmap(..., randomness="different")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+_TINY = 1e-20
+
+
+def _sum_trailing(values: Tensor, dims: int) -> Tensor:
+    """Sum the last ``dims`` dimensions of ``values`` (the event dimensions)."""
+    return values.sum(dim=tuple(range(-dims, 0))) if dims > 0 else values
+
+
+def one_hot_argmax(scores: Tensor) -> Tensor:
+    """One-hot vector of the argmax over the last dimension, written to work under vmap."""
+    index = scores.argmax(dim=-1, keepdim=True)
+    classes = torch.arange(scores.shape[-1], device=scores.device)
+    return (index == classes).to(scores.dtype)
+
+
+def gumbel_like(values: Tensor) -> Tensor:
+    """Standard Gumbel noise g = -log(-log u), u ~ U(0, 1), of the shape of ``values``."""
+    uniform = torch.rand_like(values).clamp(_TINY, 1.0 - 1e-7)
+    return -torch.log(-torch.log(uniform))
+
+
+def logistic_like(values: Tensor) -> Tensor:
+    """Standard logistic noise log u - log(1 - u): the difference of two Gumbel variables."""
+    uniform = torch.rand_like(values).clamp(_TINY, 1.0 - 1e-7)
+    return torch.log(uniform) - torch.log1p(-uniform)
+
+
+@dataclass
+class GaussianNode:
+    """z ~ N(mean, std²), factorized; the last ``event_dims`` dimensions form one latent vector.
+
+    ``context`` is the model input the latent is inferred from (for input-dependent baselines).
+    """
+
+    kind: ClassVar[str] = "gaussian"
+    mean: Tensor
+    std: Tensor
+    event_dims: int = 1
+    context: Tensor | None = None
+
+    def noise(self) -> Tensor:
+        """ε ~ N(0, I) of the latent's shape."""
+        return torch.randn_like(self.mean)
+
+    def reparameterize(self, noise: Tensor) -> Tensor:
+        """z = mean + std ⊙ ε, differentiable in mean and std."""
+        return self.mean + self.std * noise
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """log q(z), summed over event dimensions: shape = batch shape."""
+        scaled = (value - self.mean) / self.std
+        log_density = -0.5 * scaled**2 - torch.log(self.std) - 0.5 * torch.log(
+            torch.tensor(2.0 * torch.pi, dtype=self.mean.dtype, device=self.mean.device)
+        )
+        return _sum_trailing(log_density, self.event_dims)
+
+
+@dataclass
+class CategoricalNode:
+    """z ~ OneHotCategorical(softmax(logits)) over the last dimension.
+
+    ``logits`` has shape [..., classes]; the ``event_dims`` dimensions before the class dimension
+    are independent variables of one latent (30 of them in the categorical VAE).
+    ``inverse`` maps a reconstruction x' back to logits π(x'): the encoder used as the decoder's
+    approximate inverse (difference target propagation). ``context`` is the model input.
+    """
+
+    kind: ClassVar[str] = "categorical"
+    logits: Tensor
+    event_dims: int = 0
+    inverse: Callable[[Tensor], Tensor] | None = None
+    context: Tensor | None = None
+
+    def log_probs(self) -> Tensor:
+        """Normalised log π, shape of ``logits``."""
+        return torch.log_softmax(self.logits, dim=-1)
+
+    def exact_sample(self) -> Tensor:
+        """Gumbel-max: one-hot(argmax(log π + g)), an exact categorical sample (no gradient)."""
+        scores = self.log_probs().detach()
+        return one_hot_argmax(scores + gumbel_like(scores))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """log q(z) of a one-hot value, summed over the variables: shape = batch shape."""
+        return _sum_trailing((value * self.log_probs()).sum(-1), self.event_dims)
+
+
+@dataclass
+class BernoulliNode:
+    """b ~ Bernoulli(sigmoid(logits)), factorized; the last ``event_dims`` dimensions form one latent."""
+
+    kind: ClassVar[str] = "bernoulli"
+    logits: Tensor
+    event_dims: int = 0
+    context: Tensor | None = None
+
+    def exact_sample(self) -> Tensor:
+        """b = 1[logit + logistic noise > 0], an exact Bernoulli sample (no gradient)."""
+        logits = self.logits.detach()
+        return (logits + logistic_like(logits) > 0).to(logits.dtype)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """log q(b) = b log σ(l) + (1 - b) log σ(-l), summed over event dimensions."""
+        log_p = value * torch.nn.functional.logsigmoid(self.logits) + (
+            1.0 - value
+        ) * torch.nn.functional.logsigmoid(-self.logits)
+        return _sum_trailing(log_p, self.event_dims)
+
+
+@dataclass
+class WeightNoiseNode:
+    """Pre-activations B = A W + bias of a layer with factorized Gaussian weights W ~ N(μ, σ²).
+
+    Shapes: ``inputs`` A [batch, n_in], ``weight_mean`` μ [n_in, n_out], ``bias`` [n_out] or
+    None. ``weight_variance`` computes σ² [n_in, n_out] on demand, so that an estimator that
+    ignores the noise does not pay for it. The estimator decides how W is sampled (Kingma,
+    Salimans & Welling 2015): once per minibatch, once per example, or through the
+    pre-activations directly.
+    """
+
+    kind: ClassVar[str] = "weight-noise"
+    inputs: Tensor
+    weight_mean: Tensor
+    weight_variance: Callable[[], Tensor]
+    bias: Tensor | None = None
+
+    def mean_preactivation(self) -> Tensor:
+        """γ = A μ + bias: the pre-activation under the mean weights, [batch, n_out]."""
+        out = self.inputs @ self.weight_mean
+        return out if self.bias is None else out + self.bias
+
+
+StochasticNode = GaussianNode | CategoricalNode | BernoulliNode | WeightNoiseNode

@@ -1,0 +1,1 @@
+"""Measurements: each returns tidy rows and knows nothing of report formatting."""

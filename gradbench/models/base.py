@@ -1,0 +1,84 @@
+"""The shared-model contract and registry.
+
+A model is an ``nn.Module`` whose forward pass takes a minibatch and an estimator, hands each
+stochastic node to ``estimator.sample`` and returns a :class:`StochasticForward` of per-example
+terms. Its parameters and initialisation do not depend on the estimator, so every estimator is
+compared on the same network. Sizes come from the data (:class:`DataShape`) and from keyword
+options with documented defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from torch import Tensor, nn
+
+from gradbench.estimators.base import Estimator, StochasticForward
+from gradbench.options import build_with_options, option_defaults
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What a model needs to know of its data: input size, number of classes, training-set size."""
+
+    input_dim: int
+    n_classes: int
+    n_train: int
+
+
+class StochasticModel(nn.Module):
+    """Base class of the shared models; see the module docstring for the contract."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    node_kinds: ClassVar[frozenset[str]]
+    has_inverse: ClassVar[bool] = False
+    reference_estimator: ClassVar[str]
+
+    def forward(self, x: Tensor, y: Tensor, estimator: Estimator) -> StochasticForward:
+        """Per-example terms of the loss for inputs ``x`` [batch, input_dim] and labels ``y``."""
+        raise NotImplementedError
+
+    def parameter_groups(self) -> dict[str, list[str]]:
+        """Parameter-group name → parameter names (``named_parameters``) for per-layer reports.
+
+        One group per layer's weights and one per layer's biases, ``bottom`` and ``top`` (the
+        first and last weight layer's mean parameters, as in Kingma et al. 2015, Table 1), and
+        ``all``.
+        """
+        raise NotImplementedError
+
+    def evaluate(self, x: Tensor, y: Tensor, samples: int, iw_samples: int) -> dict[str, Tensor]:
+        """Per-example evaluation metrics, independent of any estimator (exact samples)."""
+        raise NotImplementedError
+
+
+MODELS: dict[str, type[StochasticModel]] = {}
+
+M = TypeVar("M", bound=type[StochasticModel])
+
+
+def register_model(cls: M) -> M:
+    """Class decorator: add a model to the registry under ``cls.name``."""
+    if cls.name in MODELS:
+        raise ValueError(f"model {cls.name!r} registered twice")
+    MODELS[cls.name] = cls
+    return cls
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The keyword options of a registered model and their defaults."""
+    return option_defaults(get_model_class(name))
+
+
+def get_model_class(name: str) -> type[StochasticModel]:
+    """The registered model class; unknown names raise ValueError naming the valid ones."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def make_model(name: str, shape: DataShape, options: dict[str, Any] | None = None) -> StochasticModel:
+    """Build a registered model for data of ``shape``; options may be strings (command line)."""
+    return build_with_options(get_model_class(name), options or {}, f"model {name!r}", shape)

@@ -1,0 +1,222 @@
+"""Tidy result rows, their provenance stamp, and a resumable store of finished cells.
+
+Every figure gradbench measures is one row of a long table (``COLUMNS``). A *cell* is one model ×
+estimator × setting; its rows are written atomically as one CSV file whose name carries the hash
+of the cell's configuration, so an interrupted run resumes where it stopped: finished cells are
+skipped, unfinished ones leave nothing behind, and ``force`` recomputes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+COLUMNS = [
+    "experiment",
+    "model",
+    "estimator",
+    "param_group",
+    "batch_size",
+    "epoch",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n",
+    "status",
+    "dataset",
+    "extrapolated",
+    "steps_timed",
+    "seed",
+    "device",
+    "device_name",
+    "torch_version",
+    "git_commit",
+    "profile",
+    "created_at",
+    "config_hash",
+]
+"""Columns of every result table; measurements fill the first ones, ``stamp`` the rest."""
+
+STATUS_OK = "ok"
+STATUS_DIVERGED = "diverged"
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short, stable hash of a JSON-serialisable configuration."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def git_commit() -> str:
+    """The commit of the gradbench checkout (``-dirty`` if it has uncommitted changes), else 'unknown'."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable name of the device: the GPU's name, or the CPU's model and core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where and how rows were made; stamped on every row."""
+
+    device: str
+    device_name: str
+    torch_version: str
+    git_commit: str
+    profile: str
+    created_at: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
+
+    @classmethod
+    def collect(cls, device: torch.device, profile: str) -> Provenance:
+        """Read the provenance of the current process for ``device``."""
+        return cls(
+            device=device.type,
+            device_name=device_name(device),
+            torch_version=torch.__version__,
+            git_commit=git_commit(),
+            profile=profile,
+        )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: an experiment on one model × estimator with one configuration."""
+
+    experiment: str
+    model: str
+    estimator: str
+    config: dict[str, Any]
+
+    @property
+    def config_hash(self) -> str:
+        """Hash of everything that defines the cell's figures (device and profile included)."""
+        return config_hash(
+            {"experiment": self.experiment, "model": self.model, "estimator": self.estimator}
+            | self.config
+        )
+
+    @property
+    def filename(self) -> str:
+        """The cell's file, relative to the store's root."""
+        return f"{self.experiment}/{self.model}__{self.estimator}__{self.config_hash}.csv"
+
+
+def stamp(rows: Iterable[dict[str, Any]], cell: Cell, provenance: Provenance) -> pd.DataFrame:
+    """Rows of a cell as a DataFrame with every column of ``COLUMNS``, stamped with provenance."""
+    frame = pd.DataFrame(list(rows))
+    stamped = {
+        "experiment": cell.experiment,
+        "model": cell.model,
+        "estimator": cell.estimator,
+        "seed": cell.config.get("seed"),
+        "dataset": cell.config.get("dataset"),
+        "config_hash": cell.config_hash,
+        **vars(provenance),
+    }
+    for column, value in stamped.items():
+        frame[column] = value
+    defaults = {"status": STATUS_OK, "extrapolated": False}
+    for column in COLUMNS:
+        if column not in frame:
+            frame[column] = defaults.get(column)
+    return frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
+
+
+class ResultStore:
+    """A directory of finished cells, one CSV file each, written atomically."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path(self, cell: Cell) -> Path:
+        """Where ``cell``'s rows are (or will be) stored."""
+        return self.root / cell.filename
+
+    def has(self, cell: Cell) -> bool:
+        """True when the cell is finished and stored."""
+        return self.path(cell).is_file()
+
+    def write(self, cell: Cell, frame: pd.DataFrame) -> Path:
+        """Store a cell's rows atomically (temporary file, then rename)."""
+        target = self.path(cell)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".partial-", suffix=".csv")
+        try:
+            with os.fdopen(handle, "w", newline="") as stream:
+                frame.to_csv(stream, index=False)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return target
+
+    def run(
+        self,
+        cell: Cell,
+        compute: Callable[[], Iterable[dict[str, Any]]],
+        provenance: Provenance,
+        force: bool = False,
+    ) -> tuple[pd.DataFrame, bool]:
+        """The cell's rows, computing and storing them unless already stored (or ``force``).
+
+        Returns the rows and whether they were computed now.
+        """
+        if self.has(cell) and not force:
+            return read_cell(self.path(cell)), False
+        frame = stamp(compute(), cell, provenance)
+        self.write(cell, frame)
+        return frame, True
+
+    def load(self, experiment: str | None = None) -> pd.DataFrame:
+        """Every stored row (of one experiment, or all) as one DataFrame, in a stable order."""
+        pattern = f"{experiment}/*.csv" if experiment else "*/*.csv"
+        files = sorted(p for p in self.root.glob(pattern) if not p.name.startswith("."))
+        if not files:
+            return pd.DataFrame(columns=COLUMNS)
+        return pd.concat([read_cell(p) for p in files], ignore_index=True)
+
+
+def read_cell(path: Path) -> pd.DataFrame:
+    """Read one stored cell."""
+    return pd.read_csv(path, keep_default_na=True)

@@ -1,0 +1,287 @@
+"""Estimators against closed-form gradients: unbiasedness, bias where expected, variance facts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scipy import stats
+
+from gradbench.estimators import ESTIMATORS, StochasticForward, make_estimator
+from gradbench.estimators.nodes import CategoricalNode, GaussianNode, WeightNoiseNode
+from gradbench.measure.toy import toy_draws
+from gradbench.models.toy import PROBLEMS, make_problem
+from tests.helpers import (
+    Z,
+    assert_biased,
+    assert_unbiased,
+    standard_error,
+    variance_standard_error,
+)
+
+DRAWS = 20_000
+
+# Two or more parameter settings per problem, chosen away from symmetric points.
+SETTINGS = {
+    "gaussian-quadratic": [
+        {"mu": 0.5, "sigma": 1.0, "target": -0.4},
+        {"mu": -1.3, "sigma": 0.3, "target": 0.8},
+    ],
+    "bernoulli-quadratic": [{"theta": 0.0, "target": 0.45}, {"theta": 1.5, "target": 0.1}],
+    "categorical-linear": [
+        {"logits": (0.1, -0.5, 2.0), "c": (1.0, 0.0, 3.0)},
+        {"logits": (1.0, 0.0, -1.0, 0.5), "c": (-2.0, 1.0, 0.5, 4.0)},
+    ],
+    "weight-noise-regression": [
+        {},
+        {"mu": (1.0, -2.0, 0.3), "sigma": (0.2, 1.5, 0.7), "n_examples": 30, "data_seed": 3},
+    ],
+}
+
+UNBIASED_CASES = [
+    (problem, name, index)
+    for problem, settings in SETTINGS.items()
+    for index in range(len(settings))
+    for name, cls in ESTIMATORS.items()
+    if cls.unbiased and make_estimator(name).applies_to(PROBLEMS[problem].node_kinds, False)
+]
+
+# Every registered estimator must be tested on a toy problem or, where none applies, a model.
+TESTED_ELSEWHERE = {"target-prop": "test_target_prop_direction_is_exact"}
+
+
+def draws_for(problem: str, estimator: str, setting: dict, samples: int = DRAWS, **options):
+    return toy_draws(
+        make_problem(problem, setting), make_estimator(estimator, options), samples, seed=1234
+    )
+
+
+def test_every_estimator_has_a_statistical_test() -> None:
+    tested = {name for _, name, _ in UNBIASED_CASES} | set(TESTED_ELSEWHERE)
+    tested |= {"gumbel-softmax", "st-gumbel", "no-noise"}  # bias tests below
+    assert tested == set(ESTIMATORS)
+
+
+@pytest.mark.parametrize(("problem", "estimator", "index"), UNBIASED_CASES)
+def test_unbiased_against_closed_form(problem: str, estimator: str, index: int) -> None:
+    setting = SETTINGS[problem][index]
+    draws = draws_for(problem, estimator, setting)
+    exact = make_problem(problem, setting).exact_gradient()
+    for name, value in exact.items():
+        assert_unbiased(draws[name], value, what=f"{estimator} on {problem} d/d{name}")
+
+
+def test_assert_unbiased_rejects_a_biased_estimator() -> None:
+    draws = draws_for("gaussian-quadratic", "reparam", SETTINGS["gaussian-quadratic"][0])
+    exact = make_problem("gaussian-quadratic", SETTINGS["gaussian-quadratic"][0]).exact_gradient()
+    shifted = draws["mu"] + 5 * standard_error(draws["mu"])
+    with pytest.raises(AssertionError):
+        assert_unbiased(shifted, exact["mu"])
+
+
+def test_learned_baseline_is_unbiased_whatever_its_value() -> None:
+    setting = SETTINGS["gaussian-quadratic"][1]
+    problem = make_problem("gaussian-quadratic", setting)
+    estimator = make_estimator("lr-baseline", {"baseline": "learned"})
+    estimator.bind(None)
+    with torch.no_grad():
+        next(estimator.parameters()).fill_(3.0)  # a poor but input-independent baseline
+    draws = toy_draws(problem, estimator, DRAWS, seed=5)
+    for name, value in problem.exact_gradient().items():
+        assert_unbiased(draws[name], value, what=f"learned baseline d/d{name}")
+
+
+def test_learned_baseline_fits_mean_loss() -> None:
+    """NVIL's least-squares fit; with step sizes 1/(2(t+1)) b is exactly the running mean of f."""
+    mu, sigma, target = 0.5, 1.0, -0.4
+    problem = make_problem("gaussian-quadratic", {"mu": mu, "sigma": sigma, "target": target})
+    estimator = make_estimator("lr-baseline", {"baseline": "learned"})
+    estimator.bind(None)
+    optimizer = torch.optim.SGD(estimator.parameters(), lr=0.5)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0 / (t + 1))
+    params = problem.parameters()
+    torch.manual_seed(0)
+    steps = 4000
+    for _ in range(steps):
+        optimizer.zero_grad()
+        estimator.surrogate(problem.forward(params, estimator)).mean().backward()
+        optimizer.step()
+        schedule.step()
+    mean_f = (mu - target) ** 2 + sigma**2  # E (z − t)²
+    std_f = math.sqrt(4 * (mu - target) ** 2 * sigma**2 + 2 * sigma**4)
+    fitted = float(next(estimator.parameters()).detach())
+    assert abs(fitted - mean_f) < Z * std_f / math.sqrt(steps)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "problem", "temperature"),
+    [
+        ("gumbel-softmax", "bernoulli-quadratic", 1.0),
+        ("gumbel-softmax", "categorical-linear", 1.0),
+        ("st-gumbel", "bernoulli-quadratic", 1.0),
+        ("st-gumbel", "categorical-linear", 1.0),
+    ],
+)
+def test_relaxed_estimators_are_biased(estimator: str, problem: str, temperature: float) -> None:
+    setting = SETTINGS[problem][0]
+    draws = draws_for(problem, estimator, setting, 100_000, temperature=temperature)
+    for name, value in make_problem(problem, setting).exact_gradient().items():
+        assert_biased(draws[name], value, what=f"{estimator} τ={temperature} on {problem}")
+
+
+def test_gumbel_softmax_bias_shrinks_with_temperature() -> None:
+    setting = SETTINGS["bernoulli-quadratic"][0]
+    exact = make_problem("bernoulli-quadratic", setting).exact_gradient()["theta"]
+    biases, errors = [], []
+    for tau in (1.0, 0.5, 0.25):
+        d = draws_for("bernoulli-quadratic", "gumbel-softmax", setting, 200_000, temperature=tau)
+        biases.append(float((d["theta"].mean() - exact).abs()))
+        errors.append(float(standard_error(d["theta"])))
+    for (b_hi, se_hi), (b_lo, se_lo) in zip(zip(biases, errors), zip(biases[1:], errors[1:])):
+        assert b_hi - b_lo > Z * math.hypot(se_hi, se_lo), (biases, errors)
+
+
+def test_no_noise_misses_the_noise_gradient() -> None:
+    """Without noise the σ-gradient Σ x² σ term vanishes: a biased reference, deterministic here."""
+    draws = draws_for("weight-noise-regression", "no-noise", {}, 100)
+    assert torch.all(draws["sigma"] == 0)
+    assert torch.all(draws["mu"] == draws["mu"][0])
+
+
+def test_reparam_variance_of_mu_is_four_sigma_squared() -> None:
+    setting = {"mu": 0.7, "sigma": 1.3, "target": 0.2}
+    draws = draws_for("gaussian-quadratic", "reparam", setting)["mu"][:, 0]
+    n = draws.shape[0]
+    # ∂/∂μ = 2(z − t) is Gaussian, so (n − 1) s² / (4σ²) ~ χ²(n − 1).
+    low, high = stats.chi2.ppf([3e-5, 1 - 3e-5], n - 1) / (n - 1) * 4 * 1.3**2
+    assert low < float(draws.var()) < high
+
+
+def test_variance_ordering_lr_above_baseline_above_reparam() -> None:
+    setting = SETTINGS["gaussian-quadratic"][0]
+    draws = {
+        name: draws_for("gaussian-quadratic", name, setting)["mu"][:, 0]
+        for name in ("lr", "lr-baseline", "reparam")
+    }
+    variances = {name: d.var() for name, d in draws.items()}
+    errors = {name: variance_standard_error(d) for name, d in draws.items()}
+    for high, low in (("lr", "lr-baseline"), ("lr-baseline", "reparam")):
+        gap = variances[high] - variances[low]
+        assert gap > Z * math.hypot(errors[high], errors[low]), (high, low, variances)
+
+
+def test_local_reparam_variance_far_below_shared_sample() -> None:
+    setting = {"n_examples": 100}
+    local = draws_for("weight-noise-regression", "local-reparam", setting)["mu"]
+    shared = draws_for("weight-noise-regression", "reparam", setting)["mu"]
+    assert torch.all(local.var(0) * 4 < shared.var(0)), (local.var(0), shared.var(0))
+    gap = shared.var(0) - local.var(0)
+    assert torch.all(gap > Z * (variance_standard_error(shared) ** 2 + variance_standard_error(local) ** 2).sqrt())
+
+
+def test_lr_single_draw_matches_hand_derivation() -> None:
+    """Fix the noise: ĝ_μ = f(z)(z − μ)/σ², ĝ_σ = f(z)((z − μ)²/σ³ − 1/σ)."""
+    mu, sigma, target = 0.3, 0.8, -0.5
+    problem = make_problem("gaussian-quadratic", {"mu": mu, "sigma": sigma, "target": target})
+    params = {k: v.requires_grad_(True) for k, v in problem.parameters().items()}
+    estimator = make_estimator("lr")
+    torch.manual_seed(11)
+    forward = problem.forward(params, estimator)
+    estimator.surrogate(forward).sum().backward()
+    torch.manual_seed(11)
+    z = mu + sigma * torch.randn(1, dtype=torch.float64)
+    f = (z - target) ** 2
+    torch.testing.assert_close(params["mu"].grad, f * (z - mu) / sigma**2)
+    torch.testing.assert_close(params["sigma"].grad, f * ((z - mu) ** 2 / sigma**3 - 1 / sigma))
+
+
+def test_local_reparam_single_draw_matches_hand_derivation() -> None:
+    """b = Aμ + √((A⊙A)σ²) ε: ∂b/∂μ = A, ∂b/∂σ = (A⊙A) σ ε / √δ."""
+    torch.manual_seed(0)
+    inputs = torch.randn(7, 3, dtype=torch.float64)
+    mean = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    std = torch.rand(3, 2, dtype=torch.float64).add(0.1).requires_grad_(True)
+    node = WeightNoiseNode(inputs, mean, lambda: std.square())
+    torch.manual_seed(4)
+    out = make_estimator("local-reparam").sample(node)
+    out.sum().backward()
+    torch.manual_seed(4)
+    eps = torch.randn(7, 2, dtype=torch.float64)
+    delta = inputs.square() @ std.detach().square()
+    torch.testing.assert_close(out, inputs @ mean.detach() + delta.sqrt() * eps)
+    torch.testing.assert_close(mean.grad, inputs.sum(0, keepdim=True).T.expand(3, 2))
+    expected_std_grad = inputs.square().T @ (eps / delta.sqrt()) * std.detach()
+    torch.testing.assert_close(std.grad, expected_std_grad)
+
+
+def test_target_prop_direction_is_exact() -> None:
+    """Encoder update: ∇ ‖π − π̂‖² with π̂ = 2π − π(x') held fixed is J_softmaxᵀ 2(π(x') − π)."""
+    torch.manual_seed(2)
+    logits = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
+    inverse_logits = torch.randn(4, 3, 5, dtype=torch.float64)
+    node = CategoricalNode(logits, event_dims=1, inverse=lambda _: inverse_logits)
+    estimator = make_estimator("target-prop", {"beta_max": 0.0})
+    sample = estimator.sample(node)
+    assert torch.all(sample.sum(-1) == 1) and not sample.requires_grad
+    zeros = torch.zeros(4, dtype=torch.float64)
+    forward = StochasticForward(zeros, zeros, [node], [sample], torch.zeros(4, 6))
+    estimator.surrogate(forward).sum().backward()
+    probs = logits.detach().softmax(-1)
+    upstream = 2 * (inverse_logits.softmax(-1) - probs)
+    expected = probs * (upstream - (upstream * probs).sum(-1, keepdim=True))
+    torch.testing.assert_close(logits.grad, expected)
+
+
+def test_target_prop_beta_rises_from_zero() -> None:
+    estimator = make_estimator("target-prop", {"beta_max": 2.0, "beta_warmup_steps": 4})
+    forward = StochasticForward(torch.zeros(1), torch.zeros(1))
+    betas = []
+    for _ in range(6):
+        betas.append(estimator.beta)
+        estimator.observe(forward)
+    assert betas == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0]
+
+
+def test_temperature_annealing_schedule() -> None:
+    estimator = make_estimator(
+        "gumbel-softmax", {"temperature": 1.0, "min_temperature": 0.5, "anneal_rate": 0.1}
+    )
+    forward = StochasticForward(torch.zeros(1), torch.zeros(1))
+    for step in range(12):
+        assert estimator.temperature == pytest.approx(max(0.5, math.exp(-0.1 * step)))
+        estimator.observe(forward)
+
+
+def test_ema_baseline_tracks_mean_loss() -> None:
+    estimator = make_estimator("lr-baseline", {"baseline_decay": 0.5})
+    for value in (4.0, 2.0, 2.0):
+        estimator.observe(StochasticForward(torch.full((3,), value), torch.zeros(3)))
+    assert float(estimator.average) == pytest.approx(0.5 * (0.5 * 4.0 + 0.5 * 2.0) + 0.5 * 2.0)
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_contract_same_seed_same_numbers_and_value_is_loss(name: str) -> None:
+    estimator = make_estimator(name)
+    cases = [p for p, cls in PROBLEMS.items() if estimator.applies_to(cls.node_kinds, False)]
+    for problem_name in cases:
+        problem = make_problem(problem_name)
+        first = toy_draws(problem, make_estimator(name), 50, seed=9)
+        second = toy_draws(problem, make_estimator(name), 50, seed=9)
+        for key in first:
+            assert torch.isfinite(first[key]).all()
+            torch.testing.assert_close(first[key], second[key], rtol=0, atol=0)
+        torch.manual_seed(0)
+        forward = problem.forward(problem.parameters(), estimator)
+        torch.testing.assert_close(estimator.surrogate(forward), forward.loss.detach())
+
+
+def test_unknown_names_and_options_list_valid_choices() -> None:
+    with pytest.raises(ValueError, match="valid: lr, lr-baseline"):
+        make_estimator("reinforce")
+    with pytest.raises(ValueError, match="valid: temperature, min_temperature, anneal_rate"):
+        make_estimator("gumbel-softmax", {"tau": "0.5"})
+    with pytest.raises(ValueError, match="baseline"):
+        make_estimator("lr-baseline", {"baseline": "magic"})
+    with pytest.raises(TypeError, match="does not support gaussian"):
+        make_estimator("gumbel-softmax").sample(GaussianNode(torch.zeros(1), torch.ones(1)))

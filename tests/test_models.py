@@ -1,0 +1,369 @@
+"""Tests of the shared models: the forward contract, sizes, options, KL terms, bounds, evaluation.
+
+Models are driven by ``_Exact``, a minimal estimator written here (exact samples, pathwise where
+the node allows), so these tests do not depend on the real estimator modules.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gradbench.estimators.nodes import CategoricalNode, GaussianNode, WeightNoiseNode
+from gradbench.models import bayes_mlp, categorical_vae, gaussian_vae
+from gradbench.models.base import MODELS, DataShape, StochasticModel, make_model
+
+SHAPE = DataShape(input_dim=12, n_classes=4, n_train=500)
+SMALL_OPTIONS = {
+    "gaussian-vae": {"hidden_sizes": "16,8", "latent_dim": "3", "init_std": "0.3"},
+    "categorical-vae": {"hidden_sizes": "16", "n_vars": "3", "n_classes": "4"},
+    "bayes-mlp": {"hidden_sizes": "16,8"},
+}
+Z_SCORE = 4.0
+
+
+class _Exact:
+    """Minimal estimator: reparameterized Gaussians, Gumbel-max categoricals, local weight noise."""
+
+    def sample(self, node: object) -> Tensor:
+        if isinstance(node, GaussianNode):
+            return node.reparameterize(node.noise())
+        if isinstance(node, CategoricalNode):
+            return node.exact_sample()
+        if isinstance(node, WeightNoiseNode):
+            variance = node.inputs.square() @ node.weight_variance()
+            mean = node.mean_preactivation()
+            return mean + variance.sqrt() * torch.randn_like(mean)
+        raise TypeError(f"unsupported node {node!r}")
+
+
+def _small(name: str, shape: DataShape = SHAPE, seed: int = 0) -> StochasticModel:
+    torch.manual_seed(seed)
+    return make_model(name, shape, SMALL_OPTIONS[name])
+
+
+def _batch(shape: DataShape, batch: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    x = torch.bernoulli(torch.full((batch, shape.input_dim), 0.5, dtype=dtype))
+    y = torch.randint(shape.n_classes, (batch,))
+    return x, y
+
+
+def _assert_close_in_se(estimate: Tensor, exact: Tensor, se: Tensor) -> None:
+    """|estimate − exact| < Z_SCORE · se elementwise (a randomized test at a ~1e-4 failure rate)."""
+    z = ((estimate - exact).abs() / se).max().item()
+    assert z < Z_SCORE, f"estimate off by {z:.2f} standard errors"
+
+
+def test_models_registered_with_declared_capabilities() -> None:
+    assert MODELS["gaussian-vae"] is gaussian_vae.GaussianVAE
+    assert MODELS["categorical-vae"] is categorical_vae.CategoricalVAE
+    assert MODELS["bayes-mlp"] is bayes_mlp.BayesMLP
+    assert gaussian_vae.GaussianVAE.node_kinds == frozenset({"gaussian"})
+    assert categorical_vae.CategoricalVAE.node_kinds == frozenset({"categorical"})
+    assert bayes_mlp.BayesMLP.node_kinds == frozenset({"weight-noise"})
+    assert categorical_vae.CategoricalVAE.has_inverse
+    assert not gaussian_vae.GaussianVAE.has_inverse and not bayes_mlp.BayesMLP.has_inverse
+    assert gaussian_vae.GaussianVAE.reference_estimator == "reparam"
+    assert categorical_vae.CategoricalVAE.reference_estimator == "gumbel-softmax"
+    assert bayes_mlp.BayesMLP.reference_estimator == "local-reparam"
+
+
+@pytest.mark.parametrize("name", list(SMALL_OPTIONS))
+def test_forward_shapes_and_finite_losses(name: str) -> None:
+    model = _small(name)
+    x, y = _batch(SHAPE, 5)
+    forward = model(x, y, _Exact())
+    assert forward.data_loss.shape == (5,) and forward.regularizer.shape == (5,)
+    assert torch.isfinite(forward.loss).all()
+    assert len(forward.nodes) == len(forward.samples) >= 1
+    if name == "bayes-mlp":
+        assert forward.reconstruction is None
+        assert [s.shape for s in forward.samples] == [(5, 16), (5, 8), (5, SHAPE.n_classes)]
+        assert (forward.data_loss > 0).all()
+    else:
+        assert forward.reconstruction.shape == x.shape
+        assert ((forward.reconstruction > 0) & (forward.reconstruction < 1)).all()
+        assert (forward.regularizer >= 0).all() and (forward.data_loss > 0).all()
+        assert forward.context() is x
+
+
+@pytest.mark.parametrize("name", list(SMALL_OPTIONS))
+def test_gradients_reach_every_parameter(name: str) -> None:
+    model = _small(name)
+    x, y = _batch(SHAPE, 8)
+    model(x, y, _Exact()).loss.mean().backward()
+    for param_name, param in model.named_parameters():
+        assert param.grad is not None, param_name
+        assert torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0, param_name
+
+
+@pytest.mark.parametrize("name", list(SMALL_OPTIONS))
+def test_same_seed_gives_identical_initial_parameters(name: str) -> None:
+    first, second, other = _small(name, seed=3), _small(name, seed=3), _small(name, seed=4)
+    for (n1, p1), (n2, p2), (_, p3) in zip(
+        first.named_parameters(), second.named_parameters(), other.named_parameters()
+    ):
+        assert n1 == n2 and torch.equal(p1, p2)
+    assert not all(torch.equal(p1, p3) for p1, p3 in zip(first.parameters(), other.parameters()))
+
+
+@pytest.mark.parametrize("name", list(SMALL_OPTIONS))
+def test_parameter_groups_name_real_parameters(name: str) -> None:
+    model = _small(name)
+    names = [n for n, _ in model.named_parameters()]
+    groups = model.parameter_groups()
+    for group, members in groups.items():
+        assert members and set(members) <= set(names), group
+    assert groups["all"] == names
+    for param_name in names:
+        assert groups[param_name] == [param_name]
+    if name == "bayes-mlp":
+        assert groups["bottom"] == ["layers.0.weight_mean"]
+        assert groups["top"] == ["layers.2.weight_mean"]
+    else:
+        assert groups["bottom"] == ["encoder.0.weight"]
+        assert groups["top"] == [f"decoder.{len(model.decoder) - 1}.weight"]
+        assert sorted(groups["encoder"] + groups["decoder"]) == sorted(names)
+
+
+def test_sizes_come_from_data_shape_and_options() -> None:
+    shape = DataShape(input_dim=64, n_classes=7, n_train=100)
+    vae = make_model("gaussian-vae", shape, {"hidden_sizes": "32,16", "latent_dim": "5"})
+    sizes = {n: tuple(p.shape) for n, p in vae.named_parameters() if n.endswith("weight")}
+    assert sizes == {
+        "encoder.0.weight": (32, 64), "encoder.1.weight": (16, 32), "encoder.2.weight": (10, 16),
+        "decoder.0.weight": (16, 5), "decoder.1.weight": (32, 16), "decoder.2.weight": (64, 32),
+    }
+    cat = make_model("categorical-vae", shape, {"hidden_sizes": "20", "n_vars": "4", "n_classes": "3"})
+    assert cat.encoder[0].weight.shape == (20, 64) and cat.encoder[1].weight.shape == (12, 20)
+    assert cat.decoder[0].weight.shape == (20, 12) and cat.decoder[1].weight.shape == (64, 20)
+    mlp = make_model("bayes-mlp", shape, {"hidden_sizes": (30,)})
+    assert [tuple(layer.weight_mean.shape) for layer in mlp.layers] == [(64, 30), (30, 7)]
+    assert [tuple(layer.log_alpha.shape) for layer in mlp.layers] == [(64, 30), (30, 7)]
+    default = make_model("gaussian-vae", DataShape(784, 10, 50_000))
+    assert default.encoder[0].weight.shape == (500, 784) and default.latent_dim == 20
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("gaussian-vae", {"depth": "2"}, "valid: hidden_sizes, latent_dim, init_std"),
+        ("categorical-vae", {"temperature": "1"}, "valid: hidden_sizes, n_vars, n_classes"),
+        ("bayes-mlp", {"dropout": "0.5"}, "valid: hidden_sizes, input_dropout, hidden_dropout"),
+        ("gaussian-vae", {"hidden_sizes": "0"}, "hidden_sizes"),
+        ("gaussian-vae", {"latent_dim": "0"}, "latent_dim"),
+        ("gaussian-vae", {"init_std": "-1"}, "init_std"),
+        ("categorical-vae", {"n_classes": "1"}, "n_classes"),
+        ("categorical-vae", {"n_vars": "0"}, "n_vars"),
+        ("bayes-mlp", {"hidden_sizes": ""}, "hidden_sizes"),
+        ("bayes-mlp", {"input_dropout": "1.0"}, "input_dropout"),
+        ("bayes-mlp", {"hidden_dropout": "0"}, "hidden_dropout"),
+        ("bayes-mlp", {"latent_dim": "3"}, "valid:"),
+        ("bayes-mlp", {"hidden_sizes": "a,b"}, "hidden_sizes"),
+    ],
+)
+def test_bad_options_raise_value_error(name: str, options: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_model(name, SHAPE, options)
+
+
+def test_unknown_model_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="valid: .*gaussian-vae"):
+        make_model("gaussian-vea", SHAPE)
+
+
+def test_bayes_mlp_init_is_he_normal() -> None:
+    torch.manual_seed(0)
+    model = make_model("bayes-mlp", DataShape(784, 10, 100), {"hidden_sizes": "512"})
+    weight = model.layers[0].weight_mean.detach().double()
+    assert abs(weight.std().item() / math.sqrt(2.0 / 784) - 1.0) < 0.01
+    assert all((layer.bias == 0).all() for layer in model.layers)
+
+
+def test_gaussian_vae_init_is_normal_with_init_std() -> None:
+    torch.manual_seed(0)
+    model = make_model("gaussian-vae", DataShape(784, 10, 100))
+    weight = model.encoder[0].weight.detach().double()
+    assert abs(weight.std().item() - 0.01) < 1e-4 and abs(weight.mean().item()) < 1e-4
+    assert all((layer.bias == 0).all() for layer in [*model.encoder, *model.decoder])
+
+
+def test_gaussian_kl_matches_monte_carlo() -> None:
+    model = _small("gaussian-vae").double()
+    x, y = _batch(SHAPE, 4, torch.float64)
+    forward = model(x, y, _Exact())
+    node = forward.nodes[0]
+    draws = 20_000
+    z = node.reparameterize(torch.randn(draws, *node.mean.shape, dtype=torch.float64))
+    log_prior = -0.5 * (z.square() + math.log(2 * math.pi)).sum(-1)
+    kl_draws = (node.log_prob(z) - log_prior).detach()  # [draws, B]
+    se = kl_draws.std(0) / math.sqrt(draws)
+    assert (forward.regularizer > 0.05).all()
+    _assert_close_in_se(kl_draws.mean(0), forward.regularizer.detach(), se)
+
+
+def test_categorical_kl_matches_monte_carlo() -> None:
+    model = _small("categorical-vae").double()
+    with torch.no_grad():
+        model.encoder[-1].weight.mul_(5.0)
+    x, y = _batch(SHAPE, 4, torch.float64)
+    forward = model(x, y, _Exact())
+    node = forward.nodes[0]
+    draws = 20_000
+    latent = CategoricalNode(node.logits.expand(draws, *node.logits.shape), 1).exact_sample()
+    log_prior = -model.n_vars * math.log(model.n_classes)
+    kl_draws = (node.log_prob(latent) - log_prior).detach()  # [draws, B]
+    se = kl_draws.std(0) / math.sqrt(draws)
+    assert (forward.regularizer > 0.05).all()
+    _assert_close_in_se(kl_draws.mean(0), forward.regularizer.detach(), se)
+
+
+def _tiny_categorical() -> tuple[categorical_vae.CategoricalVAE, Tensor]:
+    """input_dim 6, 2 variables × 3 classes; sharpened layers so that q(y|x) ≠ p(y|x) clearly."""
+    torch.manual_seed(1)
+    shape = DataShape(input_dim=6, n_classes=2, n_train=10)
+    model = make_model("categorical-vae", shape, {"hidden_sizes": "8", "n_vars": "2", "n_classes": "3"})
+    model = model.double()
+    with torch.no_grad():
+        model.encoder[-1].weight.mul_(4.0)
+        model.decoder[-1].weight.mul_(4.0)
+    every_x = torch.tensor(list(itertools.product([0.0, 1.0], repeat=6)), dtype=torch.float64)
+    return model, every_x
+
+
+def _enumerated_bounds(model: categorical_vae.CategoricalVAE, x: Tensor) -> tuple[Tensor, Tensor]:
+    """ELBO = Σ_y q(y|x) log [p(x|y) p(y) / q(y|x)] and log p(x) = log Σ_y p(x|y) p(y), each [B],
+    summed over the 9 latents of the tiny model."""
+    with torch.no_grad():
+        log_q = torch.log_softmax(model.encode(x), dim=-1)  # [B, 2, 3]
+        elbo, log_joint = torch.zeros(x.shape[0], dtype=x.dtype), []
+        for first, second in itertools.product(range(3), repeat=2):
+            latent = torch.zeros(2, 3, dtype=x.dtype)
+            latent[0, first] = latent[1, second] = 1.0
+            logits = model.decode(latent).expand_as(x)
+            log_px_y = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+            q = (log_q[:, 0, first] + log_q[:, 1, second]).exp()
+            elbo += q * (log_px_y - torch.log(q * 9.0))
+            log_joint.append(log_px_y - math.log(9.0))
+        return elbo, torch.logsumexp(torch.stack(log_joint), dim=0)
+
+
+def test_categorical_exact_likelihood_enumerates_every_latent() -> None:
+    model, every_x = _tiny_categorical()
+    log_px = model.exact_log_likelihood(every_x)
+    assert torch.allclose(log_px, _enumerated_bounds(model, every_x)[1], rtol=0, atol=1e-12)
+    assert abs(torch.logsumexp(log_px, dim=0).item()) < 1e-10
+
+
+def test_categorical_exact_likelihood_refuses_large_latents() -> None:
+    model = make_model("categorical-vae", SHAPE, {"hidden_sizes": "4", "n_vars": "6", "n_classes": "10"})
+    with pytest.raises(ValueError, match="configurations"):
+        model.exact_log_likelihood(torch.zeros(1, SHAPE.input_dim))
+
+
+def test_categorical_bounds_order_elbo_iw_log_likelihood() -> None:
+    model, every_x = _tiny_categorical()
+    exact_elbo, log_px = _enumerated_bounds(model, every_x)
+    assert (exact_elbo <= log_px + 1e-12).all()
+    assert (log_px - exact_elbo).mean() > 0.5
+    repeats = 400
+    x = every_x.repeat(repeats, 1)  # [repeats * 64, 6]: independent estimates per input
+    y = torch.zeros(x.shape[0], dtype=torch.long)
+    torch.manual_seed(2)
+    metrics = model.evaluate(x, y, samples=1, iw_samples=1)
+    elbo, iw_one = (metrics[k].view(repeats, -1) for k in ("elbo", "iw_bound"))
+    _assert_close_in_se(elbo.mean(0), exact_elbo, elbo.std(0) / math.sqrt(repeats))
+    kl = model.kl_to_uniform(model.encode(every_x)).detach()
+    assert torch.allclose(elbo, metrics["reconstruction_ll"].view(repeats, -1) - kl)
+    # one importance sample: E[iw_bound] is the ELBO; pooled over inputs to detect small offsets
+    pooled_se = iw_one.var(0).mean().sqrt() / math.sqrt(iw_one.numel())
+    _assert_close_in_se(iw_one.mean(), exact_elbo.mean(), pooled_se)
+    iw = model.evaluate(x, y, samples=1, iw_samples=20)["iw_bound"].view(repeats, -1)
+    iw_se = iw.std(0) / math.sqrt(repeats)
+    assert ((iw.mean(0) - exact_elbo) / iw_se).min() > -Z_SCORE
+    assert ((iw.mean(0) - log_px) / iw_se).max() < Z_SCORE
+    assert (iw.mean(0) - exact_elbo).mean() > 0.5 * (log_px - exact_elbo).mean()
+
+
+def test_gaussian_bounds_order_elbo_iw_log_likelihood() -> None:
+    """One latent dimension, so log p(x) = log ∫ p(x|z) N(z; 0, 1) dz by quadrature on a grid."""
+    torch.manual_seed(0)
+    options = {"hidden_sizes": "16", "latent_dim": "1", "init_std": "0.5"}
+    model = make_model("gaussian-vae", SHAPE, options).double()
+    x, y = _batch(SHAPE, 6, torch.float64)
+    grid = torch.linspace(-10.0, 10.0, 20_001, dtype=torch.float64)[:, None]  # [G, 1]
+    with torch.no_grad():
+        log_px_z = gaussian_vae.bernoulli_log_likelihood(model.decode(grid)[:, None, :], x)
+        log_joint = log_px_z - 0.5 * (grid.square() + math.log(2 * math.pi))  # [G, B]
+        log_px = torch.logsumexp(log_joint, dim=0) + math.log(20.0 / 20_000)
+    repeats = 2000
+    x_rep, y_rep = x.repeat(repeats, 1), y.repeat(repeats)
+    torch.manual_seed(5)
+    forward_elbo = -model(x_rep, y_rep, _Exact()).loss.detach().view(repeats, -1)
+    metrics = model.evaluate(x_rep, y_rep, samples=1, iw_samples=1)
+    assert set(metrics) == {"elbo", "reconstruction_ll", "iw_bound"}
+    assert all(v.shape == (x_rep.shape[0],) for v in metrics.values())
+    elbo, iw_one = (metrics[k].view(repeats, -1) for k in ("elbo", "iw_bound"))
+    se = (forward_elbo.var(0) / repeats + elbo.var(0) / repeats).sqrt()
+    _assert_close_in_se(elbo.mean(0), forward_elbo.mean(0), se)
+    se_iw = (iw_one.var(0) / repeats + elbo.var(0) / repeats).sqrt()
+    _assert_close_in_se(iw_one.mean(0), elbo.mean(0), se_iw)
+    assert (log_px - elbo.mean(0)).mean() > 1.0
+    iw = model.evaluate(x_rep[: 200 * 6], y, samples=1, iw_samples=50)["iw_bound"].view(200, -1)
+    iw_se = iw.std(0) / math.sqrt(200)
+    assert ((iw.mean(0) - log_px) / iw_se).max() < Z_SCORE
+    assert (iw.mean(0) - elbo.mean(0)).mean() > 0.5 * (log_px - elbo.mean(0)).mean()
+
+
+def test_bayes_mlp_initial_alpha_and_weight_variance() -> None:
+    model = make_model("bayes-mlp", SHAPE, {"hidden_sizes": "16,8"})
+    alphas = [layer.log_alpha.detach().exp() for layer in model.layers]
+    assert torch.allclose(alphas[0], torch.full_like(alphas[0], 0.25))
+    assert all(torch.allclose(a, torch.ones_like(a)) for a in alphas[1:])
+    with torch.no_grad():
+        model.layers[1].log_alpha.fill_(1.5)
+    x, y = _batch(SHAPE, 3)
+    nodes = model(x, y, _Exact()).nodes
+    for node, layer, alpha in zip(nodes, model.layers, [0.25, 1.0, 1.0]):
+        assert node.weight_mean is layer.weight_mean and node.bias is layer.bias
+        expected = alpha * layer.weight_mean.square()
+        assert torch.allclose(node.weight_variance(), expected)
+    assert torch.equal(nodes[0].inputs, x)
+
+
+def test_bayes_mlp_regularizer_is_kl_over_n_train() -> None:
+    model = make_model("bayes-mlp", SHAPE, {"hidden_sizes": "16,8"}).double()
+    x, y = _batch(SHAPE, 3, torch.float64)
+    assert abs(model.layers[1].kl().item()) < 1e-6
+    c1, c2, c3 = 1.16145124, -1.50204118, 0.58629921
+    per_weight = -(0.5 * math.log(0.25) + c1 * 0.25 + c2 * 0.25**2 + c3 * 0.25**3 - (c1 + c2 + c3))
+    expected = per_weight * SHAPE.input_dim * 16 / SHAPE.n_train
+    regularizer = model(x, y, _Exact()).regularizer
+    assert torch.allclose(regularizer, torch.full((3,), expected, dtype=torch.float64))
+    assert per_weight > 0
+
+
+def test_bayes_mlp_evaluate_matches_forward_and_mean_network() -> None:
+    model = _small("bayes-mlp").double()
+    x, y = _batch(SHAPE, 5, torch.float64)
+    torch.manual_seed(6)
+    metrics = model.evaluate(x, y, samples=4000, iw_samples=1)
+    assert set(metrics) == {"elbo", "error", "nll"}
+    assert all(v.shape == (5,) for v in metrics.values())
+    repeats = 4000
+    forward_elbo = -model(x.repeat(repeats, 1), y.repeat(repeats), _Exact()).loss.detach()
+    forward_elbo = forward_elbo.view(repeats, -1)
+    se = forward_elbo.std(0) * math.sqrt(2.0 / repeats)
+    _assert_close_in_se(metrics["elbo"], forward_elbo.mean(0), se)
+    h = x
+    for index, layer in enumerate(model.layers):
+        h = h @ layer.weight_mean + layer.bias
+        h = torch.relu(h) if index < len(model.layers) - 1 else h
+    nll = F.cross_entropy(h, y, reduction="none").detach()
+    assert torch.allclose(metrics["nll"], nll)
+    assert torch.equal(metrics["error"], (h.argmax(-1) != y).double())
