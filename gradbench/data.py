@@ -224,8 +224,8 @@ class Dataset:
     binarization: str
     seed: int = 0  # the config's seed (the "fixed" sample's and the default evaluation seed)
     source: str = ""  # where the data were read from, for provenance
+    # split name -> bool [N, D] sample; filled only for the "fixed" binarization
     fixed: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-    # fixed: split name -> bool [N, D] sample, present only for the "fixed" binarization
 
     @property
     def device(self) -> torch.device:

@@ -285,3 +285,32 @@ def test_unknown_names_and_options_list_valid_choices() -> None:
         make_estimator("lr-baseline", {"baseline": "magic"})
     with pytest.raises(TypeError, match="does not support gaussian"):
         make_estimator("gumbel-softmax").sample(GaussianNode(torch.zeros(1), torch.ones(1)))
+
+
+def test_weight_noise_estimators_share_the_bayes_mlp_minibatch_gradient() -> None:
+    """reparam, reparam-per-example and local-reparam: same expectation on a fixed minibatch."""
+    from gradbench.gradients import gradient_draws
+    from gradbench.models import DataShape, make_model
+
+    torch.manual_seed(0)
+    model = make_model("bayes-mlp", DataShape(12, 3, 500), {"hidden_sizes": (10,)}).double()
+    x = torch.randn(16, 12, dtype=torch.float64)
+    y = torch.randint(0, 3, (16,))
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    means, errors = {}, {}
+    for name in ("reparam", "reparam-per-example", "local-reparam"):
+        estimator = make_estimator(name)
+
+        def surrogate(p: dict[str, torch.Tensor]) -> torch.Tensor:
+            forward = torch.func.functional_call(model, p, (x, y, estimator))
+            return estimator.surrogate(forward).mean()
+
+        torch.manual_seed(1)
+        draws = gradient_draws(surrogate, params, 20_000)
+        means[name] = {k: d.mean(0) for k, d in draws.items()}
+        errors[name] = {k: standard_error(d) for k, d in draws.items()}
+    for a, b in (("reparam", "reparam-per-example"), ("reparam-per-example", "local-reparam")):
+        for key in params:
+            gap = (means[a][key] - means[b][key]).abs()
+            bound = Z * (errors[a][key] ** 2 + errors[b][key] ** 2).sqrt()
+            assert torch.all((gap < bound) | (gap < 1e-12)), (a, b, key, float((gap / bound).max()))

@@ -16,7 +16,13 @@ from torch import Tensor
 
 from gradbench.estimators.nodes import CategoricalNode, GaussianNode, WeightNoiseNode
 from gradbench.models import bayes_mlp, categorical_vae, gaussian_vae
-from gradbench.models.base import MODELS, DataShape, StochasticModel, make_model
+from gradbench.models.base import (
+    MODELS,
+    DataShape,
+    StochasticModel,
+    bernoulli_log_likelihood,
+    make_model,
+)
 
 SHAPE = DataShape(input_dim=12, n_classes=4, n_train=500)
 SMALL_OPTIONS = {
@@ -42,12 +48,14 @@ class _Exact:
         raise TypeError(f"unsupported node {node!r}")
 
 
-def _small(name: str, shape: DataShape = SHAPE, seed: int = 0) -> StochasticModel:
+def _small(name: str, seed: int = 0) -> StochasticModel:
     torch.manual_seed(seed)
-    return make_model(name, shape, SMALL_OPTIONS[name])
+    return make_model(name, SHAPE, SMALL_OPTIONS[name])
 
 
-def _batch(shape: DataShape, batch: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+def _batch(
+    shape: DataShape, batch: int, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
     x = torch.bernoulli(torch.full((batch, shape.input_dim), 0.5, dtype=dtype))
     y = torch.randint(shape.n_classes, (batch,))
     return x, y
@@ -139,7 +147,8 @@ def test_sizes_come_from_data_shape_and_options() -> None:
         "encoder.0.weight": (32, 64), "encoder.1.weight": (16, 32), "encoder.2.weight": (10, 16),
         "decoder.0.weight": (16, 5), "decoder.1.weight": (32, 16), "decoder.2.weight": (64, 32),
     }
-    cat = make_model("categorical-vae", shape, {"hidden_sizes": "20", "n_vars": "4", "n_classes": "3"})
+    cat_options = {"hidden_sizes": "20", "n_vars": "4", "n_classes": "3"}
+    cat = make_model("categorical-vae", shape, cat_options)
     assert cat.encoder[0].weight.shape == (20, 64) and cat.encoder[1].weight.shape == (12, 20)
     assert cat.decoder[0].weight.shape == (20, 12) and cat.decoder[1].weight.shape == (64, 20)
     mlp = make_model("bayes-mlp", shape, {"hidden_sizes": (30,)})
@@ -207,6 +216,21 @@ def test_gaussian_kl_matches_monte_carlo() -> None:
     _assert_close_in_se(kl_draws.mean(0), forward.regularizer.detach(), se)
 
 
+def test_categorical_vae_is_softplus_mlp_on_flattened_one_hots() -> None:
+    model = _small("categorical-vae")
+    x, y = _batch(SHAPE, 5)
+    (enc0, enc1), (dec0, dec1) = model.encoder, model.decoder
+    logits = enc1(F.softplus(enc0(x))).view(5, 3, 4)
+    forward = model(x, y, _Exact())
+    node, latent = forward.nodes[0], forward.samples[0]
+    assert torch.allclose(node.logits, logits) and node.event_dims == 1
+    assert latent.shape == (5, 3, 4) and torch.equal(latent.sum(-1), torch.ones(5, 3))
+    reconstruction = torch.sigmoid(dec1(F.softplus(dec0(latent.flatten(1)))))
+    assert torch.allclose(forward.reconstruction, reconstruction)
+    inverse_logits = enc1(F.softplus(enc0(reconstruction))).view(5, 3, 4)
+    assert torch.allclose(node.inverse(reconstruction), inverse_logits)
+
+
 def test_categorical_kl_matches_monte_carlo() -> None:
     model = _small("categorical-vae").double()
     with torch.no_grad():
@@ -227,7 +251,8 @@ def _tiny_categorical() -> tuple[categorical_vae.CategoricalVAE, Tensor]:
     """input_dim 6, 2 variables × 3 classes; sharpened layers so that q(y|x) ≠ p(y|x) clearly."""
     torch.manual_seed(1)
     shape = DataShape(input_dim=6, n_classes=2, n_train=10)
-    model = make_model("categorical-vae", shape, {"hidden_sizes": "8", "n_vars": "2", "n_classes": "3"})
+    options = {"hidden_sizes": "8", "n_vars": "2", "n_classes": "3"}
+    model = make_model("categorical-vae", shape, options)
     model = model.double()
     with torch.no_grad():
         model.encoder[-1].weight.mul_(4.0)
@@ -261,7 +286,8 @@ def test_categorical_exact_likelihood_enumerates_every_latent() -> None:
 
 
 def test_categorical_exact_likelihood_refuses_large_latents() -> None:
-    model = make_model("categorical-vae", SHAPE, {"hidden_sizes": "4", "n_vars": "6", "n_classes": "10"})
+    options = {"hidden_sizes": "4", "n_vars": "6", "n_classes": "10"}
+    model = make_model("categorical-vae", SHAPE, options)
     with pytest.raises(ValueError, match="configurations"):
         model.exact_log_likelihood(torch.zeros(1, SHAPE.input_dim))
 
@@ -298,7 +324,7 @@ def test_gaussian_bounds_order_elbo_iw_log_likelihood() -> None:
     x, y = _batch(SHAPE, 6, torch.float64)
     grid = torch.linspace(-10.0, 10.0, 20_001, dtype=torch.float64)[:, None]  # [G, 1]
     with torch.no_grad():
-        log_px_z = gaussian_vae.bernoulli_log_likelihood(model.decode(grid)[:, None, :], x)
+        log_px_z = bernoulli_log_likelihood(model.decode(grid)[:, None, :], x)
         log_joint = log_px_z - 0.5 * (grid.square() + math.log(2 * math.pi))  # [G, B]
         log_px = torch.logsumexp(log_joint, dim=0) + math.log(20.0 / 20_000)
     repeats = 2000

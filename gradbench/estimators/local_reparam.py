@@ -7,7 +7,6 @@ samples, no covariance across examples, and only M·k random numbers: the paper'
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from gradbench.estimators.base import Estimator, register_estimator
@@ -28,6 +27,4 @@ class LocalReparameterization(Estimator):
 
     def sample(self, node: StochasticNode) -> Tensor:
         self._check_kind(node)
-        mean = node.mean_preactivation()  # [batch, n_out]
-        variance = node.inputs.square() @ node.weight_variance()  # [batch, n_out]
-        return mean + variance.sqrt() * torch.randn_like(mean)
+        return node.local_sample()

@@ -150,5 +150,15 @@ class WeightNoiseNode:
         out = self.inputs @ self.weight_mean
         return out if self.bias is None else out + self.bias
 
+    def local_sample(self) -> Tensor:
+        """b = γ + √δ ⊙ ε, δ = (A ⊙ A) σ², ε ~ N(0, I) [batch, n_out]: the pre-activations'
+        exact per-example marginal, independent across examples (local reparameterization)."""
+        mean = self.mean_preactivation()
+        variance = self.inputs.square() @ self.weight_variance()
+        # δ is exactly 0 for an example whose layer input is all zeros (dead ReLUs); the floor
+        # keeps √δ's derivative finite there without changing any sample.
+        std = variance.clamp_min(torch.finfo(variance.dtype).tiny).sqrt()
+        return mean + std * torch.randn_like(mean)
+
 
 StochasticNode = GaussianNode | CategoricalNode | BernoulliNode | WeightNoiseNode

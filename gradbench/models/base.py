@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradbench.estimators.base import Estimator, StochasticForward
@@ -52,6 +54,18 @@ class StochasticModel(nn.Module):
     def evaluate(self, x: Tensor, y: Tensor, samples: int, iw_samples: int) -> dict[str, Tensor]:
         """Per-example evaluation metrics, independent of any estimator (exact samples)."""
         raise NotImplementedError
+
+
+def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
+    """log p(x|z) = Σ_d [x_d log σ(l_d) + (1 − x_d) log σ(−l_d)]; logits, x broadcast [..., D]."""
+    logits, x = torch.broadcast_tensors(logits, x)
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+
+def check_hidden_sizes(hidden_sizes: tuple[int, ...]) -> None:
+    """Raise ValueError unless ``hidden_sizes`` is one or more positive layer widths."""
+    if not hidden_sizes or min(hidden_sizes) < 1:
+        raise ValueError(f"hidden_sizes must be one or more positive ints, got {hidden_sizes}")
 
 
 MODELS: dict[str, type[StochasticModel]] = {}

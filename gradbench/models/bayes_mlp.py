@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from gradbench.estimators.base import Estimator, StochasticForward
 from gradbench.estimators.nodes import WeightNoiseNode
-from gradbench.models.base import DataShape, StochasticModel, register_model
+from gradbench.models.base import DataShape, StochasticModel, check_hidden_sizes, register_model
 
 _C1, _C2, _C3 = 1.16145124, -1.50204118, 0.58629921
 
@@ -25,13 +25,6 @@ _C1, _C2, _C3 = 1.16145124, -1.50204118, 0.58629921
 def _weight_variance(weight_mean: Tensor, log_alpha: Tensor, max_log_alpha: float) -> Tensor:
     """σ² = α θ², with log α clamped at ``max_log_alpha``."""
     return torch.exp(log_alpha.clamp(max=max_log_alpha)) * weight_mean.square()
-
-
-def local_sample(node: WeightNoiseNode) -> Tensor:
-    """Local reparameterization: b = γ + √δ ⊙ ε, γ = A μ + bias, δ = (A ⊙ A) σ², ε ~ N(0, I)."""
-    mean = node.mean_preactivation()
-    variance = node.inputs.square() @ node.weight_variance()
-    return mean + variance.sqrt() * torch.randn_like(mean)
 
 
 class NoisyLinear(nn.Module):
@@ -91,8 +84,7 @@ class BayesMLP(StochasticModel):
         max_log_alpha: float = 0.0,
     ) -> None:
         super().__init__()
-        if not hidden_sizes or min(hidden_sizes) < 1:
-            raise ValueError(f"hidden_sizes must be one or more positive ints, got {hidden_sizes}")
+        check_hidden_sizes(hidden_sizes)
         for option, rate in (("input_dropout", input_dropout), ("hidden_dropout", hidden_dropout)):
             if not 0.0 < rate < 1.0:
                 raise ValueError(f"{option} must lie strictly between 0 and 1, got {rate}")
@@ -113,7 +105,7 @@ class BayesMLP(StochasticModel):
         return sum(layer.kl() for layer in self.layers)
 
     def forward(self, x: Tensor, y: Tensor, estimator: Estimator) -> StochasticForward:
-        """data_loss = CE(y, logits) with sampled pre-activations, regularizer = KL / n_train; [B]."""
+        """data_loss = CE(y, logits) of sampled pre-activations, regularizer = KL / n_train; [B]."""
         nodes, samples = [], []
         h = x
         for index, layer in enumerate(self.layers):
@@ -130,8 +122,8 @@ class BayesMLP(StochasticModel):
         )
 
     def parameter_groups(self) -> dict[str, list[str]]:
-        """Each parameter alone (``layers.0.weight_mean``, ``layers.0.log_alpha``, ``layers.0.bias``, …),
-        plus bottom / top (first / last layer's θ) and all."""
+        """Each parameter alone (``layers.0.weight_mean``, ``layers.0.log_alpha``,
+        ``layers.0.bias``, …), plus bottom / top (first / last layer's θ) and all."""
         names = [name for name, _ in self.named_parameters()]
         groups = {name: [name] for name in names}
         groups["bottom"] = ["layers.0.weight_mean"]
@@ -140,13 +132,13 @@ class BayesMLP(StochasticModel):
         return groups
 
     def _logits(self, x: Tensor, noisy: bool) -> Tensor:
-        """Logits [..., B, n_classes] with locally reparameterized noise or with the mean weights θ."""
+        """Logits [..., B, n_classes], with locally reparameterized noise or the mean weights θ."""
         h = x
         for index, layer in enumerate(self.layers):
             node = layer.node(h)
-            h = local_sample(node) if noisy else node.mean_preactivation()
+            h = node.local_sample() if noisy else node.mean_preactivation()
             if index < len(self.layers) - 1:
-                h = torch.tanh(h)
+                h = torch.relu(h)
         return h
 
     def evaluate(self, x: Tensor, y: Tensor, samples: int, iw_samples: int) -> dict[str, Tensor]:

@@ -15,8 +15,13 @@ from torch import Tensor, nn
 
 from gradbench.estimators.base import Estimator, StochasticForward
 from gradbench.estimators.nodes import CategoricalNode
-from gradbench.models.base import DataShape, StochasticModel, register_model
-from gradbench.models.gaussian_vae import bernoulli_log_likelihood
+from gradbench.models.base import (
+    DataShape,
+    StochasticModel,
+    bernoulli_log_likelihood,
+    check_hidden_sizes,
+    register_model,
+)
 
 _MAX_CONFIGURATIONS = 100_000
 _EVAL_ELEMENTS = 2**24
@@ -25,7 +30,7 @@ _EVAL_ELEMENTS = 2**24
 
 @register_model
 class CategoricalVAE(StochasticModel):
-    """VAE with softplus MLPs: encoder x → logits [B, n_vars, n_classes], decoder one-hot y → logits.
+    """VAE with softplus MLPs: encoder x → logits [B, n_vars, n_classes], decoder y → logits.
 
     Uniform prior p(y) = Π_v 1/K. Defaults are the thesis's (30 variables × 10 classes, 500
     softplus hidden units; the decoder's hidden sizes are the encoder's reversed). The thesis
@@ -47,8 +52,7 @@ class CategoricalVAE(StochasticModel):
         n_classes: int = 10,
     ) -> None:
         super().__init__()
-        if not hidden_sizes or min(hidden_sizes) < 1:
-            raise ValueError(f"hidden_sizes must be one or more positive ints, got {hidden_sizes}")
+        check_hidden_sizes(hidden_sizes)
         if n_vars < 1:
             raise ValueError(f"n_vars must be a positive int, got {n_vars}")
         if n_classes < 2:
@@ -66,7 +70,7 @@ class CategoricalVAE(StochasticModel):
         )
 
     def encode(self, x: Tensor) -> Tensor:
-        """Logits of q(y|x), [B, n_vars, n_classes], for x (or a reconstruction x') [B, input_dim]."""
+        """Logits of q(y|x) [B, n_vars, n_classes] for x (or a reconstruction x') [B, input_dim]."""
         h = x
         for layer in self.encoder[:-1]:
             h = F.softplus(layer(h))
@@ -99,7 +103,7 @@ class CategoricalVAE(StochasticModel):
         )
 
     def parameter_groups(self) -> dict[str, list[str]]:
-        """Each parameter alone (``encoder.0.weight``, …), plus bottom, top, encoder, decoder, all."""
+        """Each parameter alone (``encoder.0.weight``, …); bottom, top, encoder, decoder, all."""
         names = [name for name, _ in self.named_parameters()]
         groups = {name: [name] for name in names}
         groups["bottom"] = ["encoder.0.weight"]
@@ -129,7 +133,7 @@ class CategoricalVAE(StochasticModel):
             return torch.logsumexp(log_px_y, dim=0) - self.n_vars * math.log(self.n_classes)
 
     def _log_weights(self, x: Tensor, logits: Tensor, draws: int) -> tuple[Tensor, Tensor]:
-        """log p(x|y_k) and log p(y_k) − log q(y_k|x) for ``draws`` Gumbel-max draws, each [draws, B]."""
+        """log p(x|y_k) and log p(y_k) − log q(y_k|x), each [draws, B], for Gumbel-max draws."""
         node = CategoricalNode(logits, event_dims=1)
         log_prior = -self.n_vars * math.log(self.n_classes)
         log_px_y, log_ratio = [], []

@@ -9,22 +9,21 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradbench.estimators.base import Estimator, StochasticForward
 from gradbench.estimators.nodes import GaussianNode
-from gradbench.models.base import DataShape, StochasticModel, register_model
+from gradbench.models.base import (
+    DataShape,
+    StochasticModel,
+    bernoulli_log_likelihood,
+    check_hidden_sizes,
+    register_model,
+)
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _EVAL_ELEMENTS = 2**24
 """Largest draws × batch × input_dim decoded at once in :meth:`GaussianVAE.evaluate`."""
-
-
-def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
-    """log p(x|z) = Σ_d [x_d log σ(l_d) + (1 − x_d) log σ(−l_d)]; logits and x broadcast, [..., D]."""
-    logits, x = torch.broadcast_tensors(logits, x)
-    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
 
 
 def gaussian_kl(mean: Tensor, log_var: Tensor) -> Tensor:
@@ -38,7 +37,7 @@ def _mlp(sizes: list[int]) -> nn.ModuleList:
 
 @register_model
 class GaussianVAE(StochasticModel):
-    """VAE on binarized inputs: tanh MLP encoder → (μ, log σ²), z ~ N(μ, σ²), tanh MLP decoder → logits.
+    """VAE on binarized inputs: tanh MLP encoder → (μ, log σ²), z ~ N(μ, σ²), tanh MLP decoder.
 
     Defaults follow Kingma & Welling (2014) for MNIST: one hidden layer of 500 units in encoder
     and decoder, 20 latent dimensions, weights N(0, init_std²) with biases 0. The paper's
@@ -61,8 +60,7 @@ class GaussianVAE(StochasticModel):
         init_std: float = 0.01,
     ) -> None:
         super().__init__()
-        if not hidden_sizes or min(hidden_sizes) < 1:
-            raise ValueError(f"hidden_sizes must be one or more positive ints, got {hidden_sizes}")
+        check_hidden_sizes(hidden_sizes)
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be a positive int, got {latent_dim}")
         if not init_std > 0.0:
@@ -106,7 +104,7 @@ class GaussianVAE(StochasticModel):
         )
 
     def parameter_groups(self) -> dict[str, list[str]]:
-        """Each parameter alone (``encoder.0.weight``, …), plus bottom, top, encoder, decoder, all."""
+        """Each parameter alone (``encoder.0.weight``, …); bottom, top, encoder, decoder, all."""
         names = [name for name, _ in self.named_parameters()]
         groups = {name: [name] for name in names}
         groups["bottom"] = ["encoder.0.weight"]

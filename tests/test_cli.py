@@ -1,0 +1,100 @@
+"""The `list` and `toy` commands, their JSON output and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gradbench.cli import main
+from gradbench.estimators import ESTIMATORS
+from gradbench.models import MODELS
+from gradbench.models.toy import PROBLEMS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_list_names_everything_and_the_matrix(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(capsys, "list", "--format", "json")
+    assert status == 0
+    listing = json.loads(out)
+    assert [r["estimator"] for r in listing["estimators"]] == list(ESTIMATORS)
+    assert [r["model"] for r in listing["models"]] == list(MODELS)
+    assert [r["problem"] for r in listing["problems"]] == list(PROBLEMS)
+    matrix = {row["model"]: {e for e in ESTIMATORS if row[e] == "yes"} for row in listing["applicability"]}
+    assert matrix["gaussian-vae"] == {"lr", "lr-baseline", "reparam"}
+    assert matrix["categorical-vae"] == {"lr", "lr-baseline", "gumbel-softmax", "st-gumbel", "target-prop"}
+    assert matrix["bayes-mlp"] == {"reparam", "reparam-per-example", "local-reparam", "no-noise"}
+
+
+def test_toy_json_is_one_object_with_the_documented_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(
+        capsys, "toy", "--problem", "categorical-linear", "--estimator", "lr-baseline",
+        "--param", "logits=0.1,-0.5,2.0", "--param", "c=1,0,3",
+        "--estimator-arg", "baseline_decay=0.8", "--samples", "4000", "--seed", "3",
+        "--format", "json",
+    )
+    assert status == 0
+    result = json.loads(out)
+    assert set(result) == {"problem", "estimator", "params", "samples", "exact", "mean", "stderr", "variance"}
+    assert result["params"] == {"logits": [0.1, -0.5, 2.0], "c": [1.0, 0.0, 3.0]}
+    assert result["samples"] == 4000
+    for key in ("exact", "mean", "stderr", "variance"):
+        assert list(result[key]) == ["logits"] and len(result[key]["logits"]) == 3
+    for exact, mean, se in zip(result["exact"]["logits"], result["mean"]["logits"], result["stderr"]["logits"]):
+        assert abs(mean - exact) < 4 * se
+
+
+def test_toy_same_seed_same_output(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ("toy", "--problem", "gaussian-quadratic", "--estimator", "lr", "--samples", "500", "--format", "json")
+    assert run_cli(capsys, *argv)[1] == run_cli(capsys, *argv)[1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--problem", "nope", "--estimator", "lr"], "valid: gaussian-quadratic, bernoulli-quadratic"),
+        (["--problem", "gaussian-quadratic", "--estimator", "nope"], "valid: lr, lr-baseline, reparam"),
+        (["--problem", "gaussian-quadratic", "--estimator", "gumbel-softmax"], "applicable: lr, lr-baseline, reparam"),
+        (["--problem", "gaussian-quadratic", "--estimator", "lr", "--param", "mu"], "expected KEY=VALUE"),
+        (["--problem", "gaussian-quadratic", "--estimator", "lr", "--param", "nu=1"], "valid: mu, sigma, target"),
+        (["--problem", "gaussian-quadratic", "--estimator", "lr", "--param", "mu=abc"], "bad value 'abc' for mu"),
+        (["--problem", "gaussian-quadratic", "--estimator", "lr", "--param", "sigma=0"], "sigma must be positive"),
+        (["--problem", "gaussian-quadratic", "--estimator", "lr", "--estimator-arg", "tau=1"], "valid: none"),
+        (["--problem", "gaussian-quadratic", "--estimator", "lr", "--format", "xml"], "valid: table, json"),
+    ],
+)
+def test_toy_bad_input_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    status, out, err = run_cli(capsys, "toy", *argv)
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_module_entry_point_has_no_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gradbench", "toy", "--problem", "x", "--estimator", "lr"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    commands = re.findall(r"^(pip install .*pytest.*)$", readme, flags=re.MULTILINE)
+    assert len(commands) == 1
+    assert f"python -m {commands[0]}" in ci
+    assert "python -m gradbench all" in readme
