@@ -1,17 +1,71 @@
-"""Optimizer steps with an estimator's surrogate: the loop every measurement shares.
+"""Training with an estimator's surrogate, and the ELBO along training.
 
-One step: forward pass of the model with the estimator, the surrogate's mean over the minibatch
-backpropagated, an Adam update, then ``estimator.observe`` (baselines, annealing clocks).
+The loop every measurement shares: one step is a forward pass of the model with the estimator,
+the surrogate's mean over the minibatch backpropagated, an Adam update, then
+``estimator.observe`` (baselines, annealing clocks). :func:`train_model` runs whole epochs from a
+:class:`~gradbench.experiment.Setting`, calls back after each (for evaluations or checkpoints of
+other measurements), can resume from a checkpoint, and stops, without raising, when a run
+diverges (a non-finite loss or parameter).
+
+The training measurement (:func:`training_rows`) records, per epoch (epoch 0 = before training),
+one tidy row per metric. Evaluation metrics come from ``model.evaluate`` with exact samples, so
+they do not depend on the estimator; ``param_group`` holds the split they were measured on:
+
+- ``elbo`` (train, valid, test): mean per-example ELBO, the expected log-likelihood averaged over
+  ``EvalConfig.samples`` draws minus the analytic KL. The training ELBO is this same evaluation on
+  the first ``EvalConfig.train_subset`` training examples (all by default), not the running mean
+  of the loss, so it is comparable across estimators and with the other splits.
+- ``reconstruction_ll`` (VAEs; train, valid, test): E_q[log p(x|z)], the figure of the thesis'
+  Table 5.1 (here with exact discrete samples, also for Gumbel-softmax).
+- ``iw_bound`` (VAEs; test): log (1/k) Σ_k p(x, z_k) / q(z_k|x) with k = ``EvalConfig.iw_samples``
+  (Burda et al. 2016), at epoch 0, the last epoch and every ``EvalConfig.iw_every`` epochs.
+- ``error_rate`` and ``nll`` (bayes-mlp; train, valid, test): with the mean weights θ.
+- ``train_loss`` (train; epochs ≥ 1): the mean over the epoch's minibatches of the surrogate's
+  value, i.e. the loss the estimator trains on (−ELBO with the estimator's own samples, relaxed
+  ones for Gumbel-softmax).
+- ``wall_clock_s`` (train): seconds spent in optimizer steps so far, evaluation excluded.
+
+Evaluation rows carry the mean over the split's examples in ``value``, a 95% normal interval
+(mean ± 1.96 standard errors over examples) in ``ci_low``/``ci_high`` and the number of
+examples in ``n``. Every evaluation uses the same seed (common random numbers across epochs and
+estimators) inside a forked RNG, so evaluating never changes the training run. A run that
+diverges gets rows of NaN with status ``diverged`` at the epoch it diverged, and no later rows.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
-from gradbench.data import Dataset
+from gradbench.data import SPLITS, Dataset
+from gradbench.device import clock
+from gradbench.estimators import ESTIMATORS
 from gradbench.estimators.base import Estimator
-from gradbench.models.base import StochasticModel
+from gradbench.experiment import Setting, build_estimator, build_model
+from gradbench.models.base import StochasticModel, get_model_class
+from gradbench.options import _convert, option_defaults
+from gradbench.results import STATUS_DIVERGED, STATUS_OK, Cell
+
+EXPERIMENT = "train"
+"""Experiment name of the training cells in the result store."""
+
+NOISE_SEED_OFFSET = 2
+"""The training noise is from setting.seed + 2 (model init: seed; a learned baseline: seed + 1)."""
+EVAL_SEED_OFFSET = 3
+"""Every evaluation draws its samples from setting.seed + 3."""
+Z_95 = 1.959963984540054
+"""Two-sided 95% quantile of the standard normal, for the evaluation intervals."""
+METRIC_NAMES = {"error": "error_rate"}
+"""Row names of ``model.evaluate`` keys that differ from them (a 0/1 error averages to a rate)."""
 
 
 def make_optimizer(
@@ -61,5 +115,427 @@ def train_epoch(
         if max_steps is not None and steps >= max_steps:
             break
     if steps == 0:
-        raise ValueError(f"batch size {batch_size} exceeds the {len(dataset.train)} training examples")
+        raise ValueError(
+            f"batch size {batch_size} exceeds the {len(dataset.train)} training examples"
+        )
     return float(total) / steps
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained; defaults are the thesis' (Adam, batch 100, 3e-4, 50 epochs)."""
+
+    epochs: int = 50  # passes over the training set
+    batch_size: int = 100  # minibatch size (the thesis; Kingma & Welling's M = 100)
+    learning_rate: float = 3e-4  # Adam's step size at epoch 1
+    lr_decay: float = 1.0  # the learning rate is multiplied by this after every epoch (1: constant)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning rate must be positive and finite, got {self.learning_rate}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must lie in (0, 1], got {self.lr_decay}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How the ELBO and the other figures are evaluated after each epoch."""
+
+    samples: int = 1  # S draws per example of the expected log-likelihood (the thesis' L = 1)
+    iw_samples: int = 100  # k of the importance-weighted bound on the test split
+    iw_every: int = 0  # iw bound also every this many epochs (0: only at epoch 0 and the last)
+    train_subset: int | None = None  # first N training examples for the training ELBO (None: all)
+    chunk_size: int = 500  # examples per model.evaluate call, to bound memory
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "iw_samples", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.iw_every < 0:
+            raise ValueError(f"iw_every must be >= 0, got {self.iw_every}")
+        if self.train_subset is not None and self.train_subset < 1:
+            raise ValueError(f"train_subset must be None or >= 1, got {self.train_subset}")
+
+    def iw_at(self, epoch: int, last_epoch: int) -> bool:
+        """Whether the importance-weighted bound is computed at ``epoch``."""
+        periodic = self.iw_every > 0 and epoch % self.iw_every == 0
+        return epoch in (0, last_epoch) or periodic
+
+
+@dataclass
+class TrainingRun:
+    """A model being trained with one estimator, and where it stands.
+
+    ``log`` is for callbacks: rows appended to it are saved with a checkpoint and restored on
+    resume. ``wall_clock_s`` counts optimizer steps only.
+    """
+
+    model: StochasticModel
+    estimator: Estimator
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # minibatch order (and dynamic binarization), on the data's device
+    setting: Setting
+    config: TrainConfig
+    epoch: int = 0
+    train_loss: float | None = None
+    wall_clock_s: float = 0.0
+    diverged: bool = False
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+EpochCallback = Callable[[TrainingRun], None]
+
+
+def start_training(
+    setting: Setting,
+    estimator_name: str,
+    dataset: Dataset,
+    device: torch.device,
+    config: TrainConfig,
+) -> TrainingRun:
+    """Model, estimator and Adam at epoch 0, every random source seeded from ``setting.seed``.
+
+    The model's initialisation is the same for every estimator; minibatch order comes from a
+    generator on the data's device seeded with ``setting.seed``; sampling noise from the global
+    RNG seeded with ``setting.seed + 2``.
+    """
+    model = build_model(setting, dataset, device)
+    estimator = build_estimator(setting, estimator_name, dataset, device)
+    optimizer = make_optimizer(model, estimator, config.learning_rate)
+    generator = torch.Generator(device=dataset.device).manual_seed(setting.seed)
+    torch.manual_seed(setting.seed + NOISE_SEED_OFFSET)
+    return TrainingRun(model, estimator, optimizer, generator, setting, config)
+
+
+def parameters_finite(run: TrainingRun) -> bool:
+    """True when every parameter of the model and the estimator is finite (one host sync)."""
+    params = [*run.model.parameters(), *run.estimator.parameters()]
+    return bool(torch.stack([p.isfinite().all() for p in params]).all())
+
+
+def train_model(
+    setting: Setting,
+    estimator_name: str,
+    dataset: Dataset,
+    device: torch.device,
+    config: TrainConfig,
+    on_epoch: EpochCallback | None = None,
+    checkpoint: Path | None = None,
+    progress: bool = False,
+) -> TrainingRun:
+    """Train ``setting``'s model with an estimator for ``config.epochs`` epochs.
+
+    ``on_epoch(run)`` is called at epoch 0 (before any step) and after every epoch, with
+    ``run.epoch``, ``run.train_loss`` (the epoch's mean surrogate value) and ``run.diverged``
+    set; the model is at that epoch's parameters. When the loss or a parameter becomes NaN or
+    infinite, ``run.diverged`` is set, ``on_epoch`` is called once more and training stops.
+    With ``checkpoint``, the run (model, estimator, optimizer, RNG states, ``run.log``) is saved
+    there after every epoch and, when the file exists, resumed from it: a resumed run gives the
+    same figures as an uninterrupted one. Same seed and device give the same run.
+    """
+    run = start_training(setting, estimator_name, dataset, device, config)
+    if checkpoint is not None and checkpoint.is_file():
+        load_checkpoint(run, checkpoint, device)
+    elif on_epoch is not None:
+        on_epoch(run)
+    epochs = range(run.epoch + 1, config.epochs + 1) if not run.diverged else range(0)
+    bar = tqdm(epochs, desc=estimator_name, unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        start = clock(device)
+        loss = train_epoch(
+            run.model, run.estimator, run.optimizer, dataset, config.batch_size, run.generator
+        )
+        run.wall_clock_s += clock(device) - start
+        run.epoch, run.train_loss = epoch, loss
+        run.diverged = not math.isfinite(loss) or not parameters_finite(run)
+        for group in run.optimizer.param_groups:
+            group["lr"] *= config.lr_decay
+        if on_epoch is not None:
+            on_epoch(run)
+        if checkpoint is not None:
+            save_checkpoint(run, checkpoint, device)
+        bar.set_postfix(loss=f"{loss:.4g}")
+        if run.diverged:
+            break
+    bar.close()
+    return run
+
+
+def save_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
+    """Write the run's full state to ``path`` atomically (temporary file, then rename)."""
+    state = {
+        "epoch": run.epoch,
+        "train_loss": run.train_loss,
+        "wall_clock_s": run.wall_clock_s,
+        "diverged": run.diverged,
+        "log": run.log,
+        "model": run.model.state_dict(),
+        "estimator": run.estimator.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "generator": run.generator.get_state(),
+        "cpu_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".pt")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(state, stream)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
+    """Restore a run saved by :func:`save_checkpoint` into a freshly started ``run``."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    run.model.load_state_dict(state["model"])
+    run.estimator.load_state_dict(state["estimator"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.generator.set_state(state["generator"].cpu())
+    torch.set_rng_state(state["cpu_rng"].cpu())
+    if state["cuda_rng"] is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+    run.epoch, run.train_loss = state["epoch"], state["train_loss"]
+    run.wall_clock_s, run.diverged = state["wall_clock_s"], state["diverged"]
+    run.log = list(state["log"])
+
+
+def evaluate_split(
+    model: StochasticModel,
+    dataset: Dataset,
+    split: str,
+    samples: int,
+    iw_samples: int,
+    chunk_size: int,
+    seed: int,
+    limit: int | None = None,
+) -> dict[str, Tensor]:
+    """``model.evaluate`` on the first ``limit`` examples of ``split`` (all when None), in chunks.
+
+    Returns metric → per-example values [N]. The binarization (if dynamic) and the samples are
+    drawn from ``seed`` inside a forked RNG, so the global RNG is left as it was.
+    """
+    size = len(dataset.split(split)) if limit is None else min(limit, len(dataset.split(split)))
+    generator = torch.Generator(device=dataset.device).manual_seed(seed)
+    parts: dict[str, list[Tensor]] = {}
+    devices = [dataset.device] if dataset.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        taken = 0
+        for x, y in dataset.batches(split, chunk_size, generator, shuffle=False):
+            if taken >= size:
+                break
+            keep = min(len(y), size - taken)
+            for name, values in model.evaluate(x[:keep], y[:keep], samples, iw_samples).items():
+                parts.setdefault(name, []).append(values.detach())
+            taken += keep
+    return {name: torch.cat(values) for name, values in parts.items()}
+
+
+def summary(values: Tensor) -> tuple[float, float, float, int]:
+    """Mean, 95% normal interval (mean ± 1.96 standard errors) and count of per-example values."""
+    values = values.to(torch.float64)
+    n = int(values.numel())
+    mean = float(values.mean())
+    se = float(values.std() / math.sqrt(n)) if n > 1 else math.nan
+    return mean, mean - Z_95 * se, mean + Z_95 * se, n
+
+
+def metric_row(
+    metric: str,
+    param_group: str,
+    epoch: int,
+    batch_size: int,
+    value: float,
+    ci: tuple[float | None, float | None] = (None, None),
+    n: int | None = None,
+    status: str = STATUS_OK,
+) -> dict[str, Any]:
+    """One tidy row of the training measurement (``results.stamp`` adds the rest)."""
+    return {
+        "param_group": param_group,
+        "batch_size": batch_size,
+        "epoch": epoch,
+        "metric": metric,
+        "value": value,
+        "ci_low": ci[0],
+        "ci_high": ci[1],
+        "n": n,
+        "status": status,
+    }
+
+
+def evaluation_rows(
+    run: TrainingRun, dataset: Dataset, evaluation: EvalConfig
+) -> list[dict[str, Any]]:
+    """Rows of every evaluation metric on every non-empty split at the run's current epoch."""
+    rows = []
+    iw = evaluation.iw_at(run.epoch, run.config.epochs)
+    seed = run.setting.seed + EVAL_SEED_OFFSET
+    run.model.eval()
+    for split in SPLITS:
+        if len(dataset.split(split)) == 0:
+            continue
+        with_iw = iw and split == "test"
+        limit = evaluation.train_subset if split == "train" else None
+        metrics = evaluate_split(
+            run.model,
+            dataset,
+            split,
+            evaluation.samples,
+            evaluation.iw_samples if with_iw else 1,
+            evaluation.chunk_size,
+            seed,
+            limit,
+        )
+        if not with_iw:
+            metrics.pop("iw_bound", None)
+        for name, values in metrics.items():
+            mean, low, high, n = summary(values)
+            metric = METRIC_NAMES.get(name, name)
+            rows.append(
+                metric_row(metric, split, run.epoch, run.config.batch_size, mean, (low, high), n)
+            )
+    return rows
+
+
+def diverged_rows(run: TrainingRun) -> list[dict[str, Any]]:
+    """NaN rows with status "diverged" at the run's epoch, one per metric logged at epoch 0."""
+    seen = [(r["param_group"], r["metric"]) for r in run.log if r["epoch"] == 0]
+    keys = list(dict.fromkeys([*seen, ("train", "train_loss"), ("train", "wall_clock_s")]))
+    values = {("train", "train_loss"): run.train_loss, ("train", "wall_clock_s"): run.wall_clock_s}
+    return [
+        metric_row(
+            metric,
+            group,
+            run.epoch,
+            run.config.batch_size,
+            values.get((group, metric), math.nan),
+            status=STATUS_DIVERGED,
+        )
+        for group, metric in keys
+    ]
+
+
+def epoch_rows(run: TrainingRun, dataset: Dataset, evaluation: EvalConfig) -> list[dict[str, Any]]:
+    """The training measurement's rows at the run's current epoch (see the module docstring)."""
+    if run.diverged:
+        return diverged_rows(run)
+    rows = evaluation_rows(run, dataset, evaluation)
+    batch = run.config.batch_size
+    if run.train_loss is not None:
+        rows.append(metric_row("train_loss", "train", run.epoch, batch, run.train_loss))
+    rows.append(metric_row("wall_clock_s", "train", run.epoch, batch, run.wall_clock_s))
+    return rows
+
+
+def training_rows(
+    setting: Setting,
+    estimator_name: str,
+    dataset: Dataset,
+    device: torch.device,
+    config: TrainConfig,
+    evaluation: EvalConfig,
+    checkpoint: Path | None = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Train and evaluate one model × estimator; every epoch's rows (see the module docstring)."""
+
+    def record(run: TrainingRun) -> None:
+        run.log.extend(epoch_rows(run, dataset, evaluation))
+
+    run = train_model(
+        setting, estimator_name, dataset, device, config, record, checkpoint, progress
+    )
+    return run.log
+
+
+def resolved_options(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """Every keyword option of ``cls`` with its value (given, else default), typed, JSON-ready.
+
+    ``"32"`` and ``32`` (or ``"500"`` and ``(500,)``) resolve alike, so a cell's configuration
+    hash does not depend on how an option was spelled or whether a default was written out.
+    """
+    defaults = option_defaults(cls)
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; "
+            f"valid: {', '.join(defaults) or 'none'}"
+        )
+    hints = get_type_hints(cls.__init__)
+    resolved = dict(defaults)
+    for key, value in options.items():
+        resolved[key] = (
+            _convert(value, hints.get(key, type(defaults[key])), key)
+            if isinstance(value, str)
+            else value
+        )
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
+
+
+def setting_config(setting: Setting, estimator_name: str) -> dict[str, Any]:
+    """The part of a cell's configuration that the setting defines, options resolved."""
+    return {
+        "model_options": resolved_options(get_model_class(setting.model), setting.model_options),
+        "estimator_options": resolved_options(
+            ESTIMATORS[estimator_name], setting.estimator_options.get(estimator_name, {})
+        ),
+        "seed": setting.seed,
+    }
+
+
+def dataset_config(dataset: Dataset) -> dict[str, Any]:
+    """The data that defines a cell's figures: the dataset used, binarization, sizes."""
+    return {
+        "dataset": dataset.name,
+        "binarization": dataset.binarization,
+        "n_train": len(dataset.train),
+        "n_valid": len(dataset.valid),
+        "n_test": len(dataset.test),
+        "data_seed": dataset.seed,
+    }
+
+
+def training_cell(
+    setting: Setting,
+    estimator_name: str,
+    dataset: Dataset,
+    device: torch.device,
+    config: TrainConfig,
+    evaluation: EvalConfig,
+    profile: str,
+) -> Cell:
+    """The result-store cell of one training run; its configuration defines every figure."""
+    cell_config = {
+        **setting_config(setting, estimator_name),
+        **dataset_config(dataset),
+        **asdict(config),
+        "evaluation": asdict(evaluation),
+        "device": device.type,
+        "profile": profile,
+    }
+    return Cell(EXPERIMENT, setting.model, estimator_name, cell_config)
+
+
+def checkpoint_path(root: Path, cell: Cell) -> Path:
+    """Where a store under ``root`` keeps the resume checkpoint of an unfinished ``cell``.
+
+    ``<root>/resume/<experiment>/<model>__<estimator>__<hash>.pt``; deleted once the cell is stored.
+    """
+    name = f"{cell.model}__{cell.estimator}__{cell.config_hash}.pt"
+    return root / "resume" / cell.experiment / name
+
+
+def discard_checkpoint(path: Path) -> None:
+    """Delete a resume checkpoint and the folders it leaves empty (up to ``resume``)."""
+    path.unlink(missing_ok=True)
+    for folder in (path.parent, path.parent.parent):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()

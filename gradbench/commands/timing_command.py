@@ -1,0 +1,120 @@
+"""``gradbench timing``: seconds per epoch, step and gradient, examples per second, speed-ups.
+
+Each estimator is one cell of the result store (experiment ``timing``); the speed-ups between
+the estimators of a run are derived from those cells and stored as one more cell per estimator,
+recomputed on every run. Metric names and conventions: :mod:`gradbench.measure.timing`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+from tabulate import tabulate
+
+from gradbench.commands.common import (
+    add_format,
+    add_setting_args,
+    choose,
+    data_config,
+    estimator_list,
+    output_format,
+    setting,
+)
+from gradbench.commands.train_command import FORMATS, emit_rows, progress_enabled
+from gradbench.data import load_dataset
+from gradbench.device import resolve_device
+from gradbench.measure.timing import (
+    TimingConfig,
+    speedup_cell,
+    speedup_rows,
+    timing_cell,
+    timing_rows,
+)
+from gradbench.models import MODELS
+from gradbench.results import Provenance, ResultStore, read_cell
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "timing", help="wall-clock per epoch, step and gradient of each estimator"
+    )
+    add_setting_args(parser, estimators_flag="--estimators")
+    defaults = TimingConfig()
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(100)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="time N steps per repeat and scale to an epoch (default: a full epoch)",
+    )
+    parser.add_argument("--repeats", type=int, default=defaults.repeats, help="timed repeats (5)")
+    parser.add_argument(
+        "--warmup-steps", type=int, default=defaults.warmup_steps, help="untimed steps first (5)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_format(parser, FORMATS, "table")
+    parser.set_defaults(run=run)
+
+
+def timing_table(frame: pd.DataFrame) -> str:
+    """One line per estimator: each timing metric as median [min–max]; then the speed-ups."""
+    main = frame[frame["metric"] != "speedup"]
+    lines = []
+    for estimator, rows in main.groupby("estimator", sort=False):
+        line = {"estimator": estimator}
+        for row in rows.itertuples():
+            line[row.metric] = f"{row.value:.4g} [{row.ci_low:.4g}–{row.ci_high:.4g}]"
+        first = rows.iloc[0]
+        line |= {"n": first["n"], "steps_timed": first["steps_timed"]}
+        per_epoch = rows[rows["metric"] == "seconds_per_epoch"]
+        line["extrapolated"] = bool(per_epoch["extrapolated"].iloc[0])
+        line["status"] = first["status"]
+        lines.append(line)
+    text = tabulate(lines, headers="keys", tablefmt="github")
+    speedups = frame[frame["metric"] == "speedup"]
+    if not speedups.empty:
+        order = list(dict.fromkeys(speedups["estimator"]))
+        matrix = speedups.pivot_table(
+            index="estimator", columns="param_group", values="value", sort=False
+        ).reindex(index=order, columns=order)
+        for name in order:
+            matrix.loc[name, name] = 1.0
+        text += "\n\nspeed-up (seconds per epoch of the column ÷ that of the row):\n"
+        text += tabulate(matrix, headers="keys", tablefmt="github", floatfmt=".3g")
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    fmt = output_format(args)
+    choose(args.model, list(MODELS), "model")
+    names = estimator_list(args, args.model)
+    chosen = setting(args, names)
+    config = TimingConfig(args.batch_size, args.steps, args.repeats, args.warmup_steps)
+    device = resolve_device(args.device)
+    dataset = load_dataset(data_config(args), device)
+    store = ResultStore(args.results)
+    provenance = Provenance.collect(device, args.profile)
+    progress = progress_enabled(args)
+    cells, frames = [], []
+    for name in names:
+        cell = timing_cell(chosen, name, dataset, device, config, args.profile)
+
+        def compute(name: str = name) -> list[dict]:
+            return timing_rows(chosen, name, dataset, device, config, progress)
+
+        store.run(cell, compute, provenance, force=args.force)
+        cells.append(cell)
+        frames.append(read_cell(store.path(cell)))
+    if len(cells) > 1:
+        epoch_rows = {
+            cell.estimator: frame[frame["metric"] == "seconds_per_epoch"].iloc[0].to_dict()
+            for cell, frame in zip(cells, frames)
+        }
+        derived = speedup_rows(epoch_rows)
+        for cell in cells:
+            target = speedup_cell(cell, [c for c in cells if c is not cell])
+            store.run(target, lambda rows=derived[cell.estimator]: rows, provenance, force=True)
+            frames.append(read_cell(store.path(target)))
+    frame = pd.concat(frames, ignore_index=True)
+    emit_rows(frame, fmt, timing_table(frame) if fmt == "table" else "")
+    return 0

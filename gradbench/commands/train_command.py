@@ -1,0 +1,157 @@
+"""``gradbench train``: train a model with estimators; ELBO (and more) per epoch, resumable.
+
+Each estimator is one cell of the result store (experiment ``train``), holding every epoch's
+rows; an interrupted cell resumes from its per-epoch checkpoint under ``RESULTS/resume``.
+Metric names and conventions: :mod:`gradbench.measure.training`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from gradbench.commands.common import (
+    add_format,
+    add_setting_args,
+    choose,
+    data_config,
+    estimator_list,
+    output_format,
+    setting,
+)
+from gradbench.data import load_dataset
+from gradbench.device import resolve_device
+from gradbench.measure.training import (
+    EvalConfig,
+    TrainConfig,
+    checkpoint_path,
+    discard_checkpoint,
+    training_cell,
+    training_rows,
+)
+from gradbench.models import MODELS
+from gradbench.results import Provenance, ResultStore, read_cell
+
+FORMATS = ("table", "json", "csv")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a model with estimators: ELBO, bounds and error per epoch"
+    )
+    add_setting_args(parser, estimators_flag="--estimator")
+    defaults, evaluation = TrainConfig(), EvalConfig()
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="(50, the thesis)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(100)")
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="Adam (3e-4)")
+    parser.add_argument(
+        "--lr-decay",
+        type=float,
+        default=defaults.lr_decay,
+        help="multiply the learning rate by this after every epoch (1: constant)",
+    )
+    parser.add_argument(
+        "--eval-samples",
+        type=int,
+        default=evaluation.samples,
+        help="draws per example of the expected log-likelihood (1)",
+    )
+    parser.add_argument(
+        "--iw-samples",
+        type=int,
+        default=evaluation.iw_samples,
+        help="k of the importance-weighted bound on the test set (100)",
+    )
+    parser.add_argument(
+        "--iw-every",
+        type=int,
+        default=evaluation.iw_every,
+        help="also compute the iw bound every N epochs (0: epoch 0 and the last only)",
+    )
+    parser.add_argument(
+        "--eval-subset",
+        type=int,
+        help="evaluate the training ELBO on the first N training examples",
+    )
+    parser.add_argument(
+        "--eval-chunk",
+        type=int,
+        default=evaluation.chunk_size,
+        help="examples per evaluation call, to bound memory (500)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_format(parser, FORMATS, "table")
+    parser.set_defaults(run=run)
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    """Progress bars unless ``--quiet`` or stderr is not a terminal."""
+    return not args.quiet and sys.stderr.isatty()
+
+
+def emit_rows(frame: pd.DataFrame, fmt: str, table: str) -> None:
+    """Print tidy rows as JSON (a list of row objects, NaN as null) or CSV, else ``table``."""
+    if fmt == "json":
+        records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        print(json.dumps(records))
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        frame.to_csv(buffer, index=False)
+        print(buffer.getvalue(), end="")
+    else:
+        print(table)
+
+
+def training_table(frame: pd.DataFrame) -> str:
+    """One line per estimator and epoch, one column per metric[split]."""
+    labels = frame["metric"] + "[" + frame["param_group"].astype(str) + "]"
+    wide = (
+        frame.assign(column=labels)
+        .pivot_table(index=["estimator", "epoch"], columns="column", values="value", sort=False)
+        .reset_index()
+    )
+    status = frame.groupby(["estimator", "epoch"], sort=False)["status"].agg(
+        lambda s: "diverged" if (s == "diverged").any() else "ok"
+    )
+    wide = wide.merge(status.reset_index(), on=["estimator", "epoch"])
+    return tabulate(wide, headers="keys", tablefmt="github", floatfmt=".5g", showindex=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    fmt = output_format(args)
+    choose(args.model, list(MODELS), "model")
+    names = estimator_list(args, args.model)
+    chosen = setting(args, names)
+    config = TrainConfig(args.epochs, args.batch_size, args.lr, args.lr_decay)
+    evaluation = EvalConfig(
+        args.eval_samples, args.iw_samples, args.iw_every, args.eval_subset, args.eval_chunk
+    )
+    device = resolve_device(args.device)
+    dataset = load_dataset(data_config(args), device)
+    store = ResultStore(args.results)
+    provenance = Provenance.collect(device, args.profile)
+    progress = progress_enabled(args)
+    frames = []
+    for name in names:
+        cell = training_cell(chosen, name, dataset, device, config, evaluation, args.profile)
+        checkpoint = checkpoint_path(Path(args.results), cell)
+        if args.force:
+            discard_checkpoint(checkpoint)
+
+        def compute(name: str = name, checkpoint: Path = checkpoint) -> list[dict]:
+            return training_rows(
+                chosen, name, dataset, device, config, evaluation, checkpoint, progress
+            )
+
+        store.run(cell, compute, provenance, force=args.force)
+        discard_checkpoint(checkpoint)
+        frames.append(read_cell(store.path(cell)))
+    frame = pd.concat(frames, ignore_index=True)
+    emit_rows(frame, fmt, training_table(frame) if fmt == "table" else "")
+    return 0

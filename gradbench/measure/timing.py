@@ -1,0 +1,281 @@
+"""Wall-clock cost of training with each estimator: per epoch, per step, per gradient.
+
+An epoch is a full pass of optimizer steps over the training set (forward, backward, Adam
+update, ``estimator.observe``) with the data already on the device. The minibatches are drawn
+before the clock starts, so the timed body is only that work; on CUDA the clock is read after
+synchronising (:func:`gradbench.device.clock`). After ``warmup_steps`` untimed steps, each of
+``repeats`` repeats times the same ``steps`` minibatches. When ``steps`` is smaller than an
+epoch's ``n_train // batch_size`` steps, the time is scaled to an epoch and the row is marked
+``extrapolated``; ``steps_timed`` always records how many steps were timed.
+
+Metrics (one row each per estimator; ``value`` the median over repeats, ``ci_low``/``ci_high``
+the minimum and maximum over repeats, not a confidence interval; ``n`` the number of repeats):
+
+- ``seconds_per_epoch``: time of the timed steps × steps per epoch / steps timed.
+- ``seconds_per_step``: one optimizer step (forward, backward, update, observe).
+- ``seconds_per_gradient``: forward and backward of one minibatch, no optimizer, so that an
+  estimator's own cost can be read apart from the optimizer's.
+- ``examples_per_second``: batch size × steps timed / time of the timed steps.
+- ``speedup`` (:func:`speedup_rows`): one row per ordered pair of estimators timed together;
+  the row of estimator A with ``param_group`` = B holds seconds_per_epoch(B) / seconds_per_epoch(A),
+  i.e. how many times faster A trains than B (> 1: A is faster). The speed-up against the slowest
+  estimator of a run is its row whose ``param_group`` is that estimator. ``ci_low``/``ci_high``
+  are min(B)/max(A) and max(B)/min(A) over repeats.
+
+Timing rows carry ``epoch`` and ``param_group`` empty (``param_group`` is the other estimator
+for ``speedup``), and status ``diverged`` when the loss was not finite at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from gradbench.data import Dataset
+from gradbench.device import clock, synchronize
+from gradbench.estimators.base import Estimator
+from gradbench.experiment import Setting, build_estimator, build_model
+from gradbench.measure.training import (
+    NOISE_SEED_OFFSET,
+    dataset_config,
+    make_optimizer,
+    setting_config,
+    train_step,
+)
+from gradbench.models.base import StochasticModel
+from gradbench.results import STATUS_DIVERGED, STATUS_OK, Cell, device_name
+
+EXPERIMENT = "timing"
+"""Experiment name of the timing cells in the result store."""
+
+Batch = tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """What is timed and how often."""
+
+    batch_size: int = 100  # minibatch size
+    steps: int | None = None  # steps timed per repeat; None (or more than an epoch): a full epoch
+    repeats: int = 5  # timed repeats; value = median, ci = min–max
+    warmup_steps: int = 5  # untimed steps (and gradients) before the first repeat
+    learning_rate: float = 3e-4  # Adam's step size (the thesis')
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup steps must be >= 0, got {self.warmup_steps}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning rate must be positive and finite, got {self.learning_rate}")
+
+
+def steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
+    """Optimizer steps in one epoch (the last partial minibatch is dropped, as in training)."""
+    steps = len(dataset.train) // batch_size
+    if steps == 0:
+        raise ValueError(
+            f"batch size {batch_size} exceeds the {len(dataset.train)} training examples"
+        )
+    return steps
+
+
+def steps_timed(dataset: Dataset, config: TimingConfig) -> int:
+    """Steps timed per repeat: ``config.steps``, at most one epoch."""
+    epoch = steps_per_epoch(dataset, config.batch_size)
+    return epoch if config.steps is None else min(config.steps, epoch)
+
+
+def draw_batches(
+    dataset: Dataset, batch_size: int, count: int, generator: torch.Generator
+) -> list[Batch]:
+    """The first ``count`` minibatches of one shuffled epoch, drawn on the data's device."""
+    batches = []
+    for batch in dataset.batches("train", batch_size, generator):
+        batches.append(batch)
+        if len(batches) == count:
+            break
+    return batches
+
+
+def gradient(model: StochasticModel, estimator: Estimator, x: Tensor, y: Tensor) -> list[Tensor]:
+    """Forward and backward of one minibatch (the estimator's gradient); no update, no state."""
+    params = [p for p in [*model.parameters(), *estimator.parameters()] if p.requires_grad]
+    surrogate = estimator.surrogate(model(x, y, estimator)).mean()
+    grads = torch.autograd.grad(surrogate, params, allow_unused=True)
+    return [g for g in grads if g is not None]
+
+
+def time_steps(
+    model: StochasticModel,
+    estimator: Estimator,
+    optimizer: torch.optim.Optimizer,
+    batches: list[Batch],
+    device: torch.device,
+) -> tuple[float, Tensor]:
+    """Seconds for one optimizer step on each minibatch, and the last step's loss."""
+    loss = torch.zeros((), device=device)
+    start = clock(device)
+    for x, y in batches:
+        loss = train_step(model, estimator, optimizer, x, y)
+    return clock(device) - start, loss
+
+
+def time_gradients(
+    model: StochasticModel, estimator: Estimator, batches: list[Batch], device: torch.device
+) -> float:
+    """Seconds for one forward and backward pass (no update) on each minibatch."""
+    start = clock(device)
+    for x, y in batches:
+        gradient(model, estimator, x, y)
+    return clock(device) - start
+
+
+def spread(values: list[float]) -> tuple[float, float, float]:
+    """Median, minimum and maximum."""
+    return statistics.median(values), min(values), max(values)
+
+
+def timing_row(
+    metric: str,
+    values: list[float],
+    batch_size: int,
+    timed: int,
+    extrapolated: bool,
+    status: str,
+) -> dict[str, Any]:
+    """One timing row: median of ``values`` with their min–max, ``n`` = number of repeats."""
+    median, low, high = spread(values)
+    return {
+        "param_group": None,
+        "batch_size": batch_size,
+        "epoch": None,
+        "metric": metric,
+        "value": median,
+        "ci_low": low,
+        "ci_high": high,
+        "n": len(values),
+        "status": status,
+        "extrapolated": extrapolated,
+        "steps_timed": timed,
+    }
+
+
+def timing_rows(
+    setting: Setting,
+    estimator_name: str,
+    dataset: Dataset,
+    device: torch.device,
+    config: TimingConfig,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Time training ``setting``'s model with one estimator (metrics: see the module docstring)."""
+    model = build_model(setting, dataset, device)
+    estimator = build_estimator(setting, estimator_name, dataset, device)
+    optimizer = make_optimizer(model, estimator, config.learning_rate)
+    generator = torch.Generator(device=dataset.device).manual_seed(setting.seed)
+    torch.manual_seed(setting.seed + NOISE_SEED_OFFSET)
+    epoch_steps = steps_per_epoch(dataset, config.batch_size)
+    timed = steps_timed(dataset, config)
+    batches = draw_batches(dataset, config.batch_size, timed, generator)
+    model.train()
+    warmup = [batches[i % timed] for i in range(config.warmup_steps)]
+    time_steps(model, estimator, optimizer, warmup, device)
+    time_gradients(model, estimator, warmup, device)
+    step_seconds, gradient_seconds = [], []
+    loss = torch.zeros((), device=device)
+    bar = tqdm(
+        range(config.repeats), desc=estimator_name, unit="repeat", disable=not progress, leave=False
+    )
+    for _ in bar:
+        seconds, loss = time_steps(model, estimator, optimizer, batches, device)
+        step_seconds.append(seconds)
+        gradient_seconds.append(time_gradients(model, estimator, batches, device))
+    synchronize(device)
+    status = STATUS_OK if math.isfinite(float(loss)) else STATUS_DIVERGED
+    extrapolated = timed < epoch_steps
+    examples = timed * config.batch_size
+
+    def row(metric: str, values: list[float], scaled: bool = False) -> dict[str, Any]:
+        return timing_row(metric, values, config.batch_size, timed, scaled, status)
+
+    return [
+        row("seconds_per_epoch", [s * epoch_steps / timed for s in step_seconds], extrapolated),
+        row("seconds_per_step", [s / timed for s in step_seconds]),
+        row("seconds_per_gradient", [s / timed for s in gradient_seconds]),
+        row("examples_per_second", [examples / s for s in step_seconds]),
+    ]
+
+
+def speedup_rows(
+    epoch_rows: dict[str, dict[str, Any]],
+) -> dict[str, list[dict[str, Any]]]:
+    """Speed-up rows of each estimator against each other one timed with it.
+
+    ``epoch_rows``: estimator → its ``seconds_per_epoch`` row. Returns estimator → rows; the row
+    of A with ``param_group`` B holds seconds_per_epoch(B) / seconds_per_epoch(A) (medians), with
+    min(B)/max(A) and max(B)/min(A) as its range.
+    """
+    result: dict[str, list[dict[str, Any]]] = {}
+    for name, own in epoch_rows.items():
+        rows = []
+        for other_name, other in epoch_rows.items():
+            if other_name == name:
+                continue
+            diverged = STATUS_DIVERGED in (own["status"], other["status"])
+            rows.append(
+                {
+                    "param_group": other_name,
+                    "batch_size": own["batch_size"],
+                    "epoch": None,
+                    "metric": "speedup",
+                    "value": other["value"] / own["value"],
+                    "ci_low": other["ci_low"] / own["ci_high"],
+                    "ci_high": other["ci_high"] / own["ci_low"],
+                    "n": min(own["n"], other["n"]),
+                    "status": STATUS_DIVERGED if diverged else STATUS_OK,
+                    "extrapolated": bool(own["extrapolated"]) or bool(other["extrapolated"]),
+                    "steps_timed": own["steps_timed"],
+                }
+            )
+        result[name] = rows
+    return result
+
+
+def timing_cell(
+    setting: Setting,
+    estimator_name: str,
+    dataset: Dataset,
+    device: torch.device,
+    config: TimingConfig,
+    profile: str,
+) -> Cell:
+    """The result-store cell of one timing; timings depend on the hardware, so its name is in it."""
+    cell_config = {
+        **setting_config(setting, estimator_name),
+        **dataset_config(dataset),
+        **asdict(config),
+        "steps_timed": steps_timed(dataset, config),
+        "device": device.type,
+        "device_name": device_name(device),
+        "profile": profile,
+    }
+    return Cell(EXPERIMENT, setting.model, estimator_name, cell_config)
+
+
+def speedup_cell(cell: Cell, others: list[Cell]) -> Cell:
+    """The cell of ``cell``'s speed-ups against ``others``, defined by their configurations."""
+    against = {other.estimator: other.config_hash for other in others}
+    return Cell(
+        cell.experiment, cell.model, cell.estimator, cell.config | {"speedup_against": against}
+    )

@@ -1,0 +1,241 @@
+"""Tests of the wall-clock measurement: its rows, extrapolation, repeats, speed-ups, the command.
+
+No assertion is about how fast anything is; only about what is recorded and how figures relate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from gradbench import cli
+from gradbench.commands import timing_command
+from gradbench.data import DataConfig, Dataset, load_dataset
+from gradbench.experiment import Setting
+from gradbench.measure.timing import (
+    TimingConfig,
+    speedup_rows,
+    steps_per_epoch,
+    timing_cell,
+    timing_rows,
+)
+from gradbench.results import COLUMNS
+
+CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {
+    "gaussian-vae": {"hidden_sizes": "32", "latent_dim": "4"},
+    "categorical-vae": {"hidden_sizes": "32", "n_vars": "4", "n_classes": "3"},
+    "bayes-mlp": {"hidden_sizes": "32"},
+}
+METRICS = ["seconds_per_epoch", "seconds_per_step", "seconds_per_gradient", "examples_per_second"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset(DataConfig(dataset="digits"), CPU)
+
+
+def _by_metric(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["metric"]: r for r in rows}
+
+
+@pytest.mark.parametrize(
+    "model, estimator",
+    [
+        ("bayes-mlp", "reparam-per-example"),
+        ("gaussian-vae", "lr"),
+        ("categorical-vae", "target-prop"),
+    ],
+)
+def test_partial_epoch_is_extrapolated_and_marked(
+    digits: Dataset, model: str, estimator: str
+) -> None:
+    config = TimingConfig(batch_size=100, steps=3, repeats=3, warmup_steps=1)
+    rows = _by_metric(timing_rows(Setting(model, SMALL[model]), estimator, digits, CPU, config))
+    assert list(rows) == METRICS
+    epoch = steps_per_epoch(digits, 100)
+    assert epoch == len(digits.train) // 100 > 3
+    for metric, row in rows.items():
+        assert math.isfinite(row["value"]) and row["value"] > 0, metric
+        assert 0 < row["ci_low"] <= row["value"] <= row["ci_high"], metric
+        assert row["n"] == 3 and row["steps_timed"] == 3 and row["status"] == "ok"
+        assert row["batch_size"] == 100 and row["epoch"] is None
+        assert row["extrapolated"] is (metric == "seconds_per_epoch")
+    per_epoch, per_step = rows["seconds_per_epoch"], rows["seconds_per_step"]
+    for key in ("value", "ci_low", "ci_high"):
+        assert per_epoch[key] == pytest.approx(per_step[key] * epoch, rel=1e-12)
+    # with an odd number of repeats the median rate is the rate of the median step
+    examples = rows["examples_per_second"]["value"]
+    assert examples == pytest.approx(100 / per_step["value"], rel=1e-12)
+
+
+def test_full_epoch_is_not_extrapolated(digits: Dataset) -> None:
+    small = load_dataset(DataConfig(dataset="digits", subset=250), CPU)
+    setting = Setting("gaussian-vae", SMALL["gaussian-vae"])
+    for steps in (None, 50):
+        config = TimingConfig(batch_size=100, steps=steps, repeats=2, warmup_steps=0)
+        rows = _by_metric(timing_rows(setting, "reparam", small, CPU, config))
+        assert rows["seconds_per_epoch"]["extrapolated"] is False
+        assert rows["seconds_per_epoch"]["steps_timed"] == 2  # 250 // 100, extra steps dropped
+        assert rows["seconds_per_epoch"]["n"] == 2
+
+
+def test_speedup_rows_pair_every_estimator_with_every_other() -> None:
+    def epoch_row(value: float, low: float, high: float, extrapolated: bool) -> dict[str, Any]:
+        return {
+            "value": value,
+            "ci_low": low,
+            "ci_high": high,
+            "n": 3,
+            "status": "ok",
+            "extrapolated": extrapolated,
+            "steps_timed": 5,
+            "batch_size": 100,
+        }
+
+    rows = speedup_rows(
+        {
+            "fast": epoch_row(2.0, 1.0, 4.0, False),
+            "slow": epoch_row(10.0, 8.0, 16.0, True),
+            "mid": epoch_row(4.0, 4.0, 4.0, False),
+        }
+    )
+    fast = {r["param_group"]: r for r in rows["fast"]}
+    assert set(fast) == {"slow", "mid"}
+    assert (fast["slow"]["value"], fast["slow"]["ci_low"], fast["slow"]["ci_high"]) == (
+        5.0,
+        2.0,
+        16.0,
+    )
+    assert fast["slow"]["extrapolated"] and not fast["mid"]["extrapolated"]
+    slow = {r["param_group"]: r for r in rows["slow"]}
+    assert slow["fast"]["value"] * fast["slow"]["value"] == pytest.approx(1.0)
+    assert {r["metric"] for rs in rows.values() for r in rs} == {"speedup"}
+
+
+def test_timing_cell_records_what_defines_the_figures(digits: Dataset) -> None:
+    setting = Setting("bayes-mlp", SMALL["bayes-mlp"])
+    cell = timing_cell(setting, "local-reparam", digits, CPU, TimingConfig(steps=4), "custom")
+    config = cell.config
+    assert config["steps_timed"] == 4 and config["batch_size"] == 100 and config["repeats"] == 5
+    assert config["device"] == "cpu" and config["device_name"] and config["dataset"] == "digits"
+    assert config["model_options"]["hidden_sizes"] == [32]
+    other = timing_cell(setting, "local-reparam", digits, CPU, TimingConfig(steps=5), "custom")
+    assert other.config_hash != cell.config_hash
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="repeats"):
+        TimingConfig(repeats=0)
+    with pytest.raises(ValueError, match="steps"):
+        TimingConfig(steps=0)
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def _timing_args(results: Path, estimators: str, *extra: str) -> list[str]:
+    return [
+        "timing",
+        "--model=bayes-mlp",
+        f"--estimators={estimators}",
+        "--model-arg=hidden_sizes=32",
+        "--dataset=digits",
+        "--steps=2",
+        "--repeats=3",
+        "--warmup-steps=1",
+        f"--results={results}",
+        "--quiet",
+        *extra,
+    ]
+
+
+def test_timing_command_json_via_subprocess(tmp_path: Path) -> None:
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    argv = _timing_args(tmp_path, "local-reparam,reparam-per-example", "--format=json")
+    done = subprocess.run(
+        [sys.executable, "-m", "gradbench", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert all(list(r)[: len(COLUMNS)] == COLUMNS for r in rows)
+    metrics = {(r["estimator"], r["metric"], r["param_group"]) for r in rows}
+    for estimator, other in (
+        ("local-reparam", "reparam-per-example"),
+        ("reparam-per-example", "local-reparam"),
+    ):
+        for metric in METRICS:
+            assert (estimator, metric, None) in metrics
+        assert (estimator, "speedup", other) in metrics
+    speedups = [r["value"] for r in rows if r["metric"] == "speedup"]
+    assert speedups[0] * speedups[1] == pytest.approx(1.0)
+    epoch = [r for r in rows if r["metric"] == "seconds_per_epoch"]
+    assert all(r["extrapolated"] and r["steps_timed"] == 2 and r["n"] == 3 for r in epoch)
+    assert {r["experiment"] for r in rows} == {"timing"}
+
+
+def test_timing_command_resumes_finished_cells(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    computed: list[str] = []
+    real = timing_command.timing_rows
+
+    def counting(setting: Setting, name: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        computed.append(name)
+        if interrupt and len(computed) == 2:
+            raise KeyboardInterrupt
+        return real(setting, name, *args, **kwargs)
+
+    monkeypatch.setattr(timing_command, "timing_rows", counting)
+    interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(_timing_args(tmp_path, "local-reparam,reparam"))
+    (first,) = list((tmp_path / "timing").glob("*.csv"))
+    mtime = first.stat().st_mtime_ns
+    interrupt, computed = False, []
+    capsys.readouterr()
+    assert cli.main(_timing_args(tmp_path, "local-reparam,reparam")) == 0
+    table = capsys.readouterr().out
+    assert computed == ["reparam"] and first.stat().st_mtime_ns == mtime
+    assert "seconds_per_gradient" in table and "speed-up" in table
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model=nope"], "unknown model 'nope'; valid: gaussian-vae, categorical-vae, bayes-mlp"),
+        (["--model=gaussian-vae", "--estimators=gumbel-softmax"], "does not apply to model"),
+        (["--model=gaussian-vae", "--format=xml"], "unknown format 'xml'; valid: table, json, csv"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code = cli.main(["timing", *argv, "--dataset=digits", f"--results={tmp_path}", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err
