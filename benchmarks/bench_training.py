@@ -1,0 +1,64 @@
+"""asv: wall-clock and peak memory of training, for every model × applicable estimator.
+
+``time_step``: one optimizer step (forward, backward, Adam, ``observe``) on one minibatch of
+M = 100. ``time_gradient``: forward and backward only (seconds per gradient, no optimizer).
+``peakmem_step``: the process's peak resident memory around one step. ``TrainingEpoch.time_epoch``:
+one epoch's worth of steps, n_train // M minibatches drawn before the clock starts.
+``DeterministicAutoencoder``: the gaussian-vae network trained with z = μ(x) and no estimator,
+the reference the reparameterization step is compared with. Combinations where the estimator
+does not apply raise NotImplementedError in setup, which asv reports as skipped.
+"""
+
+from __future__ import annotations
+
+from . import common
+
+
+class TrainingStep:
+    """One step, one gradient and the peak memory of a step."""
+
+    params = (list(common.MODEL_NAMES), list(common.ESTIMATOR_NAMES))
+    param_names = ("model", "estimator")
+    timeout = common.bench_profile().timeout_s
+
+    def setup(self, model: str, estimator: str) -> None:
+        self.case = common.training_case(model, estimator, steps=1)
+
+    def time_step(self, model: str, estimator: str) -> None:
+        common.train_steps(self.case)
+
+    def time_gradient(self, model: str, estimator: str) -> None:
+        common.gradient_once(self.case)
+
+    def peakmem_step(self, model: str, estimator: str) -> None:
+        common.train_steps(self.case)
+
+
+class TrainingEpoch:
+    """One epoch of optimizer steps; each sample is a single epoch, all in one round."""
+
+    params = (list(common.MODEL_NAMES), list(common.ESTIMATOR_NAMES))
+    param_names = ("model", "estimator")
+    timeout = common.bench_profile().epoch_timeout_s
+    number = 1
+    repeat = (1, 5, 60.0)  # at least 1, at most 5 epochs, no new one started after 60 s
+    rounds = 1
+    warmup_time = 0.0
+
+    def setup(self, model: str, estimator: str) -> None:
+        self.case = common.training_case(model, estimator, steps=None)
+
+    def time_epoch(self, model: str, estimator: str) -> None:
+        common.train_steps(self.case)
+
+
+class DeterministicAutoencoder:
+    """The gaussian-vae network and data with the noise off: compare with reparam's step."""
+
+    timeout = common.bench_profile().timeout_s
+
+    def setup(self) -> None:
+        self.case = common.training_case("gaussian-vae", "reparam", steps=1)
+
+    def time_step(self) -> None:
+        common.autoencoder_steps(self.case)

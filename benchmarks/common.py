@@ -1,0 +1,297 @@
+"""Shared setup of the benchmarks: profile, seeded data, model, estimator, and the timed bodies.
+
+Both instruments build on this module: the asv suite (``benchmarks/bench_*.py``) and the
+pytest-benchmark micro-benchmarks (``tests/benchmarks/test_perf.py``). Everything a timed body
+needs (model, estimator, Adam, minibatches already drawn and binarized on the device) is built
+in setup, seeded, so the bodies only compute; on CUDA they synchronise before returning, so the
+caller's clock reads finished work (no host transfer, no Python loop over examples).
+
+Profiles, chosen by the environment variable ``GRADBENCH_BENCH_PROFILE``:
+
+- ``fast`` (default): scikit-learn's 8×8 digits (always available) and tiny networks; seconds
+  for the whole suite, for CI and for noticing regressions in overheads.
+- ``full``: the papers' sizes on MNIST (found by :func:`gradbench.data.load_dataset`, never
+  downloaded here): bayes-mlp 784-3×1024-10 ReLU (Kingma, Salimans & Welling 2015),
+  gaussian-vae 784-500-20 (Kingma & Welling 2014), categorical-vae 784-500-30×10-500-784.
+
+Both use minibatches of M = 100. The device is ``GRADBENCH_BENCH_DEVICE`` (cpu by default, so
+asv's history does not change meaning with the machine; ``cuda`` or ``auto`` to benchmark a GPU).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gradbench.catalogue import applicable
+from gradbench.data import DataConfig, Dataset, load_dataset
+from gradbench.device import resolve_device, synchronize
+from gradbench.estimators import Estimator, estimator_names
+from gradbench.experiment import Setting, build_estimator, build_model
+from gradbench.measure.timing import draw_batches, gradient, steps_per_epoch
+from gradbench.measure.training import (
+    NOISE_SEED_OFFSET,
+    TrainConfig,
+    make_optimizer,
+    train_step,
+)
+from gradbench.measure.variance import (
+    DRAW_MEMORY_BYTES,
+    MAX_CHUNK_DRAWS,
+    draw_memory_bytes,
+    gradient_samples,
+    gradient_summary,
+)
+from gradbench.measure.variance_stats import summary_statistics
+from gradbench.models import MODELS
+from gradbench.models.base import StochasticModel, bernoulli_log_likelihood
+from gradbench.models.gaussian_vae import GaussianVAE
+
+PROFILE_ENV = "GRADBENCH_BENCH_PROFILE"
+DEVICE_ENV = "GRADBENCH_BENCH_DEVICE"
+SEED = 0
+"""Model initialisation (seed), data order (generator seed) and noise (seed + 2), as in training."""
+VARIANCE_GROUPS = ("bottom", "top", "all")
+"""Parameter groups whose ``grad_variance`` asv tracks: first and last weight layer (Kingma,
+Salimans & Welling 2015, Table 1; a VAE's bottom is its encoder's first layer), and all."""
+VARIANCE_REPLICATES = 10
+"""Bootstrap replicates of the tracked variance; only the estimate itself is recorded."""
+
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+ESTIMATOR_NAMES: tuple[str, ...] = tuple(estimator_names())
+
+Batch = tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class BenchProfile:
+    """Sizes of one benchmark profile; every benchmark reads them from here."""
+
+    name: str
+    dataset: str  # gradbench.data dataset name ("digits" or "mnist")
+    model_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> options
+    batch_size: int = 100  # M, minibatch size of every step and gradient draw
+    draws: int = 100  # R, gradient draws of one variance batch and of the tracked variance
+    ratio_steps: int = 10  # steps per round of the epoch-ratio micro-benchmark (both estimators)
+    rounds: int = 5  # rounds of the heavier pytest-benchmark cases (pedantic mode)
+    timeout_s: float = 60.0  # asv's limit for one benchmark (setup included)
+    epoch_timeout_s: float = 60.0  # the same for one epoch of steps
+
+
+FAST = BenchProfile(
+    name="fast",
+    dataset="digits",
+    model_options={
+        "bayes-mlp": {"hidden_sizes": (32, 32)},
+        "categorical-vae": {"hidden_sizes": (32,), "n_vars": 4, "n_classes": 4},
+        "gaussian-vae": {"hidden_sizes": (32,), "latent_dim": 4},
+    },
+    draws=16,
+    ratio_steps=2,
+    rounds=3,
+    timeout_s=120.0,
+    epoch_timeout_s=120.0,
+)
+
+FULL = BenchProfile(
+    name="full",
+    dataset="mnist",
+    model_options={},  # every model's defaults are its paper's sizes
+    draws=100,
+    ratio_steps=5,  # reparam-per-example takes seconds per step on a CPU
+    rounds=5,
+    timeout_s=1800.0,
+    epoch_timeout_s=7200.0,  # 500 steps: tens of minutes for reparam-per-example on a CPU
+)
+
+PROFILES = {p.name: p for p in (FAST, FULL)}
+
+
+def bench_profile() -> BenchProfile:
+    """The profile named by ``$GRADBENCH_BENCH_PROFILE`` (default ``fast``)."""
+    name = os.environ.get(PROFILE_ENV, FAST.name)
+    if name not in PROFILES:
+        raise ValueError(f"unknown {PROFILE_ENV} {name!r}; valid: {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def bench_device() -> torch.device:
+    """The device named by ``$GRADBENCH_BENCH_DEVICE`` (default ``cpu``)."""
+    return resolve_device(os.environ.get(DEVICE_ENV, "cpu"))
+
+
+def _mnist_dir() -> str | None:
+    """The workspace's shared MNIST copy when present; data.py also searches $GRADBENCH_DATA."""
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+    return str(shared) if shared.is_dir() else None
+
+
+@functools.cache
+def load_data(dataset: str, device: str) -> Dataset:
+    """The profile's dataset on ``device``, loaded once per process (thresholded, offline)."""
+    data_dir = _mnist_dir() if dataset == "mnist" else None
+    return load_dataset(DataConfig(dataset=dataset, data_dir=data_dir, download=False), device)
+
+
+def check_applicable(model: str, estimator: str) -> None:
+    """NotImplementedError (asv's "skip this parameter combination") unless it applies."""
+    if estimator not in applicable(model):
+        raise NotImplementedError(
+            f"estimator {estimator!r} does not apply to model {model!r} "
+            f"(applicable: {', '.join(applicable(model))})"
+        )
+
+
+@dataclass
+class Case:
+    """A model and an estimator ready to be timed: seeded, on the device, minibatches drawn."""
+
+    model: StochasticModel
+    estimator: Estimator
+    optimizer: torch.optim.Optimizer  # Adam over model and estimator parameters
+    dataset: Dataset
+    device: torch.device
+    batches: list[Batch]  # binarized (x [M, D], y [M]) on the device, in training order
+    profile: BenchProfile
+
+
+def training_case(model: str, estimator: str, steps: int | None = 1) -> Case:
+    """The seeded case of ``model`` × ``estimator`` with ``steps`` minibatches (None: one epoch).
+
+    The model's initialisation depends on the seed alone (the same network for every
+    estimator); noise is seeded as in training. NotImplementedError for an invalid combination.
+    """
+    check_applicable(model, estimator)
+    profile = bench_profile()
+    device = bench_device()
+    dataset = load_data(profile.dataset, str(device))
+    setting = Setting(model, profile.model_options.get(model, {}), seed=SEED)
+    network = build_model(setting, dataset, device)
+    chosen = build_estimator(setting, estimator, dataset, device)
+    count = steps_per_epoch(dataset, profile.batch_size) if steps is None else steps
+    generator = torch.Generator(device=dataset.device).manual_seed(SEED)
+    batches = draw_batches(dataset, profile.batch_size, count, generator)
+    torch.manual_seed(SEED + NOISE_SEED_OFFSET)
+    optimizer = make_optimizer(network, chosen, TrainConfig().learning_rate)
+    return Case(network, chosen, optimizer, dataset, device, batches, profile)
+
+
+def train_steps(case: Case) -> Tensor:
+    """One optimizer step (forward, backward, Adam, observe) per minibatch; the last loss."""
+    loss = torch.zeros((), device=case.device)
+    for x, y in case.batches:
+        loss = train_step(case.model, case.estimator, case.optimizer, x, y)
+    synchronize(case.device)
+    return loss
+
+
+def gradient_once(case: Case) -> list[Tensor]:
+    """Forward and backward of the first minibatch, no optimizer (seconds per gradient)."""
+    x, y = case.batches[0]
+    grads = gradient(case.model, case.estimator, x, y)
+    synchronize(case.device)
+    return grads
+
+
+def autoencoder_loss(model: GaussianVAE, x: Tensor) -> Tensor:
+    """−log p(x | z = μ(x)) per example [B]: the VAE's network as a deterministic autoencoder.
+
+    The estimator-free reference for the reparameterization step's overhead: the same encoder
+    (log σ² computed and unused), decoder and Bernoulli likelihood, with z the posterior mean
+    instead of a sample, and no KL term.
+    """
+    mean, _ = model.encode(x)
+    return -bernoulli_log_likelihood(model.decode(mean), x)
+
+
+def autoencoder_steps(case: Case) -> Tensor:
+    """One Adam step of the deterministic autoencoder per minibatch of a gaussian-vae case."""
+    if not isinstance(case.model, GaussianVAE):
+        raise TypeError(f"the autoencoder reference needs a gaussian-vae, got {case.model.name!r}")
+    loss = torch.zeros((), device=case.device)
+    for x, _ in case.batches:
+        loss = autoencoder_loss(case.model, x).mean()
+        case.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        case.optimizer.step()
+        loss = loss.detach()
+    synchronize(case.device)
+    return loss
+
+
+@dataclass
+class VarianceCase:
+    """A case at fixed (initial) parameters, ready for R gradient draws."""
+
+    case: Case
+    draws: int  # R
+    chunk_size: int  # draws per vmap call, from the variance module's memory probe
+
+
+def variance_case(model: str, estimator: str, draws: int | None = None) -> VarianceCase:
+    """The seeded case with the chunk size the variance measurement's memory probe gives."""
+    case = training_case(model, estimator, steps=1)
+    count = case.profile.draws if draws is None else draws
+    x, y = case.batches[0]
+    per_draw = draw_memory_bytes(case.model, case.estimator, x, y)
+    chunk = int(min(count, MAX_CHUNK_DRAWS, max(1, DRAW_MEMORY_BYTES // per_draw)))
+    return VarianceCase(case, count, chunk)
+
+
+def draw_gradients(variance: VarianceCase, vectorize: bool) -> dict[str, Tensor]:
+    """R minibatch gradients, name → [R, ...]: one vmap per chunk, or a Python loop per draw.
+
+    Each draw has its own minibatch of M examples (index sets drawn and gathered on the device)
+    and its own noise, as in the variance measurement. The estimator is not settled first
+    (that costs the same for both paths and is no part of a draw).
+    """
+    case = variance.case
+    generator = torch.Generator(device=case.dataset.device).manual_seed(SEED)
+    draws = gradient_samples(
+        case.model,
+        case.estimator,
+        case.dataset,
+        case.profile.batch_size,
+        variance.draws,
+        generator,
+        vectorize=vectorize,
+        chunk_size=variance.chunk_size,
+        settle_steps=0,
+    )
+    synchronize(case.device)
+    return draws
+
+
+def gradient_variance(model: str, estimator: str, group: str) -> float:
+    """grad_variance of ``group``: the mean over its parameters of Var ĝ, R draws at M, seeded.
+
+    Parameters are the seeded initialisation; R = the profile's draws, each on its own
+    minibatch (K = 1); the estimator is settled first, as in ``gradbench variance``. NaN when a
+    draw was not finite.
+    """
+    variance = variance_case(model, estimator)
+    case = variance.case
+    torch.manual_seed(SEED)
+    generator = torch.Generator(device=case.dataset.device).manual_seed(SEED)
+    summary, _ = gradient_summary(
+        case.model,
+        case.estimator,
+        case.dataset,
+        case.profile.batch_size,
+        variance.draws,
+        generator,
+        noise_draws=1,
+        chunk_size=variance.chunk_size,
+    )
+    if summary is None:
+        return math.nan
+    groups = {group: case.model.parameter_groups()[group]}
+    rows = summary_statistics(summary, groups, replicates=VARIANCE_REPLICATES, seed=SEED)
+    return next(float(r["value"]) for r in rows if r["metric"] == "grad_variance")

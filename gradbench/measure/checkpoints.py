@@ -1,0 +1,214 @@
+"""Model checkpoints trained with a reference estimator, stored once and reused.
+
+Variance is measured for every estimator at the *same* parameters: the model trained for a given
+number of epochs with one reference estimator (Kingma, Salimans & Welling 2015 measure at 10 and
+100 epochs). A checkpoint is the full training state — model, reference estimator, Adam, the
+data-order generator and the noise RNG — so training to epoch 100 can continue from a stored
+epoch-10 checkpoint and give the same numbers as training straight through. Files live at
+``<results>/checkpoints/<hash>.pt``, the hash taken over everything that defines the parameters
+(model and its resolved options, data, seed, reference estimator and options, training settings,
+device type, epoch), and are written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gradbench.data import Dataset
+from gradbench.estimators import ESTIMATORS
+from gradbench.experiment import Setting, build_estimator, build_model
+from gradbench.measure.training import (
+    dataset_config,
+    make_optimizer,
+    resolved_options,
+    train_epoch,
+)
+from gradbench.models.base import get_model_class
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How the reference estimator trains the model to a checkpoint."""
+
+    batch_size: int = 100  # training minibatch size
+    learning_rate: float = 1e-3  # Adam's step size
+    max_steps_per_epoch: int | None = None  # cap on steps per epoch (quick runs); None: full pass
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"training batch size must be positive, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ValueError(
+                f"max_steps_per_epoch must be None or positive, got {self.max_steps_per_epoch}"
+            )
+
+
+@dataclass
+class Checkpoint:
+    """Parameters after ``epoch`` epochs (``steps`` optimizer steps) of the reference estimator."""
+
+    epoch: int
+    steps: int
+    model_state: dict[str, Tensor]
+    estimator_state: dict[str, Tensor]
+    diverged: bool  # the training loss became NaN or infinite before this epoch
+    path: Path | None  # the stored file; None for epoch 0 (the seeded initialisation)
+
+
+def stable_seed(*parts: Any) -> int:
+    """A seed in [0, 2⁶³) from JSON-serialisable parts, the same in every process (not hash())."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
+
+
+def checkpoint_config(
+    setting: Setting,
+    dataset: Dataset,
+    reference: str,
+    training: TrainingConfig,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Everything that defines a checkpoint's parameters except the epoch."""
+    return {
+        "model": setting.model,
+        "model_options": resolved_options(get_model_class(setting.model), setting.model_options),
+        "seed": setting.seed,
+        "data": dataset_config(dataset),
+        "reference_estimator": reference,
+        "reference_options": resolved_options(
+            ESTIMATORS[reference], setting.estimator_options.get(reference, {})
+        ),
+        "training": asdict(training),
+        "device": device.type,
+    }
+
+
+def checkpoint_path(root: str | os.PathLike[str], config: dict[str, Any], epoch: int) -> Path:
+    """``<root>/checkpoints/<hash of config and epoch>.pt``."""
+    text = json.dumps(config | {"epoch": epoch}, sort_keys=True, default=str)
+    return Path(root) / CHECKPOINT_DIR / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.pt"
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".pt")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(state, stream)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _rng_states(device: torch.device) -> dict[str, Tensor]:
+    states = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(states: dict[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(states["cpu"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def load_or_train(
+    setting: Setting,
+    dataset: Dataset,
+    device: torch.device,
+    epoch: int,
+    reference: str,
+    root: str | os.PathLike[str],
+    training: TrainingConfig = TrainingConfig(),
+) -> Checkpoint:
+    """The model after ``epoch`` epochs of training with ``reference``: loaded, or trained, stored.
+
+    Training starts from the latest stored earlier epoch of the same configuration (or from the
+    seeded initialisation) and stops early, flagged ``diverged``, if the loss stops being finite.
+    """
+    if epoch < 0:
+        raise ValueError(f"epoch must be non-negative, got {epoch}")
+    config = checkpoint_config(setting, dataset, reference, training, device)
+    model = build_model(setting, dataset, device)
+    estimator = build_estimator(setting, reference, dataset, device)
+    if epoch == 0:
+        return Checkpoint(0, 0, model.state_dict(), estimator.state_dict(), False, None)
+    target = checkpoint_path(root, config, epoch)
+    if target.is_file():
+        return _checkpoint(torch.load(target, map_location=device, weights_only=True), target)
+
+    optimizer = make_optimizer(model, estimator, training.learning_rate)
+    generator = torch.Generator(device=device)
+    start = next(
+        (e for e in range(epoch - 1, 0, -1) if checkpoint_path(root, config, e).is_file()), 0
+    )
+    if start:
+        state = torch.load(
+            checkpoint_path(root, config, start), map_location=device, weights_only=True
+        )
+        model.load_state_dict(state["model"])
+        estimator.load_state_dict(state["estimator"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        _set_rng_states(state["rng"], device)
+        steps, diverged, losses = state["steps"], state["diverged"], list(state["losses"])
+    else:
+        generator.manual_seed(stable_seed(setting.seed, "checkpoint-data"))
+        torch.manual_seed(stable_seed(setting.seed, "checkpoint-noise"))
+        steps, diverged, losses = 0, False, []
+    for _ in range(start, epoch):
+        if diverged:
+            break
+        loss = train_epoch(
+            model,
+            estimator,
+            optimizer,
+            dataset,
+            training.batch_size,
+            generator,
+            max_steps=training.max_steps_per_epoch,
+        )
+        losses.append(loss)
+        diverged = not math.isfinite(loss)
+        steps = int(estimator.steps)
+    state = {
+        "config": config,
+        "epoch": epoch,
+        "steps": steps,
+        "diverged": diverged,
+        "losses": losses,
+        "model": model.state_dict(),
+        "estimator": estimator.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "rng": _rng_states(device),
+    }
+    _save(target, state)
+    return _checkpoint(state, target)
+
+
+def _checkpoint(state: dict[str, Any], path: Path) -> Checkpoint:
+    return Checkpoint(
+        epoch=state["epoch"],
+        steps=state["steps"],
+        model_state=state["model"],
+        estimator_state=state["estimator"],
+        diverged=state["diverged"],
+        path=path,
+    )

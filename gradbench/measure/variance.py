@@ -1,0 +1,529 @@
+"""Variance of minibatch gradient estimates at fixed parameters (Kingma, Salimans & Welling 2015).
+
+Convention: a draw ĝ is the gradient of the minibatch's *mean* per-example surrogate,
+ĝ = ∇_θ (1/M) Σ_m s_m, with a fresh minibatch of M distinct training examples and fresh noise,
+so noise independent across examples gives Var ĝ ∝ 1/M. (Kingma et al.'s Table 1 does not say
+whether it sums or averages over the minibatch; summing multiplies every variance by M².)
+
+Design. At a checkpoint (the model trained with a reference estimator, see
+:mod:`gradbench.measure.checkpoints`), each estimator draws R = B·K gradients: B minibatches, K
+noise draws on each, which gives the law-of-total-variance split (noise variance
+E_B[Var_ε(ĝ|B)], data variance Var_B(E_ε[ĝ|B]); see :mod:`gradbench.measure.variance_stats`).
+The B index sets [B, M] are drawn up front on the data's device; each chunk of minibatches is
+gathered and binarized once (so a dynamic binarization is part of the data, not the noise),
+repeated K times and evaluated by one ``torch.func.vmap`` of ``torch.func.grad`` over
+``functional_call`` with ``randomness="different"`` (every draw its own noise). A plain loop is
+the fallback where vmap fails; rows record which path ran (``draw_path``). Chunks are sized from
+a probe of the memory autograd saves for one draw.
+
+Estimator state: an estimator's clock is set to the checkpoint's step count (annealed
+temperatures match that point of training); then ``settle_steps`` forward passes feed
+``observe`` (an EMA baseline settles at these parameters) and the estimator is frozen, so the
+kept draws are independent. The clock is restored after settling. The reference estimator
+itself resumes its trained state (a learned baseline included).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
+from functools import partial
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+from torch.func import functional_call, grad, vmap
+
+from gradbench.catalogue import applicable
+from gradbench.data import Dataset
+from gradbench.estimators import ESTIMATORS
+from gradbench.estimators.base import Estimator
+from gradbench.experiment import Setting, build_estimator, build_model
+from gradbench.measure.checkpoints import (
+    Checkpoint,
+    TrainingConfig,
+    checkpoint_config,
+    load_or_train,
+    stable_seed,
+)
+from gradbench.measure.training import dataset_config, resolved_options
+from gradbench.measure.variance_stats import (
+    BOOTSTRAP_REPLICATES,
+    CONFIDENCE,
+    METRICS,
+    SLOPE_METRIC,
+    DrawSummary,
+    log_variance_slope,
+    summary_statistics,
+)
+from gradbench.models.base import StochasticModel, get_model_class
+from gradbench.results import STATUS_DIVERGED, STATUS_OK, Cell, Provenance, ResultStore
+
+EXPERIMENT = "variance"
+DEFAULT_BATCH_SIZES = (1, 10, 100, 1000)
+DEFAULT_DRAWS = 200
+DEFAULT_NOISE_DRAWS = 2
+SETTLE_STEPS = 50
+"""Forward passes that settle an estimator's state (an EMA of decay 0.9 keeps 0.9⁵⁰ ≈ 0.5 % of its start)."""
+DRAW_MEMORY_BYTES = 2 * 2**30
+"""Memory budget of one chunk of draws; the probe's estimate is about half the true peak."""
+MAX_CHUNK_DRAWS = 1024
+GRADIENT_CONVENTION = "gradient of the minibatch mean of the per-example loss"
+
+Params = dict[str, Tensor]
+
+
+def minibatch_indices(
+    n_examples: int, batch_size: int, count: int, generator: torch.Generator
+) -> Tensor:
+    """``count`` index sets [count, M] of M distinct examples each, drawn on the generator's device.
+
+    Row r is the top-M of fresh uniform keys, a uniformly random M-subset (as a training epoch's
+    minibatches are: no example twice in one minibatch).
+    """
+    if not 1 <= batch_size <= n_examples:
+        raise ValueError(
+            f"batch size must be in 1..{n_examples} (training examples), got {batch_size}"
+        )
+    block = max(1, 2**24 // n_examples)
+    rows = []
+    for start in range(0, count, block):
+        size = min(block, count - start)
+        keys = torch.rand(size, n_examples, generator=generator, device=generator.device)
+        rows.append(keys.topk(batch_size, dim=1).indices)
+    return torch.cat(rows)
+
+
+def settle_estimator(
+    model: StochasticModel,
+    estimator: Estimator,
+    dataset: Dataset,
+    batch_size: int,
+    generator: torch.Generator,
+    steps: int = SETTLE_STEPS,
+) -> None:
+    """Feed ``steps`` forward passes (not kept) to ``estimator.observe``; keep its clock."""
+    clock = estimator.steps.clone()
+    with torch.no_grad():
+        for _ in range(steps):
+            x, y = dataset.sample_batch("train", batch_size, generator)
+            estimator.observe(model(x, y, estimator))
+    estimator.steps.copy_(clock)
+
+
+def draw_memory_bytes(model: StochasticModel, estimator: Estimator, x: Tensor, y: Tensor) -> int:
+    """Estimated bytes of one draw on (x, y): 2 × what autograd saves + 3 × the parameters.
+
+    The saved tensors are counted once per storage, leaving out the parameters themselves
+    (shared by every draw under vmap).
+    """
+    params = dict(model.named_parameters())
+    shared = {p.untyped_storage().data_ptr() for p in params.values()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in shared:
+            saved[storage.data_ptr()] = max(saved.get(storage.data_ptr(), 0), storage.nbytes())
+        return tensor
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        estimator.surrogate(model(x, y, estimator)).mean()
+    parameter_bytes = sum(p.numel() * p.element_size() for p in params.values())
+    return 2 * sum(saved.values()) + 3 * parameter_bytes
+
+
+def _chunk_draws(
+    model: StochasticModel, estimator: Estimator, dataset: Dataset, batch_size: int
+) -> int:
+    x, y = dataset.sample_batch(
+        "train", batch_size, torch.Generator(device=dataset.device).manual_seed(0)
+    )
+    per_draw = draw_memory_bytes(model, estimator, x, y)
+    return int(min(MAX_CHUNK_DRAWS, max(1, DRAW_MEMORY_BYTES // per_draw)))
+
+
+def _loop_gradients(
+    loss: Callable[[Params, Tensor, Tensor], Tensor], params: Params, x: Tensor, y: Tensor
+) -> Params:
+    """Gradients of ``loss`` for each minibatch x[i], y[i] in a plain loop: name → [n, ...]."""
+    draws: dict[str, list[Tensor]] = {k: [] for k in params}
+    for i in range(x.shape[0]):
+        leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        grads = torch.autograd.grad(
+            loss(leaves, x[i], y[i]), list(leaves.values()), allow_unused=True
+        )
+        for (k, v), g in zip(leaves.items(), grads):
+            draws[k].append(torch.zeros_like(v) if g is None else g)
+    return {k: torch.stack(v) for k, v in draws.items()}
+
+
+def _vmapped_gradients(
+    batched: Callable[..., Params], params: Params, x: Tensor, y: Tensor
+) -> Params:
+    """``batched`` over the leading dimension of x, y; halves the chunk on a GPU out-of-memory."""
+    try:
+        return batched(params, x, y)
+    except torch.OutOfMemoryError:
+        if x.shape[0] == 1:
+            raise
+    torch.cuda.empty_cache()
+    half = x.shape[0] // 2
+    first = _vmapped_gradients(batched, params, x[:half], y[:half])
+    second = _vmapped_gradients(batched, params, x[half:], y[half:])
+    return {k: torch.cat([first[k], second[k]]) for k in params}
+
+
+def _gradient_chunks(
+    model: StochasticModel,
+    estimator: Estimator,
+    dataset: Dataset,
+    index: Tensor,
+    noise_draws: int,
+    generator: torch.Generator,
+    vectorize: bool,
+    chunk_size: int | None,
+) -> Iterator[tuple[Params, str]]:
+    """Draws for the minibatches ``index`` [B, M], K = ``noise_draws`` each, chunk by chunk.
+
+    Yields (name → [c·K, ...] draws ordered minibatch-major, path "vmap" or "loop").
+    """
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p: Params, x: Tensor, y: Tensor) -> Tensor:
+        return estimator.surrogate(functional_call(model, p, (x, y, estimator))).mean()
+
+    batched = vmap(grad(loss), in_dims=(None, 0, 0), randomness="different")
+    draws_per_chunk = chunk_size or _chunk_draws(model, estimator, dataset, index.shape[1])
+    minibatches_per_chunk = max(1, draws_per_chunk // noise_draws)
+    use_vmap = vectorize
+    for start in range(0, index.shape[0], minibatches_per_chunk):
+        rows = index[start : start + minibatches_per_chunk]
+        x, y = dataset._minibatch("train", rows, generator)  # [c, M, D], [c, M]
+        x = x.repeat_interleave(noise_draws, dim=0)  # [c·K, M, D]
+        y = y.repeat_interleave(noise_draws, dim=0)
+        if use_vmap:
+            try:
+                draws = _vmapped_gradients(batched, params, x, y)
+            except torch.OutOfMemoryError:
+                raise
+            except RuntimeError as error:
+                warnings.warn(
+                    f"vmap failed for estimator {estimator.name!r} ({str(error).splitlines()[0]}); "
+                    "drawing in a Python loop instead",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                use_vmap = False
+            else:
+                yield draws, "vmap"
+                continue
+        yield _loop_gradients(loss, params, x, y), "loop"
+
+
+def _check_layout(draws: int, noise_draws: int, minimum: int = 2) -> int:
+    """B = draws / K minibatches; ValueError unless K divides draws and B >= ``minimum``."""
+    if noise_draws < 1:
+        raise ValueError(f"noise draws must be positive, got {noise_draws}")
+    if draws % noise_draws or draws // noise_draws < minimum:
+        raise ValueError(
+            f"draws ({draws}) must be a multiple of the noise draws per minibatch ({noise_draws}) "
+            f"covering at least {minimum} minibatch(es)"
+        )
+    return draws // noise_draws
+
+
+def gradient_samples(
+    model: StochasticModel,
+    estimator: Estimator,
+    dataset: Dataset,
+    batch_size: int,
+    draws: int,
+    generator: torch.Generator,
+    *,
+    noise_draws: int = 1,
+    vectorize: bool = True,
+    chunk_size: int | None = None,
+    settle_steps: int = SETTLE_STEPS,
+) -> dict[str, Tensor]:
+    """``draws`` minibatch gradients of the model's parameters: name → [draws, *shape].
+
+    ĝ = ∇_θ (1/M) Σ_m surrogate_m on M = ``batch_size`` training examples. With ``noise_draws``
+    K > 1, draws come as B = draws / K minibatches of K noise draws each, minibatch-major (draw
+    b·K + k). ``generator`` (on the data's device) draws the minibatches and the binarization;
+    the noise comes from torch's global RNG (vmap's ``randomness="different"`` needs it), so seed
+    both. The estimator is settled first (:func:`settle_estimator`), then frozen.
+    """
+    minibatches = _check_layout(draws, noise_draws, minimum=1)
+    settle_estimator(model, estimator, dataset, batch_size, generator, settle_steps)
+    index = minibatch_indices(len(dataset.train), batch_size, minibatches, generator)
+    chunks = [
+        draws_
+        for draws_, _ in _gradient_chunks(
+            model, estimator, dataset, index, noise_draws, generator, vectorize, chunk_size
+        )
+    ]
+    return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def gradient_summary(
+    model: StochasticModel,
+    estimator: Estimator,
+    dataset: Dataset,
+    batch_size: int,
+    draws: int,
+    generator: torch.Generator,
+    *,
+    noise_draws: int = DEFAULT_NOISE_DRAWS,
+    vectorize: bool = True,
+    chunk_size: int | None = None,
+    settle_steps: int = SETTLE_STEPS,
+) -> tuple[DrawSummary | None, str]:
+    """Like :func:`gradient_samples`, but keeps only the per-minibatch summary (B·P, not R·P).
+
+    Returns (summary, path) where path is "vmap", "loop" or "vmap+loop"; the summary is None
+    when a draw was NaN or infinite (the estimator diverged; drawing stops there).
+    """
+    minibatches = _check_layout(draws, noise_draws, minimum=2)
+    settle_estimator(model, estimator, dataset, batch_size, generator, settle_steps)
+    index = minibatch_indices(len(dataset.train), batch_size, minibatches, generator)
+    params = dict(model.named_parameters())
+    # Filled in place chunk by chunk: the summary is the only [B, P] memory held.
+    summary = DrawSummary(
+        {k: p.new_empty(minibatches, p.numel()) for k, p in params.items()},
+        {k: p.new_empty(minibatches, p.numel()) for k, p in params.items()}
+        if noise_draws > 1
+        else None,
+        noise_draws,
+    )
+    paths: set[str] = set()
+    start = 0
+    for chunk, path in _gradient_chunks(
+        model, estimator, dataset, index, noise_draws, generator, vectorize, chunk_size
+    ):
+        paths.add(path)
+        if not all(bool(torch.isfinite(g).all()) for g in chunk.values()):
+            return None, "+".join(sorted(paths, reverse=True))
+        part = DrawSummary.from_draws(chunk, noise_draws)
+        stop = start + part.minibatches
+        for name in params:
+            summary.means[name][start:stop] = part.means[name]
+            if summary.within is not None:
+                summary.within[name][start:stop] = part.within[name]
+        start = stop
+    return summary, "+".join(sorted(paths, reverse=True))
+
+
+def _metrics(noise_draws: int) -> list[str]:
+    return [
+        m
+        for m in METRICS
+        if noise_draws > 1 or m not in ("grad_variance_noise", "grad_variance_data")
+    ]
+
+
+def _variance_rows(
+    setting: Setting,
+    checkpoint: Callable[[], Checkpoint],
+    name: str,
+    reference: str,
+    dataset: Dataset,
+    device: torch.device,
+    batch_size: int,
+    draws: int,
+    noise_draws: int,
+    seed: int,
+    replicates: int,
+    confidence: float,
+    vectorize: bool,
+) -> list[dict[str, Any]]:
+    """The rows of one cell: estimator ``name``, minibatch size M, the checkpoint's parameters."""
+    state = checkpoint()
+    model = build_model(setting, dataset, device)
+    model.load_state_dict(state.model_state)
+    estimator = build_estimator(setting, name, dataset, device)
+    if name == reference:
+        estimator.load_state_dict(state.estimator_state)
+    else:
+        estimator.steps.fill_(state.steps)
+    torch.manual_seed(seed)
+    generator = torch.Generator(device=dataset.device).manual_seed(seed)
+    summary, path = gradient_summary(
+        model,
+        estimator,
+        dataset,
+        batch_size,
+        draws,
+        generator,
+        noise_draws=noise_draws,
+        vectorize=vectorize,
+    )
+    groups = model.parameter_groups()
+    common = {"batch_size": batch_size, "epoch": state.epoch, "draw_path": path}
+    if summary is None:
+        return [
+            {
+                "param_group": group,
+                "metric": metric,
+                "value": math.nan,
+                "ci_low": math.nan,
+                "ci_high": math.nan,
+                "n": draws,
+                "status": STATUS_DIVERGED,
+                **common,
+            }
+            for group in groups
+            for metric in _metrics(noise_draws)
+        ]
+    rows = summary_statistics(
+        summary, groups, replicates=replicates, confidence=confidence, seed=seed, device=device
+    )
+    return [row | {"status": STATUS_OK, **common} for row in rows]
+
+
+def slope_rows(frame: pd.DataFrame, confidence: float = CONFIDENCE) -> list[dict[str, Any]]:
+    """``log_variance_slope`` rows, one per group of one estimator's per-batch-size rows.
+
+    Fitted on the finite ``grad_variance`` values; status is "diverged" when any batch size
+    diverged.
+    """
+    variance = frame[frame["metric"] == "grad_variance"]
+    rows = []
+    for (group, epoch), part in variance.groupby(["param_group", "epoch"], sort=False):
+        ok = part[part["status"] == STATUS_OK]
+        fit = log_variance_slope(
+            ok["batch_size"].astype(int).tolist(), ok["value"].astype(float).tolist(), confidence
+        )
+        rows.append(
+            {
+                "param_group": group,
+                "batch_size": math.nan,
+                "epoch": int(epoch),
+                "metric": SLOPE_METRIC,
+                **fit,
+                "status": STATUS_OK if len(ok) == len(part) else STATUS_DIVERGED,
+            }
+        )
+    return rows
+
+
+def measure_variance(
+    setting: Setting,
+    estimators: Sequence[str],
+    batch_sizes: Sequence[int],
+    draws: int,
+    at_epochs: Sequence[int],
+    dataset: Dataset,
+    device: torch.device,
+    store: ResultStore,
+    provenance: Provenance,
+    force: bool = False,
+    *,
+    noise_draws: int = DEFAULT_NOISE_DRAWS,
+    reference_estimator: str | None = None,
+    training: TrainingConfig | None = None,
+    replicates: int = BOOTSTRAP_REPLICATES,
+    confidence: float = CONFIDENCE,
+    vectorize: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """Gradient-variance rows of every estimator × batch size × checkpoint epoch (tidy, stamped).
+
+    The model is trained with ``reference_estimator`` (default: the model's own) to each epoch
+    of ``at_epochs``; there each estimator draws ``draws`` = B·K gradients per minibatch size
+    (B minibatches × K = ``noise_draws``). One cell per estimator × batch size × epoch, plus one
+    ``log_variance_slope`` cell per estimator × epoch, is stored in ``store`` (resumed unless
+    ``force``). Rows: ``grad_variance``, ``grad_variance_trace``, ``grad_variance_noise``,
+    ``grad_variance_data`` (K > 1), ``snr`` per parameter group, with basic-bootstrap
+    intervals over minibatches at ``confidence``, and a ``draw_path`` column.
+    """
+    training = training or TrainingConfig()
+    reference = reference_estimator or get_model_class(setting.model).reference_estimator
+    valid = applicable(setting.model)
+    for name in [*estimators, reference]:
+        if name not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {name!r}; valid: {', '.join(ESTIMATORS)}")
+        if name not in valid:
+            raise ValueError(
+                f"estimator {name!r} does not apply to model {setting.model!r}; "
+                f"applicable: {', '.join(valid)}"
+            )
+    _check_layout(draws, noise_draws, minimum=2)
+    n_train = len(dataset.train)
+    for size in batch_sizes:
+        if not 1 <= size <= n_train:
+            raise ValueError(f"batch size must be in 1..{n_train} (training examples), got {size}")
+    if any(epoch < 0 for epoch in at_epochs):
+        raise ValueError(f"epochs must be non-negative, got {list(at_epochs)}")
+    trained = checkpoint_config(setting, dataset, reference, training, device)
+    base = {
+        **dataset_config(dataset),
+        "model_options": trained["model_options"],
+        "reference_estimator": reference,
+        "reference_options": trained["reference_options"],
+        "training": asdict(training),
+        "draws": draws,
+        "noise_draws": noise_draws,
+        "bootstrap_replicates": replicates,
+        "confidence": confidence,
+        "seed": setting.seed,
+        "device": device.type,
+        "profile": provenance.profile,
+        "vectorize": vectorize,
+        "gradient": GRADIENT_CONVENTION,
+    }
+    frames = []
+    for epoch in at_epochs:
+        loaded: list[Checkpoint] = []
+
+        def checkpoint(epoch: int = epoch, loaded: list[Checkpoint] = loaded) -> Checkpoint:
+            if not loaded:
+                if progress:
+                    progress(f"checkpoint: {setting.model} after {epoch} epochs of {reference}")
+                loaded.append(
+                    load_or_train(setting, dataset, device, epoch, reference, store.root, training)
+                )
+            return loaded[0]
+
+        for name in estimators:
+            options = resolved_options(ESTIMATORS[name], setting.estimator_options.get(name, {}))
+            per_size = []
+            for size in batch_sizes:
+                config = base | {"estimator_options": options, "epoch": epoch, "batch_size": size}
+                cell = Cell(EXPERIMENT, setting.model, name, config)
+                if progress and (force or not store.has(cell)):
+                    progress(f"variance: {setting.model} / {name} / M={size} / epoch {epoch}")
+                compute = partial(
+                    _variance_rows,
+                    setting,
+                    checkpoint,
+                    name,
+                    reference,
+                    dataset,
+                    device,
+                    size,
+                    draws,
+                    noise_draws,
+                    stable_seed(setting.seed, name, size, epoch),
+                    replicates,
+                    confidence,
+                    vectorize,
+                )
+                frame, _ = store.run(cell, compute, provenance, force)
+                per_size.append(frame)
+            config = base | {
+                "estimator_options": options,
+                "epoch": epoch,
+                "batch_sizes": list(batch_sizes),
+                "metric": SLOPE_METRIC,
+            }
+            cell = Cell(EXPERIMENT, setting.model, name, config)
+            sizes = pd.concat(per_size, ignore_index=True)
+            frame, _ = store.run(cell, partial(slope_rows, sizes, confidence), provenance, force)
+            frames.extend([sizes, frame])
+    rows = pd.concat(frames, ignore_index=True)
+    rows["batch_size"] = rows["batch_size"].astype("Int64")  # empty for the slope rows
+    return rows
