@@ -57,21 +57,36 @@ def _convert(raw: str, annotation: Any, key: str) -> Any:
     return raw
 
 
-def build_with_options(cls: type[T], options: dict[str, Any], what: str, *args: Any) -> T:
-    """Instantiate ``cls(*args, **options)``; string values are converted to the options' types.
-
-    Unknown keys raise ValueError naming the valid ones; invalid values raise ValueError from
-    the constructor's own validation.
-    """
+def _typed_options(cls: type, options: dict[str, Any], what: str) -> dict[str, Any]:
+    """``options`` with string values converted to the option types; unknown keys raise."""
     defaults = option_defaults(cls)
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         valid = ", ".join(defaults) or "none"
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for {what}; valid: {valid}")
     hints = get_type_hints(cls.__init__)
-    kwargs = {
+    return {
         key: _convert(value, hints.get(key, type(defaults[key])), key) if isinstance(value, str)
         else value
         for key, value in options.items()
     }
-    return cls(*args, **kwargs)
+
+
+def build_with_options(cls: type[T], options: dict[str, Any], what: str, *args: Any) -> T:
+    """Instantiate ``cls(*args, **options)``; string values are converted to the options' types.
+
+    Unknown keys raise ValueError naming the valid ones; invalid values raise ValueError from
+    the constructor's own validation.
+    """
+    return cls(*args, **_typed_options(cls, options, what))
+
+
+def resolve_options(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """Every keyword option of ``cls`` with its value (given, else default), typed, JSON-ready.
+
+    ``"32"`` and ``32`` (or ``"500"`` and ``(500,)``) resolve alike, so a cell's configuration
+    hash does not depend on how an option was spelled or whether a default was written out.
+    """
+    what = f"{getattr(cls, 'name', cls.__name__)!r}"
+    resolved = option_defaults(cls) | _typed_options(cls, options, what)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 import torch
@@ -142,6 +142,27 @@ class Cell:
         return f"{self.experiment}/{self.model}__{self.estimator}__{self.config_hash}.csv"
 
 
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write a file all at once or not at all: a temporary file beside it, then a rename.
+
+    An interruption (Ctrl-C, a crash) leaves either the old file or none, never a partial one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=path.suffix)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` through :func:`atomic_write` (checkpoints)."""
+    atomic_write(path, lambda stream: torch.save(state, stream))
+
+
 def stamp(rows: Iterable[dict[str, Any]], cell: Cell, provenance: Provenance) -> pd.DataFrame:
     """Rows of a cell as a DataFrame with every column of ``COLUMNS``, stamped with provenance."""
     frame = pd.DataFrame(list(rows))
@@ -180,15 +201,7 @@ class ResultStore:
     def write(self, cell: Cell, frame: pd.DataFrame) -> Path:
         """Store a cell's rows atomically (temporary file, then rename)."""
         target = self.path(cell)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".partial-", suffix=".csv")
-        try:
-            with os.fdopen(handle, "w", newline="") as stream:
-                frame.to_csv(stream, index=False)
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        atomic_write(target, lambda stream: stream.write(frame.to_csv(index=False).encode()))
         return target
 
     def run(

@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,10 @@ from torch import Tensor
 from gradbench.data import Dataset
 from gradbench.estimators import ESTIMATORS
 from gradbench.experiment import Setting, build_estimator, build_model
-from gradbench.measure.training import (
-    dataset_config,
-    make_optimizer,
-    resolved_options,
-    train_epoch,
-)
+from gradbench.measure.training import dataset_config, make_optimizer, train_epoch
 from gradbench.models.base import get_model_class
+from gradbench.options import resolve_options
+from gradbench.results import atomic_torch_save
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -85,11 +81,11 @@ def checkpoint_config(
     """Everything that defines a checkpoint's parameters except the epoch."""
     return {
         "model": setting.model,
-        "model_options": resolved_options(get_model_class(setting.model), setting.model_options),
+        "model_options": resolve_options(get_model_class(setting.model), setting.model_options),
         "seed": setting.seed,
         "data": dataset_config(dataset),
         "reference_estimator": reference,
-        "reference_options": resolved_options(
+        "reference_options": resolve_options(
             ESTIMATORS[reference], setting.estimator_options.get(reference, {})
         ),
         "training": asdict(training),
@@ -101,18 +97,6 @@ def checkpoint_path(root: str | os.PathLike[str], config: dict[str, Any], epoch:
     """``<root>/checkpoints/<hash of config and epoch>.pt``."""
     text = json.dumps(config | {"epoch": epoch}, sort_keys=True, default=str)
     return Path(root) / CHECKPOINT_DIR / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.pt"
-
-
-def _save(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".pt")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(state, stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _rng_states(device: torch.device) -> dict[str, Tensor]:
@@ -199,7 +183,7 @@ def load_or_train(
         "generator": generator.get_state(),
         "rng": _rng_states(device),
     }
-    _save(target, state)
+    atomic_torch_save(state, target)
     return _checkpoint(state, target)
 
 

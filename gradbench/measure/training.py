@@ -35,12 +35,10 @@ diverges gets rows of NaN with status ``diverged`` at the epoch it diverged, and
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -52,8 +50,8 @@ from gradbench.estimators import ESTIMATORS
 from gradbench.estimators.base import Estimator
 from gradbench.experiment import Setting, build_estimator, build_model
 from gradbench.models.base import StochasticModel, get_model_class
-from gradbench.options import _convert, option_defaults
-from gradbench.results import STATUS_DIVERGED, STATUS_OK, Cell
+from gradbench.options import resolve_options
+from gradbench.results import STATUS_DIVERGED, STATUS_OK, Cell, atomic_torch_save
 
 EXPERIMENT = "train"
 """Experiment name of the training cells in the result store."""
@@ -280,15 +278,7 @@ def save_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
         "cpu_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".pt")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(state, stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(state, path)
 
 
 def load_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
@@ -456,35 +446,11 @@ def training_rows(
     return run.log
 
 
-def resolved_options(cls: type, options: dict[str, Any]) -> dict[str, Any]:
-    """Every keyword option of ``cls`` with its value (given, else default), typed, JSON-ready.
-
-    ``"32"`` and ``32`` (or ``"500"`` and ``(500,)``) resolve alike, so a cell's configuration
-    hash does not depend on how an option was spelled or whether a default was written out.
-    """
-    defaults = option_defaults(cls)
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; "
-            f"valid: {', '.join(defaults) or 'none'}"
-        )
-    hints = get_type_hints(cls.__init__)
-    resolved = dict(defaults)
-    for key, value in options.items():
-        resolved[key] = (
-            _convert(value, hints.get(key, type(defaults[key])), key)
-            if isinstance(value, str)
-            else value
-        )
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
-
-
 def setting_config(setting: Setting, estimator_name: str) -> dict[str, Any]:
     """The part of a cell's configuration that the setting defines, options resolved."""
     return {
-        "model_options": resolved_options(get_model_class(setting.model), setting.model_options),
-        "estimator_options": resolved_options(
+        "model_options": resolve_options(get_model_class(setting.model), setting.model_options),
+        "estimator_options": resolve_options(
             ESTIMATORS[estimator_name], setting.estimator_options.get(estimator_name, {})
         ),
         "seed": setting.seed,

@@ -49,7 +49,8 @@ from gradbench.measure.checkpoints import (
     load_or_train,
     stable_seed,
 )
-from gradbench.measure.training import dataset_config, resolved_options
+from gradbench.measure.training import dataset_config
+from gradbench.options import resolve_options
 from gradbench.measure.variance_stats import (
     BOOTSTRAP_REPLICATES,
     CONFIDENCE,
@@ -489,7 +490,7 @@ def measure_variance(
             return loaded[0]
 
         for name in estimators:
-            options = resolved_options(ESTIMATORS[name], setting.estimator_options.get(name, {}))
+            options = resolve_options(ESTIMATORS[name], setting.estimator_options.get(name, {}))
             per_size = []
             for size in batch_sizes:
                 config = base | {"estimator_options": options, "epoch": epoch, "batch_size": size}
