@@ -142,6 +142,12 @@ class Cell:
         return f"{self.experiment}/{self.model}__{self.estimator}__{self.config_hash}.csv"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write a file all at once or not at all: a temporary file beside it, then a rename.
 
@@ -152,6 +158,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 → the usual file mode
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -96,6 +96,12 @@ class Estimator(nn.Module):
         """Update state after an optimizer step (baselines, annealing clocks)."""
         self.steps += 1
 
+    @property
+    def tracks_losses(self) -> bool:
+        """True when ``observe`` adapts the estimator to the losses it sees (a moving-average
+        baseline), so measurements at fixed parameters must let it settle there first."""
+        return False
+
     def bind(self, input_dim: int | None) -> None:
         """Build parameters that depend on the model's input size (e.g. a learned baseline)."""
 

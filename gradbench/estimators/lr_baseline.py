@@ -41,6 +41,10 @@ class LikelihoodRatioBaseline(LikelihoodRatio):
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
         self.network: nn.Module | None = None
 
+    @property
+    def tracks_losses(self) -> bool:
+        return self.kind == "ema"
+
     def bind(self, input_dim: int | None) -> None:
         """For the learned baseline: b_ψ(x) = MLP(x) with one tanh hidden layer, or a constant."""
         if self.kind != "learned":

@@ -106,7 +106,12 @@ def settle_estimator(
     generator: torch.Generator,
     steps: int = SETTLE_STEPS,
 ) -> None:
-    """Feed ``steps`` forward passes (not kept) to ``estimator.observe``; keep its clock."""
+    """Feed ``steps`` forward passes (not kept) to ``estimator.observe``; keep its clock.
+
+    Only estimators that track losses (a moving-average baseline) need it; others return at once.
+    """
+    if not estimator.tracks_losses:
+        return
     clock = estimator.steps.clone()
     with torch.no_grad():
         for _ in range(steps):

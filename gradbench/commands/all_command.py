@@ -1,0 +1,434 @@
+"""``gradbench all``: every measurement for every applicable model × estimator, then the reports.
+
+For each model of the profile and each estimator that applies to it: wall-clock timing (with
+the speed-ups between the model's estimators), gradient variance at the profile's checkpoints
+and minibatch sizes, and training with the ELBO per epoch. Each finished cell is stored at once
+in the result store, so an interrupted run resumes where it stopped; ``--force`` recomputes.
+The reports are then built from the stored rows alone (as ``gradbench report`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from gradbench.catalogue import applicable
+from gradbench.commands.common import key_values
+from gradbench.data import DataConfig, DataNotFoundError, Dataset, load_dataset
+from gradbench.device import resolve_device
+from gradbench.estimators import ESTIMATORS, make_estimator
+from gradbench.experiment import Setting, data_shape
+from gradbench.measure.checkpoints import TrainingConfig
+from gradbench.measure.timing import (
+    TimingConfig,
+    speedup_cell,
+    speedup_rows,
+    timing_cell,
+    timing_rows,
+)
+from gradbench.measure.training import (
+    EvalConfig,
+    TrainConfig,
+    checkpoint_path,
+    training_cell,
+    training_rows,
+)
+from gradbench.measure.variance import measure_variance
+from gradbench.models import MODELS, make_model
+from gradbench.profiles import (
+    PROFILES,
+    Profile,
+    default_profile_name,
+    get_profile,
+    override,
+    with_options,
+)
+from gradbench.report import Report, build_reports, check_writable
+from gradbench.report.build import (
+    FIGURE_FORMATS,
+    FIGURES_DIR,
+    TABLE_FORMATS,
+    TABLES_DIR,
+    check_formats,
+)
+from gradbench.results import Provenance, ResultStore, read_cell
+
+EXPERIMENTS = ("timing", "variance", "train")
+"""The measurements ``all`` runs, in the order it runs them."""
+
+CUSTOM_SUFFIX = "+custom"
+"""Appended to the profile's name when flags changed its values."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "all",
+        help="run every measurement for every applicable model × estimator, then write reports",
+        description="Run timing, gradient variance and training for every applicable model × "
+        "estimator of a profile (resumable), then write the reports. Profiles: "
+        + "; ".join(f"{p.name}: {p.summary}" for p in PROFILES.values())
+        + ".",
+    )
+    parser.add_argument(
+        "--profile",
+        help=f"one of {', '.join(PROFILES)} (default: paper with CUDA, else quick)",
+    )
+    parser.add_argument("--out", default="reports", help="reports folder (reports)")
+    parser.add_argument("--results", default="results", help="results folder, resumable (results)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--force", action="store_true", help="recompute finished cells")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--models", help="comma-separated models (default: the profile's)")
+    parser.add_argument(
+        "--estimators", help="comma-separated estimators (default: every applicable one)"
+    )
+    parser.add_argument(
+        "--experiments", help=f"comma-separated subset of {', '.join(EXPERIMENTS)} (default: all)"
+    )
+    parser.add_argument("--dataset", help="override the profile's dataset")
+    parser.add_argument("--data-dir", help="folder holding the dataset files")
+    parser.add_argument("--subset", help="first N examples of each split, or 'none'")
+    parser.add_argument("--seed", help="override the profile's seed")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="override any profile setting, e.g. train_epochs=3 or variance_batch_sizes=1,10,100",
+    )
+    parser.add_argument(
+        "--model-arg", action="append", metavar="MODEL:KEY=VALUE",
+        help="model option, e.g. gaussian-vae:latent_dim=10",
+    )
+    parser.add_argument(
+        "--estimator-arg", action="append", metavar="ESTIMATOR:KEY=VALUE",
+        help="estimator option, e.g. gumbel-softmax:temperature=0.5",
+    )
+    parser.add_argument(
+        "--formats",
+        default=",".join(TABLE_FORMATS + FIGURE_FORMATS),
+        help=f"report formats, comma-separated ({','.join(TABLE_FORMATS + FIGURE_FORMATS)})",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="print the resolved profile and the cells, run nothing",
+    )
+    parser.set_defaults(run=run)
+
+
+@dataclass
+class Plan:
+    """What a run does: the profile, and per model the estimators to run."""
+
+    profile: Profile
+    experiments: tuple[str, ...]
+    estimators: dict[str, list[str]]  # model → estimators, in registry order
+    skipped: list[str] = field(default_factory=list)  # "estimator (model)" that do not apply
+
+    @property
+    def cells(self) -> int:
+        """Model × estimator × experiment units (one progress step each)."""
+        return len(self.experiments) * sum(len(v) for v in self.estimators.values())
+
+
+def split_names(raw: str | None) -> list[str]:
+    """A comma-separated flag as a list of names."""
+    return [n.strip() for n in raw.split(",") if n.strip()] if raw else []
+
+
+def resolve_profile(args: argparse.Namespace) -> Profile:
+    """The chosen profile with every flag applied; ValueError (exit 2) on any bad value.
+
+    A profile whose values a flag changed (other than which models run) is stamped
+    ``NAME+custom``, so its rows and reports are not mistaken for the named profile's.
+    """
+    profile = get_profile(args.profile or default_profile_name())
+    settings = key_values(args.set, "--set")
+    for flag in ("dataset", "subset", "seed"):
+        value = getattr(args, flag)
+        if value is not None:
+            settings[flag] = value
+    if args.models:
+        settings["models"] = args.models
+    profile = override(profile, settings)
+    model_options = with_options(
+        profile, key_values(args.model_arg, "--model-arg"), "model", tuple(MODELS)
+    )
+    estimator_options = with_options(
+        profile, key_values(args.estimator_arg, "--estimator-arg"), "estimator", tuple(ESTIMATORS)
+    )
+    resolved = replace(profile, model_options=model_options, estimator_options=estimator_options)
+    base = get_profile(profile.name)
+    if replace(resolved, models=base.models) != base:
+        resolved = replace(resolved, name=f"{base.name}{CUSTOM_SUFFIX}")
+    return resolved
+
+
+def make_plan(args: argparse.Namespace, profile: Profile) -> Plan:
+    """Which estimators run on which model; unknown or inapplicable names are errors."""
+    experiments = tuple(split_names(args.experiments)) or EXPERIMENTS
+    for name in experiments:
+        if name not in EXPERIMENTS:
+            raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
+    chosen = split_names(args.estimators)
+    for name in chosen:
+        if name not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {name!r}; valid: {', '.join(ESTIMATORS)}")
+    plan = Plan(profile, tuple(e for e in EXPERIMENTS if e in experiments), {})
+    for model in profile.models:
+        valid = applicable(model)
+        names = [n for n in valid if not chosen or n in chosen]
+        plan.skipped += [f"{n} ({model})" for n in chosen if n not in valid]
+        if names:
+            plan.estimators[model] = names
+    if not plan.estimators:
+        valid = {m: applicable(m) for m in profile.models}
+        detail = "; ".join(f"{m}: {', '.join(v)}" for m, v in valid.items())
+        raise ValueError(
+            f"estimator(s) {', '.join(chosen)} do not apply to model(s) "
+            f"{', '.join(profile.models)}; applicable: {detail}"
+        )
+    return plan
+
+
+def setting_for(profile: Profile, model: str, estimators: list[str]) -> Setting:
+    """The measurement setting of one model: its options, its estimators' options, the seed."""
+    options = {e: dict(profile.estimator_options.get(e, {})) for e in estimators}
+    return Setting(
+        model, profile.options_for(model), {e: o for e, o in options.items() if o}, profile.seed
+    )
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    """Progress bars unless ``--quiet`` or stderr is not a terminal."""
+    return not args.quiet and sys.stderr.isatty()
+
+
+def duration(seconds: float) -> str:
+    """``1h 02m 03s`` / ``2m 03s`` / ``3.2s``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+@dataclass
+class Runner:
+    """Runs a plan's cells into a store, advancing one overall progress bar per unit."""
+
+    plan: Plan
+    store: ResultStore
+    dataset: Dataset
+    device: torch.device
+    provenance: Provenance
+    force: bool
+    progress: bool
+    bar: tqdm
+
+    def run(self, experiment: str, model: str) -> None:
+        """One experiment for every estimator of ``model``."""
+        setting = setting_for(self.plan.profile, model, self.plan.estimators[model])
+        {"timing": self.timing, "variance": self.variance, "train": self.train}[experiment](
+            model, setting
+        )
+
+    def timing(self, model: str, setting: Setting) -> None:
+        """Timing cells of one model's estimators, then their speed-ups against each other."""
+        profile = self.plan.profile
+        config = TimingConfig(
+            profile.timing_batch_size, profile.timing_steps, profile.timing_repeats,
+            profile.timing_warmup_steps, profile.train_learning_rate,
+        )
+        cells, frames, computed = [], [], False
+        for name in self.plan.estimators[model]:
+            self.bar.set_postfix_str(f"timing {model} / {name}")
+            cell = timing_cell(setting, name, self.dataset, self.device, config, profile.name)
+
+            def compute(name: str = name) -> list[dict]:
+                return timing_rows(setting, name, self.dataset, self.device, config, self.progress)
+
+            _, now = self.store.run(cell, compute, self.provenance, force=self.force)
+            computed |= now
+            cells.append(cell)
+            frames.append(read_cell(self.store.path(cell)))
+            self.bar.update()
+        if len(cells) < 2:
+            return
+        per_epoch = {
+            cell.estimator: frame[frame["metric"] == "seconds_per_epoch"].iloc[0].to_dict()
+            for cell, frame in zip(cells, frames)
+        }
+        derived = speedup_rows(per_epoch)
+        for cell in cells:
+            target = speedup_cell(cell, [c for c in cells if c is not cell])
+            self.store.run(target, lambda rows=derived[cell.estimator]: rows, self.provenance,
+                           force=computed)
+
+    def variance(self, model: str, setting: Setting) -> None:
+        """Variance cells of one model's estimators at every checkpoint and minibatch size."""
+        profile = self.plan.profile
+        training = TrainingConfig(
+            profile.checkpoint_batch_size, profile.checkpoint_learning_rate,
+            profile.checkpoint_max_steps,
+        )
+        sizes = [m for m in profile.variance_batch_sizes if m <= len(self.dataset.train)]
+        for name in self.plan.estimators[model]:
+            self.bar.set_postfix_str(f"variance {model} / {name}")
+            measure_variance(
+                setting, [name], sizes, profile.variance_draws, profile.variance_epochs,
+                self.dataset, self.device, self.store, self.provenance, self.force,
+                noise_draws=profile.variance_noise_draws, training=training,
+                replicates=profile.variance_replicates, progress=self.bar.set_postfix_str,
+            )
+            self.bar.update()
+
+    def train(self, model: str, setting: Setting) -> None:
+        """Training cells of one model's estimators, resumable from per-epoch checkpoints."""
+        profile = self.plan.profile
+        config = TrainConfig(
+            profile.train_epochs, profile.train_batch_size, profile.train_learning_rate,
+            profile.train_lr_decay,
+        )
+        evaluation = EvalConfig(
+            profile.eval_samples, profile.eval_iw_samples, profile.eval_iw_every,
+            profile.eval_train_subset,
+        )
+        for name in self.plan.estimators[model]:
+            self.bar.set_postfix_str(f"train {model} / {name}")
+            cell = training_cell(
+                setting, name, self.dataset, self.device, config, evaluation, profile.name
+            )
+            resume = checkpoint_path(self.store.root, cell)
+            if self.force:
+                resume.unlink(missing_ok=True)
+
+            def compute(name: str = name, resume: Path = resume) -> list[dict]:
+                return training_rows(
+                    setting, name, self.dataset, self.device, config, evaluation, resume,
+                    self.progress,
+                )
+
+            self.store.run(cell, compute, self.provenance, force=self.force)
+            resume.unlink(missing_ok=True)
+            self.bar.update()
+
+
+def print_plan(plan: Plan) -> None:
+    """The resolved profile and the cells (``--dry-run``)."""
+    print(f"profile {plan.profile.name}: {plan.profile.summary}")
+    for key, value in plan.profile.values().items():
+        if key not in ("name", "summary"):
+            print(f"  {key} = {value!r}")
+    print(f"experiments: {', '.join(plan.experiments)}")
+    for model, names in plan.estimators.items():
+        print(f"  {model}: {', '.join(names)}")
+    if plan.skipped:
+        print(f"skipped (does not apply): {', '.join(plan.skipped)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    profile = resolve_profile(args)
+    plan = make_plan(args, profile)
+    formats = check_formats(split_names(args.formats))
+    if args.dry_run:
+        print_plan(plan)
+        return 0
+    out = check_writable(args.out)
+    results = check_writable(args.results)
+    device = resolve_device(args.device)
+    data = DataConfig(
+        dataset=profile.dataset, binarization=profile.binarization, data_dir=args.data_dir,
+        subset=profile.subset, seed=profile.seed,
+    )
+    try:
+        dataset = load_dataset(data, device)
+    except DataNotFoundError as error:
+        print(f"gradbench all: error: {error}", file=sys.stderr)
+        return 2
+    for model, names in plan.estimators.items():
+        chosen = setting_for(profile, model, names)
+        make_model(model, data_shape(dataset), chosen.model_options)
+        for name, options in chosen.estimator_options.items():
+            make_estimator(name, options)
+    for skipped in plan.skipped:
+        print(f"gradbench all: skipping estimator {skipped}: it does not apply", file=sys.stderr)
+    threads = torch.get_num_threads()
+    if profile.torch_threads is not None:
+        torch.set_num_threads(profile.torch_threads)
+    try:
+        return run_plan(plan, args, out, results, dataset, device, formats)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_plan(
+    plan: Plan,
+    args: argparse.Namespace,
+    out: Path,
+    results: Path,
+    dataset: Dataset,
+    device: torch.device,
+    formats: tuple[str, ...],
+) -> int:
+    """Run every cell of ``plan`` (resuming), then write the reports; the exit status."""
+    profile = plan.profile
+    progress = progress_enabled(args)
+    bar = tqdm(total=plan.cells, desc=f"all ({profile.name})", unit="cell", disable=not progress)
+    runner = Runner(plan, ResultStore(results), dataset, device,
+                    Provenance.collect(device, profile.name), args.force, progress, bar)
+    started = time.perf_counter()
+    spent: dict[str, float] = {}
+    try:
+        for experiment in plan.experiments:
+            clock = time.perf_counter()
+            for model in plan.estimators:
+                runner.run(experiment, model)
+            spent[experiment] = time.perf_counter() - clock
+    except KeyboardInterrupt:
+        bar.close()
+        print(
+            f"\ngradbench all: interrupted; finished cells are kept in {results}/. "
+            "Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    bar.close()
+    clock = time.perf_counter()
+    rows = runner.store.load()
+    report = build_reports(rows, out, profile=profile.name, formats=formats)
+    spent["reports"] = time.perf_counter() - clock
+    print_summary(plan, dataset.name, device, results, report, len(rows), spent,
+                  time.perf_counter() - started)
+    return 0
+
+
+def print_summary(
+    plan: Plan,
+    dataset: str,
+    device: torch.device,
+    results: Path,
+    report: Report,
+    n_rows: int,
+    spent: dict[str, float],
+    total: float,
+) -> None:
+    """The closing summary: what was written where and how long each part took."""
+    parts = ", ".join(f"{k} {duration(v)}" for k, v in spent.items())
+    print(
+        f"gradbench all: profile {plan.profile.name}, dataset {dataset}, device {device.type}: "
+        f"{plan.cells} cells in {duration(total)} ({parts})"
+    )
+    print(f"  results: {results}/ ({n_rows} rows)")
+    print(f"  index:   {report.out / 'README.md'}, {report.out / 'references.bib'}")
+    table_dirs = sorted({p.parent for p in report.paths if p.parent.name == TABLES_DIR})
+    figure_dirs = sorted({p.parent for p in report.paths if p.parent.name == FIGURES_DIR})
+    for folder in table_dirs:
+        print(f"  tables:  {len(report.tables)} in {folder}/")
+    for folder in figure_dirs:
+        print(f"  figures: {len(report.plots)} in {folder}/")
+    if plan.skipped:
+        print(f"  skipped (does not apply): {', '.join(plan.skipped)}")

@@ -1,0 +1,253 @@
+"""Named run profiles for ``gradbench all``: plain, documented values that flags override.
+
+A profile fixes every setting of a full run — data, network sizes, the variance, timing and
+training measurements — so that a report says exactly how it was made.
+
+- ``smoke``: seconds per cell, for tests and a first look (under 2 minutes on a 2-core CPU):
+  scikit-learn's 8×8 digits, tiny networks, few draws, one epoch, one torch thread.
+- ``quick``: the default without CUDA (under 30 minutes on a 2-core CPU, no GPU): the first
+  5000 images of each MNIST split (digits when MNIST is absent), narrower networks (3×256 MLP,
+  200-unit VAEs), 10 training epochs, variance at 1 and 5 epochs with 100 draws, one thread.
+- ``paper``: the papers' settings, meant for a GPU (the default with CUDA): full MNIST, the
+  papers' architectures (Kingma et al. 2015: 3×1024 ReLU MLP; the thesis: 784-500-300(30×10)-500
+  -784; Kingma & Welling 2014: one hidden layer of 500, 20 latents), variance at 10 and 100
+  epochs, 50 training epochs at learning rate 3e-4, batch 100, many draws.
+
+Every profile uses the same estimator options. smoke and quick train at learning rate 1e-3
+(the paper profile: the thesis' 3e-4) so that their few steps make progress.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+
+MODEL_NAMES = ("bayes-mlp", "categorical-vae", "gaussian-vae")
+"""Models ``all`` runs, in report order."""
+
+ESTIMATOR_OPTIONS: dict[str, dict[str, Any]] = {
+    # Jang et al. (2017): tau = max(0.5, exp(-r t)) with r = 1e-4 per step.
+    "gumbel-softmax": {"temperature": 1.0, "min_temperature": 0.5, "anneal_rate": 1e-4},
+    "st-gumbel": {"temperature": 1.0, "min_temperature": 0.5, "anneal_rate": 1e-4},
+}
+"""Estimator options every profile uses: estimator → options, on every model it applies to."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every setting of a ``gradbench all`` run; ``--set KEY=VALUE`` overrides any field."""
+
+    name: str  # stamped on every result row and in the reports' header
+    summary: str  # one line for --help and the README
+    # data (gradbench.data.DataConfig)
+    dataset: str = "auto"  # auto: MNIST if found, else digits (the dataset used is stamped)
+    subset: int | None = None  # keep the first N examples of each split; None: all
+    binarization: str = "threshold"  # the thesis': grey level >= 0.5
+    seed: int = 0  # model initialisation, data order and noise
+    torch_threads: int | None = None  # torch.set_num_threads for the run; None: torch's default
+    # models (gradbench.models): model → options; a model missing here is not run
+    models: tuple[str, ...] = MODEL_NAMES
+    model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    estimator_options: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in ESTIMATOR_OPTIONS.items()}
+    )
+    # gradient variance (gradbench.measure.variance)
+    variance_batch_sizes: tuple[int, ...] = (1, 10, 100, 1000)  # minibatch sizes M
+    variance_draws: int = 1000  # draws per estimator × M × checkpoint (B minibatches × K)
+    variance_noise_draws: int = 2  # K noise draws per minibatch (K > 1 splits noise / data)
+    variance_epochs: tuple[int, ...] = (10, 100)  # checkpoints: epochs of reference training
+    variance_replicates: int = 1000  # bootstrap replicates of the intervals
+    checkpoint_batch_size: int = 100  # reference training to the checkpoints
+    checkpoint_learning_rate: float = 1e-3
+    checkpoint_max_steps: int | None = None  # steps per checkpoint epoch; None: full epochs
+    # wall-clock (gradbench.measure.timing)
+    timing_batch_size: int = 100
+    timing_steps: int | None = None  # steps timed per repeat, scaled to an epoch; None: full epoch
+    timing_repeats: int = 5
+    timing_warmup_steps: int = 5
+    # training and evaluation (gradbench.measure.training)
+    train_epochs: int = 50  # the thesis
+    train_batch_size: int = 100
+    train_learning_rate: float = 3e-4  # the thesis
+    train_lr_decay: float = 1.0
+    eval_samples: int = 1  # draws per example of E_q[log p(x|z)] (the thesis' L = 1)
+    eval_iw_samples: int = 1000  # k of the importance-weighted bound (Jang et al.: 1000)
+    eval_iw_every: int = 0  # also every N epochs (0: epoch 0 and the last)
+    eval_train_subset: int | None = None  # training ELBO on the first N training examples
+
+    def __post_init__(self) -> None:
+        from gradbench.models import MODELS
+
+        unknown = [m for m in self.models if m not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown model {unknown[0]!r}; valid: {', '.join(MODELS)}")
+        if not self.models:
+            raise ValueError(f"profile {self.name!r} runs no model; valid: {', '.join(MODELS)}")
+        if not self.variance_batch_sizes or min(self.variance_batch_sizes) < 1:
+            raise ValueError(
+                f"variance_batch_sizes must be positive, got {self.variance_batch_sizes}"
+            )
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be None or positive, got {self.torch_threads}")
+        for name in ("variance_draws", "variance_noise_draws", "train_epochs", "timing_repeats"):
+            if getattr(self, name) < (0 if name == "train_epochs" else 1):
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def options_for(self, model: str) -> dict[str, Any]:
+        """The model's options in this profile (empty: the model's defaults)."""
+        return dict(self.model_options.get(model, {}))
+
+    def values(self) -> dict[str, Any]:
+        """Every field, JSON-ready, for the README and ``all --show-profile``."""
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in fields(self)
+        }
+
+
+SMOKE = Profile(
+    name="smoke",
+    summary="under 2 minutes on 2 CPU cores: digits, tiny networks, few draws, 1 epoch",
+    dataset="digits",
+    torch_threads=1,  # tiny tensors: threads cost more than they save, badly so on a busy CPU
+    model_options={
+        "bayes-mlp": {"hidden_sizes": (32, 32)},
+        "categorical-vae": {"hidden_sizes": (32,), "n_vars": 4, "n_classes": 4},
+        "gaussian-vae": {"hidden_sizes": (32,), "latent_dim": 4},
+    },
+    variance_batch_sizes=(1, 10, 100),
+    variance_draws=16,
+    variance_noise_draws=2,
+    variance_epochs=(0, 1),
+    variance_replicates=50,
+    checkpoint_max_steps=5,
+    timing_steps=3,
+    timing_repeats=2,
+    timing_warmup_steps=1,
+    train_epochs=1,
+    train_learning_rate=1e-3,
+    eval_iw_samples=5,
+    eval_train_subset=200,
+)
+
+QUICK = Profile(
+    name="quick",
+    summary="under 30 minutes on 2 CPU cores without a GPU: an MNIST subset, narrower networks",
+    dataset="auto",
+    subset=5000,
+    torch_threads=1,  # predictable on a shared 2-core machine: two threads contend badly there
+    model_options={
+        "bayes-mlp": {"hidden_sizes": (256, 256, 256)},
+        "categorical-vae": {"hidden_sizes": (200,)},
+        "gaussian-vae": {"hidden_sizes": (200,)},
+    },
+    variance_batch_sizes=(1, 10, 100),
+    variance_draws=100,
+    variance_noise_draws=2,
+    variance_epochs=(1, 5),
+    variance_replicates=200,
+    timing_steps=10,
+    timing_repeats=3,
+    timing_warmup_steps=2,
+    train_epochs=10,
+    train_learning_rate=1e-3,
+    eval_iw_samples=50,
+    eval_train_subset=1000,
+)
+
+PAPER = Profile(
+    name="paper",
+    summary="the papers' settings on full MNIST, meant for a GPU",
+    dataset="mnist",
+    timing_steps=100,
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, QUICK, PAPER)}
+"""The named profiles, in order of size."""
+
+
+def default_profile_name() -> str:
+    """``paper`` when CUDA is available, else ``quick``."""
+    return "paper" if torch.cuda.is_available() else "quick"
+
+
+def get_profile(name: str) -> Profile:
+    """A named profile; an unknown name raises ValueError naming the valid ones."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid: {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def _field_type(name: str) -> Any:
+    hints = typing.get_type_hints(Profile)
+    if name not in hints or name in ("name", "model_options", "estimator_options"):
+        settable = [f.name for f in fields(Profile) if f.name not in ("name", "summary")]
+        raise ValueError(f"unknown profile setting {name!r}; valid: {', '.join(settable)}")
+    return hints[name]
+
+
+def _parse(raw: str, kind: Any, key: str) -> Any:
+    """``raw`` as the field's type: int, float, str, tuple[int/str, ...], or None ("none")."""
+    args = typing.get_args(kind)
+    optional = type(None) in args and (
+        typing.get_origin(kind) is typing.Union or isinstance(kind, types.UnionType)
+    )
+    if optional:
+        if raw.strip().lower() == "none":
+            return None
+        kind = next(a for a in args if a is not type(None))
+    try:
+        if typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            return tuple(item(v.strip()) for v in raw.split(",") if v.strip())
+        if kind in (int, float, str):
+            return kind(raw)
+    except ValueError:
+        raise ValueError(f"bad value {raw!r} for profile setting {key}: expected {kind}") from None
+    raise ValueError(f"profile setting {key} cannot be set from the command line")
+
+
+def override(profile: Profile, settings: dict[str, str]) -> Profile:
+    """``profile`` with ``KEY=VALUE`` strings applied (``--set``); validated like the profile.
+
+    ``model_options`` and ``estimator_options`` are set with ``--model-arg MODEL:KEY=VALUE`` and
+    ``--estimator-arg ESTIMATOR:KEY=VALUE`` (see :func:`with_options`).
+    """
+    changes = {key: _parse(value, _field_type(key), key) for key, value in settings.items()}
+    return replace(profile, **changes)
+
+
+def with_options(
+    profile: Profile, option_items: dict[str, str], what: str, valid: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """Merge ``NAME:KEY=VALUE`` items into a copy of the profile's model or estimator options.
+
+    ``what`` is "model" or "estimator"; ``valid`` the names it may prefix. Values stay strings:
+    the models and estimators convert and validate them.
+    """
+    current = profile.model_options if what == "model" else profile.estimator_options
+    merged = {k: dict(v) for k, v in current.items()}
+    for key, value in option_items.items():
+        target, sep, option = key.partition(":")
+        if not sep or not option:
+            raise ValueError(
+                f"malformed --{what}-arg {key}={value}; expected {what.upper()}:KEY=VALUE"
+            )
+        if target not in valid:
+            raise ValueError(f"unknown {what} {target!r}; valid: {', '.join(valid)}")
+        merged.setdefault(target, {})[option] = value
+    return merged
+
+
+__all__ = [
+    "PROFILES",
+    "Profile",
+    "default_profile_name",
+    "get_profile",
+    "override",
+    "with_options",
+]

@@ -1,0 +1,261 @@
+"""``gradbench all`` end to end: one smoke run shared by the module, then its reports.
+
+The smoke profile (scikit-learn's digits, tiny networks, few draws, one epoch) runs every
+applicable model × estimator once into a temporary folder; the tests read what it wrote,
+rebuild the reports with ``gradbench report``, resume it, and check the error cases.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image
+import pytest
+import torch
+
+import gradbench.commands.all_command as all_command
+from gradbench.catalogue import applicability, applicable
+from gradbench.cli import main
+from gradbench.report import published as pub
+from gradbench.results import ResultStore
+from tests.test_report import assert_balanced_latex
+
+TABLES = {
+    "timing_bayes_mlp", "timing_vaes", "variance_bayes_mlp", "variance_categorical_vae",
+    "variance_gaussian_vae", "variance_slopes", "variance_decomposition", "elbo_categorical_vae",
+    "elbo_gaussian_vae", "classification_bayes_mlp", "applicability",
+}
+FIGURES = {"timing"} | {
+    f"{kind}_{model}"
+    for kind in ("variance_vs_batch", "variance_parts_vs_batch", "snr_vs_batch", "training")
+    for model in ("bayes_mlp", "categorical_vae", "gaussian_vae")
+}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+def run_all(*argv: str) -> int:
+    return main(["all", "--quiet", *argv])
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """One ``all --profile smoke`` run: (results, reports, its stdout)."""
+    root = tmp_path_factory.mktemp("smoke")
+    results, reports = root / "results", root / "reports"
+    capture = io.StringIO()
+    with redirect_stdout(capture):
+        status = run_all("--profile", "smoke", "--results", str(results), "--out", str(reports))
+    assert status == 0
+    return results, reports, capture.getvalue()
+
+
+def test_smoke_writes_every_report_file(smoke: tuple[Path, Path, str]) -> None:
+    _, reports, _ = smoke
+    tables = {p.stem for p in (reports / "tables").glob("*.md")}
+    assert TABLES <= tables <= TABLES | {"diverged"}
+    for name in tables:
+        for suffix in ("tex", "csv"):
+            assert (reports / "tables" / f"{name}.{suffix}").is_file()
+    assert {p.stem for p in (reports / "figures").glob("*.png")} == FIGURES
+    assert {p.stem for p in (reports / "figures").glob("*.pdf")} == FIGURES
+    assert (reports / "README.md").is_file() and (reports / "references.bib").is_file()
+
+
+def test_summary_says_what_was_written_where(smoke: tuple[Path, Path, str]) -> None:
+    results, reports, output = smoke
+    assert "profile smoke, dataset digits, device cpu: 36 cells in" in output
+    assert f"results: {results}/" in output
+    assert f"{reports / 'README.md'}" in output
+    assert f"tables:  {len(TABLES)} in {reports / 'tables'}/" in output
+
+
+def positive_numbers(row: dict[str, str], columns: list[str]) -> bool:
+    return all(math.isfinite(float(row[c])) and float(row[c]) > 0 for c in columns)
+
+
+def test_variance_tables_have_estimator_rows_and_checkpoint_columns(smoke) -> None:
+    _, reports, _ = smoke
+    rows = read_csv(reports / "tables" / "variance_bayes_mlp.csv")
+    assert [r["estimator"] for r in rows] == ["local-reparam", "reparam-per-example", "reparam",
+                                              "no-noise"]
+    ours = ["top, 0 ep", "top, 1 ep", "bottom, 0 ep", "bottom, 1 ep"]
+    theirs = [pub.published_label(pub.KINGMA_2015, f"{g}, {e} ep")
+              for g in ("top", "bottom") for e in (10, 100)]
+    assert list(rows[0]) == ["estimator", "Kingma et al. row", *ours, *theirs]
+    assert all(positive_numbers(r, ours + theirs) for r in rows)
+    for model in ("categorical-vae", "gaussian-vae"):
+        rows = read_csv(reports / "tables" / f"variance_{model.replace('-', '_')}.csv")
+        assert [r["estimator"] for r in rows] == applicable(model)
+        ours = ["encoder, 0 ep", "encoder, 1 ep", "decoder, 0 ep", "decoder, 1 ep"]
+        assert list(rows[0]) == ["estimator", *ours]
+        assert all(positive_numbers(r, ours) for r in rows)
+    slopes = read_csv(reports / "tables" / "variance_slopes.csv")
+    assert len(slopes) == (4 + 5 + 3) * 3 * 2
+    decomposition = read_csv(reports / "tables" / "variance_decomposition.csv")
+    assert len(decomposition) == (4 + 5 + 3) * 2
+
+
+def test_timing_and_elbo_tables(smoke) -> None:
+    _, reports, _ = smoke
+    timing = read_csv(reports / "tables" / "timing_bayes_mlp.csv")
+    assert [r["estimator"] for r in timing] == ["reparam-per-example", "reparam", "local-reparam",
+                                                "no-noise"]
+    assert all(positive_numbers(r, ["s/epoch (ours)"]) for r in timing)
+    published = pub.published_label(pub.KINGMA_2015, "s/epoch")
+    assert [r[published] for r in timing] == ["1635", "", "7.4", ""]
+    vaes = read_csv(reports / "tables" / "timing_vaes.csv")
+    assert [(r["model"], r["estimator"]) for r in vaes] == [
+        (m, e) for m in ("categorical-vae", "gaussian-vae") for e in applicable(m)
+    ]
+    elbo = read_csv(reports / "tables" / "elbo_categorical_vae.csv")
+    assert [r["estimator"] for r in elbo] == [
+        *applicable("categorical-vae"), "gumbel-softmax (tau=0.1) (published only)"
+    ]
+    measured = [f"{m}, {s}" for m in ("recon. log-lik.", "ELBO") for s in ("train", "valid", "test")]
+    assert set(measured + ["IW bound, test"]) <= set(elbo[0])
+    assert all(float(r["ELBO, test"]) < 0 for r in elbo[:-1])
+    gaussian = read_csv(reports / "tables" / "elbo_gaussian_vae.csv")
+    assert [r["estimator"] for r in gaussian] == applicable("gaussian-vae")
+    classification = read_csv(reports / "tables" / "classification_bayes_mlp.csv")
+    assert all(0 <= float(r["error, test"]) <= 1 for r in classification)
+    matrix = read_csv(reports / "tables" / "applicability.csv")
+    assert len(matrix) == len(applicability())
+
+
+def test_latex_is_balanced_and_pngs_are_readable(smoke) -> None:
+    _, reports, _ = smoke
+    for path in sorted((reports / "tables").glob("*.tex")):
+        header = next(csv.reader(io.StringIO(path.with_suffix(".csv").read_text())))
+        assert_balanced_latex(path.read_text(), len(header))
+    for path in sorted((reports / "figures").glob("*.png")):
+        assert matplotlib.image.imread(path).shape[0] > 100
+    for path in sorted((reports / "figures").glob("*.pdf")):
+        assert path.read_bytes().startswith(b"%PDF")
+
+
+def test_readme_has_provenance(smoke) -> None:
+    _, reports, _ = smoke
+    text = (reports / "README.md").read_text()
+    for expected in ("| profile | smoke |", "| dataset | digits |", "| seeds | 0 |",
+                     f"| torch version | {torch.__version__} |", "| git commit |", "| device | cpu (",
+                     "| date (UTC, first to last row) |", "## How to cite", "## Conventions"):
+        assert expected in text, expected
+    rows = ResultStore(smoke[0]).load()
+    assert set(rows["dataset"]) == {"digits"} and set(rows["profile"]) == {"smoke"}
+
+
+def test_report_reproduces_the_tables_byte_for_byte(smoke, tmp_path: Path) -> None:
+    results, reports, _ = smoke
+    out = tmp_path / "again"
+    assert main(["report", "--results", str(results), "--out", str(out)]) == 0
+    for path in sorted((reports / "tables").iterdir()):
+        assert (out / "tables" / path.name).read_bytes() == path.read_bytes(), path.name
+    for name in ("README.md", "references.bib"):
+        assert (out / name).read_bytes() == (reports / name).read_bytes()
+    assert {p.name for p in (out / "figures").iterdir()} == {
+        p.name for p in (reports / "figures").iterdir()
+    }
+
+
+def test_rerun_resumes_without_recomputing(smoke, tmp_path: Path) -> None:
+    results, reports, _ = smoke
+    before = {p: p.stat().st_mtime_ns for p in results.rglob("*.csv")}
+    out = tmp_path / "rerun"
+    assert run_all("--profile", "smoke", "--results", str(results), "--out", str(out),
+                   "--formats", "md") == 0
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("*.csv")} == before
+    for path in sorted((reports / "tables").glob("*.md")):
+        assert (out / "tables" / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_interrupted_run_keeps_finished_cells(tmp_path: Path, monkeypatch, capsys) -> None:
+    results = tmp_path / "results"
+    args = ("--profile", "smoke", "--models", "gaussian-vae", "--experiments", "train",
+            "--results", str(results), "--out", str(tmp_path / "reports"), "--formats", "md")
+    real = all_command.training_rows
+
+    def interrupted(setting: Any, name: str, *rest: Any) -> Any:
+        if name == "lr-baseline":
+            raise KeyboardInterrupt
+        return real(setting, name, *rest)
+
+    monkeypatch.setattr(all_command, "training_rows", interrupted)
+    assert run_all(*args) == 130
+    assert "interrupted" in capsys.readouterr().err
+    finished = {p: p.stat().st_mtime_ns for p in results.rglob("*.csv")}
+    assert [p.name.split("__")[1] for p in finished] == ["lr"]
+    monkeypatch.setattr(all_command, "training_rows", real)
+    assert run_all(*args) == 0
+    after = {p: p.stat().st_mtime_ns for p in results.rglob("*.csv")}
+    assert len(after) == 3 and all(after[p] == t for p, t in finished.items())
+
+
+def test_diverging_estimators_are_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    assert run_all("--profile", "smoke", "--models", "gaussian-vae", "--experiments", "train",
+                   "--set", "train_learning_rate=1e30", "--results", str(results),
+                   "--out", str(reports), "--formats", "md,csv") == 0
+    rows = ResultStore(results).load()
+    assert set(rows["profile"]) == {"smoke+custom"}
+    assert set(rows["estimator"]) == set(applicable("gaussian-vae"))
+    assert set(rows.groupby("estimator")["status"].agg(lambda s: (s == "diverged").any())) == {True}
+    elbo = read_csv(reports / "tables" / "elbo_gaussian_vae.csv")
+    assert {r["ELBO, test"] for r in elbo} == {"diverged"}
+    listed = read_csv(reports / "tables" / "diverged.csv")
+    assert {r["estimator"] for r in listed} == set(applicable("gaussian-vae"))
+    assert "## Diverged cells" in (reports / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--profile", "fast"], "unknown profile 'fast'; valid: smoke, quick, paper"),
+        (["--models", "vae"], "unknown model 'vae'; valid: "),
+        (["--estimators", "reinforce"], "unknown estimator 'reinforce'; valid: lr, "),
+        (["--formats", "md,docx"], "unknown format 'docx'; valid: md, tex, csv, png, pdf"),
+        (["--experiments", "bias"], "unknown experiment 'bias'; valid: timing, variance, train"),
+        (["--set", "epochs=3"], "unknown profile setting 'epochs'; valid: "),
+        (["--models", "gaussian-vae", "--estimators", "target-prop"],
+         "estimator(s) target-prop do not apply to model(s) gaussian-vae; applicable: "),
+        (["--model-arg", "gaussian-vae:depth=3"], "unknown option"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(argv, message, tmp_path: Path, capsys) -> None:
+    results = tmp_path / "results"
+    status = run_all("--profile", "smoke", "--results", str(results),
+                     "--out", str(tmp_path / "out"), *argv)
+    error = capsys.readouterr().err
+    assert status == 2
+    assert message in error and len(error.strip().splitlines()) == 1, error
+    assert not results.exists() or not any(results.rglob("*.csv"))
+
+
+def test_unwritable_output_fails_before_any_computation(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    results = tmp_path / "results"
+    assert run_all("--profile", "smoke", "--results", str(results),
+                   "--out", str(blocker / "reports")) == 2
+    assert "cannot write reports to" in capsys.readouterr().err
+    assert not results.exists()
+
+
+def test_missing_data_says_where_it_looked(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("GRADBENCH_MNIST_MIRRORS", "http://127.0.0.1:9")
+    monkeypatch.delenv("GRADBENCH_DATA", raising=False)
+    status = run_all("--profile", "smoke", "--dataset", "mnist", "--data-dir",
+                     str(tmp_path / "empty"), "--results", str(tmp_path / "results"),
+                     "--out", str(tmp_path / "out"))
+    error = capsys.readouterr().err
+    assert status == 2
+    assert "Looked in" in error and str(tmp_path / "empty") in error and "--data-dir" in error
+    assert not any((tmp_path / "results").rglob("*.csv"))
