@@ -57,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=f"Draws R minibatch gradients ({GRADIENT_CONVENTION}) per estimator and "
         "batch size at checkpoints trained with a reference estimator; reports per parameter "
         "group the mean per-parameter variance, its trace, the noise/data split, the SNR and the "
-        "slope of log variance against log batch size, with 95%% intervals.",
+        "slope of log variance against log batch size, with 95% intervals.",
     )
     add_setting_args(parser)
     parser.add_argument(
