@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from gradbench.catalogue import applicable
-from gradbench.commands.common import key_values
+from gradbench.commands.common import key_values, progress_enabled
 from gradbench.data import DataConfig, DataNotFoundError, Dataset, load_dataset
 from gradbench.device import resolve_device
 from gradbench.estimators import ESTIMATORS, make_estimator
@@ -200,11 +200,6 @@ def setting_for(profile: Profile, model: str, estimators: list[str]) -> Setting:
     return Setting(
         model, profile.options_for(model), {e: o for e, o in options.items() if o}, profile.seed
     )
-
-
-def progress_enabled(args: argparse.Namespace) -> bool:
-    """Progress bars unless ``--quiet`` or stderr is not a terminal."""
-    return not args.quiet and sys.stderr.isatty()
 
 
 def duration(seconds: float) -> str:

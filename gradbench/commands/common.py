@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import io
+import json
+import sys
+
+import pandas as pd
 
 from gradbench.catalogue import applicable
 from gradbench.data import BINARIZATIONS, DATASETS, DataConfig
@@ -16,6 +21,28 @@ def choose(value: str, valid: list[str] | tuple[str, ...], what: str) -> str:
     if value not in valid:
         raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
     return value
+
+
+FORMATS = ("table", "json", "csv")
+"""Output formats of the measurement commands: a readable table, or the tidy rows."""
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    """Progress bars unless ``--quiet`` or stderr is not a terminal."""
+    return not args.quiet and sys.stderr.isatty()
+
+
+def emit_rows(frame: pd.DataFrame, fmt: str, table: str) -> None:
+    """Print tidy rows as JSON (a list of row objects, NaN as null) or CSV, else ``table``."""
+    if fmt == "json":
+        records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        print(json.dumps(records))
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        frame.to_csv(buffer, index=False)
+        print(buffer.getvalue(), end="")
+    else:
+        print(table)
 
 
 def add_format(parser: argparse.ArgumentParser, formats: tuple[str, ...], default: str) -> None:

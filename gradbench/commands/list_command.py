@@ -7,7 +7,12 @@ import json
 
 from tabulate import tabulate
 
-from gradbench.catalogue import applicability, estimator_table, model_table, problem_table
+from gradbench.catalogue import (
+    applicability,
+    estimator_table,
+    model_table,
+    problem_table,
+)
 from gradbench.commands.common import add_format, output_format
 
 

@@ -13,15 +13,17 @@ import pandas as pd
 from tabulate import tabulate
 
 from gradbench.commands.common import (
+    FORMATS,
     add_format,
     add_setting_args,
     choose,
     data_config,
+    emit_rows,
     estimator_list,
     output_format,
+    progress_enabled,
     setting,
 )
-from gradbench.commands.train_command import FORMATS, emit_rows, progress_enabled
 from gradbench.data import load_dataset
 from gradbench.device import resolve_device
 from gradbench.measure.timing import (

@@ -8,21 +8,21 @@ Metric names and conventions: :mod:`gradbench.measure.training`.
 from __future__ import annotations
 
 import argparse
-import io
-import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 from tabulate import tabulate
 
 from gradbench.commands.common import (
+    FORMATS,
     add_format,
     add_setting_args,
     choose,
     data_config,
+    emit_rows,
     estimator_list,
     output_format,
+    progress_enabled,
     setting,
 )
 from gradbench.data import load_dataset
@@ -37,8 +37,6 @@ from gradbench.measure.training import (
 )
 from gradbench.models import MODELS
 from gradbench.results import Provenance, ResultStore, read_cell
-
-FORMATS = ("table", "json", "csv")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -88,24 +86,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_format(parser, FORMATS, "table")
     parser.set_defaults(run=run)
-
-
-def progress_enabled(args: argparse.Namespace) -> bool:
-    """Progress bars unless ``--quiet`` or stderr is not a terminal."""
-    return not args.quiet and sys.stderr.isatty()
-
-
-def emit_rows(frame: pd.DataFrame, fmt: str, table: str) -> None:
-    """Print tidy rows as JSON (a list of row objects, NaN as null) or CSV, else ``table``."""
-    if fmt == "json":
-        records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
-        print(json.dumps(records))
-    elif fmt == "csv":
-        buffer = io.StringIO()
-        frame.to_csv(buffer, index=False)
-        print(buffer.getvalue(), end="")
-    else:
-        print(table)
 
 
 def training_table(frame: pd.DataFrame) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 
@@ -12,10 +11,12 @@ from tabulate import tabulate
 
 from gradbench.catalogue import applicable
 from gradbench.commands.common import (
+    FORMATS,
     add_format,
     add_setting_args,
     choose,
     data_config,
+    emit_rows,
     estimator_list,
     output_format,
     setting,
@@ -113,7 +114,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-vmap", action="store_true", help="draw in a Python loop instead of torch.func.vmap"
     )
-    add_format(parser, ("table", "json", "csv"), "table")
+    add_format(parser, FORMATS, "table")
     parser.set_defaults(run=run)
 
 
@@ -153,12 +154,7 @@ def run(args: argparse.Namespace) -> int:
         vectorize=not args.no_vmap,
         progress=lambda message: print(message, file=sys.stderr, flush=True),
     )
-    if fmt == "json":
-        print(json.dumps(json.loads(frame.to_json(orient="records")), indent=1))
-    elif fmt == "csv":
-        print(frame.to_csv(index=False), end="")
-    else:
-        print(_table(frame, args))
+    emit_rows(frame, fmt, _table(frame, args) if fmt == "table" else "")
     return 0
 
 
