@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from gradbench.commands import COMMANDS
+from gradbench.data import DataNotFoundError
 
 
 class UsageError(ValueError):
@@ -41,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
+    except DataNotFoundError as error:
+        # Several lines on purpose: every place looked in, and how to provide the files.
+        print(f"gradbench {args.command}: error: {error}", file=sys.stderr)
+        return 2
     except (ValueError, LookupError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         print(f"gradbench {args.command}: error: {message}", file=sys.stderr)

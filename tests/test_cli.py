@@ -98,3 +98,18 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert len(commands) == 1
     assert f"python -m {commands[0]}" in ci
     assert "python -m gradbench all" in readme
+
+
+def test_missing_data_says_where_it_looked_without_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("GRADBENCH_DATA", raising=False)
+    monkeypatch.setenv("GRADBENCH_MNIST_MIRRORS", "http://127.0.0.1:9/")
+    status, out, err = run_cli(
+        capsys, "train", "--model", "gaussian-vae", "--estimator", "reparam", "--dataset", "mnist",
+        "--data-dir", str(tmp_path / "nowhere"), "--epochs", "1", "--results", str(tmp_path / "r"),
+    )
+    assert status == 2 and out == ""
+    assert "Looked in:" in err and str(tmp_path / "nowhere") in err and "--data-dir" in err
+    assert "Traceback" not in err
