@@ -179,7 +179,7 @@ def training_case(model: str, estimator: str, steps: int | None = 1) -> Case:
     generator = torch.Generator(device=dataset.device).manual_seed(SEED)
     batches = draw_batches(dataset, profile.batch_size, count, generator)
     torch.manual_seed(SEED + NOISE_SEED_OFFSET)
-    optimizer = make_optimizer(network, chosen, TrainConfig().learning_rate)
+    optimizer = make_optimizer(network, TrainConfig().learning_rate)
     return Case(network, chosen, optimizer, dataset, device, batches, profile)
 
 

@@ -18,6 +18,7 @@ from tests.helpers import (
     assert_unbiased,
     standard_error,
     variance_standard_error,
+    z_for,
 )
 
 DRAWS = 20_000
@@ -80,38 +81,49 @@ def test_assert_unbiased_rejects_a_biased_estimator() -> None:
         assert_unbiased(shifted, exact["mu"])
 
 
-def test_learned_baseline_is_unbiased_whatever_its_value() -> None:
+def test_learned_baseline_is_unbiased() -> None:
     setting = SETTINGS["gaussian-quadratic"][1]
-    problem = make_problem("gaussian-quadratic", setting)
-    estimator = make_estimator("lr-baseline", {"baseline": "learned"})
-    estimator.bind(None)
-    with torch.no_grad():
-        next(estimator.parameters()).fill_(3.0)  # a poor but input-independent baseline
-    draws = toy_draws(problem, estimator, DRAWS, seed=5)
-    for name, value in problem.exact_gradient().items():
+    draws = draws_for("gaussian-quadratic", "lr-baseline", setting, baseline="learned")
+    for name, value in make_problem("gaussian-quadratic", setting).exact_gradient().items():
         assert_unbiased(draws[name], value, what=f"learned baseline d/d{name}")
 
 
-def test_learned_baseline_fits_mean_loss() -> None:
-    """NVIL's least-squares fit; with step sizes 1/(2(t+1)) b is exactly the running mean of f."""
-    mu, sigma, target = 0.5, 1.0, -0.4
-    problem = make_problem("gaussian-quadratic", {"mu": mu, "sigma": sigma, "target": target})
-    estimator = make_estimator("lr-baseline", {"baseline": "learned"})
-    estimator.bind(None)
-    optimizer = torch.optim.SGD(estimator.parameters(), lr=0.5)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0 / (t + 1))
-    params = problem.parameters()
+def test_learned_baseline_cuts_the_variance_of_lr() -> None:
+    setting = SETTINGS["gaussian-quadratic"][0]
+    plain = draws_for("gaussian-quadratic", "lr", setting)["mu"][:, 0]
+    learned = draws_for("gaussian-quadratic", "lr-baseline", setting, baseline="learned")["mu"][:, 0]
+    gap = plain.var() - learned.var()
+    assert gap > Z * math.hypot(variance_standard_error(plain), variance_standard_error(learned))
+
+
+def test_input_dependent_baseline_learns_to_predict_the_loss() -> None:
+    """NVIL: b_ψ(x) fitted by least squares lowers E (f − b_ψ(x))² on held-out draws."""
+    from gradbench.models import DataShape, make_model
+
     torch.manual_seed(0)
-    steps = 4000
-    for _ in range(steps):
-        optimizer.zero_grad()
-        estimator.surrogate(problem.forward(params, estimator)).mean().backward()
-        optimizer.step()
-        schedule.step()
-    mean_f = (mu - target) ** 2 + sigma**2  # E (z − t)²
-    std_f = math.sqrt(4 * (mu - target) ** 2 * sigma**2 + 2 * sigma**4)
-    fitted = float(next(estimator.parameters()).detach())
-    assert abs(fitted - mean_f) < Z * std_f / math.sqrt(steps)
+    model = make_model("gaussian-vae", DataShape(16, 2, 100), {"hidden_sizes": (8,), "latent_dim": 2})
+    estimator = make_estimator("lr-baseline", {"baseline": "learned", "baseline_lr": 0.01})
+    estimator.bind(16)
+    prototypes = (torch.rand(4, 16) > 0.5).float()
+
+    def batch() -> torch.Tensor:  # examples near four prototypes: their losses differ by prototype
+        picks = prototypes[torch.randint(0, 4, (64,))]
+        return torch.where(torch.rand(64, 16) < 0.05, 1 - picks, picks)
+
+    def squared_errors() -> torch.Tensor:
+        with torch.no_grad():
+            x = batch()
+            forward = model(x, torch.zeros(64, dtype=torch.long), estimator)
+            return (forward.data_loss - estimator.baseline(forward)).square()
+
+    before = squared_errors()
+    with torch.no_grad():
+        for _ in range(1500):
+            x = batch()
+            estimator.observe(model(x, torch.zeros(64, dtype=torch.long), estimator))
+    after = squared_errors()
+    se = math.hypot(standard_error(before.unsqueeze(1))[0], standard_error(after.unsqueeze(1))[0])
+    assert before.mean() - after.mean() > Z * se, (before.mean(), after.mean())
 
 
 @pytest.mark.parametrize(
@@ -139,7 +151,7 @@ def test_gumbel_softmax_bias_shrinks_with_temperature() -> None:
         biases.append(float((d["theta"].mean() - exact).abs()))
         errors.append(float(standard_error(d["theta"])))
     for (b_hi, se_hi), (b_lo, se_lo) in zip(zip(biases, errors), zip(biases[1:], errors[1:])):
-        assert b_hi - b_lo > Z * math.hypot(se_hi, se_lo), (biases, errors)
+        assert b_hi - b_lo > z_for(2) * math.hypot(se_hi, se_lo), (biases, errors)
 
 
 def test_no_noise_misses_the_noise_gradient() -> None:
@@ -161,14 +173,14 @@ def test_reparam_variance_of_mu_is_four_sigma_squared() -> None:
 def test_variance_ordering_lr_above_baseline_above_reparam() -> None:
     setting = SETTINGS["gaussian-quadratic"][0]
     draws = {
-        name: draws_for("gaussian-quadratic", name, setting)["mu"][:, 0]
+        name: draws_for("gaussian-quadratic", name, setting, 100_000)["mu"][:, 0]
         for name in ("lr", "lr-baseline", "reparam")
     }
     variances = {name: d.var() for name, d in draws.items()}
     errors = {name: variance_standard_error(d) for name, d in draws.items()}
     for high, low in (("lr", "lr-baseline"), ("lr-baseline", "reparam")):
         gap = variances[high] - variances[low]
-        assert gap > Z * math.hypot(errors[high], errors[low]), (high, low, variances)
+        assert gap > z_for(2) * math.hypot(errors[high], errors[low]), (high, low, variances)
 
 
 def test_local_reparam_variance_far_below_shared_sample() -> None:
@@ -177,7 +189,8 @@ def test_local_reparam_variance_far_below_shared_sample() -> None:
     shared = draws_for("weight-noise-regression", "reparam", setting)["mu"]
     assert torch.all(local.var(0) * 4 < shared.var(0)), (local.var(0), shared.var(0))
     gap = shared.var(0) - local.var(0)
-    assert torch.all(gap > Z * (variance_standard_error(shared) ** 2 + variance_standard_error(local) ** 2).sqrt())
+    bound = z_for(gap.numel()) * (variance_standard_error(shared) ** 2 + variance_standard_error(local) ** 2).sqrt()
+    assert torch.all(gap > bound)
 
 
 def test_lr_single_draw_matches_hand_derivation() -> None:
@@ -309,8 +322,9 @@ def test_weight_noise_estimators_share_the_bayes_mlp_minibatch_gradient() -> Non
         draws = gradient_draws(surrogate, params, 20_000)
         means[name] = {k: d.mean(0) for k, d in draws.items()}
         errors[name] = {k: standard_error(d) for k, d in draws.items()}
+    z = z_for(2 * sum(p.numel() for p in params.values()))
     for a, b in (("reparam", "reparam-per-example"), ("reparam-per-example", "local-reparam")):
         for key in params:
             gap = (means[a][key] - means[b][key]).abs()
-            bound = Z * (errors[a][key] ** 2 + errors[b][key] ** 2).sqrt()
+            bound = z * (errors[a][key] ** 2 + errors[b][key] ** 2).sqrt()
             assert torch.all((gap < bound) | (gap < 1e-12)), (a, b, key, float((gap / bound).max()))

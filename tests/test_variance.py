@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 from torch import Tensor
 
 from gradbench.cli import main
@@ -55,6 +57,23 @@ def _by(rows: list[dict] | pd.DataFrame, group: str, metric: str) -> dict:
     match = frame[(frame["param_group"] == group) & (frame["metric"] == metric)]
     assert len(match) == 1, f"expected one {group}/{metric} row, got {len(match)}"
     return match.iloc[0].to_dict()
+
+
+def _slope_standard_error(rows: pd.DataFrame, estimator: str, group: str) -> float:
+    """SE of the fitted log-log slope from each size's 95% interval of the variance.
+
+    slope = Σ w_i log v_i with w_i = (x_i − x̄) / Sxx, so SE² = Σ w_i² SE(log v_i)², SE(log v_i)
+    read off the interval as (log high − log low) / (2 · 1.96).
+    """
+    cells = rows[
+        (rows["estimator"] == estimator)
+        & (rows["param_group"] == group)
+        & (rows["metric"] == "grad_variance")
+    ].sort_values("batch_size")
+    x = np.log(cells["batch_size"].to_numpy(dtype=float))
+    weights = (x - x.mean()) / ((x - x.mean()) ** 2).sum()
+    log_se = (np.log(cells["ci_high"].to_numpy()) - np.log(cells["ci_low"].to_numpy())) / (2 * 1.96)
+    return float(np.sqrt((weights**2 * log_se**2).sum()))
 
 
 # Statistics on plain draw tensors -----------------------------------------------------------
@@ -300,16 +319,23 @@ def mlp_rows(digits, tmp_path_factory):
     )
 
 
-def test_local_reparam_slope_is_minus_one_and_shared_noise_flattens(mlp_rows):
+def test_local_reparam_slope_is_minus_one_and_shared_noise_flattens(mlp_rows, digits):
     slopes = mlp_rows[mlp_rows["metric"] == SLOPE_METRIC]
     for group in ("all", "bottom", "top"):
         local = _by(slopes[slopes["estimator"] == "local-reparam"], group, SLOPE_METRIC)
         shared = _by(slopes[slopes["estimator"] == "reparam"], group, SLOPE_METRIC)
         floor = _by(slopes[slopes["estimator"] == "no-noise"], group, SLOPE_METRIC)
-        assert local["ci_low"] <= -1.0 <= local["ci_high"] or abs(local["value"] + 1) < 0.15, local
-        assert shared["value"] > -0.8 or shared["value"] > local["ci_high"], shared
+        assert local["ci_low"] <= -1.0 <= local["ci_high"], local
         assert shared["value"] > local["ci_high"], (shared, local)
-        assert abs(floor["value"] + 1) < 0.15, floor
+        # Minibatches are drawn without replacement, so data variance alone falls as
+        # (N − M) / (M (N − 1)): a little steeper than 1/M over these sizes. With four points
+        # the fit's own interval ignores how noisy each variance is, so the tolerance comes from
+        # the per-size intervals propagated through the least-squares slope.
+        sizes = np.array([1, 4, 16, 64])
+        n = len(digits.train)
+        expected = stats.linregress(np.log(sizes), np.log((n - sizes) / (sizes * (n - 1)))).slope
+        tolerance = 4 * _slope_standard_error(mlp_rows, "no-noise", group)
+        assert abs(floor["value"] - expected) < tolerance < 0.5, (floor["value"], expected, tolerance)
         assert local["n"] == 4 and pd.isna(local["batch_size"])
 
 

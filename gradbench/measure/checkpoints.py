@@ -137,7 +137,7 @@ def load_or_train(
     if target.is_file():
         return _checkpoint(torch.load(target, map_location=device, weights_only=True), target)
 
-    optimizer = make_optimizer(model, estimator, training.learning_rate)
+    optimizer = make_optimizer(model, training.learning_rate)
     generator = torch.Generator(device=device)
     start = next(
         (e for e in range(epoch - 1, 0, -1) if checkpoint_path(root, config, e).is_file()), 0

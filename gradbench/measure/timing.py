@@ -182,7 +182,7 @@ def timing_rows(
     """Time training ``setting``'s model with one estimator (metrics: see the module docstring)."""
     model = build_model(setting, dataset, device)
     estimator = build_estimator(setting, estimator_name, dataset, device)
-    optimizer = make_optimizer(model, estimator, config.learning_rate)
+    optimizer = make_optimizer(model, config.learning_rate)
     generator = torch.Generator(device=dataset.device).manual_seed(setting.seed)
     torch.manual_seed(setting.seed + NOISE_SEED_OFFSET)
     epoch_steps = steps_per_epoch(dataset, config.batch_size)

@@ -11,7 +11,7 @@ from gradbench.estimators.base import Estimator, applicable_estimators
 from gradbench.gradients import gradient_draws
 from gradbench.models.toy import ToyProblem
 
-BASELINE_WARMUP_DRAWS = 200
+BASELINE_WARMUP_DRAWS = 1000
 
 
 @dataclass
@@ -47,14 +47,17 @@ def toy_draws(
 ) -> dict[str, torch.Tensor]:
     """``samples`` independent gradient draws at the problem's parameters: name → [samples, ...].
 
-    Estimator state (a moving-average baseline) is first settled on draws that are not kept,
-    then frozen, so the kept draws are independent and the baseline does not depend on them.
+    An estimator whose state tracks the losses (a moving-average or learned baseline) is first
+    settled on draws that are not kept, then frozen, so the kept draws are independent and the
+    baseline does not depend on them.
     """
     check_applicable(problem, estimator)
     torch.manual_seed(seed)
+    estimator.bind(None)
     params = problem.parameters()
-    for _ in range(BASELINE_WARMUP_DRAWS):
-        estimator.observe(problem.forward(params, estimator))
+    if estimator.tracks_losses:
+        for _ in range(BASELINE_WARMUP_DRAWS):
+            estimator.observe(problem.forward(params, estimator))
 
     def surrogate(p: dict[str, torch.Tensor]) -> torch.Tensor:
         return estimator.surrogate(problem.forward(p, estimator)).mean()

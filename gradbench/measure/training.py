@@ -66,12 +66,9 @@ METRIC_NAMES = {"error": "error_rate"}
 """Row names of ``model.evaluate`` keys that differ from them (a 0/1 error averages to a rate)."""
 
 
-def make_optimizer(
-    model: StochasticModel, estimator: Estimator, learning_rate: float
-) -> torch.optim.Optimizer:
-    """Adam over the model's and the estimator's own parameters (a learned baseline)."""
-    params = list(model.parameters()) + list(estimator.parameters())
-    return torch.optim.Adam(params, lr=learning_rate)
+def make_optimizer(model: StochasticModel, learning_rate: float) -> torch.optim.Optimizer:
+    """Adam over the model's parameters (an estimator fits its own state in ``observe``)."""
+    return torch.optim.Adam(model.parameters(), lr=learning_rate)
 
 
 def train_step(
@@ -203,7 +200,7 @@ def start_training(
     """
     model = build_model(setting, dataset, device)
     estimator = build_estimator(setting, estimator_name, dataset, device)
-    optimizer = make_optimizer(model, estimator, config.learning_rate)
+    optimizer = make_optimizer(model, config.learning_rate)
     generator = torch.Generator(device=dataset.device).manual_seed(setting.seed)
     torch.manual_seed(setting.seed + NOISE_SEED_OFFSET)
     return TrainingRun(model, estimator, optimizer, generator, setting, config)

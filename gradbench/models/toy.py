@@ -14,7 +14,7 @@ from torch import Tensor
 
 from gradbench.estimators.base import Estimator, StochasticForward
 from gradbench.estimators.nodes import BernoulliNode, CategoricalNode, GaussianNode, WeightNoiseNode
-from gradbench.options import build_with_options, option_defaults
+from gradbench.options import build_with_options
 
 DTYPE = torch.float64
 
@@ -73,11 +73,6 @@ def make_problem(name: str, options: dict[str, Any] | None = None) -> ToyProblem
     if name not in PROBLEMS:
         raise ValueError(f"unknown problem {name!r}; valid: {', '.join(PROBLEMS)}")
     return build_with_options(PROBLEMS[name], options or {}, what=f"problem {name!r}")
-
-
-def problem_options(name: str) -> dict[str, Any]:
-    """The parameters of a registered toy problem and their defaults."""
-    return option_defaults(PROBLEMS[name])
 
 
 @register_problem
