@@ -13,6 +13,7 @@ from gradbench.catalogue import applicable
 from gradbench.data import BINARIZATIONS, DATASETS, DataConfig
 from gradbench.estimators import ESTIMATORS
 from gradbench.experiment import Setting
+from gradbench.models import MODELS
 from gradbench.options import option_defaults, parse_key_values
 
 
@@ -104,7 +105,11 @@ def data_config(args: argparse.Namespace) -> DataConfig:
 
 
 def estimator_list(args: argparse.Namespace, model: str) -> list[str]:
-    """The chosen estimators (``--estimators`` or ``--estimator``), default all applicable ones."""
+    """The chosen estimators (``--estimators`` or ``--estimator``), default all applicable ones.
+
+    Checks the model name first, so an unknown model is reported as such.
+    """
+    choose(model, list(MODELS), "model")
     valid = applicable(model)
     raw = getattr(args, "estimators", None) or getattr(args, "estimator", None)
     names = [n.strip() for n in raw.split(",") if n.strip()] if raw else valid

@@ -16,7 +16,6 @@ from gradbench.commands.common import (
     FORMATS,
     add_format,
     add_setting_args,
-    choose,
     data_config,
     emit_rows,
     estimator_list,
@@ -33,7 +32,6 @@ from gradbench.measure.timing import (
     timing_cell,
     timing_rows,
 )
-from gradbench.models import MODELS
 from gradbench.results import Provenance, ResultStore, read_cell
 
 
@@ -88,7 +86,6 @@ def timing_table(frame: pd.DataFrame) -> str:
 
 def run(args: argparse.Namespace) -> int:
     fmt = output_format(args)
-    choose(args.model, list(MODELS), "model")
     names = estimator_list(args, args.model)
     chosen = setting(args, names)
     config = TimingConfig(args.batch_size, args.steps, args.repeats, args.warmup_steps)

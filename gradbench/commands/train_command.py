@@ -17,7 +17,6 @@ from gradbench.commands.common import (
     FORMATS,
     add_format,
     add_setting_args,
-    choose,
     data_config,
     emit_rows,
     estimator_list,
@@ -35,7 +34,6 @@ from gradbench.measure.training import (
     training_cell,
     training_rows,
 )
-from gradbench.models import MODELS
 from gradbench.results import Provenance, ResultStore, read_cell
 
 
@@ -105,7 +103,6 @@ def training_table(frame: pd.DataFrame) -> str:
 
 def run(args: argparse.Namespace) -> int:
     fmt = output_format(args)
-    choose(args.model, list(MODELS), "model")
     names = estimator_list(args, args.model)
     chosen = setting(args, names)
     config = TrainConfig(args.epochs, args.batch_size, args.lr, args.lr_decay)

@@ -14,7 +14,6 @@ from gradbench.commands.common import (
     FORMATS,
     add_format,
     add_setting_args,
-    choose,
     data_config,
     emit_rows,
     estimator_list,
@@ -120,7 +119,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     fmt = output_format(args)
-    choose(args.model, list(MODELS), "model")
     names = estimator_list(args, args.model)
     reference = args.reference_estimator or MODELS[args.model].reference_estimator
     if reference not in applicable(args.model):
