@@ -51,6 +51,9 @@ class Profile:
     torch_threads: int | None = None  # torch.set_num_threads for the run; None: torch's default
     # models (gradbench.models): model → options; a model missing here is not run
     models: tuple[str, ...] = MODEL_NAMES
+    # estimators and variants (NAME or NAME[KEY=VALUE,...]) run on every model they apply to;
+    # empty: every registered estimator that applies, with its default options
+    estimators: tuple[str, ...] = ()
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     estimator_options: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {k: dict(v) for k, v in ESTIMATOR_OPTIONS.items()}
@@ -96,6 +99,16 @@ class Profile:
         for name in ("variance_draws", "variance_noise_draws", "train_epochs", "timing_repeats"):
             if getattr(self, name) < (0 if name == "train_epochs" else 1):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def estimator_labels(self, model: str) -> list[str]:
+        """The estimators and variants this profile runs on ``model``, in profile order."""
+        from gradbench.catalogue import applicable
+        from gradbench.estimators import base_name
+
+        valid = applicable(model)
+        if not self.estimators:
+            return valid
+        return [label for label in self.estimators if base_name(label) in valid]
 
     def options_for(self, model: str) -> dict[str, Any]:
         """The model's options in this profile (empty: the model's defaults)."""

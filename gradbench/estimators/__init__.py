@@ -15,8 +15,13 @@ from gradbench.estimators.base import (
     Estimator,
     StochasticForward,
     applicable_estimators,
+    base_name,
+    estimator_class,
     estimator_names,
     make_estimator,
+    parse_label,
+    split_labels,
+    variant_options,
 )
 
 __all__ = [
@@ -24,6 +29,11 @@ __all__ = [
     "Estimator",
     "StochasticForward",
     "applicable_estimators",
+    "base_name",
+    "estimator_class",
     "estimator_names",
     "make_estimator",
+    "parse_label",
+    "split_labels",
+    "variant_options",
 ]

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from gradbench.estimators.nodes import StochasticNode
-from gradbench.options import build_with_options
+from gradbench.options import build_with_options, option_defaults
 
 
 @dataclass
@@ -77,6 +77,7 @@ class Estimator(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        self.label = self.name
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     def sample(self, node: StochasticNode) -> Tensor:
@@ -135,15 +136,98 @@ def estimator_names() -> list[str]:
     return list(ESTIMATORS)
 
 
-def make_estimator(name: str, options: dict[str, Any] | None = None) -> Estimator:
-    """Build a registered estimator; unknown names or options raise ValueError naming valid ones.
+def split_labels(text: str) -> list[str]:
+    """Split a comma-separated list of estimator labels, keeping commas inside ``[...]``.
 
-    ``options`` values may be strings (from the command line): they are converted to the types
-    of the constructor's defaults.
+    ``"lr,gumbel-softmax[temperature=0.5,anneal_rate=0]"`` → ``["lr",
+    "gumbel-softmax[temperature=0.5,anneal_rate=0]"]``. Unbalanced brackets raise ValueError.
     """
+    labels, depth, current = [], 0, []
+    for char in text:
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"unbalanced ']' in estimator list {text!r}")
+        if char == "," and depth == 0:
+            labels.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if depth:
+        raise ValueError(f"unbalanced '[' in estimator list {text!r}")
+    labels.append("".join(current))
+    return [label.strip() for label in labels if label.strip()]
+
+
+def parse_label(label: str) -> tuple[str, dict[str, str]]:
+    """An estimator label ``NAME`` or ``NAME[KEY=VALUE,...]`` → (registered name, options).
+
+    A variant is one configuration of an estimator; its label is what result rows, tables and
+    plots call it. Unknown names, malformed brackets and unknown keys raise ValueError naming
+    the valid choices; option values stay strings (the estimator converts and validates them).
+    """
+    text = label.strip()
+    name, bracket, rest = text.partition("[")
+    name = name.strip()
     if name not in ESTIMATORS:
         raise ValueError(f"unknown estimator {name!r}; valid: {', '.join(ESTIMATORS)}")
-    return build_with_options(ESTIMATORS[name], options or {}, what=f"estimator {name!r}")
+    options: dict[str, str] = {}
+    if not bracket:
+        return name, options
+    if not rest.endswith("]") or "[" in rest[:-1] or "]" in rest[:-1]:
+        raise ValueError(f"malformed estimator variant {label!r}; expected NAME[KEY=VALUE,...]")
+    valid = option_defaults(ESTIMATORS[name])
+    for item in rest[:-1].split(","):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ValueError(
+                f"malformed option {item.strip()!r} in estimator variant {label!r}; "
+                "expected KEY=VALUE"
+            )
+        if key not in valid:
+            raise ValueError(
+                f"unknown option {key!r} for estimator {name!r} in {label!r}; "
+                f"valid: {', '.join(valid) or 'none'}"
+            )
+        options[key] = value
+    if not options:
+        raise ValueError(f"empty estimator variant {label!r}; expected NAME[KEY=VALUE,...]")
+    return name, options
+
+
+def base_name(label: str) -> str:
+    """The registered estimator name of a label (``gumbel-softmax[temperature=0.1]`` → ``gumbel-softmax``)."""
+    return parse_label(label)[0]
+
+
+def estimator_class(label: str) -> type[Estimator]:
+    """The estimator class a label names."""
+    return ESTIMATORS[base_name(label)]
+
+
+def variant_options(label: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``options`` (e.g. a profile's, for every variant of the estimator) with the label's own
+    options laid over them."""
+    return dict(options or {}) | parse_label(label)[1]
+
+
+def make_estimator(label: str, options: dict[str, Any] | None = None) -> Estimator:
+    """Build a registered estimator or variant; unknown names or options raise ValueError naming
+    valid ones.
+
+    ``label`` is ``NAME`` or ``NAME[KEY=VALUE,...]``; the bracketed options override
+    ``options``. Values may be strings (from the command line): they are converted to the types
+    of the constructor's defaults. The instance's ``label`` is the label it was built from.
+    """
+    name = base_name(label)
+    estimator = build_with_options(
+        ESTIMATORS[name], variant_options(label, options), what=f"estimator {label!r}"
+    )
+    estimator.label = label.strip()
+    return estimator
 
 
 def applicable_estimators(

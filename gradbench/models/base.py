@@ -37,6 +37,9 @@ class StochasticModel(nn.Module):
     node_kinds: ClassVar[frozenset[str]]
     has_inverse: ClassVar[bool] = False
     reference_estimator: ClassVar[str]
+    oracle_options: ClassVar[dict[str, Any]] = {}
+    """A small configuration (model options) in which :meth:`expected_loss` is exact; empty when
+    the model has no exact oracle."""
 
     def forward(self, x: Tensor, y: Tensor, estimator: Estimator) -> StochasticForward:
         """Per-example terms of the loss for inputs ``x`` [batch, input_dim] and labels ``y``."""
@@ -54,6 +57,13 @@ class StochasticModel(nn.Module):
     def evaluate(self, x: Tensor, y: Tensor, samples: int, iw_samples: int) -> dict[str, Tensor]:
         """Per-example evaluation metrics, independent of any estimator (exact samples)."""
         raise NotImplementedError
+
+    def expected_loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """E over the model's noise of each example's loss (data_loss + regularizer), [B],
+        computed exactly (enumeration, quadrature or a closed form) and differentiable in every
+        parameter: the exact-gradient oracle. ValueError when this configuration is too large
+        to compute it exactly."""
+        raise NotImplementedError(f"model {self.name!r} has no exact oracle")
 
 
 def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
