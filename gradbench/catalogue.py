@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from gradbench.estimators import ESTIMATORS, make_estimator
+from gradbench.estimators import ESTIMATORS, base_name, estimator_class, make_estimator
 from gradbench.models import MODELS
 from gradbench.models.toy import PROBLEMS
 
@@ -62,6 +62,18 @@ def applicable(model_or_problem: str) -> list[str]:
     ]
 
 
+def check_applicable(label: str, model_or_problem: str) -> None:
+    """ValueError unless the estimator (or variant) ``label`` applies to the model or problem,
+    naming the applicable ones; an unknown name is an error naming the registered ones."""
+    valid = applicable(model_or_problem)
+    if base_name(label) not in valid:
+        what = "model" if model_or_problem in MODELS else "problem"
+        raise ValueError(
+            f"estimator {label!r} does not apply to {what} {model_or_problem!r}; "
+            f"applicable: {', '.join(valid)}"
+        )
+
+
 def applicability() -> pd.DataFrame:
     """Matrix: one row per model and toy problem, one column per estimator, "yes" where it applies."""
     rows = []
@@ -69,3 +81,20 @@ def applicability() -> pd.DataFrame:
         chosen = set(applicable(target))
         rows.append({"model": target, **{e: "yes" if e in chosen else "" for e in ESTIMATORS}})
     return pd.DataFrame(rows)
+
+
+CATALOGUE = "catalogue"
+"""Experiment name of the stored catalogue cells: what applied to what when a run was made."""
+
+
+def catalogue_rows(label: str, targets: list[str]) -> list[dict[str, object]]:
+    """Rows of one estimator or variant: ``applies`` (1/0) per model or toy problem (in
+    ``param_group``) and ``unbiased`` (1/0), so reports need not ask the live registry."""
+    cls = estimator_class(label)
+    rows: list[dict[str, object]] = [
+        {"param_group": target, "metric": "applies",
+         "value": float(base_name(label) in applicable(target))}
+        for target in targets
+    ]
+    rows.append({"param_group": None, "metric": "unbiased", "value": float(cls.unbiased)})
+    return rows

@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from gradbench.commands import COMMANDS
 from gradbench.data import DataNotFoundError
+from gradbench.device import torch_threads
 
 
 class UsageError(ValueError):
@@ -41,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args))
+        policy = getattr(args, "threads_for", None)
+        with torch_threads(policy(args) if policy else None):
+            return int(args.run(args))
     except DataNotFoundError as error:
         # Several lines on purpose: every place looked in, and how to provide the files.
         print(f"gradbench {args.command}: error: {error}", file=sys.stderr)

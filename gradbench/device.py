@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -30,3 +32,17 @@ def clock(device: torch.device) -> float:
     """Seconds from a monotonic clock, read after synchronising ``device``."""
     synchronize(device)
     return time.perf_counter()
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(count)`` (None: leave torch's setting)."""
+    before = torch.get_num_threads()
+    if count is not None:
+        if count < 1:
+            raise ValueError(f"torch threads must be a positive int, got {count}")
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -8,6 +8,7 @@ skipped, unfinished ones leave nothing behind, and ``force`` recomputes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,6 +23,8 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 import torch
+
+from gradbench.estimators import ESTIMATORS, estimator_class
 
 COLUMNS = [
     "experiment",
@@ -43,7 +46,10 @@ COLUMNS = [
     "device",
     "device_name",
     "torch_version",
+    "torch_threads",
     "git_commit",
+    "code_version",
+    "estimates_elbo_gradient",
     "profile",
     "created_at",
     "config_hash",
@@ -60,23 +66,45 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def git_commit() -> str:
     """The commit of the gradbench checkout (``-dirty`` if it has uncommitted changes), else 'unknown'."""
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commit = _git(root, "rev-parse", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
+
+
+def source_hash() -> str:
+    """SHA-256 (first 12 hex digits) of the gradbench package's Python sources, paths included."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The code that makes rows: the git commit when the package's files are as committed, else
+    ``COMMIT+src.HASH`` (uncommitted changes under gradbench/) or ``src.HASH`` (not a checkout),
+    HASH = :func:`source_hash`. Read once per process."""
+    package = Path(__file__).resolve().parent
+    try:
+        commit = _git(package, "rev-parse", "HEAD")
+        dirty = _git(package, "status", "--porcelain", "--untracked-files=all", "--", ".")
+    except (OSError, subprocess.CalledProcessError):
+        return f"src.{source_hash()}"
+    return f"{commit}+src.{source_hash()}" if dirty else commit
 
 
 def device_name(device: torch.device) -> str:
@@ -101,7 +129,9 @@ class Provenance:
     device: str
     device_name: str
     torch_version: str
+    torch_threads: int
     git_commit: str
+    code_version: str
     profile: str
     created_at: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -114,7 +144,9 @@ class Provenance:
             device=device.type,
             device_name=device_name(device),
             torch_version=torch.__version__,
+            torch_threads=torch.get_num_threads(),
             git_commit=git_commit(),
+            code_version=code_version(),
             profile=profile,
         )
 
@@ -173,10 +205,14 @@ def atomic_torch_save(state: dict[str, Any], path: Path) -> None:
 def stamp(rows: Iterable[dict[str, Any]], cell: Cell, provenance: Provenance) -> pd.DataFrame:
     """Rows of a cell as a DataFrame with every column of ``COLUMNS``, stamped with provenance."""
     frame = pd.DataFrame(list(rows))
+    known = cell.estimator.partition("[")[0] in ESTIMATORS
     stamped = {
         "experiment": cell.experiment,
         "model": cell.model,
         "estimator": cell.estimator,
+        "estimates_elbo_gradient": (
+            estimator_class(cell.estimator).estimates_elbo_gradient if known else None
+        ),
         "seed": cell.config.get("seed"),
         "dataset": cell.config.get("dataset"),
         "config_hash": cell.config_hash,
@@ -192,10 +228,15 @@ def stamp(rows: Iterable[dict[str, Any]], cell: Cell, provenance: Provenance) ->
 
 
 class ResultStore:
-    """A directory of finished cells, one CSV file each, written atomically."""
+    """A directory of finished cells, one CSV file each, written atomically.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    A stored cell made by other code (its rows' ``code_version`` differs from the running code's)
+    is stale: :meth:`run` recomputes it unless ``reuse_stale``.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], reuse_stale: bool = False) -> None:
         self.root = Path(root)
+        self.reuse_stale = reuse_stale
 
     def path(self, cell: Cell) -> Path:
         """Where ``cell``'s rows are (or will be) stored."""
@@ -220,10 +261,16 @@ class ResultStore:
     ) -> tuple[pd.DataFrame, bool]:
         """The cell's rows, computing and storing them unless already stored (or ``force``).
 
+        A stored cell made by other code is recomputed unless the store reuses stale cells.
         Returns the rows and whether they were computed now.
         """
         if self.has(cell) and not force:
-            return read_cell(self.path(cell)), False
+            stored = read_cell(self.path(cell))
+            versions = set(stored["code_version"].dropna().astype(str)) if (
+                "code_version" in stored
+            ) else set()
+            if self.reuse_stale or versions == {provenance.code_version}:
+                return stored, False
         frame = stamp(compute(), cell, provenance)
         self.write(cell, frame)
         return frame, True

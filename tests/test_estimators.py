@@ -246,24 +246,37 @@ def test_target_prop_direction_is_exact() -> None:
     torch.testing.assert_close(logits.grad, expected)
 
 
-def test_target_prop_beta_rises_from_zero() -> None:
-    estimator = make_estimator("target-prop", {"beta_max": 2.0, "beta_warmup_steps": 4})
+def test_target_prop_beta_rises_over_its_fraction_of_the_run() -> None:
+    estimator = make_estimator("target-prop", {"beta_max": 2.0, "beta_warmup_fraction": 0.5})
+    assert estimator.beta == 2.0  # no planned run (a toy): the full weight
+    estimator.plan(total_steps=8, steps_per_epoch=2)
     forward = StochasticForward(torch.zeros(1), torch.zeros(1))
     betas = []
     for _ in range(6):
         betas.append(estimator.beta)
         estimator.observe(forward)
     assert betas == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0]
+    assert estimator.schedule() == {"beta": 2.0}
 
 
-def test_temperature_annealing_schedule() -> None:
+@pytest.mark.parametrize("epochs", [10, 50])
+def test_temperature_reaches_its_target_per_epoch_at_the_fraction(epochs: int) -> None:
+    """τ_e = τ₀ (τ/τ₀)^(e / (f E)): constant within an epoch, τ reached at epoch f·E."""
     estimator = make_estimator(
-        "gumbel-softmax", {"temperature": 1.0, "min_temperature": 0.5, "anneal_rate": 0.1}
+        "gumbel-softmax[temperature=0.1]", {"initial_temperature": 1.0, "anneal_fraction": 0.5}
     )
+    assert estimator.label == "gumbel-softmax[temperature=0.1]"
+    assert estimator.temperature == 0.1  # no planned run: the target temperature
+    steps_per_epoch = 3
+    estimator.plan(epochs * steps_per_epoch, steps_per_epoch)
     forward = StochasticForward(torch.zeros(1), torch.zeros(1))
-    for step in range(12):
-        assert estimator.temperature == pytest.approx(max(0.5, math.exp(-0.1 * step)))
+    for step in range(epochs * steps_per_epoch):
+        epoch = step // steps_per_epoch
+        expected = max(0.1, math.exp(math.log(0.1) * epoch / (0.5 * epochs)))
+        assert estimator.temperature == pytest.approx(expected)
         estimator.observe(forward)
+    assert estimator.schedule_at(epochs // 2 * steps_per_epoch) == {"temperature": pytest.approx(0.1)}
+    assert estimator.schedule_at(0) == {"temperature": 1.0}
 
 
 def test_ema_baseline_tracks_mean_loss() -> None:
@@ -292,8 +305,14 @@ def test_contract_same_seed_same_numbers_and_value_is_loss(name: str) -> None:
 def test_unknown_names_and_options_list_valid_choices() -> None:
     with pytest.raises(ValueError, match="valid: lr, lr-baseline"):
         make_estimator("reinforce")
-    with pytest.raises(ValueError, match="valid: temperature, min_temperature, anneal_rate"):
+    with pytest.raises(ValueError, match="valid: temperature, initial_temperature, anneal_fraction"):
         make_estimator("gumbel-softmax", {"tau": "0.5"})
+    with pytest.raises(ValueError, match="valid: temperature, initial_temperature, anneal_fraction"):
+        make_estimator("gumbel-softmax[tau=0.5]")
+    with pytest.raises(ValueError, match="malformed"):
+        make_estimator("gumbel-softmax[temperature]")
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        make_estimator("gumbel-softmax[temperature=-1]")
     with pytest.raises(ValueError, match="baseline"):
         make_estimator("lr-baseline", {"baseline": "magic"})
     with pytest.raises(TypeError, match="does not support gaussian"):

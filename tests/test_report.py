@@ -15,7 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from gradbench.catalogue import catalogue_rows
 from gradbench.cli import main
+from gradbench.estimators import ESTIMATORS
 from gradbench.profiles import PROFILES, get_profile, override, with_options
 from gradbench.report import build_reports, check_writable
 from gradbench.report import published as pub
@@ -41,7 +43,9 @@ DIVERGED_CELL = ("categorical-vae", "lr")
 
 
 def provenance(profile: str = "smoke", created_at: str = "2025-01-02T03:04:05+00:00") -> Provenance:
-    return Provenance("cpu", "Test CPU (2 cores)", "2.0", "abc123", profile, created_at)
+    return Provenance(
+        "cpu", "Test CPU (2 cores)", "2.0", 1, "abc123", "abc123", profile, created_at
+    )
 
 
 def variance_value(index: int, batch_size: int) -> float:
@@ -101,6 +105,10 @@ def synthetic_rows(prov: Provenance | None = None) -> pd.DataFrame:
                                  "metric": "wall_clock_s", "value": 1.5 * epoch,
                                  "status": DIVERGED if bad else "ok"})
             frames.append(stamp(training, Cell("train", model, name, config), prov))
+    targets = list(MODELS)
+    for label in dict.fromkeys(n for names in MODELS.values() for n in names):
+        cell = Cell("catalogue", "all", label, {"targets": targets})
+        frames.append(stamp(catalogue_rows(label, targets), cell, prov))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -176,7 +184,7 @@ def test_every_report_file_is_written(built: Path) -> None:
 def test_variance_table_is_table_1_with_published_figures_beside(built: Path) -> None:
     rows = read_csv(built / "tables" / "variance_bayes_mlp.csv")
     assert [r["estimator"] for r in rows] == ["local-reparam", "reparam-per-example", "reparam",
-                                              "no-noise"]
+                                              "no-noise †"]
     label = pub.published_label(pub.KINGMA_2015, "top, 10 ep")
     assert label == "published top, 10 ep (Kingma et al. 2015, their hardware)"
     assert list(rows[0]) == [
@@ -222,7 +230,8 @@ def test_diverged_cells_show_diverged_not_numbers(built: Path) -> None:
 
 
 def test_elbo_table_puts_the_thesis_beside_ours(built: Path) -> None:
-    rows = {r["estimator"]: r for r in read_csv(built / "tables" / "elbo_categorical_vae.csv")}
+    table = read_csv(built / "tables" / "elbo_categorical_vae.csv")
+    rows = {r["estimator"].removesuffix(" †"): r for r in table}
     train = pub.published_label(pub.NITTA_2017, "recon. log-lik., train", False)
     valid = pub.published_label(pub.NITTA_2017, "recon. log-lik., valid", False)
     assert float(rows["target-prop"][train]) == -70.102
@@ -283,9 +292,29 @@ def test_newest_row_wins_and_profiles_are_separated() -> None:
     assert set(prepare_rows(both, profile="quick")["profile"]) == {"quick"}
 
 
+def test_applicability_and_marks_come_from_stored_rows(monkeypatch) -> None:
+    """A report of stored rows does not change when the live registry does."""
+    rows = prepare_rows(synthetic_rows())
+    before = {t.name: t.markdown() for t in all_tables(rows)}
+    assert "target-prop †" in before["variance_categorical_vae"]
+    assert "no-noise †" in before["variance_bayes_mlp"]
+    assert "Not an estimate of the ELBO's gradient" in before["variance_categorical_vae"] + "".join(
+        t.notes[-1] for t in all_tables(rows) if t.name == "variance_categorical_vae"
+    )
+    import gradbench.estimators.target_prop as target_prop
+
+    monkeypatch.setattr(target_prop.TargetPropagation, "estimates_elbo_gradient", True)
+    monkeypatch.setitem(ESTIMATORS, "newcomer", ESTIMATORS["lr"])
+    after = {t.name: t.markdown() for t in all_tables(rows)}
+    assert after == before
+    matrix = [t for t in all_tables(rows) if t.name == "applicability"][0]
+    assert "newcomer" not in matrix.headers
+    assert set(matrix.headers) == {"model", *(n for names in MODELS.values() for n in names)}
+
+
 def test_no_rows_still_gives_an_index(tmp_path: Path) -> None:
     tables = all_tables(prepare_rows(pd.DataFrame()))
-    assert [t.name for t in tables] == ["applicability"]
+    assert tables == []
     build_reports(pd.DataFrame(), tmp_path)
     assert "No stored results" in (tmp_path / "README.md").read_text()
 

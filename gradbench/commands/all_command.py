@@ -13,16 +13,17 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from gradbench.catalogue import applicable
+from gradbench.catalogue import CATALOGUE, applicable, catalogue_rows
 from gradbench.commands.common import key_values, progress_enabled
 from gradbench.data import DataConfig, DataNotFoundError, Dataset, load_dataset
 from gradbench.device import resolve_device
-from gradbench.estimators import ESTIMATORS, make_estimator
+from gradbench.estimators import ESTIMATORS, base_name, make_estimator, split_labels
 from gradbench.experiment import Setting, data_shape
 from gradbench.measure.checkpoints import TrainingConfig
 from gradbench.measure.timing import (
@@ -41,6 +42,7 @@ from gradbench.measure.training import (
 )
 from gradbench.measure.variance import measure_variance
 from gradbench.models import MODELS, make_model
+from gradbench.models.toy import PROBLEMS
 from gradbench.profiles import (
     PROFILES,
     Profile,
@@ -57,9 +59,9 @@ from gradbench.report.build import (
     TABLES_DIR,
     check_formats,
 )
-from gradbench.results import Provenance, ResultStore, read_cell
+from gradbench.results import Cell, Provenance, ResultStore, read_cell
 
-EXPERIMENTS = ("timing", "variance", "train")
+EXPERIMENTS = ("timing", "variance", "bias", "train")
 """The measurements ``all`` runs, in the order it runs them."""
 
 CUSTOM_SUFFIX = "+custom"
@@ -86,7 +88,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--models", help="comma-separated models (default: the profile's)")
     parser.add_argument(
-        "--estimators", help="comma-separated estimators (default: every applicable one)"
+        "--estimators",
+        help="comma-separated estimators or variants NAME[KEY=VALUE,...] "
+        "(default: the profile's list)",
+    )
+    parser.add_argument(
+        "--reuse-stale",
+        action="store_true",
+        help="reuse stored cells made by other code (default: recompute them); reports say so",
     )
     parser.add_argument(
         "--experiments", help=f"comma-separated subset of {', '.join(EXPERIMENTS)} (default: all)"
@@ -168,20 +177,24 @@ def resolve_profile(args: argparse.Namespace) -> Profile:
 
 
 def make_plan(args: argparse.Namespace, profile: Profile) -> Plan:
-    """Which estimators run on which model; unknown or inapplicable names are errors."""
+    """Which estimators and variants run on which model; unknown or inapplicable names are errors.
+
+    ``--estimators`` (names or ``NAME[KEY=VALUE,...]`` variants) replaces the profile's list;
+    each label runs on the profile's models it applies to.
+    """
     experiments = tuple(split_names(args.experiments)) or EXPERIMENTS
     for name in experiments:
         if name not in EXPERIMENTS:
             raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
-    chosen = split_names(args.estimators)
-    for name in chosen:
-        if name not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {name!r}; valid: {', '.join(ESTIMATORS)}")
+    chosen = split_labels(args.estimators) if args.estimators else []
+    for label in chosen:
+        make_estimator(label)
+    if chosen:
+        profile = replace(profile, estimators=tuple(chosen))
     plan = Plan(profile, tuple(e for e in EXPERIMENTS if e in experiments), {})
     for model in profile.models:
-        valid = applicable(model)
-        names = [n for n in valid if not chosen or n in chosen]
-        plan.skipped += [f"{n} ({model})" for n in chosen if n not in valid]
+        names = profile.estimator_labels(model)
+        plan.skipped += [f"{n} ({model})" for n in chosen if n not in names]
         if names:
             plan.estimators[model] = names
     if not plan.estimators:
@@ -196,10 +209,9 @@ def make_plan(args: argparse.Namespace, profile: Profile) -> Plan:
 
 def setting_for(profile: Profile, model: str, estimators: list[str]) -> Setting:
     """The measurement setting of one model: its options, its estimators' options, the seed."""
-    options = {e: dict(profile.estimator_options.get(e, {})) for e in estimators}
-    return Setting(
-        model, profile.options_for(model), {e: o for e, o in options.items() if o}, profile.seed
-    )
+    names = {base_name(label) for label in estimators}
+    options = {e: dict(o) for e, o in profile.estimator_options.items() if e in names and o}
+    return Setting(model, profile.options_for(model), options, profile.seed)
 
 
 def duration(seconds: float) -> str:
@@ -227,9 +239,9 @@ class Runner:
     def run(self, experiment: str, model: str) -> None:
         """One experiment for every estimator of ``model``."""
         setting = setting_for(self.plan.profile, model, self.plan.estimators[model])
-        {"timing": self.timing, "variance": self.variance, "train": self.train}[experiment](
-            model, setting
-        )
+        runs = {"timing": self.timing, "variance": self.variance, "bias": self.bias,
+                "train": self.train}
+        runs[experiment](model, setting)
 
     def timing(self, model: str, setting: Setting) -> None:
         """Timing cells of one model's estimators, then their speed-ups against each other."""
@@ -268,7 +280,7 @@ class Runner:
         profile = self.plan.profile
         training = TrainingConfig(
             profile.checkpoint_batch_size, profile.checkpoint_learning_rate,
-            profile.checkpoint_max_steps,
+            profile.checkpoint_max_steps, checkpoint_horizon(profile),
         )
         sizes = [m for m in profile.variance_batch_sizes if m <= len(self.dataset.train)]
         for name in self.plan.estimators[model]:
@@ -278,6 +290,31 @@ class Runner:
                 self.dataset, self.device, self.store, self.provenance, self.force,
                 noise_draws=profile.variance_noise_draws, training=training,
                 replicates=profile.variance_replicates, progress=self.bar.set_postfix_str,
+            )
+            self.bar.update()
+
+    def bias(self, model: str, setting: Setting) -> None:
+        """Bias against the exact gradient, on the model's oracle configuration (small enough
+        to enumerate or integrate), at the variance checkpoints; models without one are skipped."""
+        from gradbench.measure.bias import measure_bias  # noqa: PLC0415  (lands with the oracle)
+
+        profile = self.plan.profile
+        oracle = MODELS[model].oracle_options
+        if not oracle:
+            self.bar.update(len(self.plan.estimators[model]))
+            return
+        small = replace(setting, model_options=dict(oracle))
+        training = TrainingConfig(
+            profile.checkpoint_batch_size, profile.checkpoint_learning_rate,
+            profile.checkpoint_max_steps, checkpoint_horizon(profile),
+        )
+        for name in self.plan.estimators[model]:
+            self.bar.set_postfix_str(f"bias {model} / {name}")
+            measure_bias(
+                small, [name], profile.variance_epochs, self.dataset, self.device, self.store,
+                self.provenance, self.force, draws=profile.bias_draws,
+                batch_size=min(profile.bias_batch_size, len(self.dataset.train)),
+                training=training, progress=self.bar.set_postfix_str,
             )
             self.bar.update()
 
@@ -310,6 +347,12 @@ class Runner:
             self.store.run(cell, compute, self.provenance, force=self.force)
             resume.unlink(missing_ok=True)
             self.bar.update()
+
+
+def checkpoint_horizon(profile: Profile) -> int:
+    """The run the variance checkpoints belong to: the training epochs or the last checkpoint,
+    whichever is longer (annealing schedules span it, as in the training cells)."""
+    return max(1, profile.train_epochs, *profile.variance_epochs)
 
 
 def print_plan(plan: Plan) -> None:
@@ -347,8 +390,8 @@ def run(args: argparse.Namespace) -> int:
     for model, names in plan.estimators.items():
         chosen = setting_for(profile, model, names)
         make_model(model, data_shape(dataset), chosen.model_options)
-        for name, options in chosen.estimator_options.items():
-            make_estimator(name, options)
+        for label in names:
+            make_estimator(label, chosen.estimator_options.get(base_name(label), {}))
     for skipped in plan.skipped:
         print(f"gradbench all: skipping estimator {skipped}: it does not apply", file=sys.stderr)
     threads = torch.get_num_threads()
@@ -358,6 +401,16 @@ def run(args: argparse.Namespace) -> int:
         return run_plan(plan, args, out, results, dataset, device, formats)
     finally:
         torch.set_num_threads(threads)
+
+
+def store_catalogue(plan: Plan, runner: Runner) -> None:
+    """One catalogue cell per estimator or variant of the profile: where it applies (models and
+    toy problems), whether it is unbiased; the report's applicability table reads these."""
+    targets = [*plan.profile.models, *PROBLEMS]
+    for label in plan.profile.estimators or tuple(ESTIMATORS):
+        cell = Cell(CATALOGUE, "all", label, {"targets": targets, "profile": plan.profile.name})
+        runner.store.run(cell, partial(catalogue_rows, label, targets), runner.provenance,
+                         force=runner.force)
 
 
 def run_plan(
@@ -373,10 +426,12 @@ def run_plan(
     profile = plan.profile
     progress = progress_enabled(args)
     bar = tqdm(total=plan.cells, desc=f"all ({profile.name})", unit="cell", disable=not progress)
-    runner = Runner(plan, ResultStore(results), dataset, device,
+    store = ResultStore(results, reuse_stale=args.reuse_stale)
+    runner = Runner(plan, store, dataset, device,
                     Provenance.collect(device, profile.name), args.force, progress, bar)
     started = time.perf_counter()
     spent: dict[str, float] = {}
+    store_catalogue(plan, runner)
     try:
         for experiment in plan.experiments:
             clock = time.perf_counter()

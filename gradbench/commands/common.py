@@ -9,12 +9,14 @@ import sys
 
 import pandas as pd
 
-from gradbench.catalogue import applicable
+from gradbench.catalogue import applicable, check_applicable
 from gradbench.data import BINARIZATIONS, DATASETS, DataConfig
-from gradbench.estimators import ESTIMATORS
+from gradbench.estimators import ESTIMATORS, base_name, make_estimator, split_labels
 from gradbench.experiment import Setting
 from gradbench.models import MODELS
 from gradbench.options import option_defaults, parse_key_values
+from gradbench.profiles import default_profile_name, get_profile
+from gradbench.results import ResultStore
 
 
 def choose(value: str, valid: list[str] | tuple[str, ...], what: str) -> str:
@@ -67,10 +69,14 @@ def add_setting_args(parser: argparse.ArgumentParser, estimators_flag: str = "--
     parser.add_argument("--model", required=True, help="model name (see `list`)")
     if estimators_flag == "--estimators":
         parser.add_argument(
-            "--estimators", help="comma-separated estimator names (default: all applicable)"
+            "--estimators",
+            help="comma-separated estimators or variants NAME[KEY=VALUE,...] "
+            "(default: all applicable)",
         )
     else:
-        parser.add_argument("--estimator", required=True, help="estimator name (see `list`)")
+        parser.add_argument(
+            "--estimator", required=True, help="estimator or variant NAME[KEY=VALUE,...] (see `list`)"
+        )
     parser.add_argument(
         "--model-arg", action="append", metavar="KEY=VALUE", help="model option, e.g. latent_dim=20"
     )
@@ -88,9 +94,32 @@ def add_setting_args(parser: argparse.ArgumentParser, estimators_flag: str = "--
     parser.add_argument("--subset", type=int, help="keep only the first N examples of each split")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default: the default profile's policy: 1 on a CPU, torch's "
+        "default with CUDA); stamped on every row",
+    )
+    parser.set_defaults(threads_for=thread_policy)
     parser.add_argument("--results", default="results", help="results directory (resumable)")
     parser.add_argument("--force", action="store_true", help="recompute finished cells")
+    parser.add_argument(
+        "--reuse-stale", action="store_true", help="reuse stored cells made by other code"
+    )
     parser.add_argument("--profile", default="custom", help=argparse.SUPPRESS)
+
+
+def result_store(args: argparse.Namespace) -> ResultStore:
+    """The ``--results`` store; cells made by other code are recomputed unless ``--reuse-stale``."""
+    return ResultStore(args.results, reuse_stale=args.reuse_stale)
+
+
+def thread_policy(args: argparse.Namespace) -> int | None:
+    """Torch threads of a measurement command: ``--threads``, else the default profile's
+    (``quick``'s 1 thread on a CPU, ``paper``'s torch default with CUDA)."""
+    if args.threads is not None:
+        return args.threads
+    return get_profile(default_profile_name()).torch_threads
 
 
 def data_config(args: argparse.Namespace) -> DataConfig:
@@ -105,37 +134,39 @@ def data_config(args: argparse.Namespace) -> DataConfig:
 
 
 def estimator_list(args: argparse.Namespace, model: str) -> list[str]:
-    """The chosen estimators (``--estimators`` or ``--estimator``), default all applicable ones.
+    """The chosen estimators and variants (``--estimators`` or ``--estimator``), default all
+    applicable ones; ``NAME[KEY=VALUE,...]`` labels are validated (unknown keys or values name
+    the valid ones).
 
     Checks the model name first, so an unknown model is reported as such.
     """
     choose(model, list(MODELS), "model")
     valid = applicable(model)
     raw = getattr(args, "estimators", None) or getattr(args, "estimator", None)
-    names = [n.strip() for n in raw.split(",") if n.strip()] if raw else valid
+    names = split_labels(raw) if raw else valid
     for name in names:
-        if name not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {name!r}; valid: {', '.join(ESTIMATORS)}")
-        if name not in valid:
-            raise ValueError(
-                f"estimator {name!r} does not apply to model {model!r}; applicable: {', '.join(valid)}"
-            )
+        check_applicable(name, model)
+        make_estimator(name)
+    if len(set(names)) < len(names):
+        raise ValueError(f"estimator list names one estimator twice: {', '.join(names)}")
     return names
 
 
 def estimator_options(items: list[str] | None, names: list[str]) -> dict[str, dict[str, str]]:
-    """Spread ``[ESTIMATOR:]KEY=VALUE`` flags over the chosen estimators.
+    """Spread ``[ESTIMATOR:]KEY=VALUE`` flags over the chosen estimators, keyed by registered
+    name (a variant's own bracketed options take precedence over them).
 
     A key without an estimator prefix goes to every chosen estimator that has that option; a key
     no chosen estimator accepts is an error listing the options they do accept.
     """
-    options: dict[str, dict[str, str]] = {name: {} for name in names}
+    bases = list(dict.fromkeys(base_name(n) for n in names))
+    options: dict[str, dict[str, str]] = {name: {} for name in bases}
     for key, value in key_values(items, "--estimator-arg").items():
         target, _, option = key.rpartition(":")
-        targets = [target] if target else names
+        targets = [target] if target else bases
         accepted = [n for n in targets if n in options and option in option_defaults(ESTIMATORS[n])]
         if not accepted:
-            valid = sorted({o for n in names for o in option_defaults(ESTIMATORS[n])})
+            valid = sorted({o for n in bases for o in option_defaults(ESTIMATORS[n])})
             raise ValueError(
                 f"no chosen estimator has option {key!r}; valid: {', '.join(valid) or 'none'}"
             )

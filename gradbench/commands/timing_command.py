@@ -21,6 +21,7 @@ from gradbench.commands.common import (
     estimator_list,
     output_format,
     progress_enabled,
+    result_store,
     setting,
 )
 from gradbench.data import load_dataset
@@ -32,7 +33,7 @@ from gradbench.measure.timing import (
     timing_cell,
     timing_rows,
 )
-from gradbench.results import Provenance, ResultStore, read_cell
+from gradbench.results import Provenance, read_cell
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     config = TimingConfig(args.batch_size, args.steps, args.repeats, args.warmup_steps)
     device = resolve_device(args.device)
     dataset = load_dataset(data_config(args), device)
-    store = ResultStore(args.results)
+    store = result_store(args)
     provenance = Provenance.collect(device, args.profile)
     progress = progress_enabled(args)
     cells, frames = [], []

@@ -22,6 +22,7 @@ from gradbench.commands.common import (
     estimator_list,
     output_format,
     progress_enabled,
+    result_store,
     setting,
 )
 from gradbench.data import load_dataset
@@ -34,7 +35,7 @@ from gradbench.measure.training import (
     training_cell,
     training_rows,
 )
-from gradbench.results import Provenance, ResultStore, read_cell
+from gradbench.results import Provenance, read_cell
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     )
     device = resolve_device(args.device)
     dataset = load_dataset(data_config(args), device)
-    store = ResultStore(args.results)
+    store = result_store(args)
     provenance = Provenance.collect(device, args.profile)
     progress = progress_enabled(args)
     frames = []

@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 from tabulate import tabulate
 
-from gradbench.catalogue import applicable
+from gradbench.catalogue import check_applicable
 from gradbench.commands.common import (
     FORMATS,
     add_format,
@@ -18,6 +18,7 @@ from gradbench.commands.common import (
     emit_rows,
     estimator_list,
     output_format,
+    result_store,
     setting,
 )
 from gradbench.data import load_dataset
@@ -33,7 +34,7 @@ from gradbench.measure.variance import (
 )
 from gradbench.measure.variance_stats import BOOTSTRAP_REPLICATES, SLOPE_METRIC
 from gradbench.models import MODELS
-from gradbench.results import Provenance, ResultStore
+from gradbench.results import Provenance
 
 SUMMARY_GROUPS = ("bottom", "top", "all")
 """Groups the table shows (Kingma et al.'s Table 1 reports bottom and top); JSON/CSV have all."""
@@ -105,6 +106,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="cap on optimizer steps per training epoch (default: full passes)",
     )
     parser.add_argument(
+        "--horizon-epochs",
+        type=int,
+        help="length of the training run the checkpoints belong to, over which annealing "
+        "schedules run (default: the last checkpoint epoch)",
+    )
+    parser.add_argument(
         "--bootstrap",
         type=int,
         default=BOOTSTRAP_REPLICATES,
@@ -121,16 +128,17 @@ def run(args: argparse.Namespace) -> int:
     fmt = output_format(args)
     names = estimator_list(args, args.model)
     reference = args.reference_estimator or MODELS[args.model].reference_estimator
-    if reference not in applicable(args.model):
-        raise ValueError(
-            f"reference estimator {reference!r} does not apply to model {args.model!r}; "
-            f"applicable: {', '.join(applicable(args.model))}"
-        )
+    check_applicable(reference, args.model)
     # --estimator-arg reaches the reference estimator too (it trains the checkpoints).
     chosen = setting(args, list(dict.fromkeys([*names, reference])))
     batch_sizes = _int_list(args.batch_sizes, "--batch-sizes", 1)
     epochs = _int_list(args.at_epochs, "--at-epochs", 0)
-    training = TrainingConfig(args.train_batch_size, args.learning_rate, args.steps_per_epoch)
+    training = TrainingConfig(
+        args.train_batch_size,
+        args.learning_rate,
+        args.steps_per_epoch,
+        args.horizon_epochs or max(1, *epochs),
+    )
     device = resolve_device(args.device)
     dataset = load_dataset(data_config(args), device)
     provenance = Provenance.collect(device, args.profile)
@@ -142,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         epochs,
         dataset,
         device,
-        ResultStore(args.results),
+        result_store(args),
         provenance,
         args.force,
         noise_draws=args.noise_draws,

@@ -74,11 +74,56 @@ class Estimator(nn.Module):
     unbiased: ClassVar[bool]
     node_kinds: ClassVar[frozenset[str]]
     needs_inverse: ClassVar[bool] = False
+    estimates_elbo_gradient: ClassVar[bool] = True
+    """False when the direction is the gradient of another objective (target propagation's
+    encoder, a network without its noise): reports mark such rows."""
+    objective: ClassVar[str] = "the model's loss (negative ELBO)"
+    """What the direction is a gradient (or an estimate of the gradient) of, in words."""
 
     def __init__(self) -> None:
         super().__init__()
         self.label = self.name
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        # The run the estimator is part of (0: not planned): annealing schedules are fractions
+        # of it, so that every profile, however long, reaches its final temperature or weight.
+        self.register_buffer("planned_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("steps_per_epoch", torch.zeros((), dtype=torch.long))
+
+    def plan(self, total_steps: int, steps_per_epoch: int) -> None:
+        """Tell the estimator how long the run it takes part in is (optimizer steps)."""
+        if total_steps < 0 or steps_per_epoch < 1:
+            raise ValueError(
+                f"a run plan needs total_steps >= 0 and steps_per_epoch >= 1, got "
+                f"{total_steps}, {steps_per_epoch}"
+            )
+        self.planned_steps.fill_(total_steps)
+        self.steps_per_epoch.fill_(steps_per_epoch)
+
+    def run_fraction(self, per_epoch: bool = False) -> float | None:
+        """Fraction of the planned run done (completed epochs over planned epochs when
+        ``per_epoch``, else steps over planned steps); None when no run was planned."""
+        planned = int(self.planned_steps)
+        if planned == 0:
+            return None
+        done = int(self.steps)
+        if per_epoch:
+            per = int(self.steps_per_epoch)
+            return (done // per) / max(1.0, planned / per)
+        return done / planned
+
+    def schedule(self) -> dict[str, float]:
+        """Annealed settings at the current step (e.g. ``{"temperature": 0.5}``); reports
+        state them at every epoch and checkpoint. Empty for estimators without a schedule."""
+        return {}
+
+    def schedule_at(self, steps: int) -> dict[str, float]:
+        """:meth:`schedule` as it stood when the clock read ``steps`` (the clock is kept)."""
+        clock = self.steps.clone()
+        self.steps.fill_(steps)
+        try:
+            return self.schedule()
+        finally:
+            self.steps.copy_(clock)
 
     def sample(self, node: StochasticNode) -> Tensor:
         """Draw the value the model continues with; how gradients flow through it is the estimator."""
@@ -238,6 +283,10 @@ def applicable_estimators(
     return [n for n in chosen if make_estimator(n).applies_to(node_kinds, has_inverse)]
 
 
-def annealed(start: float, minimum: float, rate: float, step: int) -> float:
-    """τ(t) = max(τ_min, τ_0 exp(−r t)): Jang, Gu & Poole (2017)'s annealing schedule."""
-    return max(minimum, start * math.exp(-rate * step))
+def geometric_anneal(start: float, end: float, progress: float | None) -> float:
+    """start · (end / start)^min(1, progress): exponential decay from ``start`` that reaches
+    ``end`` at progress 1 and stays there (Jang, Gu & Poole 2017's τ = max(τ_min, τ₀ e^(−rt))
+    with the rate r set by the run's length). ``progress`` None (no run planned): ``end``."""
+    if progress is None:
+        return end
+    return start * math.exp(math.log(end / start) * min(1.0, max(0.0, progress)))

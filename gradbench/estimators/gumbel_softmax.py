@@ -2,7 +2,10 @@
 
 Categorical: y = softmax((log π + g) / τ), g ~ Gumbel(0, 1). Bernoulli (binary Concrete):
 y = σ((l + log u − log(1 − u)) / τ). Differentiable, biased for the discrete objective when τ > 0.
-Annealing: τ_t = max(τ_min, τ_0 exp(−r t)) with t the number of optimizer steps taken.
+Annealing, per epoch as in the thesis (following Jang et al.): τ_e = τ₀ (τ/τ₀)^(e / (f E)) for
+epoch e of a planned run of E epochs, so τ falls exponentially from ``initial_temperature`` τ₀
+and reaches ``temperature`` τ after the fraction f = ``anneal_fraction`` of the run, then stays.
+The variant is named by the τ it reaches; f = 0, or no planned run (a toy), holds τ throughout.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gradbench.estimators.base import Estimator, annealed, register_estimator
+from gradbench.estimators.base import Estimator, geometric_anneal, register_estimator
 from gradbench.estimators.nodes import CategoricalNode, StochasticNode, gumbel_like, logistic_like
 
 
@@ -24,27 +27,34 @@ class GumbelSoftmax(Estimator):
     node_kinds = frozenset({"categorical", "bernoulli"})
 
     def __init__(
-        self, *, temperature: float = 1.0, min_temperature: float = 0.0, anneal_rate: float = 0.0
+        self,
+        *,
+        temperature: float = 0.5,
+        initial_temperature: float = 1.0,
+        anneal_fraction: float = 0.5,
     ) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if not 0 <= min_temperature <= temperature:
-            raise ValueError(
-                f"min_temperature must lie in [0, temperature={temperature}], got {min_temperature}"
-            )
-        if anneal_rate < 0:
-            raise ValueError(f"anneal_rate must be non-negative, got {anneal_rate}")
-        self.initial_temperature = temperature
-        self.min_temperature = min_temperature
-        self.anneal_rate = anneal_rate
+        for option, value in (("temperature", temperature),
+                              ("initial_temperature", initial_temperature)):
+            if not value > 0:
+                raise ValueError(f"{option} must be positive, got {value}")
+        if not 0.0 <= anneal_fraction <= 1.0:
+            raise ValueError(f"anneal_fraction must lie in [0, 1], got {anneal_fraction}")
+        self.final_temperature = temperature
+        self.initial_temperature = initial_temperature
+        self.anneal_fraction = anneal_fraction
 
     @property
     def temperature(self) -> float:
-        """The current temperature τ_t."""
-        return annealed(
-            self.initial_temperature, self.min_temperature, self.anneal_rate, int(self.steps)
-        )
+        """The current temperature τ_e."""
+        if self.anneal_fraction == 0.0:
+            return self.final_temperature
+        done = self.run_fraction(per_epoch=True)
+        progress = None if done is None else done / self.anneal_fraction
+        return geometric_anneal(self.initial_temperature, self.final_temperature, progress)
+
+    def schedule(self) -> dict[str, float]:
+        return {"temperature": self.temperature}
 
     def relaxed_sample(self, node: StochasticNode) -> Tensor:
         """The Concrete sample y at the current temperature, differentiable in the logits."""

@@ -20,6 +20,8 @@ class NoNoise(Estimator):
     summary = "reference: mean weights, noise switched off (data-subsampling variance only)"
     unbiased = False
     node_kinds = frozenset({"weight-noise"})
+    estimates_elbo_gradient = False
+    objective = "the loss of the network at its mean weights (no noise)"
 
     def __init__(self) -> None:
         super().__init__()

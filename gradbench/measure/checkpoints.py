@@ -7,7 +7,8 @@ data-order generator and the noise RNG — so training to epoch 100 can continue
 epoch-10 checkpoint and give the same numbers as training straight through. Files live at
 ``<results>/checkpoints/<hash>.pt``, the hash taken over everything that defines the parameters
 (model and its resolved options, data, seed, reference estimator and options, training settings,
-device type, epoch), and are written atomically (temporary file, then rename).
+device type, epoch), and are written atomically (temporary file, then rename). A checkpoint made
+by other code (its stored ``code_version`` differs) is trained again and overwritten.
 """
 
 from __future__ import annotations
@@ -24,12 +25,16 @@ import torch
 from torch import Tensor
 
 from gradbench.data import Dataset
-from gradbench.estimators import ESTIMATORS
 from gradbench.experiment import Setting, build_estimator, build_model
-from gradbench.measure.training import dataset_config, make_optimizer, train_epoch
+from gradbench.measure.training import (
+    dataset_config,
+    make_optimizer,
+    steps_per_epoch,
+    train_epoch,
+)
 from gradbench.models.base import get_model_class
 from gradbench.options import resolve_options
-from gradbench.results import atomic_torch_save
+from gradbench.results import atomic_torch_save, code_version
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -41,6 +46,7 @@ class TrainingConfig:
     batch_size: int = 100  # training minibatch size
     learning_rate: float = 1e-3  # Adam's step size
     max_steps_per_epoch: int | None = None  # cap on steps per epoch (quick runs); None: full pass
+    horizon_epochs: int = 100  # the run the checkpoints belong to: annealing schedules span it
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -51,6 +57,8 @@ class TrainingConfig:
             raise ValueError(
                 f"max_steps_per_epoch must be None or positive, got {self.max_steps_per_epoch}"
             )
+        if self.horizon_epochs < 1:
+            raise ValueError(f"horizon_epochs must be positive, got {self.horizon_epochs}")
 
 
 @dataclass
@@ -85,9 +93,7 @@ def checkpoint_config(
         "seed": setting.seed,
         "data": dataset_config(dataset),
         "reference_estimator": reference,
-        "reference_options": resolve_options(
-            ESTIMATORS[reference], setting.estimator_options.get(reference, {})
-        ),
+        "reference_options": setting.resolved_options(reference),
         "training": asdict(training),
         "device": device.type,
     }
@@ -131,21 +137,23 @@ def load_or_train(
     config = checkpoint_config(setting, dataset, reference, training, device)
     model = build_model(setting, dataset, device)
     estimator = build_estimator(setting, reference, dataset, device)
+    per_epoch = steps_per_epoch(dataset, training.batch_size, training.max_steps_per_epoch)
+    estimator.plan(training.horizon_epochs * per_epoch, per_epoch)
     if epoch == 0:
         return Checkpoint(0, 0, model.state_dict(), estimator.state_dict(), False, None)
     target = checkpoint_path(root, config, epoch)
-    if target.is_file():
-        return _checkpoint(torch.load(target, map_location=device, weights_only=True), target)
+    stored = _load_current(target, device)
+    if stored is not None:
+        return _checkpoint(stored, target)
 
     optimizer = make_optimizer(model, training.learning_rate)
     generator = torch.Generator(device=device)
-    start = next(
-        (e for e in range(epoch - 1, 0, -1) if checkpoint_path(root, config, e).is_file()), 0
+    earlier = (
+        (e, _load_current(checkpoint_path(root, config, e), device))
+        for e in range(epoch - 1, 0, -1)
     )
-    if start:
-        state = torch.load(
-            checkpoint_path(root, config, start), map_location=device, weights_only=True
-        )
+    start, state = next(((e, s) for e, s in earlier if s is not None), (0, None))
+    if state is not None:
         model.load_state_dict(state["model"])
         estimator.load_state_dict(state["estimator"])
         optimizer.load_state_dict(state["optimizer"])
@@ -173,6 +181,7 @@ def load_or_train(
         steps = int(estimator.steps)
     state = {
         "config": config,
+        "code_version": code_version(),
         "epoch": epoch,
         "steps": steps,
         "diverged": diverged,
@@ -185,6 +194,14 @@ def load_or_train(
     }
     atomic_torch_save(state, target)
     return _checkpoint(state, target)
+
+
+def _load_current(path: Path, device: torch.device) -> dict[str, Any] | None:
+    """A stored checkpoint's state, or None when absent or made by other code."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location=device, weights_only=True)
+    return state if state.get("code_version") == code_version() else None
 
 
 def _checkpoint(state: dict[str, Any], path: Path) -> Checkpoint:

@@ -37,7 +37,7 @@ def check_applicable(problem: ToyProblem, estimator: Estimator) -> None:
     if not estimator.applies_to(problem.node_kinds, problem.has_inverse):
         valid = applicable_estimators(problem.node_kinds, problem.has_inverse)
         raise ValueError(
-            f"estimator {estimator.name!r} does not apply to problem {problem.name!r}; "
+            f"estimator {estimator.label!r} does not apply to problem {problem.name!r}; "
             f"applicable: {', '.join(valid)}"
         )
 
@@ -73,7 +73,7 @@ def run_toy(problem: ToyProblem, estimator: Estimator, samples: int = 10_000, se
     exact = problem.exact_gradient()
     return ToyResult(
         problem=problem.name,
-        estimator=estimator.name,
+        estimator=estimator.label,
         params=problem.settings(),
         samples=samples,
         exact={k: v.flatten().tolist() for k, v in exact.items()},

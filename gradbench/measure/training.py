@@ -24,6 +24,8 @@ they do not depend on the estimator; ``param_group`` holds the split they were m
   value, i.e. the loss the estimator trains on (−ELBO with the estimator's own samples, relaxed
   ones for Gumbel-softmax).
 - ``wall_clock_s`` (train): seconds spent in optimizer steps so far, evaluation excluded.
+- ``temperature`` / ``beta`` (param_group ``schedule``; annealed estimators): the setting the
+  epoch's last optimizer step used (epoch 0: the first step's), from ``estimator.schedule``.
 
 Evaluation rows carry the mean over the split's examples in ``value``, a 95% normal interval
 (mean ± 1.96 standard errors over examples) in ``ci_low``/``ci_high`` and the number of
@@ -46,12 +48,11 @@ from tqdm import tqdm
 
 from gradbench.data import SPLITS, Dataset
 from gradbench.device import clock
-from gradbench.estimators import ESTIMATORS
 from gradbench.estimators.base import Estimator
 from gradbench.experiment import Setting, build_estimator, build_model
 from gradbench.models.base import StochasticModel, get_model_class
 from gradbench.options import resolve_options
-from gradbench.results import STATUS_DIVERGED, STATUS_OK, Cell, atomic_torch_save
+from gradbench.results import STATUS_DIVERGED, STATUS_OK, Cell, atomic_torch_save, code_version
 
 EXPERIMENT = "train"
 """Experiment name of the training cells in the result store."""
@@ -86,6 +87,17 @@ def train_step(
     optimizer.step()
     estimator.observe(forward)
     return surrogate.detach()
+
+
+def steps_per_epoch(dataset: Dataset, batch_size: int, max_steps: int | None = None) -> int:
+    """Optimizer steps in one epoch (the last partial minibatch is dropped), at most
+    ``max_steps``; ValueError when the batch is larger than the training set."""
+    steps = len(dataset.train) // batch_size
+    if steps == 0:
+        raise ValueError(
+            f"batch size {batch_size} exceeds the {len(dataset.train)} training examples"
+        )
+    return steps if max_steps is None else min(steps, max_steps)
 
 
 def train_epoch(
@@ -200,6 +212,8 @@ def start_training(
     """
     model = build_model(setting, dataset, device)
     estimator = build_estimator(setting, estimator_name, dataset, device)
+    per_epoch = steps_per_epoch(dataset, config.batch_size)
+    estimator.plan(config.epochs * per_epoch, per_epoch)
     optimizer = make_optimizer(model, config.learning_rate)
     generator = torch.Generator(device=dataset.device).manual_seed(setting.seed)
     torch.manual_seed(setting.seed + NOISE_SEED_OFFSET)
@@ -233,9 +247,8 @@ def train_model(
     same figures as an uninterrupted one. Same seed and device give the same run.
     """
     run = start_training(setting, estimator_name, dataset, device, config)
-    if checkpoint is not None and checkpoint.is_file():
-        load_checkpoint(run, checkpoint, device)
-    elif on_epoch is not None:
+    resumed = checkpoint is not None and checkpoint.is_file()
+    if not (resumed and load_checkpoint(run, checkpoint, device)) and on_epoch is not None:
         on_epoch(run)
     epochs = range(run.epoch + 1, config.epochs + 1) if not run.diverged else range(0)
     bar = tqdm(epochs, desc=estimator_name, unit="epoch", disable=not progress, leave=False)
@@ -263,6 +276,7 @@ def train_model(
 def save_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
     """Write the run's full state to ``path`` atomically (temporary file, then rename)."""
     state = {
+        "code_version": code_version(),
         "epoch": run.epoch,
         "train_loss": run.train_loss,
         "wall_clock_s": run.wall_clock_s,
@@ -278,9 +292,12 @@ def save_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
     atomic_torch_save(state, path)
 
 
-def load_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
-    """Restore a run saved by :func:`save_checkpoint` into a freshly started ``run``."""
+def load_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> bool:
+    """Restore a run saved by :func:`save_checkpoint` into a freshly started ``run``; False (and
+    ``run`` untouched) when the file was made by other code."""
     state = torch.load(path, map_location=device, weights_only=True)
+    if state.get("code_version") != code_version():
+        return False
     run.model.load_state_dict(state["model"])
     run.estimator.load_state_dict(state["estimator"])
     run.optimizer.load_state_dict(state["optimizer"])
@@ -291,6 +308,7 @@ def load_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
     run.epoch, run.train_loss = state["epoch"], state["train_loss"]
     run.wall_clock_s, run.diverged = state["wall_clock_s"], state["diverged"]
     run.log = list(state["log"])
+    return True
 
 
 def evaluate_split(
@@ -419,6 +437,10 @@ def epoch_rows(run: TrainingRun, dataset: Dataset, evaluation: EvalConfig) -> li
     if run.train_loss is not None:
         rows.append(metric_row("train_loss", "train", run.epoch, batch, run.train_loss))
     rows.append(metric_row("wall_clock_s", "train", run.epoch, batch, run.wall_clock_s))
+    # The annealed settings the epoch's last step trained with (epoch 0: the first step's).
+    last_step = max(0, int(run.estimator.steps) - 1)
+    for name, value in run.estimator.schedule_at(last_step).items():
+        rows.append(metric_row(name, "schedule", run.epoch, batch, value))
     return rows
 
 
@@ -447,9 +469,7 @@ def setting_config(setting: Setting, estimator_name: str) -> dict[str, Any]:
     """The part of a cell's configuration that the setting defines, options resolved."""
     return {
         "model_options": resolve_options(get_model_class(setting.model), setting.model_options),
-        "estimator_options": resolve_options(
-            ESTIMATORS[estimator_name], setting.estimator_options.get(estimator_name, {})
-        ),
+        "estimator_options": setting.resolved_options(estimator_name),
         "seed": setting.seed,
     }
 

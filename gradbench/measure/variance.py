@@ -16,8 +16,8 @@ repeated K times and evaluated by one ``torch.func.vmap`` of ``torch.func.grad``
 the fallback where vmap fails; rows record which path ran (``draw_path``). Chunks are sized from
 a probe of the memory autograd saves for one draw.
 
-Estimator state: an estimator's clock is set to the checkpoint's step count (annealed
-temperatures match that point of training); then ``settle_steps`` forward passes feed
+Estimator state: an estimator's clock and run plan are set to the checkpoint's (annealed
+temperatures match that point of training; each cell records them as ``schedule`` rows); then ``settle_steps`` forward passes feed
 ``observe`` (an EMA baseline settles at these parameters) and the estimator is frozen, so the
 kept draws are independent. The clock is restored after settling. The reference estimator
 itself resumes its trained state (a learned baseline included).
@@ -37,9 +37,8 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
-from gradbench.catalogue import applicable
+from gradbench.catalogue import check_applicable
 from gradbench.data import Dataset
-from gradbench.estimators import ESTIMATORS
 from gradbench.estimators.base import Estimator
 from gradbench.experiment import Setting, build_estimator, build_model
 from gradbench.measure.checkpoints import (
@@ -50,7 +49,6 @@ from gradbench.measure.checkpoints import (
     stable_seed,
 )
 from gradbench.measure.training import dataset_config
-from gradbench.options import resolve_options
 from gradbench.measure.variance_stats import (
     BOOTSTRAP_REPLICATES,
     CONFIDENCE,
@@ -351,10 +349,12 @@ def _variance_rows(
     model = build_model(setting, dataset, device)
     model.load_state_dict(state.model_state)
     estimator = build_estimator(setting, name, dataset, device)
-    if name == reference:
+    if setting.same_estimator(name, reference):
         estimator.load_state_dict(state.estimator_state)
     else:
         estimator.steps.fill_(state.steps)
+        for clock in ("planned_steps", "steps_per_epoch"):
+            getattr(estimator, clock).copy_(state.estimator_state[clock])
     torch.manual_seed(seed)
     generator = torch.Generator(device=dataset.device).manual_seed(seed)
     summary, path = gradient_summary(
@@ -369,6 +369,11 @@ def _variance_rows(
     )
     groups = model.parameter_groups()
     common = {"batch_size": batch_size, "epoch": state.epoch, "draw_path": path}
+    schedule = [
+        {"param_group": "schedule", "metric": key, "value": value, "n": 1, "status": STATUS_OK}
+        | common
+        for key, value in estimator.schedule().items()
+    ]
     if summary is None:
         return [
             {
@@ -383,11 +388,11 @@ def _variance_rows(
             }
             for group in groups
             for metric in _metrics(noise_draws)
-        ]
+        ] + schedule
     rows = summary_statistics(
         summary, groups, replicates=replicates, confidence=confidence, seed=seed, device=device
     )
-    return [row | {"status": STATUS_OK, **common} for row in rows]
+    return [row | {"status": STATUS_OK, **common} for row in rows] + schedule
 
 
 def slope_rows(frame: pd.DataFrame, confidence: float = CONFIDENCE) -> list[dict[str, Any]]:
@@ -448,15 +453,8 @@ def measure_variance(
     """
     training = training or TrainingConfig()
     reference = reference_estimator or get_model_class(setting.model).reference_estimator
-    valid = applicable(setting.model)
     for name in [*estimators, reference]:
-        if name not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {name!r}; valid: {', '.join(ESTIMATORS)}")
-        if name not in valid:
-            raise ValueError(
-                f"estimator {name!r} does not apply to model {setting.model!r}; "
-                f"applicable: {', '.join(valid)}"
-            )
+        check_applicable(name, setting.model)
     _check_layout(draws, noise_draws, minimum=2)
     n_train = len(dataset.train)
     for size in batch_sizes:
@@ -495,7 +493,7 @@ def measure_variance(
             return loaded[0]
 
         for name in estimators:
-            options = resolve_options(ESTIMATORS[name], setting.estimator_options.get(name, {}))
+            options = setting.resolved_options(name)
             per_size = []
             for size in batch_sizes:
                 config = base | {"estimator_options": options, "epoch": epoch, "batch_size": size}

@@ -8,8 +8,8 @@ Layout of the output folder::
     tables/NAME.csv    full-precision CSV
     figures/NAME.png   figures/NAME.pdf
 
-Everything is a function of the stored rows (and of gradbench's catalogue for the applicability
-matrix): no clock is read, so ``gradbench report`` rebuilds the same tables byte for byte.
+Everything is a function of the stored rows (the applicability matrix and the estimators'
+marks too: they are stored with the run): no clock is read, so ``gradbench report`` rebuilds the same tables byte for byte.
 """
 
 from __future__ import annotations
@@ -81,6 +81,12 @@ SECTIONS: tuple[tuple[str, str, Callable[[str], bool]], ...] = (
         "VAE like the thesis' Table 5.1), classification error, and training curves against "
         "epochs and wall-clock time.",
         lambda name: name.startswith(("elbo_", "classification_", "training_")),
+    ),
+    (
+        "Annealing schedules",
+        "The Gumbel-softmax temperature and target propagation's KL weight actually in force at "
+        "each reported epoch and checkpoint.",
+        lambda name: name == "schedules",
     ),
     (
         "Applicability",
@@ -195,6 +201,19 @@ def _values(rows: pd.DataFrame, column: str) -> str:
     return ", ".join(present) if present else "unknown"
 
 
+def code_versions(rows: pd.DataFrame) -> str:
+    """Every code version the rows come from, with its row count; a warning when several (cells
+    reused from other code with ``--reuse-stale``)."""
+    versions = rows["code_version"].replace("", "unknown").value_counts()
+    listed = ", ".join(f"{v} ({n} rows)" for v, n in sorted(versions.items()))
+    if len(versions) > 1:
+        listed += (
+            " — rows from more than one code version: cells made by other code were reused "
+            "(--reuse-stale)"
+        )
+    return listed or "unknown"
+
+
 def provenance_lines(rows: pd.DataFrame) -> list[str]:
     """The provenance header: when, which commit, device, torch, profile, dataset and seeds."""
     if rows.empty:
@@ -209,6 +228,7 @@ def provenance_lines(rows: pd.DataFrame) -> list[str]:
     fields = [
         ("date (UTC, first to last row)", when),
         ("git commit", _values(rows, "git_commit")),
+        ("code versions", code_versions(rows)),
         ("device", "; ".join(devices)),
         ("torch version", _values(rows, "torch_version")),
         ("profile", _values(rows, "profile")),

@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from gradbench.catalogue import applicability
 from gradbench.estimators import ESTIMATORS
 from gradbench.report import published as pub
 from gradbench.results import COLUMNS, STATUS_DIVERGED, STATUS_OK
 
+CATALOGUE = "catalogue"
 VARIANCE = "variance"
 TIMING = "timing"
 TRAINING = "train"
@@ -142,6 +142,7 @@ def latex_escape(text: str) -> str:
         "{": "\\{",
         "}": "\\}",
         "~": "\\textasciitilde{}",
+        "†": "\\textsuperscript{\\dag}",
         "^": "\\textasciicircum{}",
     }
     return "".join(replacements.get(ch, ch) for ch in text)
@@ -195,7 +196,10 @@ def prepare_rows(frame: pd.DataFrame, profile: str | None = None) -> pd.DataFram
     for column in ("experiment", "model", "estimator", "param_group", "metric"):
         rows[column] = rows[column].astype("string")
     for column in ("status", "created_at", "profile", "config_hash", "dataset", "device",
-                   "device_name", "torch_version", "git_commit"):
+                   "device_name", "torch_version", "git_commit", "code_version",
+                   "estimates_elbo_gradient", "contended"):
+        if column not in rows:
+            rows[column] = None
         rows[column] = rows[column].astype("string").fillna("")
     rows.loc[rows["status"] == "", "status"] = STATUS_OK
     if rows.empty:
@@ -291,11 +295,47 @@ def epoch_label(epoch: float) -> str:
     return f"{int(epoch)} ep"
 
 
+def label_key(label: str) -> tuple[int, str]:
+    """Sort key of an estimator label: its estimator's registry position, then the label."""
+    names = list(ESTIMATORS)
+    base = label.partition("[")[0]
+    return (names.index(base) if base in names else len(names), label)
+
+
 def estimator_order(model: str, rows: pd.DataFrame) -> list[str]:
-    """Row order for a model: Kingma et al.'s for bayes-mlp, registry order otherwise."""
+    """Row order for a model: Kingma et al.'s for bayes-mlp, registry order otherwise, each
+    estimator's variants together."""
     if model == "bayes-mlp":
         return estimators_of(rows, model, KINGMA_ORDER)
-    return estimators_of(rows, model, tuple(ESTIMATORS))
+    present = set(select(rows, model=model)["estimator"].dropna())
+    return sorted(present, key=label_key)
+
+
+OTHER_OBJECTIVE = "†"
+"""Marks an estimator whose direction is the gradient of another objective than the ELBO."""
+
+OTHER_OBJECTIVE_NOTE = (
+    f"{OTHER_OBJECTIVE} Not an estimate of the ELBO's gradient: the direction of another "
+    "objective (target propagation's encoder; no-noise: the network at its mean weights), "
+    "shown for comparison, not beside unbiased estimates as their equal."
+)
+
+
+def other_objective(rows: pd.DataFrame, estimator: str) -> bool:
+    """True when the stored rows of ``estimator`` say its direction is not the ELBO gradient's."""
+    flags = select(rows, estimator=estimator)["estimates_elbo_gradient"]
+    return bool((flags.str.lower() == "false").any())
+
+
+def marked(rows: pd.DataFrame, estimator: str) -> str:
+    """The estimator's label, with :data:`OTHER_OBJECTIVE` when its direction is not an ELBO
+    gradient."""
+    return f"{estimator} {OTHER_OBJECTIVE}" if other_objective(rows, estimator) else estimator
+
+
+def objective_notes(rows: pd.DataFrame, estimators: Sequence[str]) -> tuple[str, ...]:
+    """The other-objective note, when a table lists an estimator it marks."""
+    return (OTHER_OBJECTIVE_NOTE,) if any(other_objective(rows, e) for e in estimators) else ()
 
 
 # ---------------------------------------------------------------------------- timing
@@ -329,6 +369,7 @@ def timing_bayes_mlp(rows: pd.DataFrame) -> Table | None:
                 ours,
                 speedup,
                 extrapolation(timing, name),
+                timing_conditions(timing, name),
                 theirs,
                 published_reference / theirs if theirs else None,
             )
@@ -341,6 +382,7 @@ def timing_bayes_mlp(rows: pd.DataFrame) -> Table | None:
             Column("s/epoch (ours)", "fixed2"),
             Column("speed-up vs reparam-per-example (ours)", "ratio"),
             Column("extrapolated"),
+            Column("conditions"),
             Column(pub.published_label(pub.KINGMA_2015, "s/epoch"), "fixed1"),
             Column(pub.published_label(pub.KINGMA_2015, "speed-up"), "ratio"),
         ),
@@ -350,6 +392,7 @@ def timing_bayes_mlp(rows: pd.DataFrame) -> Table | None:
             "speed-up = s/epoch of reparam-per-example / s/epoch of the estimator (medians).",
             "Published: Kingma, Salimans & Welling (2015), separate weight samples per example "
             "1635 s vs local reparameterization 7.4 s per epoch, on the authors' hardware.",
+            CONTENDED_NOTE,
         ),
     )
 
@@ -364,6 +407,25 @@ def extrapolation(timing: pd.DataFrame, estimator: str) -> Value:
         return "no"
     steps = match["steps_timed"].iloc[-1]
     return f"yes ({int(steps)} steps)" if pd.notna(steps) else "yes"
+
+
+def timing_conditions(timing: pd.DataFrame, estimator: str) -> Value:
+    """Torch threads of the measurement, and ``contended`` when other processes kept the
+    cores busy meanwhile (the row says so; gradbench.measure.timing)."""
+    match = select(timing, estimator=estimator, metric="seconds_per_epoch")
+    if match.empty:
+        return None
+    threads = match["torch_threads"].iloc[-1] if "torch_threads" in match else None
+    text = f"{int(float(threads))} thr." if pd.notna(threads) and str(threads) != "" else ""
+    if str(match["contended"].iloc[-1]).strip().lower() in {"true", "1"}:
+        text = f"{text}, contended" if text else "contended"
+    return text or None
+
+
+CONTENDED_NOTE = (
+    "thr.: torch threads during the measurement; contended: other processes kept more cores busy "
+    "than the measurement left free, so that time is inflated and not comparable."
+)
 
 
 def timing_models(rows: pd.DataFrame) -> Table | None:
@@ -385,6 +447,7 @@ def timing_models(rows: pd.DataFrame) -> Table | None:
                     lookup(timing, TIMING, model, name, metric="seconds_per_step"),
                     lookup(timing, TIMING, model, name, metric="examples_per_second"),
                     extrapolation(timing, name),
+                    timing_conditions(timing, name),
                 )
             )
     if not table_rows:
@@ -400,11 +463,13 @@ def timing_models(rows: pd.DataFrame) -> Table | None:
             Column("s/step", "sci"),
             Column("examples/s", "int"),
             Column("extrapolated"),
+            Column("conditions"),
         ),
         rows=tuple(table_rows),
         notes=(
             "Median over repeats; an epoch is a full pass of optimizer steps over the training "
             "set.",
+            CONTENDED_NOTE,
         ),
     )
 
@@ -437,8 +502,9 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
         ]
     table_rows = []
     cell_rows = select(rows, experiment=VARIANCE, model=model)
-    for name in estimator_order(model, cell_rows):
-        row: list[Value] = [name]
+    names = estimator_order(model, cell_rows)
+    for name in names:
+        row: list[Value] = [marked(cell_rows, name)]
         if model == "bayes-mlp":
             row.append(pub.KINGMA_2015_ROW_NAMES.get(name))
         scoped = cell_rows[(cell_rows["batch_size"] == batch) | cell_rows["batch_size"].isna()]
@@ -458,6 +524,7 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
             "Published: Kingma, Salimans & Welling (2015), Table 1, their hardware and scaling "
             "(minibatch size and sum/mean convention not stated); compare orderings, not values."
         )
+    notes += objective_notes(cell_rows, names)
     return Table(
         name=f"variance_{model.replace('-', '_')}",
         title=f"Gradient variance of {model} by estimator (Table 1 analogue)",
@@ -484,7 +551,9 @@ def slope_table(rows: pd.DataFrame) -> Table | None:
                                    param_group=group, epoch=epoch)
                     bounds = interval(cell, param_group=group, epoch=epoch)
                     low, high = bounds if bounds and isinstance(value, float) else (None, None)
-                    table_rows.append((model, name, group, epoch, value, low, high))
+                    table_rows.append(
+                        (model, marked(cell, name), group, epoch, value, low, high)
+                    )
     if not table_rows:
         return None
     return Table(
@@ -503,6 +572,7 @@ def slope_table(rows: pd.DataFrame) -> Table | None:
         notes=(
             "A slope near -1: variance falls as 1/M (independent noise per example); "
             "near 0: a shared noise sample's covariance dominates (Kingma et al. 2015).",
+            *objective_notes(slopes, list(set(slopes["estimator"].dropna()))),
         ),
     )
 
@@ -531,7 +601,9 @@ def decomposition_table(rows: pd.DataFrame) -> Table | None:
                 share: Value = DIVERGED if DIVERGED in values else None
                 if isinstance(noise, float) and isinstance(total, float) and total > 0:
                     share = noise / total
-                table_rows.append((model, name, group, epoch, total, noise, data, share, snr))
+                table_rows.append(
+                    (model, marked(scoped, name), group, epoch, total, noise, data, share, snr)
+                )
     if not table_rows:
         return None
     return Table(
@@ -554,6 +626,7 @@ def decomposition_table(rows: pd.DataFrame) -> Table | None:
             "Law of total "
             "variance: variance = E_B[Var_eps(g|B)] (noise) + Var_B(E_eps[g|B]) (data). SNR = "
             "|E[g]| / std[g] per parameter, averaged over the group (Rainforth et al. 2018).",
+            *objective_notes(variance, list(set(variance["estimator"].dropna()))),
         ),
     )
 
@@ -598,9 +671,10 @@ def elbo_table(rows: pd.DataFrame, model: str) -> Table | None:
             Column(pub.published_label(pub.JANG_2017, "-ELBO, their model", False), "fixed1"),
         ]
     table_rows = []
-    for name in estimator_order(model, final):
+    names = estimator_order(model, final)
+    for name in names:
         epochs = select(final, estimator=name)["epoch"].dropna()
-        row: list[Value] = [name, float(epochs.max()) if not epochs.empty else None]
+        row: list[Value] = [marked(final, name), float(epochs.max()) if not epochs.empty else None]
         row += [
             lookup(final, TRAINING, model, name, metric=metric, param_group=split)
             for metric, split, _ in measured
@@ -611,6 +685,7 @@ def elbo_table(rows: pd.DataFrame, model: str) -> Table | None:
             row.append(pub.JANG_2017_VAE_CAT_NEG_ELBO.get(name))
         table_rows.append(tuple(row))
     notes = ["Ours: nats per example, higher is better, at the last epoch trained."]
+    notes += objective_notes(final, names)
     if categorical:
         shown = set(pub.NITTA_2017_ROW_FOR.values())
         for label, (train, valid) in pub.NITTA_2017_TABLE51.items():
@@ -646,9 +721,10 @@ def classification_table(rows: pd.DataFrame) -> Table | None:
     columns += [Column(label, kind) for _, _, label, kind in measured]
     columns.append(Column(pub.published_label(pub.KINGMA_2015, "best test error, Fig. 1")))
     table_rows = []
-    for name in estimator_order(model, final):
+    names = estimator_order(model, final)
+    for name in names:
         epochs = select(final, estimator=name)["epoch"].dropna()
-        row: list[Value] = [name, float(epochs.max()) if not epochs.empty else None]
+        row: list[Value] = [marked(final, name), float(epochs.max()) if not epochs.empty else None]
         row += [
             lookup(final, TRAINING, model, name, metric=metric, param_group=split)
             for metric, split, _, _ in measured
@@ -663,6 +739,7 @@ def classification_table(rows: pd.DataFrame) -> Table | None:
         notes=(
             "Published: Kingma, Salimans & Welling (2015), Figure 1, variational dropout (A2), "
             "750-1250 units per layer, many more epochs; read from the plot.",
+            *objective_notes(final, names),
         ),
     )
 
@@ -670,17 +747,71 @@ def classification_table(rows: pd.DataFrame) -> Table | None:
 # ---------------------------------------------------------------------------- catalogue
 
 
-def applicability_table() -> Table:
-    """Which estimator applies to which model and toy problem (gradbench.catalogue)."""
-    matrix = applicability()
-    columns = tuple(Column(str(c)) for c in matrix.columns)
-    rows = tuple(tuple(str(v) for v in record) for record in matrix.itertuples(index=False))
+SCHEDULE_METRICS = ("temperature", "beta")
+
+
+def schedule_table(rows: pd.DataFrame) -> Table | None:
+    """The annealed settings actually in force: Gumbel-softmax's τ and target propagation's β at
+    every variance checkpoint and at the first, the checkpoint and the last training epochs."""
+    stored = rows[(rows["param_group"] == "schedule") & rows["metric"].isin(SCHEDULE_METRICS)]
+    if stored.empty:
+        return None
+    table_rows = []
+    for model in sorted(set(stored["model"].dropna())):
+        scoped = select(stored, model=model)
+        checkpoints = {float(e) for e in select(scoped, experiment=VARIANCE)["epoch"].dropna()}
+        for name in estimator_order(model, scoped):
+            for experiment, what in ((TRAINING, "training"), (VARIANCE, "variance checkpoint")):
+                cell = select(scoped, estimator=name, experiment=experiment)
+                epochs = sorted({float(e) for e in cell["epoch"].dropna()})
+                if experiment == TRAINING and epochs:
+                    epochs = sorted({epochs[0], epochs[-1], *(checkpoints & set(epochs))})
+                for epoch in epochs:
+                    at = select(cell, epoch=epoch)
+                    values = [
+                        float(select(at, metric=m)["value"].iloc[-1])
+                        if not select(at, metric=m).empty else None
+                        for m in SCHEDULE_METRICS
+                    ]
+                    table_rows.append((model, marked(scoped, name), what, epoch, *values))
+    return Table(
+        name="schedules",
+        title="Annealed temperature and KL weight actually reached",
+        columns=(
+            Column("model"), Column("estimator"), Column("measurement"), Column("epoch", "int"),
+            Column("temperature", "fixed3"), Column("beta", "fixed3"),
+        ),
+        rows=tuple(table_rows),
+        notes=(
+            "Training: the value the epoch's last optimizer step used (epoch 0: the first step's); "
+            "variance checkpoint: the value the gradient draws used. Every epoch's value is in the "
+            "stored rows (param_group schedule).",
+            *objective_notes(stored, list(set(stored["estimator"].dropna()))),
+        ),
+    )
+
+
+def applicability_table(rows: pd.DataFrame) -> Table | None:
+    """Which estimator (or variant) applied to which model and toy problem, from the stored
+    catalogue cells of the run (gradbench.catalogue.catalogue_rows)."""
+    stored = select(rows, experiment=CATALOGUE, metric="applies")
+    if stored.empty:
+        return None
+    labels = sorted(set(stored["estimator"].dropna()), key=label_key)
+    targets = list(dict.fromkeys(stored["param_group"].dropna()))
+    table_rows = []
+    for target in targets:
+        entry: list[Value] = [target]
+        for label in labels:
+            match = select(stored, estimator=label, param_group=target)
+            entry.append("yes" if not match.empty and float(match["value"].iloc[-1]) else "")
+        table_rows.append(tuple(entry))
     return Table(
         name="applicability",
         title="Which estimator applies to which model",
-        columns=columns,
-        rows=rows,
-        notes=("From gradbench.catalogue.applicability(): node kinds each estimator supports.",),
+        columns=(Column("model"), *(Column(label) for label in labels)),
+        rows=tuple(table_rows),
+        notes=("Stored with the run: the node kinds each estimator supported then.",),
     )
 
 
@@ -716,5 +847,6 @@ def all_tables(rows: pd.DataFrame) -> list[Table]:
     others = [m for m in models if m not in ("categorical-vae", "bayes-mlp")]
     elbo_models = ["categorical-vae", *others]
     candidates += [elbo_table(rows, m) for m in elbo_models]
-    candidates += [classification_table(rows), applicability_table(), diverged_table(rows)]
+    candidates += [schedule_table(rows), classification_table(rows), applicability_table(rows)]
+    candidates += [diverged_table(rows)]
     return [t for t in candidates if t is not None]
