@@ -1,12 +1,14 @@
-"""asv: wall-clock and peak memory of training, for every model × applicable estimator.
+"""asv: wall-clock and peak memory of training, for every model × benchmarked estimator label.
 
 ``time_step``: one optimizer step (forward, backward, Adam, ``observe``) on one minibatch of
 M = 100. ``time_gradient``: forward and backward only (seconds per gradient, no optimizer).
 ``peakmem_step``: the process's peak resident memory around one step. ``TrainingEpoch.time_epoch``:
 one epoch's worth of steps, n_train // M minibatches drawn before the clock starts.
 ``DeterministicAutoencoder``: the gaussian-vae network trained with z = μ(x) and no estimator,
-the reference the reparameterization step is compared with. Combinations where the estimator
-does not apply raise NotImplementedError in setup, which asv reports as skipped.
+the reference the reparameterization step is compared with. The estimator parameter is a label
+(a variant such as ``gumbel-softmax[temperature=0.1]`` is its own case); combinations that are
+not among the model's labels (``common.estimator_labels``) raise NotImplementedError in setup,
+which asv reports as skipped.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from . import common
 class TrainingStep:
     """One step, one gradient and the peak memory of a step."""
 
-    params = (list(common.MODEL_NAMES), list(common.ESTIMATOR_NAMES))
+    params = (list(common.MODEL_NAMES), list(common.ESTIMATOR_LABELS))
     param_names = ("model", "estimator")
     timeout = common.bench_profile().timeout_s
 
     def setup(self, model: str, estimator: str) -> None:
+        common.check_benchmarked(model, estimator)
         self.case = common.training_case(model, estimator, steps=1)
 
     def time_step(self, model: str, estimator: str) -> None:
@@ -37,7 +40,7 @@ class TrainingStep:
 class TrainingEpoch:
     """One epoch of optimizer steps; each sample is a single epoch, all in one round."""
 
-    params = (list(common.MODEL_NAMES), list(common.ESTIMATOR_NAMES))
+    params = (list(common.MODEL_NAMES), list(common.ESTIMATOR_LABELS))
     param_names = ("model", "estimator")
     timeout = common.bench_profile().epoch_timeout_s
     number = 1
@@ -46,6 +49,7 @@ class TrainingEpoch:
     warmup_time = 0.0
 
     def setup(self, model: str, estimator: str) -> None:
+        common.check_benchmarked(model, estimator)
         self.case = common.training_case(model, estimator, steps=None)
 
     def time_epoch(self, model: str, estimator: str) -> None:

@@ -14,6 +14,10 @@ Profiles, chosen by the environment variable ``GRADBENCH_BENCH_PROFILE``:
   downloaded here): bayes-mlp 784-3×1024-10 ReLU (Kingma, Salimans & Welling 2015),
   gaussian-vae 784-500-20 (Kingma & Welling 2014), categorical-vae 784-500-30×10-500-784.
 
+Cases are model × estimator *label*: per model, the labels of the ``paper`` profile
+(:meth:`gradbench.profiles.Profile.estimator_labels`), so every variant such as
+``gumbel-softmax[temperature=0.1]`` is its own case, named by its label.
+
 Both use minibatches of M = 100. The device is ``GRADBENCH_BENCH_DEVICE`` (cpu by default, so
 asv's history does not change meaning with the machine; ``cuda`` or ``auto`` to benchmark a GPU).
 """
@@ -33,7 +37,7 @@ from torch import Tensor
 from gradbench.catalogue import applicable
 from gradbench.data import DataConfig, Dataset, load_dataset
 from gradbench.device import resolve_device, synchronize
-from gradbench.estimators import Estimator, estimator_names
+from gradbench.estimators import Estimator, base_name
 from gradbench.experiment import Setting, build_estimator, build_model
 from gradbench.measure.timing import draw_batches, gradient, steps_per_epoch
 from gradbench.measure.training import (
@@ -53,6 +57,7 @@ from gradbench.measure.variance_stats import summary_statistics
 from gradbench.models import MODELS
 from gradbench.models.base import StochasticModel, bernoulli_log_likelihood
 from gradbench.models.gaussian_vae import GaussianVAE
+from gradbench.profiles import PAPER
 
 PROFILE_ENV = "GRADBENCH_BENCH_PROFILE"
 DEVICE_ENV = "GRADBENCH_BENCH_DEVICE"
@@ -65,7 +70,18 @@ VARIANCE_REPLICATES = 10
 """Bootstrap replicates of the tracked variance; only the estimate itself is recorded."""
 
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
-ESTIMATOR_NAMES: tuple[str, ...] = tuple(estimator_names())
+
+
+def estimator_labels(model: str) -> list[str]:
+    """The estimators and variants benchmarked on ``model``: the paper profile's, in its order."""
+    return PAPER.estimator_labels(model)
+
+
+ESTIMATOR_LABELS: tuple[str, ...] = tuple(
+    dict.fromkeys(label for model in MODEL_NAMES for label in estimator_labels(model))
+)
+"""Every model's labels, each once: asv's estimator parameter (a label that is not one of a
+model's is skipped in setup)."""
 
 Batch = tuple[Tensor, Tensor]
 
@@ -141,11 +157,24 @@ def load_data(dataset: str, device: str) -> Dataset:
 
 
 def check_applicable(model: str, estimator: str) -> None:
-    """NotImplementedError (asv's "skip this parameter combination") unless it applies."""
-    if estimator not in applicable(model):
+    """NotImplementedError (asv's "skip this parameter combination") unless the estimator label
+    is one of the model's benchmarked labels or names an estimator that applies to it."""
+    if estimator in estimator_labels(model):
+        return
+    if base_name(estimator) not in applicable(model):
         raise NotImplementedError(
             f"estimator {estimator!r} does not apply to model {model!r} "
-            f"(applicable: {', '.join(applicable(model))})"
+            f"(benchmarked: {', '.join(estimator_labels(model))})"
+        )
+
+
+def check_benchmarked(model: str, estimator: str) -> None:
+    """NotImplementedError unless ``estimator`` is one of the labels benchmarked on ``model``."""
+    if estimator not in estimator_labels(model):
+        check_applicable(model, estimator)
+        raise NotImplementedError(
+            f"estimator {estimator!r} is not benchmarked on model {model!r} "
+            f"(benchmarked: {', '.join(estimator_labels(model))})"
         )
 
 
@@ -163,7 +192,8 @@ class Case:
 
 
 def training_case(model: str, estimator: str, steps: int | None = 1) -> Case:
-    """The seeded case of ``model`` × ``estimator`` with ``steps`` minibatches (None: one epoch).
+    """The seeded case of ``model`` × ``estimator`` (a label: a name or a variant such as
+    ``gumbel-softmax[temperature=0.1]``) with ``steps`` minibatches (None: one epoch).
 
     The model's initialisation depends on the seed alone (the same network for every
     estimator); noise is seeded as in training. NotImplementedError for an invalid combination.

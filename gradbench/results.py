@@ -56,6 +56,9 @@ COLUMNS = [
 ]
 """Columns of every result table; measurements fill the first ones, ``stamp`` the rest."""
 
+MEASURED_FIRST = ("torch_threads",)
+"""Provenance columns a measurement may record itself (its rows' values win over the stamp's)."""
+
 STATUS_OK = "ok"
 STATUS_DIVERGED = "diverged"
 
@@ -219,7 +222,10 @@ def stamp(rows: Iterable[dict[str, Any]], cell: Cell, provenance: Provenance) ->
         **vars(provenance),
     }
     for column, value in stamped.items():
-        frame[column] = value
+        if column in frame and column in MEASURED_FIRST:
+            frame[column] = frame[column].fillna(value)
+        else:
+            frame[column] = value
     defaults = {"status": STATUS_OK, "extrapolated": False}
     for column in COLUMNS:
         if column not in frame:

@@ -3,8 +3,9 @@
 ``asv check --python=same`` imports the suite in the current environment and checks each
 benchmark's signature and parameters. Then each benchmark class's setup and every
 ``time_``/``peakmem_``/``track_`` method run once, in-process, for one parameter combination per
-model (its reference estimator), and an invalid combination must raise NotImplementedError (the
-signal asv skips on).
+model (its reference estimator's first benchmarked label), and an invalid combination must raise
+NotImplementedError (the signal asv skips on). The estimator parameter holds labels: every
+variant of the paper profile (``gumbel-softmax[temperature=0.1]``) is its own case.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import torch
 
 import benchmarks
 from benchmarks import common
-from gradbench.catalogue import applicable
+from gradbench.estimators import base_name
 from gradbench.models import MODELS
+from gradbench.profiles import PAPER
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIXES = ("time_", "peakmem_", "track_")
@@ -67,13 +69,20 @@ def fast_profile(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+def _reference_label(model: str) -> str:
+    """The first benchmarked label of the model's reference estimator (a variant if need be)."""
+    reference = MODELS[model].reference_estimator
+    labels = common.estimator_labels(model)
+    return next((label for label in labels if base_name(label) == reference), labels[0])
+
+
 def _representative(cls: type) -> list[tuple[str, ...]]:
-    """Per model: (model, its reference estimator, the first value of any further param)."""
+    """Per model: (model, its reference label, the first value of any further param)."""
     params = getattr(cls, "params", None)
     if params is None:
         return [()]
     rest = tuple(values[0] for values in params[2:])
-    return [(model, MODELS[model].reference_estimator, *rest) for model in common.MODEL_NAMES]
+    return [(model, _reference_label(model), *rest) for model in common.MODEL_NAMES]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("asv") is None, reason="asv is not installed")
@@ -100,13 +109,23 @@ def test_suite_is_found() -> None:
     assert expected <= names
 
 
+def test_cases_are_the_paper_profiles_labels() -> None:
+    for model in MODELS:
+        assert common.estimator_labels(model) == PAPER.estimator_labels(model)
+    assert len(common.ESTIMATOR_LABELS) == len(set(common.ESTIMATOR_LABELS))
+
+
 @pytest.mark.parametrize("cls", PARAMETERISED, ids=lambda cls: cls.__name__)
-def test_parameters_cover_every_applicable_combination(cls: type) -> None:
+def test_parameters_cover_every_benchmarked_label(cls: type) -> None:
     assert tuple(cls.param_names[:2]) == ("model", "estimator")
     assert len(cls.param_names) == len(cls.params)
     combinations = set(itertools.product(*cls.params[:2]))
-    wanted = {(m, e) for m in MODELS for e in applicable(m)}
+    wanted = {(m, label) for m in MODELS for label in PAPER.estimator_labels(m)}
     assert wanted <= combinations, f"{cls.__name__} misses {sorted(wanted - combinations)}"
+    rest = tuple(values[0] for values in cls.params[2:])
+    for model, label in combinations - wanted:  # the product's other pairs are skipped
+        with pytest.raises(NotImplementedError):
+            cls().setup(model, label, *rest)
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda cls: cls.__name__)
@@ -131,6 +150,7 @@ def test_invalid_combination_is_skipped(cls: type) -> None:
 
 def test_tracked_variance_repeats_exactly() -> None:
     """asv's history needs the tracked number to depend on the code alone, not on the run."""
-    first = common.gradient_variance("gaussian-vae", "lr-baseline", "bottom")
-    second = common.gradient_variance("gaussian-vae", "lr-baseline", "bottom")
+    label = "lr-baseline[baseline=learned]"  # a variant, and one that fits state as it settles
+    first = common.gradient_variance("gaussian-vae", label, "bottom")
+    second = common.gradient_variance("gaussian-vae", label, "bottom")
     assert first == second

@@ -153,7 +153,7 @@ def test_sizes_come_from_data_shape_and_options() -> None:
     assert cat.decoder[0].weight.shape == (20, 12) and cat.decoder[1].weight.shape == (64, 20)
     mlp = make_model("bayes-mlp", shape, {"hidden_sizes": (30,)})
     assert [tuple(layer.weight_mean.shape) for layer in mlp.layers] == [(64, 30), (30, 7)]
-    assert [tuple(layer.log_alpha.shape) for layer in mlp.layers] == [(64, 30), (30, 7)]
+    assert [tuple(layer.alpha_logit.shape) for layer in mlp.layers] == [(64, 30), (30, 7)]
     default = make_model("gaussian-vae", DataShape(784, 10, 50_000))
     assert default.encoder[0].weight.shape == (500, 784) and default.latent_dim == 20
 
@@ -174,6 +174,9 @@ def test_sizes_come_from_data_shape_and_options() -> None:
         ("bayes-mlp", {"hidden_dropout": "0"}, "hidden_dropout"),
         ("bayes-mlp", {"latent_dim": "3"}, "valid:"),
         ("bayes-mlp", {"hidden_sizes": "a,b"}, "hidden_sizes"),
+        ("bayes-mlp", {"max_alpha": "1.5"}, r"max_alpha must lie in \(0, 1\]"),
+        ("bayes-mlp", {"max_alpha": "0"}, "max_alpha"),
+        ("bayes-mlp", {"max_alpha": "nan"}, "max_alpha"),
     ],
 )
 def test_bad_options_raise_value_error(name: str, options: dict[str, str], message: str) -> None:
@@ -349,29 +352,55 @@ def test_gaussian_bounds_order_elbo_iw_log_likelihood() -> None:
 def test_bayes_mlp_initial_alpha_and_weight_variance() -> None:
     model = make_model("bayes-mlp", SHAPE, {"hidden_sizes": "16,8"})
     alphas = [layer.log_alpha.detach().exp() for layer in model.layers]
+    # the first layer at the paper's p = 0.2; the hidden layers' α = 1 lies on the cap (the
+    # limit ρ → ∞), so they start at 0.9 of it
     assert torch.allclose(alphas[0], torch.full_like(alphas[0], 0.25))
-    assert all(torch.allclose(a, torch.ones_like(a)) for a in alphas[1:])
+    assert all(torch.allclose(a, torch.full_like(a, 0.9)) for a in alphas[1:])
     with torch.no_grad():
-        model.layers[1].log_alpha.fill_(1.5)
+        model.layers[1].alpha_logit.fill_(1.5)
     x, y = _batch(SHAPE, 3)
     nodes = model(x, y, _Exact()).nodes
-    for node, layer, alpha in zip(nodes, model.layers, [0.25, 1.0, 1.0]):
+    for node, layer, alpha in zip(nodes, model.layers, [0.25, 1 / (1 + math.exp(-1.5)), 0.9]):
         assert node.weight_mean is layer.weight_mean and node.bias is layer.bias
         expected = alpha * layer.weight_mean.square()
         assert torch.allclose(node.weight_variance(), expected)
     assert torch.equal(nodes[0].inputs, x)
 
 
+def test_bayes_mlp_alpha_cap_is_smooth_with_gradient_below_it() -> None:
+    """α = max_alpha · sigmoid(ρ): below the cap for every ρ, ∂ log α / ∂ρ = 1 − α / max_alpha."""
+    model = make_model("bayes-mlp", SHAPE, {"hidden_sizes": "4", "max_alpha": "0.5"}).double()
+    layer = model.layers[1]
+    with torch.no_grad():
+        layer.alpha_logit.copy_(torch.linspace(-30.0, 30.0, layer.alpha_logit.numel()).view(4, 4))
+    alpha = layer.log_alpha.exp()
+    assert (alpha < 0.5).all() and (alpha > 0).all()
+    assert torch.allclose(alpha, 0.5 * torch.sigmoid(layer.alpha_logit))
+    (grad,) = torch.autograd.grad(layer.log_alpha.sum(), layer.alpha_logit)
+    assert torch.allclose(grad, 1 - alpha.detach() / 0.5) and (grad > 0).all()
+    # the KL's gradient (the only one a weight on an always-zero input gets) never vanishes
+    (kl_grad,) = torch.autograd.grad(layer.kl(), layer.alpha_logit)
+    assert (kl_grad < 0).all()
+
+
 def test_bayes_mlp_regularizer_is_kl_over_n_train() -> None:
     model = make_model("bayes-mlp", SHAPE, {"hidden_sizes": "16,8"}).double()
     x, y = _batch(SHAPE, 3, torch.float64)
-    assert abs(model.layers[1].kl().item()) < 1e-6
     c1, c2, c3 = 1.16145124, -1.50204118, 0.58629921
-    per_weight = -(0.5 * math.log(0.25) + c1 * 0.25 + c2 * 0.25**2 + c3 * 0.25**3 - (c1 + c2 + c3))
-    expected = per_weight * SHAPE.input_dim * 16 / SHAPE.n_train
+
+    def per_weight(alpha: float) -> float:
+        polynomial = c1 * alpha + c2 * alpha**2 + c3 * alpha**3
+        return -(0.5 * math.log(alpha) + polynomial - (c1 + c2 + c3))
+
+    assert per_weight(1.0) == 0.0
+    # ρ was initialised in float32, hence rel=1e-6
+    assert model.layers[1].kl().item() == pytest.approx(16 * 8 * per_weight(0.9), rel=1e-6)
+    expected = (
+        per_weight(0.25) * SHAPE.input_dim * 16 + per_weight(0.9) * (16 * 8 + 8 * SHAPE.n_classes)
+    ) / SHAPE.n_train
     regularizer = model(x, y, _Exact()).regularizer
     assert torch.allclose(regularizer, torch.full((3,), expected, dtype=torch.float64))
-    assert per_weight > 0
+    assert per_weight(0.25) > per_weight(0.9) > 0
 
 
 def test_bayes_mlp_evaluate_matches_forward_and_mean_network() -> None:
@@ -393,3 +422,153 @@ def test_bayes_mlp_evaluate_matches_forward_and_mean_network() -> None:
     nll = F.cross_entropy(h, y, reduction="none").detach()
     assert torch.allclose(metrics["nll"], nll)
     assert torch.equal(metrics["error"], (h.argmax(-1) != y).double())
+
+
+def test_bayes_mlp_alpha_gradients_survive_300_steps_of_training() -> None:
+    """The smooth cap keeps every α trainable: a hard clamp of log α at the cap, with the hidden
+    layers starting on it, left most of their α gradients exactly 0 after a few hundred steps."""
+    from gradbench.data import DataConfig, load_dataset
+    from gradbench.experiment import Setting, build_estimator, build_model
+    from gradbench.measure.training import make_optimizer, train_step
+
+    cpu = torch.device("cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        digits = load_dataset(DataConfig(dataset="digits"), cpu)
+        setting = Setting("bayes-mlp", {"hidden_sizes": "32,32"}, seed=0)
+        torch.manual_seed(0)
+        model = build_model(setting, digits, cpu)
+        estimator = build_estimator(setting, "local-reparam", digits, cpu)
+        optimizer = make_optimizer(model, 1e-3)
+        generator = torch.Generator().manual_seed(0)
+        batches = itertools.chain.from_iterable(
+            digits.batches("train", 100, generator) for _ in itertools.count()
+        )
+        for x, y in itertools.islice(batches, 300):
+            train_step(model, estimator, optimizer, x, y)
+    finally:
+        torch.set_num_threads(threads)
+    for index, layer in enumerate(model.layers):
+        zero = (layer.alpha_logit.grad == 0).double().mean().item()
+        assert zero < 0.01, f"layer {index}: {zero:.1%} of the α gradients are exactly 0"
+
+
+# --- bayes-mlp's exact oracle ---------------------------------------------------------------------
+
+ORACLE_SHAPE = DataShape(input_dim=3, n_classes=2, n_train=50)
+
+
+def _oracle_mlp(seed: int = 0) -> tuple[StochasticModel, Tensor, Tensor]:
+    """The oracle configuration in float64 at generic parameters, and a batch of 4."""
+    torch.manual_seed(seed)
+    model = make_model("bayes-mlp", ORACLE_SHAPE, bayes_mlp.BayesMLP.oracle_options).double()
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.alpha_logit.normal_(0.0, 1.0)
+            layer.bias.normal_(0.0, 0.5)
+    x = torch.randn(4, ORACLE_SHAPE.input_dim, dtype=torch.float64)
+    x[0, 1] = 0.0  # a zero input: its weight's α is moved by the KL only
+    return model, x, torch.tensor([0, 1, 1, 0])
+
+
+class _Local:
+    def sample(self, node: WeightNoiseNode) -> Tensor:
+        return node.local_sample()
+
+
+def _monte_carlo(model: StochasticModel, x: Tensor, y: Tensor, groups: int, size: int):
+    """Per-example loss and loss-sum gradient: means over groups × size draws and their SEs."""
+    params = list(model.parameters())
+    values, grads = [], []
+    for _ in range(groups):
+        loss = model(x.repeat(size, 1), y.repeat(size), _Local()).loss.view(size, -1)
+        grad = torch.autograd.grad(loss.mean(0).sum(), params)
+        values.append(loss.mean(0).detach())
+        grads.append(torch.cat([g.flatten() for g in grad]))
+    values_t, grads_t = torch.stack(values), torch.stack(grads)
+    se = lambda t: t.std(0) / math.sqrt(groups)  # noqa: E731
+    return values_t.mean(0), se(values_t), grads_t.mean(0), se(grads_t)
+
+
+def _oracle_gradient(model: StochasticModel, x: Tensor, y: Tensor, *nodes: int) -> Tensor:
+    loss = model.expected_loss(x, y, *nodes, max_points=2**20)
+    grad = torch.autograd.grad(loss.sum(), list(model.parameters()))
+    return torch.cat([g.flatten() for g in grad])
+
+
+def test_bayes_mlp_oracle_matches_monte_carlo_in_value_and_gradient() -> None:
+    model, x, y = _oracle_mlp()
+    exact = model.expected_loss(x, y)
+    assert exact.shape == (4,) and exact.dtype == torch.float64
+    torch.manual_seed(1)
+    value, value_se, grad, grad_se = _monte_carlo(model, x, y, groups=40, size=2000)
+    _assert_close_in_se(exact.detach(), value, value_se)
+    exact_grad = _oracle_gradient(model, x, y)
+    assert (exact_grad != 0).all()  # every parameter (θ, ρ, biases of both layers) moves it
+    _assert_close_in_se(exact_grad, grad, grad_se)
+
+
+def test_bayes_mlp_oracle_quadrature_has_converged() -> None:
+    """Doubling every node count moves the oracle's gradient by far less than a test's SE."""
+    model, x, y = _oracle_mlp(seed=2)
+    with torch.no_grad():
+        model.layers[1].weight_mean.mul_(3.0)  # wider logit noise: the harder inner integral
+    default = _oracle_gradient(model, x, y)
+    doubled = _oracle_gradient(
+        model, x, y, 2 * bayes_mlp.ORACLE_OUTER_NODES, 2 * bayes_mlp.ORACLE_INNER_NODES
+    )
+    change = (default - doubled).abs().max().item()
+    # the Monte Carlo SEs above are ~1e-3; 1e-5 of the gradient's scale is negligible beside them
+    assert change < 1e-5 * default.abs().max().item(), change
+    halved = _oracle_gradient(model, x, y, bayes_mlp.ORACLE_OUTER_NODES // 4, 4)
+    assert (halved - doubled).abs().max().item() > change  # the check can see an error
+
+
+def test_bayes_mlp_oracle_refuses_configurations_it_cannot_compute_exactly() -> None:
+    x = torch.randn(2, 3)
+    y = torch.tensor([0, 1])
+    wide = make_model("bayes-mlp", ORACLE_SHAPE, {"hidden_sizes": (2,)})
+    deep = make_model("bayes-mlp", ORACLE_SHAPE, {"hidden_sizes": (1, 1)})
+    for model in (wide, deep):
+        with pytest.raises(ValueError, match=r"hidden_sizes=\(1,\)"):
+            model.expected_loss(x, y)
+    many = make_model("bayes-mlp", DataShape(3, 4, 50), bayes_mlp.BayesMLP.oracle_options)
+    with pytest.raises(ValueError, match="quadrature points"):
+        many.expected_loss(x, y)
+
+
+def test_bayes_mlp_gradient_variance_orders_like_kingma_table_1() -> None:
+    """Per-parameter variance of minibatch gradients, mean over the top / bottom layer's θ, at
+    the initialisation (strong noise): no noise < local reparam. < separate samples < shared.
+
+    Each variance is estimated from 300 draws, so its relative SE is about √(2/299) ≈ 8%
+    (less: it is a mean over many parameters); the gaps asserted are 25%.
+    """
+    from gradbench.data import DataConfig, load_dataset
+    from gradbench.experiment import Setting, build_estimator, build_model
+    from gradbench.measure.variance import gradient_samples
+
+    cpu = torch.device("cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        digits = load_dataset(DataConfig(dataset="digits"), cpu)
+        setting = Setting("bayes-mlp", {"hidden_sizes": "32,32", "input_dropout": "0.5"}, seed=0)
+        order = ["no-noise", "local-reparam", "reparam-per-example", "reparam"]
+        variances: dict[str, dict[str, float]] = {}
+        for name in order:
+            torch.manual_seed(0)
+            model = build_model(setting, digits, cpu)
+            estimator = build_estimator(setting, name, digits, cpu)
+            generator = torch.Generator().manual_seed(1)
+            draws = gradient_samples(model, estimator, digits, 32, 300, generator)
+            groups = model.parameter_groups()
+            variances[name] = {
+                group: draws[groups[group][0]].var(0).mean().item() for group in ("bottom", "top")
+            }
+    finally:
+        torch.set_num_threads(threads)
+    for group in ("bottom", "top"):
+        figures = [variances[name][group] for name in order]
+        assert all(1.25 * a < b for a, b in zip(figures, figures[1:])), (group, figures)

@@ -8,9 +8,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
+import time
+import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +25,12 @@ from gradbench import cli
 from gradbench.commands import timing_command
 from gradbench.data import DataConfig, Dataset, load_dataset
 from gradbench.experiment import Setting
+from gradbench.measure import timing
 from gradbench.measure.timing import (
     TimingConfig,
+    is_contended,
+    machine_busy_seconds,
+    measure_load,
     speedup_rows,
     steps_per_epoch,
     timing_cell,
@@ -147,6 +155,117 @@ def test_config_rejects_bad_values() -> None:
         TimingConfig(repeats=0)
     with pytest.raises(ValueError, match="steps"):
         TimingConfig(steps=0)
+
+
+# --- contention: other processes on the cores torch uses -----------------------------------------
+
+BUSY_LOOP = "import time\nt = time.time()\nwhile time.time() - t < {seconds}: pass"
+LOAD_COLUMNS = {"torch_threads", "cpu_count", "cpu_load_other", "contended"}
+
+
+@contextmanager
+def _busy_process(seconds: float) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process spinning on one core for at most ``seconds``."""
+    child = subprocess.Popen([sys.executable, "-c", BUSY_LOOP.format(seconds=seconds)])
+    try:
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _inject_load(monkeypatch: pytest.MonkeyPatch, load: float | None, cpus: int = 2) -> None:
+    """Make timing_rows read ``load`` other busy cores on a machine of ``cpus`` cores."""
+
+    @contextmanager
+    def fixed_load() -> Iterator[timing.LoadReading]:
+        yield timing.LoadReading(cpu_load_other=load)
+
+    monkeypatch.setattr(timing, "measure_load", fixed_load)
+    monkeypatch.setattr(timing, "usable_cpus", lambda: list(range(cpus)))
+
+
+def _quick_rows(digits: Dataset) -> list[dict[str, Any]]:
+    config = TimingConfig(batch_size=100, steps=2, repeats=1, warmup_steps=0)
+    return timing_rows(Setting("bayes-mlp", SMALL["bayes-mlp"]), "no-noise", digits, CPU, config)
+
+
+def test_load_probe_counts_another_busy_process_and_not_this_one() -> None:
+    if machine_busy_seconds() is None:
+        pytest.skip("/proc/stat is not readable here")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with measure_load() as reading:
+        with _busy_process(1.0) as child:
+            child.wait(timeout=30)
+        deadline = time.perf_counter() + 0.3
+        while time.perf_counter() < deadline:  # this process's own busy work is not "other"
+            pass
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert reading.cpu_load_other is not None and child_cpu > 0.1
+    # the child's CPU seconds are among the other work seen (less two clock ticks per core of
+    # rounding, and 20% for /proc/stat's per-tick sampling against rusage's exact accounting);
+    # the machine may be busier still
+    ticks = 2 * len(timing.usable_cpus()) / os.sysconf("SC_CLK_TCK")
+    assert reading.cpu_load_other * wall >= 0.8 * (child_cpu - ticks)
+
+
+def test_contended_measurement_is_flagged_and_warns(
+    digits: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One torch thread on two cores leaves one free: another 1.8 busy cores do not fit."""
+    _inject_load(monkeypatch, 1.8)
+    with _busy_process(5.0), pytest.warns(RuntimeWarning, match=r"1\.8 of 2 cores busy.*1 thread"):
+        rows = _quick_rows(digits)
+    for row in rows:
+        assert LOAD_COLUMNS <= set(row), row["metric"]
+        assert row["torch_threads"] == 1 == torch.get_num_threads() and row["cpu_count"] == 2
+        assert row["cpu_load_other"] == 1.8 and row["contended"] is True
+    epoch = {r["metric"]: r for r in rows}["seconds_per_epoch"]
+    calm = dict(epoch, contended=False)
+    pairs = speedup_rows({"a": epoch, "b": calm, "c": dict(calm)})
+    assert all(r["contended"] for r in pairs["a"])
+    assert {r["param_group"]: r["contended"] for r in pairs["b"]} == {"a": True, "c": False}
+
+
+@pytest.mark.parametrize("load", [1.2, None], ids=["one-busy-core-fits", "load-unknown"])
+def test_uncontended_measurement_is_not_flagged(
+    digits: Dataset, monkeypatch: pytest.MonkeyPatch, load: float | None
+) -> None:
+    _inject_load(monkeypatch, load)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        rows = _quick_rows(digits)
+    assert all(r["contended"] is False and r["cpu_load_other"] == load for r in rows)
+    assert all(r["torch_threads"] == 1 for r in rows)
+
+
+def test_contention_rule_leaves_half_a_core_of_tolerance() -> None:
+    assert timing.CONTENTION_TOLERANCE == 0.5
+    assert not is_contended(0.4, torch_threads=2, cpu_count=2)
+    assert is_contended(0.6, torch_threads=2, cpu_count=2)
+    assert not is_contended(1.4, torch_threads=1, cpu_count=2)
+    assert is_contended(1.6, torch_threads=1, cpu_count=2)
+    assert is_contended(0.6, torch_threads=4, cpu_count=2)  # oversubscribed: nothing is free
+    assert not is_contended(None, torch_threads=2, cpu_count=2)
+
+
+def test_busy_seconds_read_the_usable_cpus_of_proc_stat(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text(
+        "cpu  300 10 60 1000 50 5 5 2 7 0\n"
+        "cpu0 100 0 20 500 25 2 3 1 7 0\n"
+        "cpu1 200 10 40 500 25 3 2 1 0 0\n"
+        "intr 12345\n"
+    )
+    ticks = os.sysconf("SC_CLK_TCK")
+    # user + nice + system + irq + softirq + steal; idle and iowait are not busy
+    assert machine_busy_seconds([0], str(stat)) == pytest.approx(126 / ticks)
+    assert machine_busy_seconds([0, 1], str(stat)) == pytest.approx((126 + 256) / ticks)
+    assert machine_busy_seconds([5], str(stat)) == pytest.approx(382 / ticks)  # aggregate line
+    assert machine_busy_seconds([0], str(tmp_path / "absent")) is None
 
 
 # --- the command ---------------------------------------------------------------------------------

@@ -24,12 +24,33 @@ the minimum and maximum over repeats, not a confidence interval; ``n`` the numbe
 
 Timing rows carry ``epoch`` and ``param_group`` empty (``param_group`` is the other estimator
 for ``speedup``), and status ``diverged`` when the loss was not finite at the end.
+
+Contention. A CPU timing is only meaningful when torch's threads had their cores to themselves:
+with one other busy process on two cores, two torch threads ran a no-noise gradient 12× slower
+than one thread did, because every op waits for its slowest thread. So every row also records,
+over the timed repeats (warm-up excluded):
+
+- ``torch_threads``: ``torch.get_num_threads()`` during the measurement;
+- ``cpu_count``: the cores this process may run on (its affinity set);
+- ``cpu_load_other``: the average number of those cores busy with *other* work, i.e. busy time
+  from ``/proc/stat`` (user, nice, system, irq, softirq, steal) minus this process's own CPU
+  time (``time.process_time``), over the wall time; empty where ``/proc/stat`` cannot be read;
+- ``contended``: ``cpu_load_other > cpu_count − torch_threads + CONTENTION_TOLERANCE``, the
+  other work did not fit in the cores torch left free (False when the load is unknown).
+
+:func:`timing_rows` emits a ``RuntimeWarning`` naming the load when a measurement was contended;
+``speedup`` rows are ``contended`` when either side was.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import statistics
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -46,6 +67,7 @@ from gradbench.measure.training import (
     dataset_config,
     make_optimizer,
     setting_config,
+    steps_per_epoch,
     train_step,
 )
 from gradbench.models.base import StochasticModel
@@ -55,6 +77,69 @@ EXPERIMENT = "timing"
 """Experiment name of the timing cells in the result store."""
 
 Batch = tuple[Tensor, Tensor]
+
+CONTENTION_TOLERANCE = 0.5
+"""Cores of other work tolerated beyond the free ones before a timing is ``contended``.
+
+Below half a core the reading is dominated by what it cannot resolve: /proc/stat counts in
+clock ticks (10 ms per core and read, i.e. ~0.1 core over a 0.2 s section), and short-lived
+daemons and this process's own unaccounted work (page faults, the tqdm bar) come and go. A
+whole other busy thread, the case that inflated timings 12×, is twice this tolerance.
+"""
+
+
+def usable_cpus() -> list[int]:
+    """The CPU numbers this process may run on (all CPUs where affinity is unknown)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
+def machine_busy_seconds(cpus: list[int] | None = None, path: str = "/proc/stat") -> float | None:
+    """Busy CPU seconds since boot on ``cpus`` (default: :func:`usable_cpus`), all processes
+    together, from ``/proc/stat``; None where it cannot be read (not Linux, no /proc)."""
+    wanted = {f"cpu{c}" for c in (usable_cpus() if cpus is None else cpus)}
+    try:
+        with open(path, encoding="ascii") as stat:
+            lines = [line.split() for line in stat if line.startswith("cpu")]
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    # fields: user nice system idle iowait irq softirq steal (guest time is inside user)
+    per_cpu = [f for f in lines if f[0] in wanted] or [f for f in lines if f[0] == "cpu"]
+    if not per_cpu:
+        return None
+    busy = sum(int(v) for f in per_cpu for i, v in enumerate(f[1:9]) if i not in (3, 4))
+    return busy / ticks
+
+
+@dataclass
+class LoadReading:
+    """What :func:`measure_load` saw: other processes' average busy cores, None when unknown."""
+
+    cpu_load_other: float | None = None
+
+
+@contextmanager
+def measure_load() -> Iterator[LoadReading]:
+    """Average number of usable cores kept busy by other work during the ``with`` body."""
+    reading = LoadReading()
+    busy_start, own_start = machine_busy_seconds(), time.process_time()
+    wall_start = time.perf_counter()
+    yield reading
+    busy_end, own_end = machine_busy_seconds(), time.process_time()
+    wall_end = time.perf_counter()
+    if busy_start is not None and busy_end is not None and wall_end > wall_start:
+        other = (busy_end - busy_start) - (own_end - own_start)
+        reading.cpu_load_other = max(other, 0.0) / (wall_end - wall_start)
+
+
+def is_contended(cpu_load_other: float | None, torch_threads: int, cpu_count: int) -> bool:
+    """True when other work exceeded the cores torch left free, by more than the tolerance."""
+    if cpu_load_other is None:
+        return False
+    return cpu_load_other > max(cpu_count - torch_threads, 0) + CONTENTION_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -78,16 +163,6 @@ class TimingConfig:
             raise ValueError(f"warmup steps must be >= 0, got {self.warmup_steps}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning rate must be positive and finite, got {self.learning_rate}")
-
-
-def steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
-    """Optimizer steps in one epoch (the last partial minibatch is dropped, as in training)."""
-    steps = len(dataset.train) // batch_size
-    if steps == 0:
-        raise ValueError(
-            f"batch size {batch_size} exceeds the {len(dataset.train)} training examples"
-        )
-    return steps
 
 
 def steps_timed(dataset: Dataset, config: TimingConfig) -> int:
@@ -153,8 +228,11 @@ def timing_row(
     timed: int,
     extrapolated: bool,
     status: str,
+    load: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One timing row: median of ``values`` with their min–max, ``n`` = number of repeats."""
+    """One timing row: median of ``values`` with their min–max, ``n`` = number of repeats;
+    ``load``: the contention columns (``torch_threads``, ``cpu_count``, ``cpu_load_other``,
+    ``contended``)."""
     median, low, high = spread(values)
     return {
         "param_group": None,
@@ -168,6 +246,7 @@ def timing_row(
         "status": status,
         "extrapolated": extrapolated,
         "steps_timed": timed,
+        **(load or {}),
     }
 
 
@@ -197,17 +276,41 @@ def timing_rows(
     bar = tqdm(
         range(config.repeats), desc=estimator_name, unit="repeat", disable=not progress, leave=False
     )
-    for _ in bar:
-        seconds, loss = time_steps(model, estimator, optimizer, batches, device)
-        step_seconds.append(seconds)
-        gradient_seconds.append(time_gradients(model, estimator, batches, device))
-    synchronize(device)
+    threads, cpus = torch.get_num_threads(), len(usable_cpus())
+    with measure_load() as reading:
+        for _ in bar:
+            seconds, loss = time_steps(model, estimator, optimizer, batches, device)
+            step_seconds.append(seconds)
+            gradient_seconds.append(time_gradients(model, estimator, batches, device))
+        synchronize(device)
+    contended = is_contended(reading.cpu_load_other, threads, cpus)
+    load = {
+        "torch_threads": threads,
+        "cpu_count": cpus,
+        "cpu_load_other": reading.cpu_load_other,
+        "contended": contended,
+    }
+    if contended:
+        other = reading.cpu_load_other or 0.0
+        fitting = max(cpus - math.ceil(other - CONTENTION_TOLERANCE), 1)
+        advice = (
+            f"time with at most {fitting} thread(s) (torch.set_num_threads) or on an idle machine"
+            if fitting < threads
+            else "time on an idle machine"
+        )
+        warnings.warn(
+            f"timing of {setting.model} with {estimator_name} was contended: other processes "
+            f"kept {other:.1f} of {cpus} cores busy while torch ran {threads} thread(s), so the "
+            f"times are inflated; {advice}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     status = STATUS_OK if math.isfinite(float(loss)) else STATUS_DIVERGED
     extrapolated = timed < epoch_steps
     examples = timed * config.batch_size
 
     def row(metric: str, values: list[float], scaled: bool = False) -> dict[str, Any]:
-        return timing_row(metric, values, config.batch_size, timed, scaled, status)
+        return timing_row(metric, values, config.batch_size, timed, scaled, status, load)
 
     return [
         row("seconds_per_epoch", [s * epoch_steps / timed for s in step_seconds], extrapolated),
@@ -224,7 +327,7 @@ def speedup_rows(
 
     ``epoch_rows``: estimator → its ``seconds_per_epoch`` row. Returns estimator → rows; the row
     of A with ``param_group`` B holds seconds_per_epoch(B) / seconds_per_epoch(A) (medians), with
-    min(B)/max(A) and max(B)/min(A) as its range.
+    min(B)/max(A) and max(B)/min(A) as its range; ``contended`` when either side was.
     """
     result: dict[str, list[dict[str, Any]]] = {}
     for name, own in epoch_rows.items():
@@ -246,6 +349,7 @@ def speedup_rows(
                     "status": STATUS_DIVERGED if diverged else STATUS_OK,
                     "extrapolated": bool(own["extrapolated"]) or bool(other["extrapolated"]),
                     "steps_timed": own["steps_timed"],
+                    "contended": bool(own.get("contended")) or bool(other.get("contended")),
                 }
             )
         result[name] = rows

@@ -1,16 +1,30 @@
 """Variational-dropout classifier with independent weight noise (Kingma, Salimans & Welling 2015).
 
-Each weight has a mean θ and a log α: W ~ N(θ, α θ²), i.e. Gaussian dropout noise ξ ~ N(1, α)
-on every weight. Every layer is a :class:`WeightNoiseNode`; the estimator decides how its
-pre-activations are sampled. The objective per example is
+Each weight has a mean θ and a noise level α: W ~ N(θ, α θ²), i.e. Gaussian dropout noise
+ξ ~ N(1, α) on every weight. Every layer is a :class:`WeightNoiseNode`; the estimator decides how
+its pre-activations are sampled. The objective per example is
 CE(y, f(x; W)) + KL(q(W) ‖ log-uniform) / n_train, with the paper's polynomial KL approximation.
+
+α is capped at ``max_alpha`` (1 in the paper: its KL polynomial is fitted for α ≤ 1, and α = 1
+is binary dropout's p = 0.5). The cap is smooth: each weight learns an unconstrained ρ with
+
+    α = max_alpha · sigmoid(ρ),   log α = log max_alpha − softplus(−ρ),
+    ∂ log α / ∂ρ = 1 − α / max_alpha,
+
+so the gradient of ρ is never zero below the cap. A hard clamp of log α at the cap (the paper's
+wording, and this model's earlier form) has zero gradient above it: hidden layers starting at
+α = 1, i.e. on the cap, lost nearly every α gradient after the first Adam step. The cap itself
+is the limit ρ → ∞, so an initial α on the cap starts at ``INITIAL_CAP_FRACTION`` of it instead
+(hidden layers: α = 0.9, p ≈ 0.47, where ∂ log α / ∂ρ = 0.1).
 """
 
 from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,29 +35,57 @@ from gradbench.models.base import DataShape, StochasticModel, check_hidden_sizes
 
 _C1, _C2, _C3 = 1.16145124, -1.50204118, 0.58629921
 
+INITIAL_CAP_FRACTION = 0.9
+"""An initial α is at most this fraction of the cap (the cap itself is only reached as ρ → ∞)."""
 
-def _weight_variance(weight_mean: Tensor, log_alpha: Tensor, max_log_alpha: float) -> Tensor:
-    """σ² = α θ², with log α clamped at ``max_log_alpha``."""
-    return torch.exp(log_alpha.clamp(max=max_log_alpha)) * weight_mean.square()
+ORACLE_OUTER_NODES = 32
+"""Gauss–Legendre nodes over the positive part of the hidden pre-activation (oracle)."""
+ORACLE_INNER_NODES = 32
+"""Gauss–Hermite nodes per output logit given the hidden unit (oracle)."""
+ORACLE_MAX_POINTS = 2**16
+"""Quadrature points per example above which :meth:`BayesMLP.expected_loss` refuses."""
+_TAIL_SDS = 10.0  # the oracle integrates b over γ ± 10 sd (the mass left out is ~1e-23)
+
+
+def _log_alpha(alpha_logit: Tensor, max_alpha: float) -> Tensor:
+    """log α = log max_alpha + log sigmoid(ρ): a smooth cap, derivative 1 − α / max_alpha."""
+    return math.log(max_alpha) + F.logsigmoid(alpha_logit)
+
+
+def _weight_variance(weight_mean: Tensor, alpha_logit: Tensor, max_alpha: float) -> Tensor:
+    """σ² = α θ² with α = max_alpha · sigmoid(ρ)."""
+    return _log_alpha(alpha_logit, max_alpha).exp() * weight_mean.square()
 
 
 class NoisyLinear(nn.Module):
     """Dense layer with W ~ N(θ, α θ²) per weight and a deterministic bias.
 
-    θ [n_in, n_out] ~ N(0, 2 / n_in) (He et al. 2015 for ReLU inputs), log α filled with
-    log(initial_alpha), bias zero.
+    θ [n_in, n_out] ~ N(0, 2 / n_in) (He et al. 2015 for ReLU inputs); ρ (``alpha_logit``)
+    filled with logit(min(initial_alpha / max_alpha, INITIAL_CAP_FRACTION)); bias zero.
     """
 
-    def __init__(self, n_in: int, n_out: int, initial_alpha: float, max_log_alpha: float) -> None:
+    def __init__(self, n_in: int, n_out: int, initial_alpha: float, max_alpha: float) -> None:
         super().__init__()
+        fraction = min(initial_alpha / max_alpha, INITIAL_CAP_FRACTION)
         self.weight_mean = nn.Parameter(torch.randn(n_in, n_out) * math.sqrt(2.0 / n_in))
-        self.log_alpha = nn.Parameter(torch.full((n_in, n_out), math.log(initial_alpha)))
+        self.alpha_logit = nn.Parameter(
+            torch.full((n_in, n_out), math.log(fraction) - math.log1p(-fraction))
+        )
         self.bias = nn.Parameter(torch.zeros(n_out))
-        self.max_log_alpha = max_log_alpha
+        self.max_alpha = max_alpha
+
+    @property
+    def log_alpha(self) -> Tensor:
+        """log α per weight [n_in, n_out], differentiable in ρ."""
+        return _log_alpha(self.alpha_logit, self.max_alpha)
+
+    def weight_variance(self) -> Tensor:
+        """σ² = α θ² [n_in, n_out]."""
+        return _weight_variance(self.weight_mean, self.alpha_logit, self.max_alpha)
 
     def node(self, inputs: Tensor) -> WeightNoiseNode:
         """The layer's pre-activations for inputs [B, n_in]; σ² is computed only when asked for."""
-        variance = partial(_weight_variance, self.weight_mean, self.log_alpha, self.max_log_alpha)
+        variance = partial(_weight_variance, self.weight_mean, self.alpha_logit, self.max_alpha)
         return WeightNoiseNode(inputs, self.weight_mean, variance, self.bias)
 
     def kl(self) -> Tensor:
@@ -51,7 +93,7 @@ class NoisyLinear(nn.Module):
 
         The paper leaves the constant unstated; −(c1 + c2 + c3) makes the KL zero at α = 1.
         """
-        log_alpha = self.log_alpha.clamp(max=self.max_log_alpha)
+        log_alpha = self.log_alpha
         alpha = log_alpha.exp()
         negative_kl = (
             0.5 * log_alpha + alpha * (_C1 + alpha * (_C2 + alpha * _C3)) - (_C1 + _C2 + _C3)
@@ -59,13 +101,29 @@ class NoisyLinear(nn.Module):
         return -negative_kl.sum()
 
 
+def _gauss_legendre(count: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """Nodes and weights of ``count``-point Gauss–Legendre quadrature on [−1, 1]."""
+    nodes, weights = np.polynomial.legendre.leggauss(count)
+    return like.new_tensor(nodes), like.new_tensor(weights)
+
+
+def _gauss_hermite_normal(count: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """Nodes and weights with Σ w f(t) ≈ E f(ε), ε ~ N(0, 1) (Gauss–Hermite, rescaled)."""
+    nodes, weights = np.polynomial.hermite.hermgauss(count)
+    return like.new_tensor(nodes * math.sqrt(2.0)), like.new_tensor(weights / math.sqrt(math.pi))
+
+
 @register_model
 class BayesMLP(StochasticModel):
     """ReLU MLP classifier whose every dense layer (output layer included) has weight noise.
 
     Defaults: 3 hidden layers of 1024 units, dropout rates 0.2 (input) and 0.5 (hidden) giving
-    initial α = p / (1 − p) = 0.25 for the first layer and 1 for the others; α capped at
-    exp(max_log_alpha) = 1 as in the paper.
+    α = p / (1 − p) = 0.25 for the first layer and 1 for the others, α capped smoothly at
+    ``max_alpha`` = 1 as in the paper; an initial α on the cap starts at 0.9 of it (see the
+    module docstring).
+
+    Exact oracle (:meth:`expected_loss`): ``oracle_options`` = one hidden unit; any
+    ``input_dim``, ``n_classes`` = 2 (DataShape(input_dim, 2, n_train)).
     """
 
     name = "bayes-mlp"
@@ -73,6 +131,7 @@ class BayesMLP(StochasticModel):
     node_kinds = frozenset({"weight-noise"})
     has_inverse = False
     reference_estimator = "local-reparam"
+    oracle_options: ClassVar[dict[str, Any]] = {"hidden_sizes": (1,)}
 
     def __init__(
         self,
@@ -81,22 +140,25 @@ class BayesMLP(StochasticModel):
         hidden_sizes: tuple[int, ...] = (1024, 1024, 1024),
         input_dropout: float = 0.2,
         hidden_dropout: float = 0.5,
-        max_log_alpha: float = 0.0,
+        max_alpha: float = 1.0,
     ) -> None:
         super().__init__()
         check_hidden_sizes(hidden_sizes)
         for option, rate in (("input_dropout", input_dropout), ("hidden_dropout", hidden_dropout)):
             if not 0.0 < rate < 1.0:
                 raise ValueError(f"{option} must lie strictly between 0 and 1, got {rate}")
-        if not math.isfinite(max_log_alpha):
-            raise ValueError(f"max_log_alpha must be finite, got {max_log_alpha}")
+        if not (math.isfinite(max_alpha) and 0.0 < max_alpha <= 1.0):
+            raise ValueError(
+                f"max_alpha must lie in (0, 1] (the KL approximation is fitted for α ≤ 1), "
+                f"got {max_alpha}"
+            )
         if shape.n_train < 1:
             raise ValueError(f"bayes-mlp needs n_train >= 1 to scale the KL, got {shape.n_train}")
         self.n_train = shape.n_train
         sizes = [shape.input_dim, *hidden_sizes, shape.n_classes]
         rates = [input_dropout] + [hidden_dropout] * len(hidden_sizes)
         self.layers = nn.ModuleList(
-            NoisyLinear(n_in, n_out, rate / (1.0 - rate), max_log_alpha)
+            NoisyLinear(n_in, n_out, rate / (1.0 - rate), max_alpha)
             for n_in, n_out, rate in zip(sizes[:-1], sizes[1:], rates)
         )
 
@@ -122,7 +184,7 @@ class BayesMLP(StochasticModel):
         )
 
     def parameter_groups(self) -> dict[str, list[str]]:
-        """Each parameter alone (``layers.0.weight_mean``, ``layers.0.log_alpha``,
+        """Each parameter alone (``layers.0.weight_mean``, ``layers.0.alpha_logit``,
         ``layers.0.bias``, …), plus bottom / top (first / last layer's θ) and all."""
         names = [name for name, _ in self.named_parameters()]
         groups = {name: [name] for name in names}
@@ -159,3 +221,63 @@ class BayesMLP(StochasticModel):
                 "error": (mean_logits.argmax(-1) != y).to(x.dtype),
                 "nll": F.cross_entropy(mean_logits, y, reduction="none"),
             }
+
+    def expected_loss(
+        self,
+        x: Tensor,
+        y: Tensor,
+        outer_nodes: int = ORACLE_OUTER_NODES,
+        inner_nodes: int = ORACLE_INNER_NODES,
+        max_points: int = ORACLE_MAX_POINTS,
+    ) -> Tensor:
+        """E_W[CE(y, f(x; W))] + KL / n_train per example [B], by quadrature (one hidden unit).
+
+        One example's loss depends on the weights only through its pre-activations. The hidden
+        one is b ~ N(γ, δ), γ = x θ₁ + c₁, δ = (x ⊙ x) σ₁²; given h = relu(b) the logits are
+        independent l_k ~ N(c₂ₖ + h θ₂ₖ, h² α₂ₖ θ₂ₖ²). So E CE = Φ(−γ/√δ) CE(c₂) (every b ≤ 0
+        gives h = 0) + ∫₀^∞ N(b; γ, δ) E_ε[CE(c₂ + b θ₂ ⊙ (1 + √α₂ ⊙ ε))] db: Gauss–Legendre over
+        b ∈ [max(0, γ − 10√δ), γ + 10√δ] (the relu's kink is at an end, so the integrand is
+        smooth) and a Gauss–Hermite product grid over the K logits' ε. Differentiable in θ, ρ and
+        the biases of both layers. ValueError unless hidden_sizes = (1,) and
+        outer_nodes · inner_nodes^K ≤ ``max_points``: K = 2 classes with the default nodes
+        (32 · 32² points; doubling both moves the gradient by ~1e-7 at the initialisation).
+        """
+        first, last = self.layers[0], self.layers[-1]
+        if len(self.layers) != 2 or first.weight_mean.shape[1] != 1:
+            widths = tuple(layer.weight_mean.shape[1] for layer in self.layers[:-1])
+            raise ValueError(f"bayes-mlp's exact oracle needs hidden_sizes=(1,), got {widths}")
+        n_classes = last.weight_mean.shape[1]
+        points = outer_nodes * inner_nodes**n_classes
+        if points > max_points:
+            raise ValueError(
+                f"bayes-mlp's exact oracle needs {outer_nodes}·{inner_nodes}^{n_classes} = "
+                f"{points} quadrature points per example (> {max_points}); "
+                "use 2 classes or fewer nodes"
+            )
+        gamma = (x @ first.weight_mean + first.bias).squeeze(-1)  # [B]
+        variance = (x.square() @ first.weight_variance()).squeeze(-1)
+        sd = variance.clamp_min(torch.finfo(variance.dtype).tiny).sqrt()  # [B]
+        bias = last.bias  # [K]
+        labels = y.unsqueeze(-1)
+        dead_loss = torch.logsumexp(bias, -1) - bias[y]  # [B]: h = 0, logits = bias
+        dead_mass = torch.special.ndtr(-gamma / sd)
+        low = (gamma - _TAIL_SDS * sd).clamp_min(0.0)
+        high = (gamma + _TAIL_SDS * sd).clamp_min(0.0)
+        t, w = _gauss_legendre(outer_nodes, gamma)
+        half = (0.5 * (high - low)).unsqueeze(-1)
+        b = 0.5 * (high + low).unsqueeze(-1) + half * t  # [B, outer]
+        density = torch.exp(-0.5 * ((b - gamma.unsqueeze(-1)) / sd.unsqueeze(-1)) ** 2) / (
+            sd.unsqueeze(-1) * math.sqrt(2.0 * math.pi)
+        )
+        outer_weight = w * half * density  # [B, outer]
+        e, v = _gauss_hermite_normal(inner_nodes, gamma)
+        grid = torch.cartesian_prod(*[e] * n_classes).reshape(-1, n_classes)  # [P, K]
+        grid_weight = torch.cartesian_prod(*[v] * n_classes).reshape(-1, n_classes).prod(-1)
+        # θ₂ + √α θ₂ ε has the law of W₂ (ε is symmetric) and, unlike |σ₂|, is smooth in θ₂.
+        mean_w, log_alpha = last.weight_mean[0], last.log_alpha[0]  # [K]
+        noisy_w = mean_w + (0.5 * log_alpha).exp() * mean_w * grid  # [P, K]
+        logits = bias + b[..., None, None] * noisy_w  # [B, outer, P, K]
+        chosen = logits.gather(-1, labels[:, None, None, :].expand(*logits.shape[:-1], 1))
+        ce = torch.logsumexp(logits, -1) - chosen.squeeze(-1)  # [B, outer, P]
+        live_loss = (outer_weight * (ce @ grid_weight)).sum(-1)  # [B]
+        return dead_mass * dead_loss + live_loss + self.kl() / self.n_train

@@ -687,7 +687,7 @@ def elbo_table(rows: pd.DataFrame, model: str) -> Table | None:
     notes = ["Ours: nats per example, higher is better, at the last epoch trained."]
     notes += objective_notes(final, names)
     if categorical:
-        shown = set(pub.NITTA_2017_ROW_FOR.values())
+        shown = {pub.NITTA_2017_ROW_FOR.get(name) for name in names}
         for label, (train, valid) in pub.NITTA_2017_TABLE51.items():
             if label not in shown:
                 blanks: list[Value] = [None] * (1 + len(measured))

@@ -1,5 +1,7 @@
 """pytest-benchmark micro-benchmarks: a training step and a batch of variance draws per model ×
-applicable estimator, and the speed-target comparisons of issue 6 side by side in named groups.
+estimator label (``common.estimator_labels``, the paper profile's: every variant such as
+``gumbel-softmax[temperature=0.1]`` is its own case, its id ``model/label``), and the
+speed-target comparisons of issue 6 side by side in named groups.
 
 The default test run (pyproject's addopts hold ``--benchmark-disable``) runs each body once as a
 plain test at the ``fast`` profile, so the benchmarks keep working. To measure, and to compare
@@ -22,13 +24,12 @@ import pytest
 import torch
 
 from benchmarks import common
-from gradbench.catalogue import applicable
 from gradbench.measure.timing import steps_per_epoch
 
 CASES = [
-    pytest.param(model, estimator, id=f"{model}/{estimator}")
+    pytest.param(model, label, id=f"{model}/{label}")
     for model in common.MODEL_NAMES
-    for estimator in applicable(model)
+    for label in common.estimator_labels(model)
 ]
 
 
