@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.image
+import pandas as pd
 import pytest
 import torch
 
@@ -24,7 +25,7 @@ from gradbench.cli import main
 from gradbench.estimators import estimator_class
 from gradbench.profiles import get_profile
 from gradbench.report import published as pub
-from gradbench.results import ResultStore
+from gradbench.results import ResultStore, code_version
 from gradbench.report.tables import label_key
 from tests.test_report import assert_balanced_latex
 
@@ -39,7 +40,7 @@ def shown(model: str) -> list[str]:
 TABLES = {
     "timing_bayes_mlp", "timing_vaes", "variance_bayes_mlp", "variance_categorical_vae",
     "variance_gaussian_vae", "variance_slopes", "variance_decomposition", "elbo_categorical_vae",
-    "elbo_gaussian_vae", "classification_bayes_mlp", "applicability",
+    "elbo_gaussian_vae", "classification_bayes_mlp", "applicability", "schedules",
 }
 FIGURES = {"timing"} | {
     f"{kind}_{model}"
@@ -82,7 +83,11 @@ def test_smoke_writes_every_report_file(smoke: tuple[Path, Path, str]) -> None:
 
 def test_summary_says_what_was_written_where(smoke: tuple[Path, Path, str]) -> None:
     results, reports, output = smoke
-    assert "profile smoke, dataset digits, device cpu: 36 cells in" in output
+    profile = get_profile("smoke")
+    cells = len(all_command.EXPERIMENTS) * sum(
+        len(profile.estimator_labels(m)) for m in profile.models
+    )
+    assert f"profile smoke, dataset digits, device cpu: {cells} cells in" in output
     assert f"results: {results}/" in output
     assert f"{reports / 'README.md'}" in output
     assert f"tables:  {len(TABLES)} in {reports / 'tables'}/" in output
@@ -140,6 +145,21 @@ def test_timing_and_elbo_tables(smoke) -> None:
     assert len(matrix) == len(applicability())
 
 
+def test_schedules_state_the_temperature_and_beta_reached(smoke) -> None:
+    """The smoke profile's last checkpoint is its whole run: every schedule ends at its target."""
+    _, reports, _ = smoke
+    rows = read_csv(reports / "tables" / "schedules.csv")
+    final = {(r["estimator"], r["measurement"], r["epoch"]): r for r in rows}
+    last = "1"
+    assert float(final[("gumbel-softmax[temperature=0.1]", "variance checkpoint", last)][
+        "temperature"]) == pytest.approx(0.1)
+    assert float(final[("gumbel-softmax[temperature=0.5]", "variance checkpoint", last)][
+        "temperature"]) == pytest.approx(0.5)
+    assert float(final[("target-prop †", "variance checkpoint", last)]["beta"]) == 1.0
+    assert float(final[("target-prop †", "training", "0")]["beta"]) == 0.0
+    assert float(final[("gumbel-softmax[temperature=0.1]", "training", "0")]["temperature"]) == 1.0
+
+
 def test_latex_is_balanced_and_pngs_are_readable(smoke) -> None:
     _, reports, _ = smoke
     for path in sorted((reports / "tables").glob("*.tex")):
@@ -184,6 +204,31 @@ def test_rerun_resumes_without_recomputing(smoke, tmp_path: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in results.rglob("*.csv")} == before
     for path in sorted((reports / "tables").glob("*.md")):
         assert (out / "tables" / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_a_cell_made_by_other_code_is_recomputed(tmp_path: Path) -> None:
+    """A stored cell whose code_version is not the running code's is made again, unless
+    --reuse-stale, and then the report lists both code versions."""
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    args = ("--profile", "smoke", "--models", "gaussian-vae", "--experiments", "train",
+            "--estimators", "lr,reparam", "--results", str(results), "--formats", "md")
+    assert run_all(*args, "--out", str(reports)) == 0
+    cells = sorted((results / "train").glob("*.csv"))
+    assert len(cells) == 2
+    stale, fresh = cells
+    frame = pd.read_csv(stale)
+    assert set(frame["code_version"]) == {code_version()}
+    frame["code_version"] = "0" * 40
+    frame.to_csv(stale, index=False)
+    kept = {p: p.stat().st_mtime_ns for p in cells}
+    assert run_all(*args, "--reuse-stale", "--out", str(reports)) == 0
+    assert {p: p.stat().st_mtime_ns for p in cells} == kept
+    header = (reports / "README.md").read_text()
+    assert "0" * 40 in header and "more than one code version" in header
+    assert run_all(*args, "--out", str(reports)) == 0
+    assert stale.stat().st_mtime_ns != kept[stale] and fresh.stat().st_mtime_ns == kept[fresh]
+    assert set(pd.read_csv(stale)["code_version"]) == {code_version()}
+    assert "more than one code version" not in (reports / "README.md").read_text()
 
 
 def test_interrupted_run_keeps_finished_cells(tmp_path: Path, monkeypatch, capsys) -> None:

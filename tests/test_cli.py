@@ -113,3 +113,63 @@ def test_missing_data_says_where_it_looked_without_traceback(
     assert status == 2 and out == ""
     assert "Looked in:" in err and str(tmp_path / "nowhere") in err and "--data-dir" in err
     assert "Traceback" not in err
+
+
+TWO_GUMBELS = "gumbel-softmax[temperature=0.5],gumbel-softmax[temperature=0.1]"
+SMALL_CATEGORICAL = ("--model", "categorical-vae", "--dataset", "digits", "--subset", "300",
+                     "--model-arg", "hidden_sizes=16", "--model-arg", "n_vars=3",
+                     "--model-arg", "n_classes=3", "--format", "json")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("variance", *SMALL_CATEGORICAL, "--batch-sizes", "1,10", "--draws", "8",
+         "--at-epochs", "0", "--bootstrap", "20"),
+        ("train", *SMALL_CATEGORICAL, "--epochs", "1", "--iw-samples", "2"),
+        ("timing", *SMALL_CATEGORICAL, "--steps", "2", "--repeats", "1", "--warmup-steps", "0"),
+    ],
+    ids=["variance", "train", "timing"],
+)
+def test_two_variants_of_one_estimator_give_two_rows(
+    argv: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run_cli(
+        capsys, *argv, "--estimators", TWO_GUMBELS, "--results", str(tmp_path)
+    )
+    assert status == 0, err
+    rows = json.loads(out)
+    assert {r["estimator"] for r in rows} == {
+        "gumbel-softmax[temperature=0.5]", "gumbel-softmax[temperature=0.1]"
+    }
+    assert {r["torch_threads"] for r in rows} == {1}  # the quick profile's policy on a CPU
+    if argv[0] != "timing":
+        tau = {r["estimator"]: r["value"] for r in rows if r["metric"] == "temperature"}
+        assert set(tau) == {"gumbel-softmax[temperature=0.5]", "gumbel-softmax[temperature=0.1]"}
+
+
+def test_toy_runs_two_variants(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(capsys, "toy", "--problem", "categorical-linear", "--estimators",
+                             TWO_GUMBELS, "--samples", "50", "--format", "json")
+    assert status == 0
+    assert [r["estimator"] for r in json.loads(out)] == TWO_GUMBELS.replace("],", "]|").split("|")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["toy", "--problem", "categorical-linear", "--estimator", "gumbel-softmax[tau=1]"],
+         "valid: temperature, initial_temperature, anneal_fraction"),
+        (["toy", "--problem", "categorical-linear", "--estimator", "gumbel-softmax[temperature=x]"],
+         "bad value 'x' for temperature"),
+        (["train", "--model", "categorical-vae", "--estimators", "gumbel-softmax[temperature=1"],
+         "unbalanced '['"),
+        (["all", "--estimators", "lr-baseline[baseline=magic]", "--dry-run"],
+         "unknown baseline 'magic'; valid: ema, learned"),
+    ],
+)
+def test_bad_variants_exit_2_naming_the_valid_choices(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 2 and message in err and "Traceback" not in err

@@ -128,8 +128,8 @@ def test_noise_plus_data_is_total_and_recovers_the_components():
 @pytest.mark.parametrize("resampled", [variance_stats.SNR_BOOTSTRAP_PARAMETERS, 300])
 def test_snr_interval_covers_the_true_mean_snr_despite_the_bias_of_abs_mean(resampled, monkeypatch):
     """|ḡ| overstates |E ĝ| for parameters whose mean is small next to its standard error; over
-    2000 such parameters the bias far exceeds the spread, and only an interval that corrects
-    it (the basic bootstrap) covers the true mean SNR."""
+    2000 such parameters the bias far exceeds the spread; the debiased SNR's interval covers
+    the true mean SNR."""
     generator = torch.Generator().manual_seed(6)
     mean = torch.randn(2000, generator=generator, dtype=torch.float64) * 0.15
     draws = _two_level_draws(50, 2, data_sd=0.6, noise_sd=0.8, seed=6, size=2000) - 1.0 + mean
@@ -139,7 +139,9 @@ def test_snr_interval_covers_the_true_mean_snr_despite_the_bias_of_abs_mean(resa
     snr = _by(group_statistics({"w": draws}, noise_draws=2, seed=6), "all", "snr")
     assert snr["value"] == full["value"]
     exact = (mean.abs() / 1.0).mean().item()  # std = √(0.6² + 0.8²) = 1
-    assert snr["value"] > exact  # the plug-in estimate is biased up
+    plug_in = (draws.mean(0).abs() / draws.std(0)).mean().item()
+    assert plug_in > exact and snr["value"] < plug_in  # debiased below the plug-in's upward bias
+    assert 0.0 <= snr["ci_low"] <= snr["value"] <= snr["ci_high"], snr
     assert snr["ci_low"] <= exact <= snr["ci_high"], (snr, exact)
 
 
@@ -157,7 +159,8 @@ def test_deterministic_components_are_left_out_of_the_snr():
     rows = group_statistics({"w": draws}, seed=0)
     snr = _by(rows, "w", "snr")["value"]
     assert math.isfinite(snr)
-    assert snr == pytest.approx((varying.mean(0).abs() / varying.std(0)).mean().item())
+    signal = (varying.mean(0).square() - varying.var(0) / 100).clamp(min=0).sqrt()
+    assert snr == pytest.approx((signal / varying.std(0)).mean().item())
 
 
 def test_log_variance_slope():
@@ -507,7 +510,7 @@ def test_cli_table(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert status == 0
-    assert "minibatch mean" in out and "basic bootstrap" in out and "local-reparam" in out
+    assert "minibatch mean" in out and "studentised bootstrap" in out and "local-reparam" in out
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,7 @@ from gradbench.measure.training import (
 )
 from gradbench.measure.variance import measure_variance
 from gradbench.models import MODELS, make_model
+from gradbench.models.base import OracleUnavailable
 from gradbench.models.toy import PROBLEMS
 from gradbench.profiles import (
     PROFILES,
@@ -310,12 +311,17 @@ class Runner:
         )
         for name in self.plan.estimators[model]:
             self.bar.set_postfix_str(f"bias {model} / {name}")
-            measure_bias(
-                small, [name], profile.variance_epochs, self.dataset, self.device, self.store,
-                self.provenance, self.force, draws=profile.bias_draws,
-                batch_size=min(profile.bias_batch_size, len(self.dataset.train)),
-                training=training, progress=self.bar.set_postfix_str,
-            )
+            try:
+                measure_bias(
+                    small, [name], profile.variance_epochs, self.dataset, self.device,
+                    self.store, self.provenance, self.force, draws=profile.bias_draws,
+                    batch_size=min(profile.bias_batch_size, len(self.dataset.train)),
+                    training=training, progress=self.bar.set_postfix_str,
+                )
+            except OracleUnavailable as error:
+                print(f"gradbench all: no bias rows for {model}: {error}", file=sys.stderr)
+                self.bar.update(len(self.plan.estimators[model]))
+                return
             self.bar.update()
 
     def train(self, model: str, setting: Setting) -> None:
@@ -408,7 +414,9 @@ def store_catalogue(plan: Plan, runner: Runner) -> None:
     toy problems), whether it is unbiased; the report's applicability table reads these."""
     targets = [*plan.profile.models, *PROBLEMS]
     for label in plan.profile.estimators or tuple(ESTIMATORS):
-        cell = Cell(CATALOGUE, "all", label, {"targets": targets, "profile": plan.profile.name})
+        config = {"targets": targets, "profile": plan.profile.name,
+                  "dataset": runner.dataset.name, "seed": plan.profile.seed}
+        cell = Cell(CATALOGUE, "all", label, config)
         runner.store.run(cell, partial(catalogue_rows, label, targets), runner.provenance,
                          force=runner.force)
 

@@ -24,6 +24,7 @@ from gradbench.commands.common import (
 from gradbench.data import load_dataset
 from gradbench.device import resolve_device
 from gradbench.measure.checkpoints import TrainingConfig
+from gradbench.measure.variance_stats import INTERVAL_METHOD
 from gradbench.measure.variance import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_DRAWS,
@@ -185,7 +186,7 @@ def _table(frame: pd.DataFrame, args: argparse.Namespace) -> str:
         ),
         (
             f"Convention: {GRADIENT_CONVENTION}; variance = mean over a group's parameters of the "
-            "per-parameter variance; intervals: 95% basic bootstrap over minibatches."
+            f"per-parameter variance; 95% intervals: {INTERVAL_METHOD}."
         ),
         (
             "noise = E_B[Var(g|B)], data = Var_B(E[g|B]) (shares of the variance); "

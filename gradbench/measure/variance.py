@@ -448,7 +448,7 @@ def measure_variance(
     (B minibatches × K = ``noise_draws``). One cell per estimator × batch size × epoch, plus one
     ``log_variance_slope`` cell per estimator × epoch, is stored in ``store`` (resumed unless
     ``force``). Rows: ``grad_variance``, ``grad_variance_trace``, ``grad_variance_noise``,
-    ``grad_variance_data`` (K > 1), ``snr`` per parameter group, with basic-bootstrap
+    ``grad_variance_data`` (K > 1), ``snr`` per parameter group, with bootstrap
     intervals over minibatches at ``confidence``, and a ``draw_path`` column.
     """
     training = training or TrainingConfig()

@@ -20,6 +20,10 @@ from gradbench.estimators.base import Estimator, StochasticForward
 from gradbench.options import build_with_options, option_defaults
 
 
+class OracleUnavailable(ValueError):
+    """A model configuration (or data shape) too large for its exact oracle."""
+
+
 @dataclass(frozen=True)
 class DataShape:
     """What a model needs to know of its data: input size, number of classes, training-set size."""
@@ -61,8 +65,8 @@ class StochasticModel(nn.Module):
     def expected_loss(self, x: Tensor, y: Tensor) -> Tensor:
         """E over the model's noise of each example's loss (data_loss + regularizer), [B],
         computed exactly (enumeration, quadrature or a closed form) and differentiable in every
-        parameter: the exact-gradient oracle. ValueError when this configuration is too large
-        to compute it exactly."""
+        parameter: the exact-gradient oracle. :class:`OracleUnavailable` when this configuration
+        is too large to compute it exactly."""
         raise NotImplementedError(f"model {self.name!r} has no exact oracle")
 
 

@@ -31,7 +31,13 @@ from torch import Tensor, nn
 
 from gradbench.estimators.base import Estimator, StochasticForward
 from gradbench.estimators.nodes import WeightNoiseNode
-from gradbench.models.base import DataShape, StochasticModel, check_hidden_sizes, register_model
+from gradbench.models.base import (
+    DataShape,
+    OracleUnavailable,
+    StochasticModel,
+    check_hidden_sizes,
+    register_model,
+)
 
 _C1, _C2, _C3 = 1.16145124, -1.50204118, 0.58629921
 
@@ -245,11 +251,13 @@ class BayesMLP(StochasticModel):
         first, last = self.layers[0], self.layers[-1]
         if len(self.layers) != 2 or first.weight_mean.shape[1] != 1:
             widths = tuple(layer.weight_mean.shape[1] for layer in self.layers[:-1])
-            raise ValueError(f"bayes-mlp's exact oracle needs hidden_sizes=(1,), got {widths}")
+            raise OracleUnavailable(
+                f"bayes-mlp's exact oracle needs hidden_sizes=(1,), got {widths}"
+            )
         n_classes = last.weight_mean.shape[1]
         points = outer_nodes * inner_nodes**n_classes
         if points > max_points:
-            raise ValueError(
+            raise OracleUnavailable(
                 f"bayes-mlp's exact oracle needs {outer_nodes}·{inner_nodes}^{n_classes} = "
                 f"{points} quadrature points per example (> {max_points}); "
                 "use 2 classes or fewer nodes"
