@@ -25,6 +25,7 @@ from gradbench.data import DataConfig, DataNotFoundError, Dataset, load_dataset
 from gradbench.device import resolve_device
 from gradbench.estimators import ESTIMATORS, base_name, make_estimator, split_labels
 from gradbench.experiment import Setting, data_shape
+from gradbench.measure.bias import measure_bias
 from gradbench.measure.checkpoints import TrainingConfig
 from gradbench.measure.timing import (
     TimingConfig,
@@ -297,8 +298,6 @@ class Runner:
     def bias(self, model: str, setting: Setting) -> None:
         """Bias against the exact gradient, on the model's oracle configuration (small enough
         to enumerate or integrate), at the variance checkpoints; models without one are skipped."""
-        from gradbench.measure.bias import measure_bias  # noqa: PLC0415  (lands with the oracle)
-
         profile = self.plan.profile
         oracle = MODELS[model].oracle_options
         if not oracle:

@@ -74,8 +74,12 @@ def add_setting_args(parser: argparse.ArgumentParser, estimators_flag: str = "--
             "(default: all applicable)",
         )
     else:
-        parser.add_argument(
-            "--estimator", required=True, help="estimator or variant NAME[KEY=VALUE,...] (see `list`)"
+        chosen = parser.add_mutually_exclusive_group(required=True)
+        chosen.add_argument(
+            "--estimator", help="estimator or variant NAME[KEY=VALUE,...] (see `list`)"
+        )
+        chosen.add_argument(
+            "--estimators", help="comma-separated estimators or variants NAME[KEY=VALUE,...]"
         )
     parser.add_argument(
         "--model-arg", action="append", metavar="KEY=VALUE", help="model option, e.g. latent_dim=20"

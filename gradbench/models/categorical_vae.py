@@ -17,6 +17,7 @@ from gradbench.estimators.base import Estimator, StochasticForward
 from gradbench.estimators.nodes import CategoricalNode
 from gradbench.models.base import (
     DataShape,
+    OracleUnavailable,
     StochasticModel,
     bernoulli_log_likelihood,
     check_hidden_sizes,
@@ -42,6 +43,8 @@ class CategoricalVAE(StochasticModel):
     node_kinds = frozenset({"categorical"})
     has_inverse = True
     reference_estimator = "gumbel-softmax"
+    oracle_options = {"hidden_sizes": (8,), "n_vars": 3, "n_classes": 3}
+    """27 latent configurations: :meth:`expected_loss` enumerates them all."""
 
     def __init__(
         self,
@@ -113,24 +116,46 @@ class CategoricalVAE(StochasticModel):
         groups["all"] = names
         return groups
 
+    def all_latents(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """Every one of the K^n_vars latent configurations, one-hot [C, n_vars, n_classes].
+
+        Configuration c has variable v in class ⌊c / K^v⌋ mod K. Raises ValueError above
+        100,000 configurations (meant for tiny models: tests and the exact-gradient oracle).
+        """
+        configurations = self.n_classes**self.n_vars
+        if configurations > _MAX_CONFIGURATIONS:
+            raise OracleUnavailable(
+                f"{configurations} latent configurations (n_classes**n_vars) exceed "
+                f"{_MAX_CONFIGURATIONS}; use a model with fewer variables or classes"
+            )
+        codes = torch.arange(configurations, device=device)
+        places = self.n_classes ** torch.arange(self.n_vars, device=device)
+        digits = codes[:, None] // places % self.n_classes  # [C, n_vars]
+        return F.one_hot(digits, self.n_classes).to(dtype)
+
     def exact_log_likelihood(self, x: Tensor) -> Tensor:
         """log p(x) = logsumexp_y [log p(x|y)] − n_vars log K over all K^n_vars latents, [B].
 
         Raises ValueError above 100,000 configurations; meant for tiny models in tests.
         """
-        configurations = self.n_classes**self.n_vars
-        if configurations > _MAX_CONFIGURATIONS:
-            raise ValueError(
-                f"{configurations} latent configurations (n_classes**n_vars) exceed "
-                f"{_MAX_CONFIGURATIONS}; use a model with fewer variables or classes"
-            )
+        latents = self.all_latents(x.dtype, x.device)  # [C, n_vars, n_classes]
         with torch.no_grad():
-            codes = torch.arange(configurations, device=x.device)
-            places = self.n_classes ** torch.arange(self.n_vars, device=x.device)
-            digits = codes[:, None] // places % self.n_classes  # [C, n_vars]
-            latents = F.one_hot(digits, self.n_classes).to(x.dtype)  # [C, n_vars, n_classes]
             log_px_y = bernoulli_log_likelihood(self.decode(latents)[:, None, :], x)  # [C, B]
             return torch.logsumexp(log_px_y, dim=0) - self.n_vars * math.log(self.n_classes)
+
+    def expected_loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """E_{q(y|x)}[−log p(x|y)] + KL(q(y|x) ‖ uniform), [B], by enumerating all K^n_vars
+        latents: Σ_c q(y_c|x) (−log p(x|y_c)) with q(y_c|x) = Π_v π_v(class of v in c).
+
+        Exact and differentiable in the encoder (through q) and the decoder (through every
+        −log p(x|y_c)); ValueError above 100,000 configurations.
+        """
+        latents = self.all_latents(x.dtype, x.device)  # [C, V, K]
+        logits = self.encode(x)  # [B, V, K]
+        log_pi = torch.log_softmax(logits, dim=-1)
+        log_q = torch.einsum("cvk,bvk->cb", latents, log_pi)  # [C, B]
+        data_loss = -bernoulli_log_likelihood(self.decode(latents)[:, None, :], x)  # [C, B]
+        return (log_q.exp() * data_loss).sum(0) + self.kl_to_uniform(logits)
 
     def _log_weights(self, x: Tensor, logits: Tensor, draws: int) -> tuple[Tensor, Tensor]:
         """log p(x|y_k) and log p(y_k) − log q(y_k|x), each [draws, B], for Gumbel-max draws."""

@@ -82,6 +82,12 @@ SECTIONS: tuple[tuple[str, str, Callable[[str], bool]], ...] = (
         or "_vs_batch_" in name,
     ),
     (
+        "Bias against the exact gradient",
+        "Relative bias, cosine to the exact gradient, MSE and relative standard deviation of each "
+        "estimator on the models' small oracle configurations (enumeration or quadrature).",
+        lambda name: name == "bias",
+    ),
+    (
         "ELBO and training",
         "Final reconstruction log-likelihood, ELBO and importance-weighted bound (the categorical "
         "VAE like the thesis' Table 5.1), classification error, and training curves against "

@@ -839,11 +839,13 @@ def diverged_table(rows: pd.DataFrame) -> Table | None:
 
 def all_tables(rows: pd.DataFrame) -> list[Table]:
     """Every table the rows support, in report order."""
+    from gradbench.report.bias_tables import bias_table  # it builds on this module's pieces
+
     models = sorted(set(rows["model"].dropna())) if not rows.empty else []
     candidates: list[Table | None] = [timing_bayes_mlp(rows), timing_models(rows)]
     variance_models = ["bayes-mlp"] + [m for m in models if m != "bayes-mlp"]
     candidates += [variance_table(rows, m) for m in variance_models]
-    candidates += [slope_table(rows), decomposition_table(rows)]
+    candidates += [slope_table(rows), decomposition_table(rows), bias_table(rows)]
     others = [m for m in models if m not in ("categorical-vae", "bayes-mlp")]
     elbo_models = ["categorical-vae", *others]
     candidates += [elbo_table(rows, m) for m in elbo_models]
