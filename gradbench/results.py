@@ -56,6 +56,9 @@ COLUMNS = [
 ]
 """Columns of every result table; measurements fill the first ones, ``stamp`` the rest."""
 
+TEXT_COLUMNS = {"code_version": str, "git_commit": str, "config_hash": str}
+"""Columns read as text even when a value looks like a number (an all-digit hash)."""
+
 MEASURED_FIRST = ("torch_threads",)
 """Provenance columns a measurement may record itself (its rows' values win over the stamp's)."""
 
@@ -292,4 +295,4 @@ class ResultStore:
 
 def read_cell(path: Path) -> pd.DataFrame:
     """Read one stored cell."""
-    return pd.read_csv(path, keep_default_na=True)
+    return pd.read_csv(path, keep_default_na=True, dtype=TEXT_COLUMNS)

@@ -55,6 +55,7 @@ from gradbench.measure.variance_stats import (
     METRICS,
     SLOPE_METRIC,
     DrawSummary,
+    coverage_checked,
     log_variance_slope,
     summary_statistics,
 )
@@ -384,6 +385,7 @@ def _variance_rows(
                 "ci_high": math.nan,
                 "n": draws,
                 "status": STATUS_DIVERGED,
+                "coverage_checked": coverage_checked(draws // noise_draws),
                 **common,
             }
             for group in groups

@@ -52,12 +52,13 @@ factor, signal |μ_p| / σ_p uniform on [1, 2]; 400 replicates per cell, so ±1.
     B = 400  96.0 / 91.8 / 95.0 / 97.2 %, second seed 97.2 / 95.8 / 96.2 / 97.5 %
              (normal draws: 94.0 / 94.2 / 94.5 / 96.0 %)
 
-so the variances reach the 93–97 % band from B = 200 minibatches (``MIN_MINIBATCHES_FOR_COVERAGE``;
-400 draws at K = 2): below it their intervals are too short, and at B = 50 (100 draws) they
-cover 90–93 % for heavy and for normal draws alike, the common factor leaving about B
-independent terms (the basic bootstrap covered 93.0 / 92.0 / 93.8 % at B = 50, and with
-correlation 0.3, 88 / 87 / 90 % against the bootstrap-t's 90 / 94 / 90 %). At B = 400 single 400-replicate runs scatter by their ±1.1 % SE around
-nominal (the two seeds pooled: 96.6 / 93.8 / 95.6 %). The SNR interval is conservative by
+so the variances reach the 93–97 % band from B = 200 minibatches
+(``MIN_MINIBATCHES_FOR_COVERAGE``; 400 draws at K = 2): below it their intervals are too short,
+and at B = 50 (100 draws) they cover 90–93 % for heavy and for normal draws alike, the common
+factor leaving about B independent terms (the basic bootstrap covered 93.0 / 92.0 / 93.8 % at
+B = 50, and with correlation 0.3, 88 / 87 / 90 % against the bootstrap-t's 90 / 94 / 90 %).
+At B = 400 single 400-replicate runs scatter by their ±1.1 % SE around nominal (the two seeds
+pooled: 96.6 / 93.8 / 95.6 %). The SNR interval is conservative by
 design (its bias bound) and covers at least 95 % at every B tried, up to 98.8 %: it is held to
 "at least nominal", not to the band. Known gap: at weak signal (|E ḡ| about one sd(ḡ)) the
 basic interval mirrors the bootstrap world's larger signal away from the truth, and the bias

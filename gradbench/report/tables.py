@@ -25,6 +25,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from gradbench.estimators import ESTIMATORS
+from gradbench.measure.variance_stats import MIN_MINIBATCHES_FOR_COVERAGE
 from gradbench.report import published as pub
 from gradbench.results import COLUMNS, STATUS_DIVERGED, STATUS_OK
 
@@ -197,7 +198,7 @@ def prepare_rows(frame: pd.DataFrame, profile: str | None = None) -> pd.DataFram
         rows[column] = rows[column].astype("string")
     for column in ("status", "created_at", "profile", "config_hash", "dataset", "device",
                    "device_name", "torch_version", "git_commit", "code_version",
-                   "estimates_elbo_gradient", "contended"):
+                   "estimates_elbo_gradient", "contended", "coverage_checked"):
         if column not in rows:
             rows[column] = None
         rows[column] = rows[column].astype("string").fillna("")
@@ -331,6 +332,20 @@ def marked(rows: pd.DataFrame, estimator: str) -> str:
     """The estimator's label, with :data:`OTHER_OBJECTIVE` when its direction is not an ELBO
     gradient."""
     return f"{estimator} {OTHER_OBJECTIVE}" if other_objective(rows, estimator) else estimator
+
+
+def coverage_notes(rows: pd.DataFrame) -> tuple[str, ...]:
+    """A note when some variance intervals come from fewer minibatches than the number at which
+    their coverage was verified by simulation (gradbench.measure.variance_stats)."""
+    flags = select(rows, experiment=VARIANCE)["coverage_checked"].str.lower()
+    if not (flags == "false").any():
+        return ()
+    return (
+        f"Intervals of {int((flags == 'false').sum())} variance rows come from fewer than "
+        f"{MIN_MINIBATCHES_FOR_COVERAGE} minibatches, below which their 95 % coverage was not "
+        "reached in simulations with heavy-tailed (Student-t, 5 d.o.f.) gradients: read them as "
+        "approximate (about 90-93 % there).",
+    )
 
 
 def objective_notes(rows: pd.DataFrame, estimators: Sequence[str]) -> tuple[str, ...]:
@@ -525,6 +540,7 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
             "(minibatch size and sum/mean convention not stated); compare orderings, not values."
         )
     notes += objective_notes(cell_rows, names)
+    notes += coverage_notes(cell_rows)
     return Table(
         name=f"variance_{model.replace('-', '_')}",
         title=f"Gradient variance of {model} by estimator (Table 1 analogue)",
@@ -627,6 +643,7 @@ def decomposition_table(rows: pd.DataFrame) -> Table | None:
             "variance: variance = E_B[Var_eps(g|B)] (noise) + Var_B(E_eps[g|B]) (data). SNR = "
             "|E[g]| / std[g] per parameter, averaged over the group (Rainforth et al. 2018).",
             *objective_notes(variance, list(set(variance["estimator"].dropna()))),
+            *coverage_notes(variance),
         ),
     )
 
