@@ -13,10 +13,12 @@ by other code (its stored ``code_version`` differs) is trained again and overwri
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -213,3 +215,25 @@ def _checkpoint(state: dict[str, Any], path: Path) -> Checkpoint:
         diverged=state["diverged"],
         path=path,
     )
+
+
+def lazy_checkpoint(
+    setting: Setting,
+    dataset: Dataset,
+    device: torch.device,
+    epoch: int,
+    reference: str,
+    root: str | os.PathLike[str],
+    training: TrainingConfig,
+    progress: Callable[[str], None] | None = None,
+) -> Callable[[], Checkpoint]:
+    """:func:`load_or_train` deferred until a cell first needs it, then kept (cells already
+    stored never load or train it)."""
+
+    @functools.cache
+    def checkpoint() -> Checkpoint:
+        if progress:
+            progress(f"checkpoint: {setting.model} after {epoch} epochs of {reference}")
+        return load_or_train(setting, dataset, device, epoch, reference, root, training)
+
+    return checkpoint

@@ -45,7 +45,7 @@ from gradbench.measure.checkpoints import (
     Checkpoint,
     TrainingConfig,
     checkpoint_config,
-    load_or_train,
+    lazy_checkpoint,
     stable_seed,
 )
 from gradbench.measure.training import dataset_config
@@ -483,16 +483,9 @@ def measure_variance(
     }
     frames = []
     for epoch in at_epochs:
-        loaded: list[Checkpoint] = []
-
-        def checkpoint(epoch: int = epoch, loaded: list[Checkpoint] = loaded) -> Checkpoint:
-            if not loaded:
-                if progress:
-                    progress(f"checkpoint: {setting.model} after {epoch} epochs of {reference}")
-                loaded.append(
-                    load_or_train(setting, dataset, device, epoch, reference, store.root, training)
-                )
-            return loaded[0]
+        checkpoint = lazy_checkpoint(
+            setting, dataset, device, epoch, reference, store.root, training, progress
+        )
 
         for name in estimators:
             options = setting.resolved_options(name)
