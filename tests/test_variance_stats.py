@@ -113,20 +113,19 @@ def test_debiased_snr_is_unbiased_up_to_its_documented_bound(draws, one_thread):
 # Coverage -------------------------------------------------------------------------------------
 
 
-VARIANCE_METRICS = ("grad_variance", "grad_variance_noise", "grad_variance_data")
 COVERAGE_FAMILY_RATE = 0.05
 """Family-wise false-failure rate of the coverage test, Bonferroni over the metrics."""
 
 
 @pytest.mark.slow
 def test_intervals_cover_heavy_tailed_draws_from_the_established_minibatch_count(one_thread):
-    """400 replicates of B = MIN_MINIBATCHES_FOR_COVERAGE minibatches × K = 2 noise draws of 300
-    parameters; data and noise parts Student-t (ν = 5), correlated 0.1 across parameters through
-    a common factor; |μ_p| / σ_p uniform on [1, 2]. Each variance's coverage lies in 95 % ± the
-    Bonferroni binomial tolerance (≈ 92.4–97.6 %, the 93–97 % band widened by the test's own
-    sampling error); the SNR, conservative by design, covers at least 95 % less it."""
+    """400 replicates of B = MIN_MINIBATCHES_FOR_COVERAGE (50) minibatches × K = 2 noise draws
+    (100 draws, the quick profile's) of 300 parameters; data and noise parts Student-t (ν = 5),
+    correlated 0.1 across parameters through a common factor; |μ_p| / σ_p uniform on [1, 2].
+    Each metric's coverage lies in 95 % ± the Bonferroni binomial tolerance (≈ 92.4–97.6 %, the
+    93–97 % band widened by the test's own sampling error)."""
     b = variance_stats.MIN_MINIBATCHES_FOR_COVERAGE
-    assert b is not None
+    assert b is not None and b <= 50
     k, size, repeats, rho, nu = 2, 300, 400, 0.1, 5.0
     generator = torch.Generator().manual_seed(1)
     data_sd = 0.5 + torch.rand(size, generator=generator, dtype=DTYPE)
@@ -157,9 +156,8 @@ def test_intervals_cover_heavy_tailed_draws_from_the_established_minibatch_count
     z = float(stats.norm.isf(COVERAGE_FAMILY_RATE / (2 * len(truth))))
     tolerance = z * math.sqrt(0.95 * 0.05 / repeats)
     coverage = {metric: hit / repeats for metric, hit in hits.items()}
-    for metric in VARIANCE_METRICS:
+    for metric in truth:
         assert abs(coverage[metric] - 0.95) <= tolerance, (metric, coverage, tolerance)
-    assert coverage["snr"] >= 0.95 - tolerance, (coverage, tolerance)
 
 
 @pytest.mark.parametrize("established", [None, 20])
