@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gradbench.catalogue import applicable
 from gradbench.cli import main
 from gradbench.estimators import ESTIMATORS
 from gradbench.models import MODELS
@@ -63,9 +64,12 @@ def test_toy_same_seed_same_output(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--problem", "nope", "--estimator", "lr"], "valid: gaussian-quadratic, bernoulli-quadratic"),
-        (["--problem", "gaussian-quadratic", "--estimator", "nope"], "valid: lr, lr-baseline, reparam"),
-        (["--problem", "gaussian-quadratic", "--estimator", "gumbel-softmax"], "applicable: lr, lr-baseline, reparam"),
+        (["--problem", "nope", "--estimator", "lr"], "valid: " + ", ".join(PROBLEMS)),
+        (["--problem", "gaussian-quadratic", "--estimator", "nope"], "valid: " + ", ".join(ESTIMATORS)),
+        (
+            ["--problem", "gaussian-quadratic", "--estimator", "gumbel-softmax"],
+            "applicable: " + ", ".join(applicable("gaussian-quadratic")),
+        ),
         (["--problem", "gaussian-quadratic", "--estimator", "lr", "--param", "mu"], "expected KEY=VALUE"),
         (["--problem", "gaussian-quadratic", "--estimator", "lr", "--param", "nu=1"], "valid: mu, sigma, target"),
         (["--problem", "gaussian-quadratic", "--estimator", "lr", "--param", "mu=abc"], "bad value 'abc' for mu"),

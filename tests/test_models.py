@@ -40,7 +40,7 @@ class _Exact:
         if isinstance(node, GaussianNode):
             return node.reparameterize(node.noise())
         if isinstance(node, CategoricalNode):
-            return node.exact_sample()
+            return node.sample()
         if isinstance(node, WeightNoiseNode):
             variance = node.inputs.square() @ node.weight_variance()
             mean = node.mean_preactivation()
@@ -242,7 +242,7 @@ def test_categorical_kl_matches_monte_carlo() -> None:
     forward = model(x, y, _Exact())
     node = forward.nodes[0]
     draws = 20_000
-    latent = CategoricalNode(node.logits.expand(draws, *node.logits.shape), 1).exact_sample()
+    latent = node.sample((draws,))
     log_prior = -model.n_vars * math.log(model.n_classes)
     kl_draws = (node.log_prob(latent) - log_prior).detach()  # [draws, B]
     se = kl_draws.std(0) / math.sqrt(draws)

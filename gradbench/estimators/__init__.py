@@ -1,15 +1,14 @@
-"""Monte Carlo gradient estimators, one module each, behind the registry in ``base``."""
+"""Monte Carlo gradient estimators, one module each, behind the registry in ``base``.
 
-# Imported to register, in the order every listing and report uses.
-from gradbench.estimators import lr  # noqa: F401  isort: skip
-from gradbench.estimators import lr_baseline  # noqa: F401  isort: skip
-from gradbench.estimators import reparam  # noqa: F401  isort: skip
-from gradbench.estimators import reparam_per_example  # noqa: F401  isort: skip
-from gradbench.estimators import local_reparam  # noqa: F401  isort: skip
-from gradbench.estimators import gumbel_softmax  # noqa: F401  isort: skip
-from gradbench.estimators import st_gumbel  # noqa: F401  isort: skip
-from gradbench.estimators import target_prop  # noqa: F401  isort: skip
-from gradbench.estimators import no_noise  # noqa: F401  isort: skip
+Every module of this package is imported (alphabetically), so that adding an estimator is adding
+one file with an ``@register_estimator`` class; estimators of other installed packages are loaded
+from the entry-point group ``gradbench.estimators`` (:func:`load_plugins`).
+"""
+
+import importlib
+import pkgutil
+from importlib.metadata import entry_points
+
 from gradbench.estimators.base import (
     ESTIMATORS,
     Estimator,
@@ -20,11 +19,46 @@ from gradbench.estimators.base import (
     estimator_names,
     make_estimator,
     parse_label,
+    register_estimator,
     split_labels,
     variant_options,
 )
 
+ENTRY_POINT_GROUP = "gradbench.estimators"
+"""Installed packages add estimators here: ``[project.entry-points."gradbench.estimators"]``,
+``NAME = "package.module"`` (a module that registers its classes) or ``"package.module:Class"``."""
+_INFRASTRUCTURE = frozenset({"base", "nodes", "control_variates"})
+
+
+def _import_modules() -> None:
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        if module not in _INFRASTRUCTURE:
+            importlib.import_module(f"{__name__}.{module}")
+
+
+def load_plugins() -> list[str]:
+    """Import every entry point of the group ``gradbench.estimators``; returns the names of
+    the estimators they registered. An entry point naming an unregistered :class:`Estimator`
+    subclass registers it; anything else that fails to load raises ImportError naming it."""
+    before = set(ESTIMATORS)
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = point.load()
+        except Exception as error:
+            raise ImportError(
+                f"estimator plugin {point.name!r} ({point.value}) failed to load: {error}"
+            ) from error
+        if isinstance(loaded, type) and issubclass(loaded, Estimator):
+            if loaded.name not in ESTIMATORS:
+                register_estimator(loaded)
+    return [name for name in ESTIMATORS if name not in before]
+
+
+_import_modules()
+load_plugins()
+
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "ESTIMATORS",
     "Estimator",
     "StochasticForward",
@@ -32,8 +66,10 @@ __all__ = [
     "base_name",
     "estimator_class",
     "estimator_names",
+    "load_plugins",
     "make_estimator",
     "parse_label",
+    "register_estimator",
     "split_labels",
     "variant_options",
 ]

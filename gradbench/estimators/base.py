@@ -29,13 +29,17 @@ from gradbench.options import build_with_options, option_defaults
 
 @dataclass
 class StochasticForward:
-    """What a model's forward pass returns, per example.
+    """What a model's forward pass returns: per-sample, per-example terms.
 
-    ``data_loss`` [batch]: the part of the loss that depends on the samples (−log p(x|z), the
-    cross-entropy of a noisy network). ``regularizer`` [batch]: the part computed analytically
-    from the distributions' parameters (KL to the prior, a weight KL divided by the data size).
-    ``reconstruction``: the decoder's mean output, for estimators that need it (target
-    propagation). ``nodes``/``samples``: each stochastic node and the sample drawn from it.
+    ``regularizer`` [batch]: the part of the loss computed analytically from the distributions'
+    parameters (KL to the prior, a weight KL divided by the data size); its shape is the batch
+    shape. ``data_loss`` [*sample_shape, batch]: the part that depends on the samples (−log p(x|z),
+    the cross-entropy of a noisy network), one value per drawn sample when the estimator draws
+    ``sample_shape`` values per example (:attr:`Estimator.sample_shape`). ``reconstruction``: the
+    decoder's mean output, for estimators that need it (target propagation). ``nodes``/``samples``:
+    each stochastic node and the value drawn from it. Shapes are checked: a data loss or a log
+    probability that is not ``sample_shape + batch_shape`` raises ValueError instead of
+    broadcasting.
     """
 
     data_loss: Tensor
@@ -44,14 +48,48 @@ class StochasticForward:
     samples: list[Tensor] = field(default_factory=list)
     reconstruction: Tensor | None = None
 
+    def __post_init__(self) -> None:
+        batch = self.regularizer.shape
+        if self.data_loss.shape[self.data_loss.dim() - len(batch) :] != batch:
+            raise ValueError(
+                f"data_loss of shape {tuple(self.data_loss.shape)} does not end with the batch "
+                f"shape {tuple(batch)} of the regularizer"
+            )
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        """The examples' shape, that of the regularizer."""
+        return self.regularizer.shape
+
+    @property
+    def sample_shape(self) -> torch.Size:
+        """The leading dimensions of ``data_loss`` over draws per example (empty for one)."""
+        return self.data_loss.shape[: self.data_loss.dim() - self.regularizer.dim()]
+
     @property
     def loss(self) -> Tensor:
-        """Per-example loss: data_loss + regularizer (the negative ELBO for the VAEs)."""
+        """Per-sample, per-example loss data_loss + regularizer [*sample_shape, batch] (the
+        negative ELBO for the VAEs)."""
         return self.data_loss + self.regularizer
 
+    def mean_loss(self) -> Tensor:
+        """The loss averaged over the sample dimensions, [batch]."""
+        dims = tuple(range(len(self.sample_shape)))
+        return self.loss.mean(dims) if dims else self.loss
+
     def log_prob(self) -> Tensor:
-        """Σ over nodes of log q(sample), per example: the score the LR estimators use."""
-        return sum(node.log_prob(sample) for node, sample in zip(self.nodes, self.samples))
+        """Σ over nodes of log q(sample), [*sample_shape, batch]: the score the LR estimators
+        use. ValueError when a node's log probability has another shape."""
+        total = torch.zeros_like(self.data_loss)
+        for node, sample in zip(self.nodes, self.samples):
+            log_q = node.log_prob(sample)
+            if log_q.shape != self.data_loss.shape:
+                raise ValueError(
+                    f"log q of shape {tuple(log_q.shape)} does not match the data loss's "
+                    f"{tuple(self.data_loss.shape)} (sample shape + batch shape)"
+                )
+            total = total + log_q
+        return total
 
     def context(self) -> Tensor | None:
         """The model input the stochastic nodes were inferred from, if any node records it."""
@@ -125,18 +163,41 @@ class Estimator(nn.Module):
         finally:
             self.steps.copy_(clock)
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Values drawn per example and node: ``sample`` returns ``sample_shape + batch_shape +
+        event_shape`` and the model's data loss is ``sample_shape + batch_shape``."""
+        return ()
+
+    @property
+    def evaluations(self) -> int:
+        """Evaluations of the model's sample-dependent part (the decoder) per gradient; compare
+        estimators at matched evaluations."""
+        return math.prod(self.sample_shape)
+
     def sample(self, node: StochasticNode) -> Tensor:
         """Draw the value the model continues with; how gradients flow through it is the estimator."""
         raise NotImplementedError
 
     def gradient_term(self, forward: StochasticForward) -> Tensor:
-        """Per-example tensor whose autograd gradient is the estimator's update direction."""
-        return forward.loss
+        """Per-example tensor [batch] whose autograd gradient is the estimator's update direction."""
+        return forward.mean_loss()
+
+    def value(self, forward: StochasticForward) -> Tensor:
+        """The per-example loss the surrogate reports, [batch]: the mean over the samples drawn
+        (an exact expectation for the enumerating estimator)."""
+        return forward.mean_loss()
 
     def surrogate(self, forward: StochasticForward) -> Tensor:
-        """Per-example surrogate: value = ``forward.loss``, gradient = that of ``gradient_term``."""
+        """Per-example surrogate [batch]: value = :meth:`value`, gradient = that of
+        :meth:`gradient_term`. ValueError when the term's shape is not the batch shape."""
         term = self.gradient_term(forward)
-        return forward.loss.detach() + (term - term.detach())
+        if term.shape != forward.batch_shape:
+            raise ValueError(
+                f"estimator {self.label!r} returned a gradient term of shape "
+                f"{tuple(term.shape)}; expected the batch shape {tuple(forward.batch_shape)}"
+            )
+        return self.value(forward).detach() + (term - term.detach())
 
     def observe(self, forward: StochasticForward) -> None:
         """Update state after an optimizer step (baselines, annealing clocks)."""

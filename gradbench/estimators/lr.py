@@ -9,14 +9,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from gradbench.estimators.base import Estimator, StochasticForward, register_estimator
-from gradbench.estimators.nodes import GaussianNode, StochasticNode
-
-
-def exact_sample(node: StochasticNode) -> Tensor:
-    """A sample with no gradient path to the node's parameters, for score-function estimators."""
-    if isinstance(node, GaussianNode):
-        return node.reparameterize(node.noise()).detach()
-    return node.exact_sample()
+from gradbench.estimators.nodes import StochasticNode
 
 
 @register_estimator
@@ -33,7 +26,7 @@ class LikelihoodRatio(Estimator):
 
     def sample(self, node: StochasticNode) -> Tensor:
         self._check_kind(node)
-        return exact_sample(node)
+        return node.sample()
 
     def baseline(self, forward: StochasticForward) -> Tensor | float:
         """The control variate b subtracted from f; none for plain LR."""

@@ -6,6 +6,14 @@ carry gradients) and, where an estimator needs more of the model's structure, th
 an input-dependent baseline). Estimators draw samples from nodes; models never look at which
 estimator is in use.
 
+Shapes follow torch.distributions: a node has a ``batch_shape`` (independent examples) and an
+``event_shape`` (one latent vector); ``sample(sample_shape)`` returns ``sample_shape + batch_shape
++ event_shape`` and ``log_prob`` of such a value ``sample_shape + batch_shape``. An estimator that
+draws K values per example (leave-one-out, antithetic pairs, enumeration) asks for
+``sample_shape = (K,)``; the model's forward pass carries the leading sample dimensions through
+and returns per-sample losses. A value whose trailing shape is not the node's batch and event
+shape raises instead of broadcasting.
+
 Sampling uses only elementwise random primitives (``rand_like``/``randn_like``) so that every
 node can be sampled inside ``torch.func.vmap(..., randomness="different")``.
 """
@@ -20,6 +28,21 @@ import torch
 from torch import Tensor
 
 _TINY = 1e-20
+
+
+def _check_value(value: Tensor, batch_shape: torch.Size, event_shape: torch.Size, what: str) -> None:
+    """Raise ValueError unless ``value`` is ``sample_shape + batch_shape + event_shape``."""
+    trailing = batch_shape + event_shape
+    if value.dim() < len(trailing) or value.shape[value.dim() - len(trailing):] != trailing:
+        raise ValueError(
+            f"{what} value of shape {tuple(value.shape)} does not end with the node's batch "
+            f"and event shape {tuple(batch_shape)} + {tuple(event_shape)}"
+        )
+
+
+def expand_to(values: Tensor, sample_shape: tuple[int, ...]) -> Tensor:
+    """``values`` with leading ``sample_shape`` dimensions (a view, no copy)."""
+    return values.expand(*sample_shape, *values.shape)
 
 
 def _sum_trailing(values: Tensor, dims: int) -> Tensor:
@@ -59,16 +82,34 @@ class GaussianNode:
     event_dims: int = 1
     context: Tensor | None = None
 
-    def noise(self) -> Tensor:
-        """ε ~ N(0, I) of the latent's shape."""
-        return torch.randn_like(self.mean)
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.mean.shape[: self.mean.dim() - self.event_dims]
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.mean.shape[self.mean.dim() - self.event_dims :]
+
+    def noise(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        """ε ~ N(0, I) of shape ``sample_shape + batch_shape + event_shape``."""
+        return torch.randn_like(expand_to(self.mean, sample_shape))
 
     def reparameterize(self, noise: Tensor) -> Tensor:
-        """z = mean + std ⊙ ε, differentiable in mean and std."""
+        """z = mean + std ⊙ ε, differentiable in mean and std (ε may have leading sample dims)."""
+        _check_value(noise, self.batch_shape, self.event_shape, "Gaussian noise")
         return self.mean + self.std * noise
 
+    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        """A reparameterised sample of shape ``sample_shape + batch_shape + event_shape``."""
+        return self.reparameterize(self.noise(sample_shape))
+
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        """An exact sample with no gradient path to the node's parameters."""
+        return self.rsample(sample_shape).detach()
+
     def log_prob(self, value: Tensor) -> Tensor:
-        """log q(z), summed over event dimensions: shape = batch shape."""
+        """log q(z), summed over event dimensions: shape ``sample_shape + batch_shape``."""
+        _check_value(value, self.batch_shape, self.event_shape, "Gaussian")
         scaled = (value - self.mean) / self.std
         log_density = -0.5 * scaled**2 - torch.log(self.std) - 0.5 * torch.log(
             torch.tensor(2.0 * torch.pi, dtype=self.mean.dtype, device=self.mean.device)
@@ -92,17 +133,27 @@ class CategoricalNode:
     inverse: Callable[[Tensor], Tensor] | None = None
     context: Tensor | None = None
 
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.logits.shape[: self.logits.dim() - self.event_dims - 1]
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.logits.shape[self.logits.dim() - self.event_dims - 1 :]
+
     def log_probs(self) -> Tensor:
         """Normalised log π, shape of ``logits``."""
         return torch.log_softmax(self.logits, dim=-1)
 
-    def exact_sample(self) -> Tensor:
-        """Gumbel-max: one-hot(argmax(log π + g)), an exact categorical sample (no gradient)."""
-        scores = self.log_probs().detach()
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        """Gumbel-max: one-hot(argmax(log π + g)), an exact categorical sample with no gradient
+        path, of shape ``sample_shape + batch_shape + event_shape``."""
+        scores = expand_to(self.log_probs().detach(), sample_shape)
         return one_hot_argmax(scores + gumbel_like(scores))
 
     def log_prob(self, value: Tensor) -> Tensor:
-        """log q(z) of a one-hot value, summed over the variables: shape = batch shape."""
+        """log q(z) of a one-hot value, summed over the variables: ``sample_shape + batch_shape``."""
+        _check_value(value, self.batch_shape, self.event_shape, "categorical")
         return _sum_trailing((value * self.log_probs()).sum(-1), self.event_dims)
 
 
@@ -115,13 +166,24 @@ class BernoulliNode:
     event_dims: int = 0
     context: Tensor | None = None
 
-    def exact_sample(self) -> Tensor:
-        """b = 1[logit + logistic noise > 0], an exact Bernoulli sample (no gradient)."""
-        logits = self.logits.detach()
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.logits.shape[: self.logits.dim() - self.event_dims]
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.logits.shape[self.logits.dim() - self.event_dims :]
+
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        """b = 1[logit + logistic noise > 0], an exact Bernoulli sample with no gradient path,
+        of shape ``sample_shape + batch_shape + event_shape``."""
+        logits = expand_to(self.logits.detach(), sample_shape)
         return (logits + logistic_like(logits) > 0).to(logits.dtype)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        """log q(b) = b log σ(l) + (1 - b) log σ(-l), summed over event dimensions."""
+        """log q(b) = b log σ(l) + (1 − b) log σ(−l), summed over event dimensions:
+        ``sample_shape + batch_shape``."""
+        _check_value(value, self.batch_shape, self.event_shape, "Bernoulli")
         log_p = value * torch.nn.functional.logsigmoid(self.logits) + (
             1.0 - value
         ) * torch.nn.functional.logsigmoid(-self.logits)
@@ -144,6 +206,14 @@ class WeightNoiseNode:
     weight_mean: Tensor
     weight_variance: Callable[[], Tensor]
     bias: Tensor | None = None
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.inputs.shape[:-1]
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.weight_mean.shape[-1:]
 
     def mean_preactivation(self) -> Tensor:
         """γ = A μ + bias: the pre-activation under the mean weights, [batch, n_out]."""

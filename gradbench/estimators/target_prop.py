@@ -54,7 +54,7 @@ class TargetPropagation(Estimator):
 
     def sample(self, node: StochasticNode) -> Tensor:
         self._check_kind(node)
-        return node.exact_sample()
+        return node.sample()
 
     def gradient_term(self, forward: StochasticForward) -> Tensor:
         if forward.reconstruction is None:

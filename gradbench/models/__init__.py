@@ -1,9 +1,15 @@
-"""Shared models and toy problems."""
+"""Shared models and toy problems, one module each, behind the registries in ``base`` and ``toy``.
 
-# Imported to register, in the order every listing and report uses.
-from gradbench.models import gaussian_vae  # noqa: F401  isort: skip
-from gradbench.models import categorical_vae  # noqa: F401  isort: skip
-from gradbench.models import bayes_mlp  # noqa: F401  isort: skip
+Every module of this package is imported (alphabetically), so that adding a model is adding one
+file with a ``@register_model`` class.
+"""
+
+import importlib
+import pkgutil
+
 from gradbench.models.base import MODELS, DataShape, StochasticModel, make_model
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["MODELS", "DataShape", "StochasticModel", "make_model"]

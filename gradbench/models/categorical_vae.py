@@ -165,7 +165,7 @@ class CategoricalVAE(StochasticModel):
         chunk = max(1, _EVAL_ELEMENTS // x.numel())
         for start in range(0, draws, chunk):
             size = min(chunk, draws - start)
-            draw = CategoricalNode(logits.expand(size, *logits.shape), event_dims=1).exact_sample()
+            draw = node.sample((size,))
             log_px_y.append(bernoulli_log_likelihood(self.decode(draw), x))
             log_ratio.append(log_prior - node.log_prob(draw))
         return torch.cat(log_px_y), torch.cat(log_ratio)

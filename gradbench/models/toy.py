@@ -91,10 +91,10 @@ class GaussianQuadratic(ToyProblem):
         return {"mu": _vector((self.mu,)), "sigma": _vector((self.sigma,))}
 
     def forward(self, params: dict[str, Tensor], estimator: Estimator) -> StochasticForward:
-        node = GaussianNode(params["mu"], params["sigma"], event_dims=1)
-        z = estimator.sample(node)
-        loss = (z - self.target).square().sum(-1, keepdim=True)  # [1]
-        return StochasticForward(loss, torch.zeros_like(loss), [node], [z])
+        node = GaussianNode(params["mu"].unsqueeze(0), params["sigma"].unsqueeze(0), event_dims=1)
+        z = estimator.sample(node)  # [*sample_shape, 1, 1]
+        loss = (z - self.target).square().sum(-1)  # [*sample_shape, 1]
+        return StochasticForward(loss, torch.zeros(1, dtype=DTYPE), [node], [z])
 
     def exact_gradient(self) -> dict[str, Tensor]:
         return {"mu": _vector((2 * (self.mu - self.target),)), "sigma": _vector((2 * self.sigma,))}
@@ -115,10 +115,10 @@ class BernoulliQuadratic(ToyProblem):
         return {"theta": _vector((self.theta,))}
 
     def forward(self, params: dict[str, Tensor], estimator: Estimator) -> StochasticForward:
-        node = BernoulliNode(params["theta"], event_dims=1)
-        b = estimator.sample(node)
-        loss = (b - self.target).square().sum(-1, keepdim=True)  # [1]
-        return StochasticForward(loss, torch.zeros_like(loss), [node], [b])
+        node = BernoulliNode(params["theta"].unsqueeze(0), event_dims=1)
+        b = estimator.sample(node)  # [*sample_shape, 1, 1]
+        loss = (b - self.target).square().sum(-1)  # [*sample_shape, 1]
+        return StochasticForward(loss, torch.zeros(1, dtype=DTYPE), [node], [b])
 
     def exact_gradient(self) -> dict[str, Tensor]:
         p = torch.sigmoid(_vector((self.theta,)))
@@ -147,9 +147,9 @@ class CategoricalLinear(ToyProblem):
 
     def forward(self, params: dict[str, Tensor], estimator: Estimator) -> StochasticForward:
         node = CategoricalNode(params["logits"].unsqueeze(0), event_dims=0)  # [1, classes]
-        z = estimator.sample(node)
-        loss = (z * _vector(self.c)).sum(-1)  # [1]
-        return StochasticForward(loss, torch.zeros_like(loss), [node], [z])
+        z = estimator.sample(node)  # [*sample_shape, 1, classes]
+        loss = (z * _vector(self.c)).sum(-1)  # [*sample_shape, 1]
+        return StochasticForward(loss, torch.zeros(1, dtype=DTYPE), [node], [z])
 
     def exact_gradient(self) -> dict[str, Tensor]:
         pi = torch.softmax(_vector(self.logits), dim=0)
