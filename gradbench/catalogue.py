@@ -87,9 +87,12 @@ CATALOGUE = "catalogue"
 """Experiment name of the stored catalogue cells: what applied to what when a run was made."""
 
 
-def catalogue_rows(label: str, targets: list[str]) -> list[dict[str, object]]:
+def catalogue_rows(
+    label: str, targets: list[str], evaluations: dict[str, int] | None = None
+) -> list[dict[str, object]]:
     """Rows of one estimator or variant: ``applies`` (1/0) per model or toy problem (in
-    ``param_group``) and ``unbiased`` (1/0), so reports need not ask the live registry."""
+    ``param_group``), ``unbiased`` (1/0), and ``evaluations`` per model it ran on (decoder
+    evaluations per gradient), so reports need not ask the live registry."""
     cls = estimator_class(label)
     rows: list[dict[str, object]] = [
         {"param_group": target, "metric": "applies",
@@ -97,4 +100,8 @@ def catalogue_rows(label: str, targets: list[str]) -> list[dict[str, object]]:
         for target in targets
     ]
     rows.append({"param_group": None, "metric": "unbiased", "value": float(cls.unbiased)})
+    rows += [
+        {"param_group": model, "metric": "evaluations", "value": float(count)}
+        for model, count in (evaluations or {}).items()
+    ]
     return rows

@@ -13,7 +13,9 @@ training measurements — so that a report says exactly how it was made.
   -784; Kingma & Welling 2014: one hidden layer of 500, 20 latents), variance at 10 and 100
   epochs, 50 training epochs at learning rate 3e-4, batch 100, many draws.
 
-Every profile runs the same estimators and variants (``ESTIMATORS``) with the same options.
+Every profile runs every registered model and every registered estimator (those of installed
+plugins too), the estimators that have variants as those variants (``VARIANTS``), with the same
+options; a new model or estimator file joins every profile without an edit here.
 smoke and quick train at a constant learning rate 1e-3 (the paper profile: the thesis' 3e-4,
 annealed per epoch) so that their few steps make progress. Annealing schedules (Gumbel-softmax's
 τ, target propagation's β) are fractions of each run, so every profile reaches their final values.
@@ -28,25 +30,25 @@ from typing import Any
 
 import torch
 
-MODEL_NAMES = ("bayes-mlp", "categorical-vae", "gaussian-vae")
-"""Models ``all`` runs, in report order."""
-
-ESTIMATORS = (
-    "lr",
+VARIANTS = (
     "lr-baseline[baseline=ema]",
     "lr-baseline[baseline=learned]",
-    "reparam",
-    "reparam-per-example",
-    "local-reparam",
     "gumbel-softmax[temperature=0.5]",
     "gumbel-softmax[temperature=0.1]",
-    "st-gumbel",
-    "target-prop",
-    "no-noise",
 )
-"""Estimators and variants every profile runs, on each model they apply to: the thesis' two
+"""Variants every profile runs in place of their estimator's plain name: the thesis' two
 Gumbel-softmax rows (τ = 0.5 and 0.1, annealed per epoch from 1 over the first half of the run),
 and lr-baseline with its moving-average and its learned, input-dependent (NVIL) baseline."""
+
+
+def default_estimators() -> tuple[str, ...]:
+    """Every registered estimator in registry order, those with ``VARIANTS`` as their variants."""
+    from gradbench.estimators import ESTIMATORS, base_name
+
+    labels: list[str] = []
+    for name in ESTIMATORS:
+        labels += [v for v in VARIANTS if base_name(v) == name] or [name]
+    return tuple(labels)
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,11 @@ class Profile:
     binarization: str = "threshold"  # the thesis': grey level >= 0.5
     seed: int = 0  # model initialisation, data order and noise
     torch_threads: int | None = None  # torch.set_num_threads for the run; None: torch's default
-    # models (gradbench.models): model → options; a model missing here is not run
-    models: tuple[str, ...] = MODEL_NAMES
+    # models (gradbench.models) to run; empty: every registered model
+    models: tuple[str, ...] = ()
     # estimators and variants (NAME or NAME[KEY=VALUE,...]) run on every model they apply to;
-    # empty: every registered estimator that applies, with its default options
-    estimators: tuple[str, ...] = ESTIMATORS
+    # empty: default_estimators(), every registered one
+    estimators: tuple[str, ...] = ()
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     estimator_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # by name
     # gradient variance (gradbench.measure.variance)
@@ -99,6 +101,10 @@ class Profile:
     def __post_init__(self) -> None:
         from gradbench.models import MODELS
 
+        if not self.models:
+            object.__setattr__(self, "models", tuple(MODELS))
+        if not self.estimators:
+            object.__setattr__(self, "estimators", default_estimators())
         unknown = [m for m in self.models if m not in MODELS]
         if unknown:
             raise ValueError(f"unknown model {unknown[0]!r}; valid: {', '.join(MODELS)}")
@@ -121,8 +127,6 @@ class Profile:
         from gradbench.estimators import base_name
 
         valid = applicable(model)
-        if not self.estimators:
-            return valid
         return [label for label in self.estimators if base_name(label) in valid]
 
     def options_for(self, model: str) -> dict[str, Any]:
@@ -144,6 +148,7 @@ SMOKE = Profile(
     torch_threads=1,  # tiny tensors: threads cost more than they save, badly so on a busy CPU
     model_options={
         "bayes-mlp": {"hidden_sizes": (32, 32)},
+        "bernoulli-vae": {"latent_dim": 8},
         "categorical-vae": {"hidden_sizes": (32,), "n_vars": 4, "n_classes": 4},
         "gaussian-vae": {"hidden_sizes": (32,), "latent_dim": 4},
     },

@@ -25,7 +25,7 @@ from gradbench.estimators import ESTIMATORS, estimator_class, make_estimator
 from gradbench.gradients import gradient_draws
 from gradbench.models import MODELS, DataShape, make_model
 from gradbench.models.toy import PROBLEMS
-from tests.helpers import standard_error, z_for
+from tests.helpers import ROUNDING, standard_error, z_for
 
 CPU = torch.device("cpu")
 BATCH = 6
@@ -40,8 +40,6 @@ N_CLASSES = 2
 """Labels are digit parity: bayes-mlp's oracle integrates one hidden unit and two logits."""
 SETTLE_PASSES = 200
 """Forward passes that settle a loss-tracking estimator (a baseline) before the kept draws."""
-ROUNDING = 1e-9
-"""Relative rounding floor added to the SE, so that deterministic coordinates compare exactly."""
 
 ORACLE_MODELS = [name for name, cls in MODELS.items() if cls.oracle_options]
 EXTRA_VARIANTS = {"lr-baseline": ["lr-baseline[baseline=learned]"]}

@@ -23,7 +23,13 @@ from gradbench.catalogue import CATALOGUE, applicable, catalogue_rows
 from gradbench.commands.common import key_values, progress_enabled
 from gradbench.data import DataConfig, DataNotFoundError, Dataset, load_dataset
 from gradbench.device import resolve_device
-from gradbench.estimators import ESTIMATORS, base_name, make_estimator, split_labels
+from gradbench.estimators import (
+    ESTIMATORS,
+    NotApplicable,
+    base_name,
+    make_estimator,
+    split_labels,
+)
 from gradbench.experiment import Setting, data_shape
 from gradbench.measure.bias import measure_bias
 from gradbench.measure.checkpoints import TrainingConfig
@@ -138,6 +144,7 @@ class Plan:
     experiments: tuple[str, ...]
     estimators: dict[str, list[str]]  # model → estimators, in registry order
     skipped: list[str] = field(default_factory=list)  # "estimator (model)" that do not apply
+    evaluations: dict[str, dict[str, int]] = field(default_factory=dict)  # label → model → n
 
     @property
     def cells(self) -> int:
@@ -296,14 +303,17 @@ class Runner:
             self.bar.update()
 
     def bias(self, model: str, setting: Setting) -> None:
-        """Bias against the exact gradient, on the model's oracle configuration (small enough
-        to enumerate or integrate), at the variance checkpoints; models without one are skipped."""
+        """Bias against the exact gradient at the variance checkpoints: on the run's own
+        configuration where its oracle is exact there (a categorical VAE of 8 × 4), else on the
+        model's small oracle configuration; models without one are skipped."""
         profile = self.plan.profile
         oracle = MODELS[model].oracle_options
         if not oracle:
             self.bar.update(len(self.plan.estimators[model]))
             return
-        small = replace(setting, model_options=dict(oracle))
+        small = setting if has_exact_oracle(setting, self.dataset) else replace(
+            setting, model_options=dict(oracle)
+        )
         training = TrainingConfig(
             profile.checkpoint_batch_size, profile.checkpoint_learning_rate,
             profile.checkpoint_max_steps, checkpoint_horizon(profile),
@@ -354,6 +364,19 @@ class Runner:
             self.bar.update()
 
 
+def has_exact_oracle(setting: Setting, dataset: Dataset) -> bool:
+    """Whether the model at the setting's own options computes its exact expected loss (one
+    example, on the CPU) rather than raising :class:`OracleUnavailable`."""
+    network = make_model(setting.model, data_shape(dataset), setting.model_options)
+    x = (dataset.train.images[:1] >= 0.5).float().cpu()
+    try:
+        with torch.no_grad():
+            network.expected_loss(x, dataset.train.labels[:1].cpu())
+    except (OracleUnavailable, NotImplementedError):
+        return False
+    return True
+
+
 def checkpoint_horizon(profile: Profile) -> int:
     """The run the variance checkpoints belong to: the training epochs or the last checkpoint,
     whichever is longer (annealing schedules span it, as in the training cells)."""
@@ -392,13 +415,9 @@ def run(args: argparse.Namespace) -> int:
     except DataNotFoundError as error:
         print(f"gradbench all: error: {error}", file=sys.stderr)
         return 2
-    for model, names in plan.estimators.items():
-        chosen = setting_for(profile, model, names)
-        make_model(model, data_shape(dataset), chosen.model_options)
-        for label in names:
-            make_estimator(label, chosen.estimator_options.get(base_name(label), {}))
+    probe(plan, dataset)
     for skipped in plan.skipped:
-        print(f"gradbench all: skipping estimator {skipped}: it does not apply", file=sys.stderr)
+        print(f"gradbench all: skipping estimator {skipped}", file=sys.stderr)
     threads = torch.get_num_threads()
     if profile.torch_threads is not None:
         torch.set_num_threads(profile.torch_threads)
@@ -408,6 +427,34 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(threads)
 
 
+def probe(plan: Plan, dataset: Dataset) -> None:
+    """Build every model and estimator of the plan and run one forward pass of one example on the
+    CPU: bad options fail before any cell runs, an estimator that cannot run on a model's
+    configuration (:class:`NotApplicable`) is dropped from the plan with its reason, and each
+    pair's evaluations per gradient are recorded (they may depend on the model's latent size)."""
+    x = (dataset.train.images[:1] >= 0.5).float().cpu()
+    y = dataset.train.labels[:1].cpu()
+    for model in list(plan.estimators):
+        chosen = setting_for(plan.profile, model, plan.estimators[model])
+        network = make_model(model, data_shape(dataset), chosen.model_options)
+        kept = []
+        for label in plan.estimators[model]:
+            estimator = make_estimator(label, chosen.estimator_options.get(base_name(label), {}))
+            estimator.bind(dataset.input_dim)
+            try:
+                with torch.no_grad():
+                    network(x, y, estimator)
+            except NotApplicable as error:
+                plan.skipped.append(f"{label} ({model}): {error}")
+                continue
+            kept.append(label)
+            plan.evaluations.setdefault(label, {})[model] = estimator.evaluations
+        if kept:
+            plan.estimators[model] = kept
+        else:
+            del plan.estimators[model]
+
+
 def store_catalogue(plan: Plan, runner: Runner) -> None:
     """One catalogue cell per estimator or variant of the profile: where it applies (models and
     toy problems), whether it is unbiased; the report's applicability table reads these."""
@@ -415,9 +462,11 @@ def store_catalogue(plan: Plan, runner: Runner) -> None:
     for label in plan.profile.estimators or tuple(ESTIMATORS):
         config = {"targets": targets, "profile": plan.profile.name,
                   "dataset": runner.dataset.name, "seed": plan.profile.seed}
+        evaluations = plan.evaluations.get(label, {})
+        config["evaluations"] = evaluations
         cell = Cell(CATALOGUE, "all", label, config)
-        runner.store.run(cell, partial(catalogue_rows, label, targets), runner.provenance,
-                         force=runner.force)
+        runner.store.run(cell, partial(catalogue_rows, label, targets, evaluations),
+                         runner.provenance, force=runner.force)
 
 
 def run_plan(

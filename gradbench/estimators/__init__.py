@@ -12,6 +12,7 @@ from importlib.metadata import entry_points
 from gradbench.estimators.base import (
     ESTIMATORS,
     Estimator,
+    NotApplicable,
     StochasticForward,
     applicable_estimators,
     base_name,
@@ -61,6 +62,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "ESTIMATORS",
     "Estimator",
+    "NotApplicable",
     "StochasticForward",
     "applicable_estimators",
     "base_name",

@@ -27,6 +27,11 @@ from gradbench.estimators.nodes import StochasticNode
 from gradbench.options import build_with_options, option_defaults
 
 
+class NotApplicable(ValueError):
+    """An estimator cannot run on this model configuration, though it supports its node kinds
+    (e.g. more latent configurations than it may enumerate). Runs skip the pair and say why."""
+
+
 @dataclass
 class StochasticForward:
     """What a model's forward pass returns: per-sample, per-example terms.

@@ -76,6 +76,17 @@ def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
 
 
+def bernoulli_log_likelihood_table(logits: Tensor, x: Tensor) -> Tensor:
+    """log p(x_b | z_c) for every decoded configuration c and example b, [C, B], from logits
+    [C, D] and binary x [B, D], as two matrix products (x log σ(l)ᵀ + (1 − x) log σ(−l)ᵀ) instead
+    of a [C, B, D] tensor: what enumeration over many latent configurations needs."""
+    if logits.dim() != 2 or x.dim() != 2 or logits.shape[-1] != x.shape[-1]:
+        raise ValueError(
+            f"need logits [C, D] and x [B, D], got {tuple(logits.shape)} and {tuple(x.shape)}"
+        )
+    return F.logsigmoid(logits) @ x.T + F.logsigmoid(-logits) @ (1.0 - x).T
+
+
 def check_hidden_sizes(hidden_sizes: tuple[int, ...]) -> None:
     """Raise ValueError unless ``hidden_sizes`` is one or more positive layer widths."""
     if not hidden_sizes or min(hidden_sizes) < 1:

@@ -20,6 +20,7 @@ from gradbench.models.base import (
     OracleUnavailable,
     StochasticModel,
     bernoulli_log_likelihood,
+    bernoulli_log_likelihood_table,
     check_hidden_sizes,
     register_model,
 )
@@ -140,7 +141,7 @@ class CategoricalVAE(StochasticModel):
         """
         latents = self.all_latents(x.dtype, x.device)  # [C, n_vars, n_classes]
         with torch.no_grad():
-            log_px_y = bernoulli_log_likelihood(self.decode(latents)[:, None, :], x)  # [C, B]
+            log_px_y = bernoulli_log_likelihood_table(self.decode(latents), x)  # [C, B]
             return torch.logsumexp(log_px_y, dim=0) - self.n_vars * math.log(self.n_classes)
 
     def expected_loss(self, x: Tensor, y: Tensor) -> Tensor:
@@ -154,7 +155,7 @@ class CategoricalVAE(StochasticModel):
         logits = self.encode(x)  # [B, V, K]
         log_pi = torch.log_softmax(logits, dim=-1)
         log_q = torch.einsum("cvk,bvk->cb", latents, log_pi)  # [C, B]
-        data_loss = -bernoulli_log_likelihood(self.decode(latents)[:, None, :], x)  # [C, B]
+        data_loss = -bernoulli_log_likelihood_table(self.decode(latents), x)  # [C, B]
         return (log_q.exp() * data_loss).sum(0) + self.kl_to_uniform(logits)
 
     def _log_weights(self, x: Tensor, logits: Tensor, draws: int) -> tuple[Tensor, Tensor]:

@@ -88,6 +88,12 @@ SECTIONS: tuple[tuple[str, str, Callable[[str], bool]], ...] = (
         lambda name: name == "bias",
     ),
     (
+        "Variance at matched cost",
+        "Each estimator's gradient variance times its decoder evaluations per gradient (matched "
+        "evaluations) and times its seconds per gradient (matched wall-clock).",
+        lambda name: name == "work_normalised_variance",
+    ),
+    (
         "ELBO and training",
         "Final reconstruction log-likelihood, ELBO and importance-weighted bound (the categorical "
         "VAE like the thesis' Table 5.1), classification error, and training curves against "

@@ -76,7 +76,20 @@ RAINFORTH_2018 = Source(
 }""",
 )
 
-SOURCES = (KINGMA_2015, KINGMA_WELLING_2014, JANG_2017, NITTA_2017, RAINFORTH_2018)
+YIN_ZHOU_2019 = Source(
+    key="yin2019arm",
+    label="Yin & Zhou 2019",
+    bibtex="""@inproceedings{yin2019arm,
+  title     = {{ARM}: Augment-{REINFORCE}-Merge Gradient for Stochastic Binary Networks},
+  author    = {Yin, Mingzhang and Zhou, Mingyuan},
+  booktitle = {International Conference on Learning Representations},
+  year      = {2019}
+}""",
+)
+
+SOURCES = (
+    KINGMA_2015, KINGMA_WELLING_2014, JANG_2017, NITTA_2017, RAINFORTH_2018, YIN_ZHOU_2019
+)
 """Every paper the reports cite, in the order their references list them."""
 
 
@@ -149,4 +162,29 @@ JANG_2017_VAE_CAT_NEG_ELBO: dict[str, float] = {
     "st-gumbel": 107.8,
     "gumbel-softmax": 101.5,  # annealed to tau = 0.5, as gradbench's default and [temperature=0.5]
     "gumbel-softmax[temperature=0.5]": 101.5,
+}
+
+# Jang, Gu & Poole (2017), Table 1, row "VAE (Bern.)": negative ELBO in nats (lower is better) of
+# their 784-200-784 Bernoulli VAE (200 Bernoulli latents) on fixed-binarization MNIST, keyed by
+# gradbench estimator (SF is our lr).
+JANG_2017_VAE_BERN_NEG_ELBO: dict[str, float] = {
+    "lr": 112.2,
+    "muprop": 109.7,
+    "st-gumbel": 111.5,
+    "gumbel-softmax": 105.0,
+    "gumbel-softmax[temperature=0.5]": 105.0,
+}
+
+# Yin & Zhou (2019), their table of test −log p(x) in nats (lower is better) on MNIST with
+# Larochelle's static binarization, Adam, batch 50, the linear 784-200-784 Bernoulli VAE
+# ("linear") and the nonlinear one (two deterministic layers of 200 around the 200-unit
+# Bernoulli layer), keyed by gradbench estimator (REINFORCE is lr, NVIL the learned baseline,
+# Concrete the Gumbel-softmax relaxation).
+YIN_ZHOU_2019_NEG_LOG_LIKELIHOOD: dict[str, dict[str, float]] = {
+    "lr": {"linear": 164.0, "nonlinear": 114.6},
+    "lr-baseline[baseline=learned]": {"linear": 113.1, "nonlinear": 102.2},
+    "gumbel-softmax": {"linear": 107.3, "nonlinear": 99.6},
+    "gumbel-softmax[temperature=0.5]": {"linear": 107.3, "nonlinear": 99.6},
+    "rebar": {"linear": 107.7, "nonlinear": 101.4},
+    "arm": {"linear": 107.2, "nonlinear": 98.4},
 }

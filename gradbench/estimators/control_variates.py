@@ -1,0 +1,191 @@
+"""Control variates that compose with score-function estimators.
+
+A score-function estimator stays unbiased when it subtracts a control variate b from the loss
+it multiplies with the score, ĝ = (f(z) − b) ∇ log q(z) (+ ∇ E_q[b] when b depends on z), as
+long as b does not depend on the z it multiplies: E[∇ log q] = 0. Here:
+
+- :class:`MovingAverage`: b = an exponential moving average of past losses.
+- :class:`LearnedBaseline`: b_ψ(x), an input-dependent baseline fitted to f by least squares
+  (NVIL, Mnih & Gregor 2014).
+- :func:`leave_one_out`: for K draws per example, b_k = the mean of the other K − 1 losses
+  (Kool, van Hoof & Welling 2019).
+- :class:`FirstOrderTaylor`: MuProp's h(z) = f(μ̄) + f′(μ̄)ᵀ(z − μ̄) around the mean-field point
+  μ̄ = E_q[z] (Gu, Levine, Sutskever & Mnih 2016), and the term that restores ∇ E_q[h].
+
+Stateful baselines change only in their update methods, which estimators call from ``observe``,
+after the step that used them: a baseline must never see its own draw (b updated with the current
+f before subtracting it gives ρ(f − m) and scales the estimator's mean by ρ). This module is
+infrastructure and registers no estimator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from gradbench.estimators.base import StochasticForward
+from gradbench.estimators.nodes import BernoulliNode, CategoricalNode, GaussianNode, StochasticNode
+
+
+class MovingAverage(nn.Module):
+    """b ← ρ b + (1 − ρ) mean(f), started at the first mean observed; ``average`` is b."""
+
+    def __init__(self, decay: float) -> None:
+        super().__init__()
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"baseline_decay must lie in [0, 1), got {decay}")
+        self.decay = decay
+        self.register_buffer("average", torch.zeros(()))
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+
+    def update(self, values: Tensor) -> None:
+        """Fold the mean of ``values`` (any shape, detached here) into the average."""
+        mean = values.detach().mean()
+        if bool(self.initialised):
+            self.average.mul_(self.decay).add_((1.0 - self.decay) * mean)
+        else:
+            self.average.copy_(mean)
+            self.initialised.fill_(True)
+
+
+class LearnedBaseline(nn.Module):
+    """NVIL's input-dependent baseline b_ψ(x): an MLP with one tanh hidden layer of ``hidden``
+    units on the model input (node context), or a learned constant where the problem has no
+    input; fitted by one Adam step (``learning_rate``) on mean (f − b_ψ(x))² per :meth:`fit`."""
+
+    def __init__(self, hidden: int, learning_rate: float) -> None:
+        super().__init__()
+        if hidden < 1:
+            raise ValueError(f"baseline_hidden must be positive, got {hidden}")
+        if not learning_rate > 0:
+            raise ValueError(f"baseline_lr must be positive, got {learning_rate}")
+        self.hidden = hidden
+        self.learning_rate = learning_rate
+        self.network: nn.Module | None = None
+        self.fitter: torch.optim.Optimizer | None = None
+
+    def bind(self, input_dim: int | None) -> None:
+        """Build ψ for inputs of ``input_dim`` features (None: a constant) and its optimizer."""
+        if input_dim is None:
+            self.network = _Constant()
+        else:
+            self.network = nn.Sequential(
+                nn.Linear(input_dim, self.hidden), nn.Tanh(), nn.Linear(self.hidden, 1)
+            )
+        self.fitter = torch.optim.Adam(self.network.parameters(), lr=self.learning_rate)
+
+    def forward(self, forward: StochasticForward) -> Tensor:
+        """b_ψ(x) [batch], differentiable in ψ only (the input is detached)."""
+        if self.network is None:
+            raise RuntimeError("the learned baseline needs estimator.bind(input_dim) first")
+        if isinstance(self.network, _Constant):
+            return self.network(forward.regularizer)
+        context = forward.context()
+        if context is None:
+            raise ValueError("an input-dependent baseline needs the model input as node context")
+        return self.network(context.detach()).squeeze(-1)
+
+    def fit(self, forward: StochasticForward, target: Tensor) -> None:
+        """One Adam step on mean (target − b_ψ(x))², target broadcasting against [batch]."""
+        if self.fitter is None:
+            raise RuntimeError("the learned baseline needs estimator.bind(input_dim) first")
+        with torch.enable_grad():
+            self.fitter.zero_grad(set_to_none=True)
+            (target.detach() - self(forward)).square().mean().backward()
+            self.fitter.step()
+
+
+class _Constant(nn.Module):
+    """A learned scalar baseline, for problems without an input to condition on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value = nn.Parameter(torch.zeros(()))
+
+    def forward(self, like: Tensor) -> Tensor:
+        return self.value.expand_as(like)
+
+
+def leave_one_out(values: Tensor) -> Tensor:
+    """b_k = (Σ_j f_j − f_k) / (K − 1), the mean of the other draws, for ``values`` [K, ...]
+    (detached). ValueError for fewer than two draws."""
+    draws = values.shape[0] if values.dim() else 0
+    if draws < 2:
+        raise ValueError(f"a leave-one-out baseline needs at least 2 draws, got {draws}")
+    values = values.detach()
+    return (values.sum(0, keepdim=True) - values) / (draws - 1)
+
+
+def mean_field(node: StochasticNode) -> Tensor:
+    """μ̄ = E_q[z] [*batch, *event], differentiable in the node's parameters: the mean for a
+    Gaussian, σ(logits) for a Bernoulli, the class probabilities (of the one-hot) for a
+    categorical. TypeError for other nodes."""
+    if isinstance(node, GaussianNode):
+        return node.mean
+    if isinstance(node, BernoulliNode):
+        return torch.sigmoid(node.logits)
+    if isinstance(node, CategoricalNode):
+        return node.log_probs().exp()
+    raise TypeError(f"no mean-field point for {node.kind} nodes")
+
+
+def _sum_event(values: Tensor, batch_dims: int) -> Tensor:
+    """``values`` [*batch, *event] summed over every dimension after the first ``batch_dims``."""
+    return values.flatten(batch_dims).sum(-1) if values.dim() > batch_dims else values
+
+
+@dataclass(frozen=True)
+class FirstOrderTaylor:
+    """MuProp's control variate h(z) = f(μ̄) + Σ_n f′_n(μ̄)ᵀ(z_n − μ̄_n), one term per node n.
+
+    ``value_at_center`` f(μ̄) [batch] and ``slopes`` f′_n(μ̄) [batch, *event_n] carry no gradient:
+    the expansion point is held fixed, so h is a control variate that does not depend on φ.
+    ``centers`` μ̄_n(φ) [batch, *event_n] keep their gradient, for :meth:`expectation_term`.
+    """
+
+    value_at_center: Tensor
+    slopes: tuple[Tensor, ...]
+    centers: tuple[Tensor, ...]
+
+    @classmethod
+    def from_row(cls, data_loss: Tensor, samples: Sequence[Tensor], row: int) -> FirstOrderTaylor:
+        """The expansion around row ``row`` of a forward pass: ``data_loss`` [S, batch] holds f
+        at each row of the ``samples`` [S, batch, *event], the model having decoded row ``row``
+        at μ̄. f′(μ̄) is ∂ Σ_batch f(μ̄) / ∂ μ̄ by reverse mode through the decoder (one gradient
+        evaluation; per example because examples do not interact). torch.autograd.grad on the
+        forward's own tensors also runs inside ``torch.func.grad``/``vmap``. A sample that
+        carries no gradient (its node's parameters are not differentiated) gets a zero slope,
+        which changes no gradient: its score and ∇ μ̄ vanish too."""
+        value_at_center = data_loss[row].detach()
+        tracked = [i for i, s in enumerate(samples) if s.requires_grad]
+        slopes = [torch.zeros_like(s[row]) for s in samples]
+        if tracked and data_loss.requires_grad:
+            grads = torch.autograd.grad(
+                data_loss[row].sum(),
+                [samples[i] for i in tracked],
+                retain_graph=True,
+                allow_unused=True,
+            )
+            for i, grad in zip(tracked, grads):
+                if grad is not None:
+                    slopes[i] = grad[row].detach()
+        return cls(value_at_center, tuple(slopes), tuple(s[row] for s in samples))
+
+    def __call__(self, samples: Sequence[Tensor]) -> Tensor:
+        """h(z) [batch] at one draw per node (``samples`` [batch, *event_n]), no gradient."""
+        batch_dims = self.value_at_center.dim()
+        linear = [
+            _sum_event(slope * (z.detach() - center.detach()), batch_dims)
+            for slope, z, center in zip(self.slopes, samples, self.centers)
+        ]
+        return self.value_at_center + sum(linear, torch.zeros_like(self.value_at_center))
+
+    def expectation_term(self) -> Tensor:
+        """Σ_n stopgrad(f′_n(μ̄))ᵀ μ̄_n(φ) [batch]: its gradient f′(μ̄)ᵀ ∇_φ μ̄ is ∇_φ E_q[h], since
+        E_q[h] = f(μ̄_fixed) + f′(μ̄_fixed)ᵀ(E_q[z] − μ̄_fixed)."""
+        batch_dims = self.value_at_center.dim()
+        terms = [_sum_event(s * c, batch_dims) for s, c in zip(self.slopes, self.centers)]
+        return sum(terms, torch.zeros_like(self.value_at_center))
