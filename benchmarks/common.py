@@ -37,7 +37,7 @@ from torch import Tensor
 from gradbench.catalogue import applicable
 from gradbench.data import DataConfig, Dataset, load_dataset
 from gradbench.device import resolve_device, synchronize
-from gradbench.estimators import Estimator, base_name
+from gradbench.estimators import Estimator, NotApplicable, base_name
 from gradbench.experiment import Setting, build_estimator, build_model
 from gradbench.measure.timing import draw_batches, gradient, steps_per_epoch
 from gradbench.measure.training import (
@@ -106,6 +106,7 @@ FAST = BenchProfile(
     dataset="digits",
     model_options={
         "bayes-mlp": {"hidden_sizes": (32, 32)},
+        "bernoulli-vae": {"latent_dim": 8},
         "categorical-vae": {"hidden_sizes": (32,), "n_vars": 4, "n_classes": 4},
         "gaussian-vae": {"hidden_sizes": (32,), "latent_dim": 4},
     },
@@ -168,6 +169,16 @@ def check_applicable(model: str, estimator: str) -> None:
         )
 
 
+def check_runs(network: StochasticModel, estimator: Estimator, batch: Batch) -> None:
+    """NotImplementedError (asv's skip) when the estimator cannot run on this configuration of
+    the model (:class:`NotApplicable`, e.g. too many latent configurations to enumerate)."""
+    try:
+        with torch.no_grad():
+            network(*batch, estimator)
+    except NotApplicable as error:
+        raise NotImplementedError(str(error)) from error
+
+
 def check_benchmarked(model: str, estimator: str) -> None:
     """NotImplementedError unless ``estimator`` is one of the labels benchmarked on ``model``."""
     if estimator not in estimator_labels(model):
@@ -208,6 +219,7 @@ def training_case(model: str, estimator: str, steps: int | None = 1) -> Case:
     count = steps_per_epoch(dataset, profile.batch_size) if steps is None else steps
     generator = torch.Generator(device=dataset.device).manual_seed(SEED)
     batches = draw_batches(dataset, profile.batch_size, count, generator)
+    check_runs(network, chosen, batches[0])
     torch.manual_seed(SEED + NOISE_SEED_OFFSET)
     optimizer = make_optimizer(network, TrainConfig().learning_rate)
     return Case(network, chosen, optimizer, dataset, device, batches, profile)

@@ -7,7 +7,7 @@ training measurements — so that a report says exactly how it was made.
   scikit-learn's 8×8 digits, tiny networks, few draws, one epoch, one torch thread.
 - ``quick``: the default without CUDA (under 30 minutes on a 2-core CPU, no GPU): the first
   5000 images of each MNIST split (digits when MNIST is absent), narrower networks (3×256 MLP,
-  200-unit VAEs), 10 training epochs, variance at 1 and 5 epochs with 100 draws, one thread.
+  200-unit VAEs), 5 training epochs, variance at 1 and 5 epochs with 100 draws, one thread.
 - ``paper``: the papers' settings, meant for a GPU (the default with CUDA): full MNIST, the
   papers' architectures (Kingma et al. 2015: 3×1024 ReLU MLP; the thesis: 784-500-300(30×10)-500
   -784; Kingma & Welling 2014: one hidden layer of 500, 20 latents), variance at 10 and 100
@@ -189,7 +189,7 @@ QUICK = Profile(
     timing_steps=10,
     timing_repeats=3,
     timing_warmup_steps=2,
-    train_epochs=10,
+    train_epochs=5,
     train_learning_rate=1e-3,
     eval_iw_samples=50,
     eval_train_subset=1000,

@@ -37,6 +37,7 @@ from gradbench.measure.timing import (
     timing_rows,
 )
 from gradbench.results import COLUMNS
+from gradbench.models import MODELS
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
@@ -346,7 +347,7 @@ def test_timing_command_resumes_finished_cells(
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--model=nope"], "unknown model 'nope'; valid: gaussian-vae, categorical-vae, bayes-mlp"),
+        (["--model=nope"], "unknown model 'nope'; valid: " + ", ".join(MODELS)),
         (["--model=gaussian-vae", "--estimators=gumbel-softmax"], "does not apply to model"),
         (["--model=gaussian-vae", "--format=xml"], "unknown format 'xml'; valid: table, json, csv"),
     ],

@@ -30,6 +30,7 @@ from gradbench.measure.training import (
     training_rows,
 )
 from gradbench.results import COLUMNS
+from gradbench.models import MODELS
 
 CPU = torch.device("cpu")
 SMALL = {
@@ -391,7 +392,7 @@ def test_diverged_cell_does_not_stop_the_others(
     [
         (
             ["--model=no-such-model", "--estimator=lr"],
-            "valid: gaussian-vae, categorical-vae, bayes-mlp",
+            "valid: " + ", ".join(MODELS),
         ),
         (["--model=categorical-vae", "--estimator=reparam"], "does not apply to model"),
         (["--model=gaussian-vae", "--estimator=nope"], "unknown estimator 'nope'; valid:"),

@@ -40,6 +40,7 @@ from gradbench.measure.variance_stats import (
 )
 from gradbench.models.toy import make_problem
 from gradbench.results import Provenance, ResultStore
+from gradbench.models import MODELS
 
 CPU = torch.device("cpu")
 Z = 4.0  # two-sided z at a ~1e-4 failure rate per comparison
@@ -138,8 +139,8 @@ def test_snr_interval_covers_the_true_mean_snr_despite_the_bias_of_abs_mean(resa
     monkeypatch.setattr(variance_stats, "SNR_BOOTSTRAP_PARAMETERS", resampled)
     snr = _by(group_statistics({"w": draws}, noise_draws=2, seed=6), "all", "snr")
     assert snr["value"] == full["value"]
-    exact = (mean.abs() / 1.0).mean().item()  # std = √(0.6² + 0.8²) = 1
-    plug_in = (draws.mean(0).abs() / draws.std(0)).mean().item()
+    exact = mean.square().mean().sqrt().item()  # root mean square; std = √(0.6² + 0.8²) = 1
+    plug_in = (draws.mean(0).square() / draws.var(0)).mean().sqrt().item()
     assert plug_in > exact and snr["value"] < plug_in  # debiased below the plug-in's upward bias
     assert 0.0 <= snr["ci_low"] <= snr["value"] <= snr["ci_high"], snr
     assert snr["ci_low"] <= exact <= snr["ci_high"], (snr, exact)
@@ -149,7 +150,7 @@ def test_single_noise_draw_has_no_split_and_matches_sample_variance():
     draws = _two_level_draws(200, 1, data_sd=1.0, noise_sd=1.0, seed=2)
     rows = group_statistics({"w": draws}, seed=0)
     metrics = {r["metric"] for r in rows}
-    assert metrics == {"grad_variance", "grad_variance_trace", "snr"}
+    assert metrics == {"grad_variance", "grad_variance_trace", "snr", "snr_squared"}
     assert _by(rows, "w", "grad_variance")["value"] == pytest.approx(draws.var(0).mean().item())
 
 
@@ -159,8 +160,8 @@ def test_deterministic_components_are_left_out_of_the_snr():
     rows = group_statistics({"w": draws}, seed=0)
     snr = _by(rows, "w", "snr")["value"]
     assert math.isfinite(snr)
-    signal = (varying.mean(0).square() - varying.var(0) / 100).clamp(min=0).sqrt()
-    assert snr == pytest.approx((signal / varying.std(0)).mean().item())
+    squared = (varying.mean(0).square() - varying.var(0) / 100) / varying.var(0) * 97 / 99
+    assert snr == pytest.approx(squared.mean().clamp(min=0).sqrt().item())
 
 
 def test_log_variance_slope():
@@ -516,7 +517,7 @@ def test_cli_table(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--model", "nope"], "unknown model 'nope'; valid: gaussian-vae"),
+        (["--model", "nope"], "unknown model 'nope'; valid: " + ", ".join(MODELS)),
         (["--model", "bayes-mlp", "--estimators", "nope"], "unknown estimator 'nope'; valid:"),
         (["--model", "bayes-mlp", "--estimators", "lr"], "does not apply to model 'bayes-mlp'"),
         (["--model", "bayes-mlp", "--model-arg", "width=3"], "valid: hidden_sizes"),

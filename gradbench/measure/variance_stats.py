@@ -12,18 +12,26 @@ draw has its own minibatch and its own noise). Per parameter, the one-way ANOVA 
 so noise + data = total holds by construction (to round-off). With K = 1 the total is the usual
 sample variance and the split is not identified.
 
-SNR. Estimand: the mean over a group's parameters of |E ĝ_p| / std ĝ_p (Rainforth et al. 2018),
-leaving out parameters whose gradient is deterministic (σ̂ zero up to round-off: SNR infinite).
-The plug-in |ḡ_p| / σ̂_p is biased up by the noise of the mean, E|ḡ| − |μ| ≈ 0.80 sd(ḡ) at
-μ = 0, so a weak-signal group's SNR fell as 1/√R with the number of draws R. Per parameter the
-square is debiased first: SNR_p = √max(0, ḡ_p² − SSB_p / (B (B − 1))) / σ̂_p, where
-SSB / (B (B − 1)) is unbiased for Var ḡ (B independent minibatch means). No estimator of |μ| is
-unbiased for every μ; for a normal ḡ this one's bias lies within [−0.34, +0.35] sd(ḡ_p) / σ_p
-(+0.34 at μ = 0, −1 / (2 μ / sd) for a strong signal), against [0, +0.80] for the plug-in, so at
-zero signal its floor is 0.34 / √(effective draws) rather than 0.80 / √(...).
+SNR. Estimand: the root mean square over a group's parameters of |E ĝ_p| / std ĝ_p (Rainforth et
+al. 2018's per-component SNR, aggregated as √(mean_p SNR_p²)), leaving out parameters whose
+gradient is deterministic (σ̂ zero up to round-off: SNR infinite). The plug-in |ḡ_p| / σ̂_p is
+biased up by the noise of the mean, E|ḡ| − |μ| ≈ 0.80 sd(ḡ) at μ = 0, so a weak-signal group's
+SNR fell as 1 / √R with the number of draws R, and no estimator of |μ| is unbiased for every μ.
+The square can be debiased: per parameter (:func:`debiased_squared_snr`)
+
+    SNR²_p ≈ (ḡ_p² − SSB_p / (B (B − 1))) / σ̂_p² · (ν_p − 2) / ν_p,
+
+unbiased for μ_p² in the numerator (SSB / (B (B − 1)) is unbiased for Var ḡ) and for 1 / σ_p²
+up to O(1 / ν²) for normal draws (ν the Satterthwaite degrees of freedom of σ̂²). It is not
+clamped, so its group mean ``snr_squared`` is unbiased whatever the signal and does not drift
+with R; ``snr`` is √max(0, snr_squared). The root of a group mean clamps once, not per
+parameter: at zero signal its floor is 0.41 √s with s ≈ √2 / (R √P) the spread of the mean over
+P parameters (about 0.013 at R = 100, P = 200; 5e-4 for an encoder of 10⁵ parameters at
+R = 1600), against 0.34 / √R for a mean of per-parameter roots.
 
 A group's figures are means over its parameters (``grad_variance``, ``grad_variance_noise``,
-``grad_variance_data``, ``snr``) or the sum (``grad_variance_trace`` = tr Cov ĝ).
+``grad_variance_data``, ``snr_squared``), the root of such a mean (``snr``), or the sum
+(``grad_variance_trace`` = tr Cov ĝ).
 
 Intervals (``INTERVAL_METHOD``): B minibatches, each with its K noise draws (so the
 within-minibatch correlation is kept), are resampled with replacement. A variance's interval is
@@ -41,38 +49,37 @@ the longer, on each side, of two:
   make up for it.
 
 ``grad_variance`` and ``grad_variance_noise`` are positive and use both on log θ; the data part,
-which can be negative, the raw scale. The SNR uses the basic bootstrap of its debiased estimate
-around the bootstrap world's true SNR (|ḡ| / σ̃, σ̃² = SSW / (B K) + SSB / B:
-:func:`bootstrap_world_snr`), [θ̂ − (q_{1−α/2} − θ̃), θ̂ − (q_{α/2} − θ̃)] (a resample's SNR is a
-ratio with the resample's own σ̂*, so the basic interval also mirrors the Jensen bias of
-1 / σ̂), made bias-aware in the sense of Armstrong & Kolesár (2020): with β the mean over
-parameters of a bound on the estimator's bias (:func:`snr_bias_bound`) and se the replicates'
-standard deviation, each side widens by (cv(β / se) − z) · se, cv(t) the quantile of |N(t, 1)|
-(``scipy.stats.foldnorm``); it is cut at 0. Every interval is widened where needed to hold its
-point.
+which can be negative, the raw scale. The squared SNR uses the basic bootstrap of its debiased
+estimate around the bootstrap world's true value W (mean_p ḡ_p² / σ̃_p², σ̃² = SSW / (B K) +
+SSB / B: :func:`bootstrap_world_squared_snr`), [θ̂ − (q_{1−α/2} − W), θ̂ − (q_{α/2} − W)] (a
+resample's ratio has the resample's own σ̂*, so the basic interval also mirrors the Jensen bias
+of 1 / σ̂² where normal theory misses it); the SNR's interval is the root of its bounds, cut at 0.
+Every interval is widened where needed to hold its point.
 
 Coverage (simulation, ``tests/test_variance_stats.py``: B minibatches × K = 2 noise draws, 300
 parameters with data and noise parts, each a Student-t (ν = 5) with correlation 0.1 across
 parameters through a common t factor, signal |μ_p| / σ_p uniform on [1, 2]; 400 replicates per
-cell, so ±1.1 % binomial SE; 95 % intervals; total / noise / data / SNR):
+cell, so ±1.1 % binomial SE; 95 % intervals; total / noise / data / SNR, the SNR's truth the
+root mean square of |μ_p| / σ_p, its square's interval covering exactly when the SNR's does):
 
-    B = 25   94.2 / 94.2 / 93.0 / 98.5 %
-    B = 50   93.8 / 95.2 / 93.0 / 94.5 %, second seed 93.5 / 93.5 / 94.2 / 94.2 %
-             normal draws 94.0 / 96.2 / 93.5 / 98.2 %; correlation 0.3: 93.2 / 94.2 / 95.0 / 91.2 %
-             K = 1, B = 100 (also 100 draws): total 95.5 %, SNR 93.5 %
-    B = 100  94.2 / 96.0 / 95.2 / 92.2 %, second seed 94.2 / 94.5 / 93.5 / 94.2 %
-    B = 200  96.2 / 96.8 / 95.2 / 94.0 %
-    B = 400  97.0 / 92.8 / 95.8 / 95.8 %
+    B = 25   94.2 / 94.2 / 93.0 / 97.5 %
+    B = 50   93.8 / 95.2 / 93.0 / 93.5 %, second seed 93.5 / 93.5 / 94.2 / 93.2 %
+             normal draws 94.0 / 96.2 / 93.5 / 97.5 %; correlation 0.3: 93.2 / 94.2 / 95.0 / 91.5 %
+             K = 1, B = 100 (also 100 draws): total 95.5 %
+    B = 100  94.2 / 96.0 / 95.2, second seed 94.2 / 94.5 / 93.5 % (variances)
+    B = 200  96.2 / 96.8 / 95.2 / 93.2 %
+    B = 400  97.0 / 92.8 / 95.8 % (variances)
 
 so from B = 50 minibatches (``MIN_MINIBATCHES_FOR_COVERAGE``; 100 draws at K = 2) the variances
 and the SNR cover within the 93–97 % band for heavy-tailed draws, up to single runs' scatter of
-±1.1 % around it; at B = 25 the SNR's interval over-covers (its bias bound is wide there). The bootstrap-t alone covered
+±1.1 % around it; at B = 25 the SNR's interval over-covers (97.5 %). The bootstrap-t alone covered
 91.8 / 92.8 / 90.5 % at B = 50 (normal draws too: 91.8 / 95.2 / 90.2 %), the t interval alone
 91.5 / 93.8 / 91.5 %; a calibrated double bootstrap (Davison & Hinkley 1997, §5.6) reached only
-92.5 / 93.2 / 92.8 % at 6 times the cost. The SNR's misses lie below the truth's side for heavy
-tails (the 1 / σ̂ Jensen bias grows with the kurtosis, which the bound does not know: at
-correlation 0.3 it covers 91.2 %) and it is conservative for normal draws (98.2 %); adding the
-whole bound to each side instead covered 98.8 % (t) and 99.5 % (normal). Every row carries
+92.5 / 93.2 / 92.8 % at 6 times the cost. The SNR's misses lie on one side for heavy tails: there 1 / σ̂² has a Jensen bias beyond normal
+theory's (ν − 2) / ν (it grows with the kurtosis), which the bootstrap reproduces only in part
+(at correlation 0.3 it covers 91.5 %); for normal draws it is conservative (97.5 %). A mean of
+per-parameter roots with a bias bound (Armstrong & Kolesár 2020) covered 94.5 % but drifted with
+R, as any mean of per-parameter roots must. Every row carries
 ``coverage_checked``: B ≥ ``MIN_MINIBATCHES_FOR_COVERAGE``, so a report can mark the cells
 below the draw count at which coverage was verified.
 
@@ -108,6 +115,7 @@ METRICS = (
     "grad_variance_noise",
     "grad_variance_data",
     "snr",
+    "snr_squared",
 )
 """Per group and batch size, in the order reports list them."""
 
@@ -123,15 +131,15 @@ INTERVAL_METHOD = (
     "for variances, the longer on each side of a studentised bootstrap over minibatches "
     "(bootstrap-t with influence-function standard errors) and a t interval with "
     "kurtosis-based (Satterthwaite) degrees of freedom, on the log scale for the total and "
-    "noise variances; for the SNR, a basic bootstrap of the debiased SNR around the bootstrap "
-    "world's value with a bias-aware critical value, cut at 0 (Davison & Hinkley 1997, "
-    "Bootstrap Methods and their Application, §5.2; Armstrong & Kolesár 2020)"
+    "noise variances; for the squared SNR, a basic bootstrap of its debiased estimate around "
+    "the bootstrap world's value, and for the SNR the root of its bounds, cut at 0 (Davison & "
+    "Hinkley 1997, Bootstrap Methods and their Application, §5.2)"
 )
 """One sentence for a report's conventions list."""
 MIN_MINIBATCHES_FOR_COVERAGE: int | None = 50
 """Minibatches from which simulated coverage of the variances and the SNR lies in 93–97 % for
-heavy-tailed (Student-t, ν = 5) draws, K = 2 (module docstring); below it (B = 25) it was not
-reached. Rows with fewer minibatches have ``coverage_checked`` False."""
+heavy-tailed (Student-t, ν = 5) draws, K = 2 (module docstring); below it (B = 25) the SNR's
+interval over-covers. Rows with fewer minibatches have ``coverage_checked`` False."""
 LOG_SCALE_METRICS = frozenset({"grad_variance", "grad_variance_noise"})
 """Positive metrics whose bootstrap-t interval is built on log θ."""
 _BLOCK_ELEMENTS = 2**22
@@ -187,12 +195,11 @@ class _Reduced:
     count: int  # parameters
     a: Tensor  # [B] a_b = Σ_p SSW_bp (zeros when K = 1)
     gram: Tensor  # [B, B] G = c cᵀ of the centred minibatch means
-    snr_sum: float  # Σ over valid parameters of the debiased SNR (all of them)
+    snr_sum: float  # Σ over valid parameters of the debiased squared SNR (all of them)
     snr_count: int  # valid parameters (σ̂_p > 0 beyond round-off)
-    bias_sum: float  # Σ over valid parameters of the SNR's bias bound (:func:`snr_bias_bound`)
-    world_sum: float  # Σ over valid parameters of the bootstrap world's true SNR
-    subset_sum: Tensor  # [rows] Σ over the SNR subset's valid parameters of SNR*_p
-    subset_count: Tensor  # [rows] those with σ̂*_p > 0
+    world_sum: float  # Σ over valid parameters of the bootstrap world's true squared SNR
+    subset_sum: Tensor  # [rows] Σ over the SNR subset's valid parameters of SNR*_p²
+    subset_count: Tensor  # [rows] those with a non-zero SNR*_p²
 
 
 def resampling_weights(
@@ -209,45 +216,39 @@ def resampling_weights(
     return torch.cat([ones, counts]).to(device)
 
 
-def debiased_snr(grand: Tensor, ssb: Tensor, ssw: Tensor | float, n: Tensor | int, k: int) -> Tensor:
-    """Per-parameter SNR √max(0, ḡ² − Var̂ ḡ) / σ̂ from n minibatches of k noise draws.
+def debiased_squared_snr(
+    grand: Tensor, ssb: Tensor, ssw: Tensor | float, n: Tensor | int, k: int
+) -> Tensor:
+    """Per-parameter squared SNR (ḡ² − Var̂ ḡ) / σ̂² · (ν − 2) / ν from n minibatches of k noise
+    draws, not clamped (it is negative where the signal is below its noise).
 
     Var̂ ḡ = SSB / (n (n − 1)) is unbiased for the variance of the grand mean (the n minibatch
-    means are independent), so the square under the root is unbiased for (E ĝ)²; σ̂² =
-    SSW / (n k) + SSB / (n − 1). Zero where σ̂ is zero.
+    means are independent), so ḡ² − Var̂ ḡ is unbiased for (E ĝ)²; σ̂² = SSW / (n k) +
+    SSB / (n − 1). (ν − 2) / ν removes the Jensen bias of 1 / σ̂², E[1 / σ̂²] ≈ ν / ((ν − 2) σ²),
+    with ν σ̂²'s Satterthwaite degrees of freedom (n − 1 for k = 1, where the correction is
+    exact for normal draws up to 2 / (n (n − 1))). Zero where σ̂ is zero.
     """
-    var = (ssw / (n * k) + ssb / (n - 1)).clamp(min=0)
-    signal = (grand.square() - ssb / (n * (n - 1))).clamp(min=0).sqrt()
-    return torch.where(var > 0, signal / var.sqrt(), torch.zeros_like(var))
+    within = ssw / (n * k)
+    between = ssb / (n - 1)
+    var = within + between
+    spread = between.square() / (n - 1)
+    if k > 1:
+        spread = spread + within.square() / (n * (k - 1))
+    freedom = var.square() / spread.clamp(min=torch.finfo(var.dtype).tiny)
+    jensen = ((freedom - 2.0) / freedom).clamp(min=0.0)
+    square = (grand.square() - ssb / (n * (n - 1))) * jensen
+    return torch.where(var > 0, square / var.clamp(min=torch.finfo(var.dtype).tiny), 0.0)
 
 
-def bootstrap_world_snr(grand: Tensor, ssb: Tensor, ssw: Tensor | float, n: int, k: int) -> Tensor:
-    """Per-parameter SNR of the empirical distribution of the n minibatches: |ḡ| / σ̃ with
-    σ̃² = SSW / (n k) + SSB / n, the variance that resampled minibatches have.
-
-    :func:`debiased_snr` is unbiased for it up to the same bound in the bootstrap world as for
-    the truth in the real one, so the bootstrap's deviations are taken from it, as the
-    variances' are from their own bootstrap-world values.
-    """
-    var = (ssw / (n * k) + ssb / n).clamp(min=0)
-    return torch.where(var > 0, grand.abs() / var.sqrt(), torch.zeros_like(var))
-
-
-SNR_BIAS_MARGIN = 3.0
-"""Standard errors of ḡ_p by which the bias bound assumes |E ĝ_p| may fall short of |ḡ_p|."""
-
-
-def snr_bias_bound(grand: Tensor, ssb: Tensor, std: Tensor, n: int) -> Tensor:
-    """Per parameter, a bound on |E SNR̂_p − SNR_p| of :func:`debiased_snr`: β(t) sd(ḡ) / σ̂.
-
-    For a normal ḡ with θ = |E ḡ| / sd(ḡ), |bias| ≤ 0.35 sd(ḡ) / σ for every θ and
-    ≤ 0.65 / θ · sd(ḡ) / σ (numerical integration; → 1 / (2θ) for a strong signal); it is
-    taken at t = max(0, |ḡ| / sd̂(ḡ) − ``SNR_BIAS_MARGIN``), a lower confidence bound of θ.
-    """
-    error = (ssb / (n * (n - 1))).clamp(min=0).sqrt()
-    t = (grand.abs() / error.clamp(min=torch.finfo(error.dtype).tiny) - SNR_BIAS_MARGIN).clamp(min=0)
-    beta = torch.minimum(torch.full_like(t, 0.35), 0.65 / t.clamp(min=1e-12))
-    return torch.where(std > 0, beta * error / std.clamp(min=torch.finfo(std.dtype).tiny), 0.0)
+def bootstrap_world_squared_snr(
+    grand: Tensor, ssb: Tensor, ssw: Tensor | float, n: int, k: int
+) -> Tensor:
+    """Per-parameter squared SNR of the empirical distribution of the n minibatches, ḡ² / σ̃²
+    with σ̃² = SSW / (n k) + SSB / n, the variance that resampled minibatches have: the truth
+    of the bootstrap world, from which the bootstrap's deviations are taken (as the variances'
+    are from their own bootstrap-world values)."""
+    var = ssw / (n * k) + ssb / n
+    return torch.where(var > 0, grand.square() / var.clamp(min=torch.finfo(var.dtype).tiny), 0.0)
 
 
 def _reduce(
@@ -275,7 +276,7 @@ def _reduce(
     a = torch.zeros(b, dtype=wide, device=device)
     subset_sum = torch.zeros(rows, dtype=wide, device=device)
     subset_count = torch.zeros(rows, dtype=wide, device=device)
-    snr_sum, snr_count, bias_sum, world_sum = 0.0, 0, 0.0, 0.0
+    snr_sum, snr_count, world_sum = 0.0, 0, 0.0
     tolerance = 16 * torch.finfo(dtype).eps
     block = max(1, _BLOCK_ELEMENTS // max(b, math.ceil(rows * snr_fraction)))
     for start in range(0, mean.shape[1], block):
@@ -291,10 +292,10 @@ def _reduce(
         # Deterministic components: σ̂ zero up to the round-off of the draws' dtype (SNR = ∞).
         std = (ssw_p / (b * k) + ssb_p / (b - 1)).clamp(min=0).sqrt()
         valid = (std > tolerance * grand.abs()) & (std > 0)
-        snr_sum += float(debiased_snr(grand[valid], ssb_p[valid], ssw_p[valid], b, k).sum())
+        kept = (grand[valid], ssb_p[valid], ssw_p[valid] if withins is not None else 0.0)
+        snr_sum += float(debiased_squared_snr(*kept, b, k).sum())
         snr_count += int(valid.sum())
-        bias_sum += float(snr_bias_bound(grand[valid], ssb_p[valid], std[valid], b).sum())
-        world_sum += float(bootstrap_world_snr(grand[valid], ssb_p[valid], ssw_p[valid], b, k).sum())
+        world_sum += float(bootstrap_world_squared_snr(*kept, b, k).sum())
         if snr_fraction < 1.0:
             keep = torch.rand(valid.shape, generator=generator, dtype=wide)
             valid &= (keep < snr_fraction).to(device)
@@ -306,23 +307,15 @@ def _reduce(
         shift = weights_d @ c / totals_d  # [rows, v]: ḡ* − ḡ
         ssb_star = weights_d @ c.square() - totals_d * shift.square()
         ssw_star = weights_d @ withins[:, valid] if withins is not None else 0.0
-        # debiased_snr, in place: these [rows, v] blocks dominate the time of large groups.
-        var = ssb_star / (totals_d - 1)
-        if withins is not None:
-            var += ssw_star / (totals_d * k)
-        positive = var > 0
-        signal = shift.add_(grand[valid]).square_()
-        signal.sub_(ssb_star.div_(totals_d * (totals_d - 1))).clamp_(min=0).sqrt_()
-        ratio = signal.div_(var.clamp_(min=0).sqrt_()).masked_fill_(~positive, 0.0)
+        ratio = debiased_squared_snr(shift.add_(grand[valid]), ssb_star, ssw_star, totals_d, k)
         subset_sum += ratio.sum(1).to(wide)
-        subset_count += positive.sum(1)
+        subset_count += (ratio != 0).sum(1)
     return _Reduced(
         int(mean.shape[1]),
         a,
         gram,
         snr_sum,
         snr_count,
-        bias_sum,
         world_sum,
         subset_sum,
         subset_count,
@@ -476,12 +469,14 @@ def _group_rows(
         centres["grad_variance_noise"] = float(noise[0])
         centres["grad_variance_data"] = centre_total - float(noise[0])
     rows = []
+    snr: dict[str, tuple[float, ...]] | None = None
     for metric in METRICS:
         if metric == "grad_variance_trace":
             low, high = rows[0]["ci_low"] * n, rows[0]["ci_high"] * n
             estimate = rows[0]["value"] * n
-        elif metric == "snr":
-            estimate, low, high = _snr_interval(parts, confidence)
+        elif metric in ("snr", "snr_squared"):
+            snr = snr or _snr_interval(parts, confidence)
+            estimate, low, high = snr[metric]
         elif metric in values:
             series, errors, influence = values[metric]
             estimate, log = float(series[0]), metric in LOG_SCALE_METRICS
@@ -498,29 +493,28 @@ def _group_rows(
     return rows
 
 
-def _snr_interval(parts: list[_Reduced], confidence: float) -> tuple[float, float, float]:
-    """The group's debiased SNR and its interval (module docstring), within [0, ∞)."""
+def _snr_interval(parts: list[_Reduced], confidence: float) -> dict[str, tuple[float, ...]]:
+    """The group's debiased mean squared SNR and its root, each with its interval (module
+    docstring); the root's within [0, ∞)."""
     count = sum(p.snr_count for p in parts)
     if not count:
-        return math.nan, math.nan, math.nan
-    estimate = sum(p.snr_sum for p in parts) / count
-    subset = sum(p.subset_sum for p in parts) / sum(p.subset_count for p in parts)
+        return {"snr_squared": (math.nan,) * 3, "snr": (math.nan,) * 3}
+    squared = sum(p.snr_sum for p in parts) / count
+    subset = sum(p.subset_sum for p in parts) / sum(p.subset_count for p in parts).clamp(min=1)
     # Replicates as deviations from the subset's own estimate (row 0), around the whole's; the
     # basic interval mirrors their deviations from the bootstrap world's truth.
     world = sum(p.world_sum for p in parts) / count
-    deviations = subset[1:] - subset[0] - (world - estimate)
-    low, high = basic_interval(estimate, estimate + deviations, confidence)
+    deviations = subset[1:] - subset[0] - (world - squared)
+    low, high = basic_interval(squared, squared + deviations, confidence)
     if not math.isfinite(low):
-        return estimate, math.nan, math.nan
-    # Bias-aware (Armstrong & Kolesár 2020): a bias of at most β moves the critical value from
-    # z to cv(β / se), the quantile of |N(β / se, 1)|; both sides widen by (cv − z) · se.
-    bias = sum(p.bias_sum for p in parts) / count
-    error = float(deviations.double().std())
-    if error > 0.0 and bias > 0.0:
-        critical = float(stats.foldnorm.ppf(confidence, bias / error))
-        widen = max(0.0, critical - float(stats.norm.ppf(0.5 + confidence / 2.0))) * error
-        low, high = low - widen, high + widen
-    return estimate, max(0.0, min(low, estimate)), max(high, estimate)
+        return {"snr_squared": (squared, math.nan, math.nan),
+                "snr": (math.sqrt(max(0.0, squared)), math.nan, math.nan)}
+    low, high = min(low, squared), max(high, squared)
+    root = math.sqrt(max(0.0, squared))
+    return {
+        "snr_squared": (squared, low, high),
+        "snr": (root, math.sqrt(max(0.0, low)), math.sqrt(max(0.0, high))),
+    }
 
 
 def coverage_checked(minibatches: int) -> bool:

@@ -87,6 +87,20 @@ def bernoulli_log_likelihood_table(logits: Tensor, x: Tensor) -> Tensor:
     return F.logsigmoid(logits) @ x.T + F.logsigmoid(-logits) @ (1.0 - x).T
 
 
+def encoder_decoder_groups(model: nn.Module, top: str) -> dict[str, list[str]]:
+    """A VAE's parameter groups: each parameter alone (``encoder.0.weight``, …), ``bottom`` (the
+    encoder's first weight), ``top`` (the named last decoder weight), ``encoder``, ``decoder``
+    and ``all``."""
+    names = [name for name, _ in model.named_parameters()]
+    groups = {name: [name] for name in names}
+    groups["bottom"] = ["encoder.0.weight"]
+    groups["top"] = [top]
+    groups["encoder"] = [n for n in names if n.startswith("encoder.")]
+    groups["decoder"] = [n for n in names if n.startswith("decoder.")]
+    groups["all"] = names
+    return groups
+
+
 def check_hidden_sizes(hidden_sizes: tuple[int, ...]) -> None:
     """Raise ValueError unless ``hidden_sizes`` is one or more positive layer widths."""
     if not hidden_sizes or min(hidden_sizes) < 1:

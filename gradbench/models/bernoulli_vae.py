@@ -50,6 +50,7 @@ from gradbench.models.base import (
     StochasticModel,
     bernoulli_log_likelihood,
     bernoulli_log_likelihood_table,
+    encoder_decoder_groups,
     register_model,
 )
 
@@ -154,14 +155,7 @@ class BernoulliVAE(StochasticModel):
 
     def parameter_groups(self) -> dict[str, list[str]]:
         """Each parameter alone (``encoder.0.weight``, …); bottom, top, encoder, decoder, all."""
-        names = [name for name, _ in self.named_parameters()]
-        groups = {name: [name] for name in names}
-        groups["bottom"] = ["encoder.0.weight"]
-        groups["top"] = [f"decoder.{len(self.decoder) - 1}.weight"]
-        groups["encoder"] = [n for n in names if n.startswith("encoder.")]
-        groups["decoder"] = [n for n in names if n.startswith("decoder.")]
-        groups["all"] = names
-        return groups
+        return encoder_decoder_groups(self, f"decoder.{len(self.decoder) - 1}.weight")
 
     def all_latents(self, dtype: torch.dtype, device: torch.device) -> Tensor:
         """Every one of the 2^latent_dim binary configurations, [C, latent_dim]; configuration c

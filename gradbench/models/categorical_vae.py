@@ -22,6 +22,7 @@ from gradbench.models.base import (
     bernoulli_log_likelihood,
     bernoulli_log_likelihood_table,
     check_hidden_sizes,
+    encoder_decoder_groups,
     register_model,
 )
 
@@ -108,14 +109,7 @@ class CategoricalVAE(StochasticModel):
 
     def parameter_groups(self) -> dict[str, list[str]]:
         """Each parameter alone (``encoder.0.weight``, …); bottom, top, encoder, decoder, all."""
-        names = [name for name, _ in self.named_parameters()]
-        groups = {name: [name] for name in names}
-        groups["bottom"] = ["encoder.0.weight"]
-        groups["top"] = [f"decoder.{len(self.decoder) - 1}.weight"]
-        groups["encoder"] = [n for n in names if n.startswith("encoder.")]
-        groups["decoder"] = [n for n in names if n.startswith("decoder.")]
-        groups["all"] = names
-        return groups
+        return encoder_decoder_groups(self, f"decoder.{len(self.decoder) - 1}.weight")
 
     def all_latents(self, dtype: torch.dtype, device: torch.device) -> Tensor:
         """Every one of the K^n_vars latent configurations, one-hot [C, n_vars, n_classes].

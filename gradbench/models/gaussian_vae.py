@@ -21,6 +21,7 @@ from gradbench.models.base import (
     StochasticModel,
     bernoulli_log_likelihood,
     check_hidden_sizes,
+    encoder_decoder_groups,
     register_model,
 )
 
@@ -133,14 +134,7 @@ class GaussianVAE(StochasticModel):
 
     def parameter_groups(self) -> dict[str, list[str]]:
         """Each parameter alone (``encoder.0.weight``, …); bottom, top, encoder, decoder, all."""
-        names = [name for name, _ in self.named_parameters()]
-        groups = {name: [name] for name in names}
-        groups["bottom"] = ["encoder.0.weight"]
-        groups["top"] = [f"decoder.{len(self.decoder) - 1}.weight"]
-        groups["encoder"] = [n for n in names if n.startswith("encoder.")]
-        groups["decoder"] = [n for n in names if n.startswith("decoder.")]
-        groups["all"] = names
-        return groups
+        return encoder_decoder_groups(self, f"decoder.{len(self.decoder) - 1}.weight")
 
     def expected_loss(self, x: Tensor, y: Tensor, nodes: int | None = None) -> Tensor:
         """E_{q(z|x)}[−log p(x|z)] + KL(q(z|x) ‖ N(0, I)), [B], by Gauss–Hermite quadrature.

@@ -44,10 +44,11 @@ CONVENTIONS = (
     "size was measured, otherwise the nearest measured size, stated under each table.",
     "Noise / data parts: law of total variance, "
     "Var[g] = E_B[Var_eps(g | B)] + Var_B(E_eps[g | B]). "
-    "SNR = |E[g]| / std[g] per parameter (Rainforth et al. 2018), averaged over the group, with "
-    "|E[g]|^2 estimated as mean^2 minus the mean's sampling variance (clamped at 0), so that the "
-    "figure does not fall with the number of draws as |mean|/std does; its bias is within about "
-    "±0.35/sqrt(draws) per parameter (none is unbiased for every |E[g]|).",
+    "SNR = root mean square over the group of |E[g]| / std[g] per parameter (Rainforth et al. "
+    "2018): each parameter's squared SNR is debiased (mean^2 minus the mean's sampling "
+    "variance, over std^2 with a degrees-of-freedom correction of its Jensen bias) and not "
+    "clamped, so the group's mean square (snr_squared in the rows) is unbiased and does not "
+    "fall with the number of draws as |mean|/std does; the SNR is its root, clamped at 0 once.",
     f"Intervals of the variance rows are 95 %: {INTERVAL_METHOD}. Each interval contains its "
     "point estimate; SNR intervals lie in [0, inf).",
     "Seconds per epoch: a full pass of optimizer steps over the training set after warm-up, median "

@@ -203,8 +203,8 @@ def variance_plots(rows: pd.DataFrame) -> Iterator[Plot]:
             yield Plot(
                 f"snr_vs_batch_{stem}",
                 f"Signal-to-noise ratio against minibatch size, {model}",
-                "SNR = |E[g]| / std[g] per parameter, averaged over the group "
-                "(Rainforth et al. 2018).",
+                "SNR = |E[g]| / std[g] per parameter, root mean square over the group, "
+                "squares debiased (Rainforth et al. 2018).",
                 figure,
             )
 

@@ -641,7 +641,8 @@ def decomposition_table(rows: pd.DataFrame) -> Table | None:
             f"Minibatch {', '.join(str(b) for b in sorted(batches))}, last checkpoint. "
             "Law of total "
             "variance: variance = E_B[Var_eps(g|B)] (noise) + Var_B(E_eps[g|B]) (data). SNR = "
-            "|E[g]| / std[g] per parameter, averaged over the group (Rainforth et al. 2018).",
+            "|E[g]| / std[g] per parameter, root mean square over the group, squares debiased "
+            "(Rainforth et al. 2018).",
             *objective_notes(variance, list(set(variance["estimator"].dropna()))),
             *coverage_notes(variance),
         ),
