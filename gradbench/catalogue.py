@@ -9,14 +9,24 @@ from gradbench.models import MODELS
 from gradbench.models.toy import PROBLEMS
 
 
+def default_evaluations(name: str) -> str:
+    """Decoder evaluations per gradient of an estimator with its default options, or "latent
+    size" where they depend on the model's latent (enumeration)."""
+    try:
+        return str(make_estimator(name).evaluations)
+    except RuntimeError:
+        return "latent size"
+
+
 def estimator_table() -> pd.DataFrame:
-    """One row per estimator: name, unbiased, node kinds, summary."""
+    """One row per estimator: name, unbiased, node kinds, evaluations per gradient, summary."""
     return pd.DataFrame(
         [
             {
                 "estimator": name,
                 "unbiased": cls.unbiased,
                 "nodes": ", ".join(sorted(cls.node_kinds)),
+                "evaluations": default_evaluations(name),
                 "summary": cls.summary,
             }
             for name, cls in ESTIMATORS.items()

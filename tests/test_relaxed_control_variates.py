@@ -23,7 +23,7 @@ from gradbench.estimators.nodes import (
     logistic_like,
     one_hot_argmax,
 )
-from gradbench.estimators.rebar import conditional_gumbel, conditional_logistic, uniform_like
+from gradbench.estimators.nodes import conditional_gumbel, conditional_logistic, uniform_like
 from gradbench.gradients import gradient_draws
 from gradbench.measure.toy import toy_draws
 from gradbench.models import DataShape, make_model

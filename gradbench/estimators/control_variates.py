@@ -11,6 +11,17 @@ long as b does not depend on the z it multiplies: E[∇ log q] = 0. Here:
   (Kool, van Hoof & Welling 2019).
 - :class:`FirstOrderTaylor`: MuProp's h(z) = f(μ̄) + f′(μ̄)ᵀ(z − μ̄) around the mean-field point
   μ̄ = E_q[z] (Gu, Levine, Sutskever & Mnih 2016), and the term that restores ∇ E_q[h].
+- :class:`RelaxedControlVariate`: REBAR's c(z) = η f(σ_λ(z)), the loss at the continuous
+  relaxation σ_λ(z) = σ(z/λ) (softmax(z/λ) for a categorical) of the discrete b = H(z), with η
+  and log λ learnable (Tucker, Mnih, Maddison, Lawson & Sohl-Dickstein 2017).
+- :class:`LearnedSurrogate`: RELAX's r_ψ, added to it for c_ψ(z) = η f(σ_λ(z)) + r_ψ(σ_λ(z), x),
+  a small network on the relaxed sample and the model input (Grathwohl, Choi, Wu, Roeder &
+  Duvenaud 2018).
+
+The last two are evaluated at z ~ p(z) and at z̃ ~ p(z | b) and corrected by ∇ c(z) − ∇ c(z̃),
+which :mod:`gradbench.estimators.rebar` and :mod:`gradbench.estimators.relax` form; there η, λ
+and ψ are tuned for low variance, so these modules take a ``live`` flag: False enters every
+parameter detached.
 
 Stateful baselines change only in their update methods, which estimators call from ``observe``,
 after the step that used them: a baseline must never see its own draw (b updated with the current
@@ -20,8 +31,10 @@ infrastructure and registers no estimator.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -189,3 +202,100 @@ class FirstOrderTaylor:
         batch_dims = self.value_at_center.dim()
         terms = [_sum_event(s * c, batch_dims) for s, c in zip(self.slopes, self.centers)]
         return sum(terms, torch.zeros_like(self.value_at_center))
+
+
+class RelaxedControlVariate(nn.Module):
+    """REBAR's control variate c(z) = η f(σ_λ(z)): the relaxation σ_λ and the scale η, held as
+    the parameters ``eta`` and ``log_temperature`` (log λ) so that both can be tuned.
+
+    :meth:`relax` maps logistic or Gumbel variables z to σ_λ(z); the model evaluates f there, and
+    :meth:`forward` scales those losses by η. ``live`` False enters η and λ detached.
+    """
+
+    def __init__(self, eta: float, temperature: float) -> None:
+        super().__init__()
+        if not math.isfinite(eta):
+            raise ValueError(f"eta must be a finite number, got {eta}")
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be positive and finite, got {temperature}")
+        self.eta = nn.Parameter(torch.tensor(float(eta)))
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
+
+    def relax(self, node: StochasticNode, values: Sequence[Tensor], live: bool) -> list[Tensor]:
+        """σ_λ(z) for each z in ``values`` (shaped like ``node``'s logits, with any leading
+        dimensions): softmax(z/λ) over the last dimension for a categorical node, σ(z/λ)
+        elementwise otherwise. Differentiable in z, and in λ when ``live``."""
+        log_temperature = self.log_temperature if live else self.log_temperature.detach()
+        temperature = log_temperature.exp()
+        if isinstance(node, CategoricalNode):
+            return [torch.softmax(z / temperature, dim=-1) for z in values]
+        return [torch.sigmoid(z / temperature) for z in values]
+
+    def forward(self, relaxed_losses: Tensor, live: bool) -> Tensor:
+        """η f(σ_λ(·)), shaped like ``relaxed_losses``, the losses f the model returned at the
+        relaxed samples; differentiable in η when ``live``."""
+        eta = self.eta if live else self.eta.detach()
+        return eta * relaxed_losses
+
+
+class LearnedSurrogate(nn.Module):
+    """RELAX's r_ψ(σ_λ(z), x) = Linear(features, hidden) → tanh → Linear(hidden, 1) on the relaxed
+    rows of every node's sample (rows 1 and 2 of REBAR's sample axis), flattened per example,
+    joined with the model input x where the nodes record it (``forward.context()``).
+
+    Its input size is known only from a forward pass, so ``network`` stays None until
+    :meth:`build_for` (or ``load_state_dict`` from a saved one, rebuilt at the saved size). The
+    output layer starts at zero: r_ψ = 0 until ψ is tuned.
+    """
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        if hidden < 1:
+            raise ValueError(f"hidden must be a positive int, got {hidden}")
+        self.hidden = hidden
+        self.network: nn.Sequential | None = None
+        self.register_load_state_dict_pre_hook(self._build_for_state)
+
+    def build_for(self, forward: StochasticForward) -> None:
+        """Build r_ψ for the inputs of ``forward`` at its dtype and device, unless built."""
+        if self.network is None:
+            like = forward.data_loss
+            self._build(_relaxed_inputs(forward).shape[-1], self.hidden, like.dtype, like.device)
+
+    def forward(self, forward: StochasticForward, live: bool) -> Tensor:
+        """r_ψ at the two relaxed rows, [2, batch]; every ψ detached unless ``live``."""
+        if self.network is None:
+            raise RuntimeError("the learned surrogate needs build_for(forward) first")
+        parameters = dict(self.network.named_parameters())
+        if not live:
+            parameters = {k: v.detach() for k, v in parameters.items()}
+        inputs = _relaxed_inputs(forward)
+        return torch.func.functional_call(self.network, parameters, (inputs,)).squeeze(-1)
+
+    def _build(self, features: int, hidden: int, dtype: torch.dtype, device: torch.device) -> None:
+        """r_ψ with ``features`` inputs and ``hidden`` tanh units, its output layer at zero."""
+        output = nn.Linear(hidden, 1)
+        nn.init.zeros_(output.weight)
+        nn.init.zeros_(output.bias)
+        self.network = nn.Sequential(nn.Linear(features, hidden), nn.Tanh(), output).to(
+            dtype=dtype, device=device
+        )
+
+    def _build_for_state(
+        self, module: nn.Module, state: dict[str, Any], prefix: str, *_: Any
+    ) -> None:
+        """Load hook: a saved r_ψ is rebuilt at its saved size before its weights are copied."""
+        weight = state.get(f"{prefix}network.0.weight")
+        if self.network is None and weight is not None:
+            self._build(weight.shape[1], weight.shape[0], weight.dtype, weight.device)
+
+
+def _relaxed_inputs(forward: StochasticForward) -> Tensor:
+    """The relaxed rows 1 and 2 of every node's sample, flattened per example, and the model
+    input: [2, batch, features]."""
+    batch = forward.batch_shape
+    parts = [sample[1:].flatten(1 + len(batch)) for sample in forward.samples]
+    context = forward.context()
+    if context is not None:
+        parts.append(context.detach().reshape(*batch, -1).expand(2, *batch, -1))
+    return torch.cat(parts, dim=-1)

@@ -18,7 +18,12 @@ from torch import Tensor
 
 from gradbench.estimators.base import register_estimator
 from gradbench.estimators.gumbel_softmax import GumbelSoftmax
-from gradbench.estimators.nodes import StochasticNode, expand_to, gumbel_like
+from gradbench.estimators.nodes import (
+    StochasticNode,
+    conditional_gumbel,
+    expand_to,
+    uniform_like,
+)
 
 
 def conditional_gumbels(log_probs: Tensor, one_hot: Tensor, samples: int) -> Tensor:
@@ -31,10 +36,7 @@ def conditional_gumbels(log_probs: Tensor, one_hot: Tensor, samples: int) -> Ten
     z̃_k = −log(−log v_k / π_k − log v_{k*}).
     """
     log_probs = log_probs.detach()
-    gumbels = gumbel_like(expand_to(log_probs, (samples,)))
-    top = (gumbels * one_hot).sum(-1, keepdim=True)  # [samples, ..., 1]: the maximum
-    below = -torch.logaddexp(-(log_probs + gumbels), -top)
-    return torch.where(one_hot > 0, top, below)
+    return conditional_gumbel(log_probs, one_hot, uniform_like(expand_to(log_probs, (samples,))))
 
 
 @register_estimator
@@ -42,7 +44,7 @@ class GumbelRao(GumbelSoftmax):
     """One-hot forward pass; backward averaged over K conditional Gumbel draws given D."""
 
     name = "gumbel-rao"
-    summary = "Gumbel-Rao: straight-through Gumbel-softmax Rao-Blackwellised over K Gumbels | D"
+    summary = "Gumbel-Rao: straight-through Gumbel-softmax Rao-Blackwellised over K Gumbels given D"
     node_kinds = frozenset({"categorical"})
 
     def __init__(

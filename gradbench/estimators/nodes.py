@@ -69,6 +69,49 @@ def logistic_like(values: Tensor) -> Tensor:
     return torch.log(uniform) - torch.log1p(-uniform)
 
 
+def uniform_like(values: Tensor) -> Tensor:
+    """U(0, 1) noise of the shape of ``values``, kept inside [tiny, 1 − eps] so that log v and
+    log(1 − v) are finite."""
+    info = torch.finfo(values.dtype)
+    return torch.rand_like(values).clamp(info.tiny, 1.0 - info.eps)
+
+
+def conditional_logistic(logits: Tensor, b: Tensor, v: Tensor) -> Tensor:
+    """z̃ ~ p(z | b) for z = α + logistic noise, b = 1[z > 0], θ = σ(α); v ~ U(0, 1).
+
+    b = 1: ũ = (1 − θ) + v θ; b = 0: ũ = v (1 − θ); z̃ = α + log ũ − log(1 − ũ), written in
+    log space: for b = 1, log(1 − ũ) = log θ + log(1 − v); for b = 0, log ũ = log v + log(1 − θ).
+    Differentiable in α given b and v.
+    """
+    log_theta = torch.nn.functional.logsigmoid(logits)
+    log_one_minus_theta = torch.nn.functional.logsigmoid(-logits)
+    log_v, log_one_minus_v = torch.log(v), torch.log1p(-v)
+    log_u = torch.where(
+        b > 0.5,
+        torch.logaddexp(log_one_minus_theta, log_v + log_theta),
+        log_v + log_one_minus_theta,
+    )
+    log_one_minus_u = torch.where(
+        b > 0.5,
+        log_theta + log_one_minus_v,
+        torch.logaddexp(log_theta, log_one_minus_v + log_one_minus_theta),
+    )
+    return logits + log_u - log_one_minus_u
+
+
+def conditional_gumbel(log_probs: Tensor, b: Tensor, v: Tensor) -> Tensor:
+    """z̃ ~ p(z | b) for z = log π + Gumbel noise, b = one-hot(argmax z) over the last dimension;
+    v ~ U(0, 1) of the same shape.
+
+    z̃_{k*} = −log(−log v_{k*}); z̃_k = −log(−log v_k / π_k − log v_{k*}) for k ≠ k*: the maximum
+    is a standard Gumbel, the others Gumbels of location log π_k truncated below it.
+    """
+    exponential = -torch.log(v)  # [..., K], Exp(1)
+    log_top = torch.log((b * exponential).sum(-1, keepdim=True))  # log(−log v_{k*})
+    others = -torch.logaddexp(torch.log(exponential) - log_probs, log_top)
+    return torch.where(b > 0.5, -log_top, others)
+
+
 @dataclass
 class GaussianNode:
     """z ~ N(mean, std²), factorized; the last ``event_dims`` dimensions form one latent vector.

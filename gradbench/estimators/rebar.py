@@ -4,6 +4,10 @@
 reparameterised through the logits given b and fresh noise v; σ_λ(z) = σ(z/λ) (softmax(z/λ) for
 a categorical). Unbiased for every η and λ > 0; three decoder evaluations per gradient.
 
+The control variate η f(σ_λ(·)) is ``relaxation``, a :class:`RelaxedControlVariate` from
+:mod:`gradbench.estimators.control_variates` (η, log λ and σ_λ); this module draws b, z and z̃,
+forms ĝ and tunes η and λ.
+
 Sample axis: ``sample`` returns [3, *batch, *event], row 0 the discrete b, row 1 σ_λ(z), row 2
 σ_λ(z̃); the model decodes all three and returns data_loss [3, batch]. The decoder's parameters
 learn from row 0 only, as in the RELAX authors' VAE code: the relaxed rows enter only ĝ, the
@@ -31,62 +35,21 @@ the measurements) change nothing but the clock, so the estimator does not ask fo
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
 from gradbench.estimators.base import Estimator, StochasticForward, register_estimator
+from gradbench.estimators.control_variates import RelaxedControlVariate
 from gradbench.estimators.nodes import (
     CategoricalNode,
     StochasticNode,
+    conditional_gumbel,
+    conditional_logistic,
     gumbel_like,
     logistic_like,
     one_hot_argmax,
+    uniform_like,
 )
-
-
-def uniform_like(values: Tensor) -> Tensor:
-    """U(0, 1) noise of the shape of ``values``, kept inside [tiny, 1 − eps] so that log v and
-    log(1 − v) are finite."""
-    info = torch.finfo(values.dtype)
-    return torch.rand_like(values).clamp(info.tiny, 1.0 - info.eps)
-
-
-def conditional_logistic(logits: Tensor, b: Tensor, v: Tensor) -> Tensor:
-    """z̃ ~ p(z | b) for z = α + logistic noise, b = 1[z > 0], θ = σ(α); v ~ U(0, 1).
-
-    b = 1: ũ = (1 − θ) + v θ; b = 0: ũ = v (1 − θ); z̃ = α + log ũ − log(1 − ũ), written in
-    log space: for b = 1, log(1 − ũ) = log θ + log(1 − v); for b = 0, log ũ = log v + log(1 − θ).
-    Differentiable in α given b and v.
-    """
-    log_theta = nn.functional.logsigmoid(logits)
-    log_one_minus_theta = nn.functional.logsigmoid(-logits)
-    log_v, log_one_minus_v = torch.log(v), torch.log1p(-v)
-    log_u = torch.where(
-        b > 0.5,
-        torch.logaddexp(log_one_minus_theta, log_v + log_theta),
-        log_v + log_one_minus_theta,
-    )
-    log_one_minus_u = torch.where(
-        b > 0.5,
-        log_theta + log_one_minus_v,
-        torch.logaddexp(log_theta, log_one_minus_v + log_one_minus_theta),
-    )
-    return logits + log_u - log_one_minus_u
-
-
-def conditional_gumbel(log_probs: Tensor, b: Tensor, v: Tensor) -> Tensor:
-    """z̃ ~ p(z | b) for z = log π + Gumbel noise, b = one-hot(argmax z) over the last dimension;
-    v ~ U(0, 1) of the same shape.
-
-    z̃_{k*} = −log(−log v_{k*}); z̃_k = −log(−log v_k / π_k − log v_{k*}) for k ≠ k*: the maximum
-    is a standard Gumbel, the others Gumbels of location log π_k truncated below it.
-    """
-    exponential = -torch.log(v)  # [..., K], Exp(1)
-    log_top = torch.log((b * exponential).sum(-1, keepdim=True))  # log(−log v_{k*})
-    others = -torch.logaddexp(torch.log(exponential) - log_probs, log_top)
-    return torch.where(b > 0.5, -log_top, others)
 
 
 def score(node: StochasticNode, b: Tensor) -> Tensor:
@@ -127,52 +90,51 @@ class Rebar(Estimator):
         tune_lr: float = 1e-3,
     ) -> None:
         super().__init__()
-        if not math.isfinite(eta):
-            raise ValueError(f"eta must be a finite number, got {eta}")
-        if not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(f"temperature must be positive and finite, got {temperature}")
+        self.relaxation = RelaxedControlVariate(eta, temperature)
         if not tune_lr > 0:
             raise ValueError(f"tune_lr must be positive, got {tune_lr}")
         self.tune = tune
-        self.eta = nn.Parameter(torch.tensor(float(eta)))
-        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
-        self.tuner = torch.optim.Adam([self.eta, self.log_temperature], lr=tune_lr)
+        self.tuner = torch.optim.Adam(self.relaxation.parameters(), lr=tune_lr)
+
+    @property
+    def eta(self) -> nn.Parameter:
+        """η, the scale of the relaxed control variate."""
+        return self.relaxation.eta
+
+    @property
+    def log_temperature(self) -> nn.Parameter:
+        """log λ, the relaxation's log temperature."""
+        return self.relaxation.log_temperature
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return (3,)
 
     def tuning_parameters(self) -> list[nn.Parameter]:
-        """The parameters ``observe`` tunes: η, log λ (and RELAX's surrogate network)."""
-        return [p for group in self.tuner.param_groups for p in group["params"]]
+        """The parameters ``observe`` tunes: η, log λ."""
+        return list(self.relaxation.parameters())
 
     def sample(self, node: StochasticNode) -> Tensor:
         """[b, σ_λ(z), σ_λ(z̃)] stacked on a leading axis of 3; b carries no gradient, the
         relaxed rows are differentiable in the logits (and in λ while tuning is live)."""
         self._check_kind(node)
-        log_temperature = self.log_temperature
-        if not tuning_is_live(self.tune, [node]):
-            log_temperature = log_temperature.detach()
-        temperature = log_temperature.exp()
         if isinstance(node, CategoricalNode):
             log_probs = node.log_probs()
             z = log_probs + gumbel_like(log_probs)
             b = one_hot_argmax(z.detach())
             z_tilde = conditional_gumbel(log_probs, b, uniform_like(log_probs))
-            relaxed, relaxed_tilde = (torch.softmax(v / temperature, dim=-1) for v in (z, z_tilde))
         else:
             z = node.logits + logistic_like(node.logits)
             b = (z.detach() > 0).to(z.dtype)
             z_tilde = conditional_logistic(node.logits, b, uniform_like(node.logits))
-            relaxed = torch.sigmoid(z / temperature)
-            relaxed_tilde = torch.sigmoid(z_tilde / temperature)
+        live = tuning_is_live(self.tune, [node])
+        relaxed, relaxed_tilde = self.relaxation.relax(node, (z, z_tilde), live)
         return torch.stack([b, relaxed, relaxed_tilde])
 
     def control_variates(self, forward: StochasticForward, live: bool) -> Tensor:
         """c(σ_λ(z)) and c(σ_λ(z̃)), [2, batch]: here η f at the relaxed rows (η detached unless
         tuning is live)."""
-        eta = self.eta if live else self.eta.detach()
-        return eta * forward.data_loss[1:]
+        return self.relaxation(forward.data_loss[1:], live)
 
     def logit_gradients(
         self, forward: StochasticForward, live: bool
