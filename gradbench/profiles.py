@@ -5,8 +5,8 @@ training measurements — so that a report says exactly how it was made.
 
 - ``smoke``: seconds per cell, for tests and a first look (under 2 minutes on a 2-core CPU):
   scikit-learn's 8×8 digits, tiny networks, few draws, one epoch, one torch thread.
-- ``quick``: the default without CUDA (under 30 minutes on a 2-core CPU, no GPU): the first
-  5000 images of each MNIST split (digits when MNIST is absent), narrower networks (3×256 MLP,
+- ``quick``: the default without CUDA (about 35 minutes on a 2-core CPU, no GPU, with every
+  registered estimator): the first 5000 images of each MNIST split (digits when MNIST is absent), narrower networks (3×256 MLP,
   200-unit VAEs), 5 training epochs, variance at 1 and 5 epochs with 100 draws, one thread.
 - ``paper``: the papers' settings, meant for a GPU (the default with CUDA): full MNIST, the
   papers' architectures (Kingma et al. 2015: 3×1024 ReLU MLP; the thesis: 784-500-300(30×10)-500
@@ -171,7 +171,7 @@ SMOKE = Profile(
 
 QUICK = Profile(
     name="quick",
-    summary="under 30 minutes on 2 CPU cores without a GPU: an MNIST subset, narrower networks",
+    summary="about 35 minutes on 2 CPU cores without a GPU: an MNIST subset, narrower networks",
     dataset="auto",
     subset=5000,
     torch_threads=1,  # predictable on a shared 2-core machine: two threads contend badly there

@@ -348,6 +348,20 @@ def coverage_notes(rows: pd.DataFrame) -> tuple[str, ...]:
     )
 
 
+NAMED_VARIANTS = {
+    "lr-baseline[baseline=learned]": "NVIL (Mnih & Gregor 2014): the score function with a "
+    "learned, input-dependent baseline",
+}
+"""Variants that the literature knows under a name of their own."""
+
+
+def variant_notes(estimators: Sequence[str]) -> tuple[str, ...]:
+    """A note naming each listed variant the literature knows by another name."""
+    return tuple(
+        f"{label} is {NAMED_VARIANTS[label]}." for label in estimators if label in NAMED_VARIANTS
+    )
+
+
 def objective_notes(rows: pd.DataFrame, estimators: Sequence[str]) -> tuple[str, ...]:
     """The other-objective note, when a table lists an estimator it marks."""
     return (OTHER_OBJECTIVE_NOTE,) if any(other_objective(rows, e) for e in estimators) else ()
@@ -539,6 +553,7 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
             "Published: Kingma, Salimans & Welling (2015), Table 1, their hardware and scaling "
             "(minibatch size and sum/mean convention not stated); compare orderings, not values."
         )
+    notes += variant_notes(names)
     notes += objective_notes(cell_rows, names)
     notes += coverage_notes(cell_rows)
     return Table(
@@ -715,6 +730,7 @@ def elbo_table(rows: pd.DataFrame, model: str) -> Table | None:
             row.append(pub.JANG_2017_VAE_CAT_NEG_ELBO.get(name))
         table_rows.append(tuple(row))
     notes = ["Ours: nats per example, higher is better, at the last epoch trained."]
+    notes += variant_notes(names)
     notes += objective_notes(final, names)
     if bernoulli:
         notes += [

@@ -30,6 +30,7 @@ from gradbench.report.tables import (
     nearest_batch_size,
     objective_notes,
     select,
+    variant_notes,
 )
 
 
@@ -94,6 +95,7 @@ def work_normalised_table(rows: pd.DataFrame) -> Table | None:
         "variance × evaluations compares estimators at equal evaluation budgets (lower is "
         "better); variance × seconds per gradient compares them at equal wall-clock on the "
         "machine of the timing cells.",
+        *variant_notes(list(dict.fromkeys(shown))),
         *objective_notes(rows, shown),
     )
     return Table(
