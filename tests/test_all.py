@@ -335,3 +335,37 @@ def test_bias_runs_on_the_runs_own_configuration_where_it_is_enumerable(options,
     dataset = load_dataset(DataConfig(dataset="digits"), torch.device("cpu"))
     setting = Setting("categorical-vae", {"hidden_sizes": (8,), **options})
     assert all_command.has_exact_oracle(setting, dataset) is exact
+
+
+def test_work_normalised_variance_uses_each_estimators_evaluations(smoke) -> None:
+    """Evaluations come from the run's catalogue (rloo 4, arm 2, rebar 3, lr 1), and the matched
+    columns are the variance times evaluations and times seconds per gradient."""
+    _, reports, _ = smoke
+    rows = read_csv(reports / "tables" / "work_normalised_variance.csv")
+    evaluations = {r["estimator"]: float(r["evaluations"]) for r in rows}
+    assert {k: evaluations[k] for k in ("rloo", "arm", "rebar", "lr")} == {
+        "rloo": 4.0, "arm": 2.0, "rebar": 3.0, "lr": 1.0
+    }
+    for row in rows:
+        variance, seconds = float(row["variance"]), float(row["s / gradient"])
+        assert float(row["variance × evaluations"]) == pytest.approx(
+            variance * float(row["evaluations"]), rel=1e-8
+        )
+        assert float(row["variance × s"]) == pytest.approx(variance * seconds, rel=1e-8)
+
+
+def test_a_pair_that_cannot_run_is_skipped_with_its_reason(tmp_path: Path, capsys) -> None:
+    """exact on a 30 × 10 latent (10^30 configurations): the probe drops the pair, says why,
+    and the run goes on with the others."""
+    status = run_all(
+        "--profile", "smoke", "--models", "categorical-vae", "--estimators", "exact,lr",
+        "--model-arg", "categorical-vae:n_vars=30", "--model-arg", "categorical-vae:n_classes=10",
+        "--experiments", "timing", "--results", str(tmp_path / "results"),
+        "--out", str(tmp_path / "reports"),
+    )
+    assert status == 0
+    err = capsys.readouterr().err
+    assert "skipping estimator exact (categorical-vae)" in err and "max_configurations" in err
+    rows = ResultStore(tmp_path / "results").load()
+    timed = set(rows[rows["experiment"] == "timing"]["estimator"].dropna())
+    assert "lr" in timed and "exact" not in timed

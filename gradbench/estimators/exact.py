@@ -20,7 +20,12 @@ from gradbench.estimators.base import (
     StochasticForward,
     register_estimator,
 )
-from gradbench.estimators.nodes import BernoulliNode, CategoricalNode, StochasticNode
+from gradbench.estimators.nodes import (
+    BernoulliNode,
+    CategoricalNode,
+    StochasticNode,
+    configuration_digits,
+)
 
 
 class EnumerationTooLarge(NotApplicable):
@@ -36,22 +41,17 @@ def configuration_count(node: BernoulliNode | CategoricalNode) -> int:
 
 
 def enumerate_support(node: BernoulliNode | CategoricalNode) -> Tensor:
-    """Every configuration of the node's latent, [C, *event_shape], in the node's dtype.
-
-    Configuration c sets variable v (event coordinates in row-major order) to digit
-    ⌊c / K^v⌋ mod K: the class (one-hot) of a categorical variable, the value of a Bernoulli
-    unit (K = 2); the categorical VAE's ``all_latents`` uses the same order.
-    """
-    logits = node.logits
+    """Every configuration of the node's latent, [C, *event_shape], in the node's dtype, in the
+    order of :func:`configuration_digits`: the class (one-hot) of each categorical variable, the
+    value of each Bernoulli unit."""
     categorical = isinstance(node, CategoricalNode)
     base = node.event_shape[-1] if categorical else 2
     variables = node.event_shape[:-1] if categorical else node.event_shape
-    codes = torch.arange(configuration_count(node), device=logits.device)
-    places = base ** torch.arange(math.prod(variables), device=logits.device)
-    digits = (codes[:, None] // places % base).reshape(-1, *variables)
+    digits = configuration_digits(math.prod(variables), base, node.logits.device)
+    digits = digits.reshape(-1, *variables)
     if categorical:
-        return torch.nn.functional.one_hot(digits, base).to(logits.dtype)
-    return digits.to(logits.dtype)
+        return torch.nn.functional.one_hot(digits, base).to(node.logits.dtype)
+    return digits.to(node.logits.dtype)
 
 
 @register_estimator

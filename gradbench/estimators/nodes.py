@@ -69,6 +69,15 @@ def logistic_like(values: Tensor) -> Tensor:
     return torch.log(uniform) - torch.log1p(-uniform)
 
 
+def configuration_digits(variables: int, base: int, device: torch.device | None = None) -> Tensor:
+    """Every configuration of ``variables`` discrete variables of ``base`` values, [base^V, V]:
+    configuration c sets variable v to the digit ⌊c / base^v⌋ mod base (the order every
+    enumeration in gradbench uses: the exact estimator and the models' oracles)."""
+    codes = torch.arange(base**variables, device=device)
+    places = base ** torch.arange(variables, device=device)
+    return codes[:, None] // places % base
+
+
 def uniform_like(values: Tensor) -> Tensor:
     """U(0, 1) noise of the shape of ``values``, kept inside [tiny, 1 − eps] so that log v and
     log(1 − v) are finite."""

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradbench.estimators.base import Estimator, StochasticForward
-from gradbench.estimators.nodes import BernoulliNode
+from gradbench.estimators.nodes import BernoulliNode, configuration_digits
 from gradbench.models.base import (
     DataShape,
     OracleUnavailable,
@@ -166,9 +166,7 @@ class BernoulliVAE(StochasticModel):
                 f"exact oracle (latent_dim at most {MAX_ORACLE_LATENT_DIM}); use a smaller "
                 "latent_dim"
             )
-        codes = torch.arange(2**self.latent_dim, device=device)
-        places = 2 ** torch.arange(self.latent_dim, device=device)
-        return (codes[:, None] // places % 2).to(dtype)
+        return configuration_digits(self.latent_dim, 2, device).to(dtype)
 
     def _enumerated_log_likelihoods(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Every configuration [C, latent_dim] and log p(x|b_c) [C, B] (matrix products: no

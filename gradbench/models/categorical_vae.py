@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradbench.estimators.base import Estimator, StochasticForward
-from gradbench.estimators.nodes import CategoricalNode
+from gradbench.estimators.nodes import CategoricalNode, configuration_digits
 from gradbench.models.base import (
     DataShape,
     OracleUnavailable,
@@ -123,9 +123,7 @@ class CategoricalVAE(StochasticModel):
                 f"{configurations} latent configurations (n_classes**n_vars) exceed "
                 f"{_MAX_CONFIGURATIONS}; use a model with fewer variables or classes"
             )
-        codes = torch.arange(configurations, device=device)
-        places = self.n_classes ** torch.arange(self.n_vars, device=device)
-        digits = codes[:, None] // places % self.n_classes  # [C, n_vars]
+        digits = configuration_digits(self.n_vars, self.n_classes, device)  # [C, n_vars]
         return F.one_hot(digits, self.n_classes).to(dtype)
 
     def exact_log_likelihood(self, x: Tensor) -> Tensor:
