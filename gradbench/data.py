@@ -42,7 +42,7 @@ import urllib.request
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +231,17 @@ class Dataset:
     def device(self) -> torch.device:
         """The device every tensor of the dataset lives on."""
         return self.train.images.device
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """The same dataset with every tensor on ``device`` (itself when already there)."""
+        device = torch.device(device)
+        if self.device == device:
+            return self
+        moved = {
+            name: Split(part.images.to(device), part.labels.to(device))
+            for name, part in ((n, self.split(n)) for n in SPLITS)
+        }
+        return replace(self, **moved, fixed={k: v.to(device) for k, v in self.fixed.items()})
 
     def split(self, name: str) -> Split:
         """The split called ``name`` ("train", "valid" or "test")."""

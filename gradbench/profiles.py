@@ -61,7 +61,8 @@ class Profile:
     dataset: str = "auto"  # auto: MNIST if found, else digits (the dataset used is stamped)
     subset: int | None = None  # keep the first N examples of each split; None: all
     binarization: str = "threshold"  # the thesis': grey level >= 0.5
-    seed: int = 0  # model initialisation, data order and noise
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # one run per seed: initialisation, data order, noise
+    data_seed: int = 0  # the fixed binarization's sample, the same for every seed
     torch_threads: int | None = None  # torch.set_num_threads for the run; None: torch's default
     # models (gradbench.models) to run; empty: every registered model
     models: tuple[str, ...] = ()
@@ -116,6 +117,8 @@ class Profile:
             )
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads must be None or positive, got {self.torch_threads}")
+        if not self.seeds or min(self.seeds) < 0 or len(set(self.seeds)) < len(self.seeds):
+            raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds}")
         for name in ("variance_draws", "variance_noise_draws", "train_epochs", "timing_repeats",
                      "bias_draws", "bias_batch_size"):
             if getattr(self, name) < (0 if name == "train_epochs" else 1):
@@ -145,6 +148,7 @@ SMOKE = Profile(
     name="smoke",
     summary="under 2 minutes on 2 CPU cores: digits, tiny networks, few draws, 1 epoch",
     dataset="digits",
+    seeds=(0,),
     torch_threads=1,  # tiny tensors: threads cost more than they save, badly so on a busy CPU
     model_options={
         "bayes-mlp": {"hidden_sizes": (32, 32)},
@@ -174,6 +178,7 @@ QUICK = Profile(
     summary="about 35 minutes on 2 CPU cores without a GPU: an MNIST subset, narrower networks",
     dataset="auto",
     subset=5000,
+    seeds=(0, 1, 2),
     torch_threads=1,  # predictable on a shared 2-core machine: two threads contend badly there
     model_options={
         "bayes-mlp": {"hidden_sizes": (256, 256, 256)},

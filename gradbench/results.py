@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import json
 import os
 import platform
@@ -53,6 +54,7 @@ COLUMNS = [
     "profile",
     "created_at",
     "config_hash",
+    "cell_seconds",
 ]
 """Columns of every result table; measurements fill the first ones, ``stamp`` the rest."""
 
@@ -64,6 +66,8 @@ MEASURED_FIRST = ("torch_threads",)
 
 STATUS_OK = "ok"
 STATUS_DIVERGED = "diverged"
+STATUS_FAILED = "failed"
+"""A cell whose task failed after its retries: stored with its error, retried by a rerun."""
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -208,8 +212,12 @@ def atomic_torch_save(state: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda stream: torch.save(state, stream))
 
 
-def stamp(rows: Iterable[dict[str, Any]], cell: Cell, provenance: Provenance) -> pd.DataFrame:
-    """Rows of a cell as a DataFrame with every column of ``COLUMNS``, stamped with provenance."""
+def stamp(
+    rows: Iterable[dict[str, Any]], cell: Cell, provenance: Provenance, seconds: float = math.nan
+) -> pd.DataFrame:
+    """Rows of a cell as a DataFrame with every column of ``COLUMNS``, stamped with provenance
+    and the seconds the cell took to compute (``cell_seconds``: ``all --dry-run`` estimates
+    from it)."""
     frame = pd.DataFrame(list(rows))
     known = cell.estimator.partition("[")[0] in ESTIMATORS
     stamped = {
@@ -222,6 +230,7 @@ def stamp(rows: Iterable[dict[str, Any]], cell: Cell, provenance: Provenance) ->
         "seed": cell.config.get("seed"),
         "dataset": cell.config.get("dataset"),
         "config_hash": cell.config_hash,
+        "cell_seconds": seconds,
         **vars(provenance),
     }
     for column, value in stamped.items():
@@ -261,28 +270,30 @@ class ResultStore:
         atomic_write(target, lambda stream: stream.write(frame.to_csv(index=False).encode()))
         return target
 
-    def run(
+    def read(self, cell: Cell) -> pd.DataFrame | None:
+        """The cell's stored rows, or None when it is not stored."""
+        return read_cell(self.path(cell)) if self.has(cell) else None
+
+    def stored(self, cell: Cell, provenance: Provenance) -> pd.DataFrame | None:
+        """The cell's rows when it is finished: stored, not failed, and made by the running code
+        (or the store reuses stale cells); else None (the cell is to be computed)."""
+        frame = self.read(cell)
+        if frame is None or (frame["status"] == STATUS_FAILED).any():
+            return None
+        versions = set(frame["code_version"].dropna().astype(str))
+        return frame if self.reuse_stale or versions == {provenance.code_version} else None
+
+    def save(
         self,
         cell: Cell,
-        compute: Callable[[], Iterable[dict[str, Any]]],
+        rows: Iterable[dict[str, Any]],
         provenance: Provenance,
-        force: bool = False,
-    ) -> tuple[pd.DataFrame, bool]:
-        """The cell's rows, computing and storing them unless already stored (or ``force``).
-
-        A stored cell made by other code is recomputed unless the store reuses stale cells.
-        Returns the rows and whether they were computed now.
-        """
-        if self.has(cell) and not force:
-            stored = read_cell(self.path(cell))
-            versions = set(stored["code_version"].dropna().astype(str)) if (
-                "code_version" in stored
-            ) else set()
-            if self.reuse_stale or versions == {provenance.code_version}:
-                return stored, False
-        frame = stamp(compute(), cell, provenance)
+        seconds: float = math.nan,
+    ) -> pd.DataFrame:
+        """Stamp and store a cell's rows (atomically); returns the stored frame."""
+        frame = stamp(rows, cell, provenance, seconds)
         self.write(cell, frame)
-        return frame, True
+        return frame
 
     def load(self, experiment: str | None = None) -> pd.DataFrame:
         """Every stored row (of one experiment, or all) as one DataFrame, in a stable order."""

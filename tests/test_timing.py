@@ -22,7 +22,6 @@ import pytest
 import torch
 
 from gradbench import cli
-from gradbench.commands import timing_command
 from gradbench.data import DataConfig, Dataset, load_dataset
 from gradbench.experiment import Setting
 from gradbench.measure import timing
@@ -322,7 +321,7 @@ def test_timing_command_resumes_finished_cells(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     computed: list[str] = []
-    real = timing_command.timing_rows
+    real = timing.timing_rows
 
     def counting(setting: Setting, name: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         computed.append(name)
@@ -330,7 +329,7 @@ def test_timing_command_resumes_finished_cells(
             raise KeyboardInterrupt
         return real(setting, name, *args, **kwargs)
 
-    monkeypatch.setattr(timing_command, "timing_rows", counting)
+    monkeypatch.setattr(timing, "timing_rows", counting)
     interrupt = True
     with pytest.raises(KeyboardInterrupt):
         cli.main(_timing_args(tmp_path, "local-reparam,reparam"))

@@ -289,8 +289,11 @@ def test_checkpoints_resume_to_the_same_parameters(digits, tmp_path):
         torch.testing.assert_close(value, resumed.model_state[name], rtol=0, atol=0)
     assert len(list((tmp_path / "b" / "checkpoints").glob("*.pt"))) == 2
     assert not list((tmp_path / "b" / "checkpoints").glob(".partial-*"))
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "b" / "checkpoints").glob("*.pt")}
     reloaded = load_or_train(setting, digits, CPU, 2, "reparam", tmp_path / "b", training)
-    assert reloaded.path == resumed.path
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # loaded, not trained again
+    for name, value in resumed.model_state.items():
+        torch.testing.assert_close(value, reloaded.model_state[name], rtol=0, atol=0)
     initial = build_model(setting, digits, CPU).state_dict()
     assert not torch.equal(initial["encoder.0.weight"], direct.model_state["encoder.0.weight"])
 

@@ -1,23 +1,28 @@
-"""``gradbench all``: every measurement for every applicable model × estimator, then the reports.
+"""``gradbench all``: every measurement for every applicable model × estimator × seed, then the
+reports.
 
-For each model of the profile and each estimator that applies to it: wall-clock timing (with
+For each seed, model of the profile and estimator that applies to it: wall-clock timing (with
 the speed-ups between the model's estimators), gradient variance at the profile's checkpoints
-and minibatch sizes, and training with the ELBO per epoch. Each finished cell is stored at once
-in the result store, so an interrupted run resumes where it stopped; ``--force`` recomputes.
-The reports are then built from the stored rows alone (as ``gradbench report`` does).
+and minibatch sizes, bias against the exact gradient, and training with the ELBO per epoch.
+Every measurement is a set of tasks (:mod:`gradbench.execution`) that runs in this process or on
+Ray (``--executor ray``); each finished cell is stored at once by this process, so an
+interrupted run resumes where it stopped; ``--force`` recomputes. ``--dry-run`` lists the cells
+still to run with an estimated time each. The reports are then built from the stored rows alone
+(as ``gradbench report`` does).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from gradbench.catalogue import CATALOGUE, applicable, catalogue_rows
 from gradbench.commands.common import key_values, progress_enabled
@@ -30,24 +35,18 @@ from gradbench.estimators import (
     make_estimator,
     split_labels,
 )
+from gradbench.execution.driver import Driver, Executor, execute
+from gradbench.execution.estimate import estimate, print_estimate
+from gradbench.execution.in_process import InProcessExecutor
+from gradbench.execution.ray_executor import LOCAL, RayExecutor, import_ray
+from gradbench.execution.schedule import plan_schedule
+from gradbench.execution.task import Context, Resources, Task, cell_key
 from gradbench.experiment import Setting, data_shape
-from gradbench.measure.bias import measure_bias
+from gradbench.measure.bias import bias_tasks
 from gradbench.measure.checkpoints import TrainingConfig
-from gradbench.measure.timing import (
-    TimingConfig,
-    speedup_cell,
-    speedup_rows,
-    timing_cell,
-    timing_rows,
-)
-from gradbench.measure.training import (
-    EvalConfig,
-    TrainConfig,
-    checkpoint_path,
-    training_cell,
-    training_rows,
-)
-from gradbench.measure.variance import measure_variance
+from gradbench.measure.timing import TimingConfig, timing_tasks
+from gradbench.measure.training import EvalConfig, TrainConfig, training_tasks
+from gradbench.measure.variance import variance_tasks
 from gradbench.models import MODELS, make_model
 from gradbench.models.base import OracleUnavailable
 from gradbench.models.toy import PROBLEMS
@@ -67,7 +66,11 @@ from gradbench.report.build import (
     TABLES_DIR,
     check_formats,
 )
-from gradbench.results import Cell, Provenance, ResultStore, read_cell
+from gradbench.results import Cell, Provenance, ResultStore
+
+IN_PROCESS = "in-process"
+EXECUTORS = (IN_PROCESS, "ray")
+"""Where cells run: here, one after the other (no extra dependency), or on Ray."""
 
 EXPERIMENTS = ("timing", "variance", "bias", "train")
 """The measurements ``all`` runs, in the order it runs them."""
@@ -111,7 +114,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", help="override the profile's dataset")
     parser.add_argument("--data-dir", help="folder holding the dataset files")
     parser.add_argument("--subset", help="first N examples of each split, or 'none'")
-    parser.add_argument("--seed", help="override the profile's seed")
+    parser.add_argument(
+        "--seeds", help="comma-separated seeds, one run of every cell each (default: the profile's)"
+    )
+    parser.add_argument(
+        "--executor", default=IN_PROCESS,
+        help=f"where cells run: {', '.join(EXECUTORS)} (default {IN_PROCESS}; ray needs "
+        "pip install -e \".[ray]\")",
+    )
+    parser.add_argument(
+        "--ray-address", default=LOCAL,
+        help="with --executor ray: 'local' (an embedded Ray on this machine, the default), "
+        "'auto', HOST:PORT or ray://HOST:PORT (an existing cluster, see `ray start`)",
+    )
+    parser.add_argument(
+        "--jobs", type=int,
+        help="with --ray-address local: worker CPUs (default: every core); --dry-run: workers "
+        "to estimate for",
+    )
     parser.add_argument(
         "--set", action="append", metavar="KEY=VALUE",
         help="override any profile setting, e.g. train_epochs=3 or variance_batch_sizes=1,10,100",
@@ -131,7 +151,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--dry-run", action="store_true",
-        help="print the resolved profile and the cells, run nothing",
+        help="print the resolved profile and the cells still to run with an estimated time each "
+        "(from stored timings, else a short calibration), and the total for one process and "
+        "for --jobs workers; run nothing",
     )
     parser.set_defaults(run=run)
 
@@ -145,11 +167,8 @@ class Plan:
     estimators: dict[str, list[str]]  # model → estimators, in registry order
     skipped: list[str] = field(default_factory=list)  # "estimator (model)" that do not apply
     evaluations: dict[str, dict[str, int]] = field(default_factory=dict)  # label → model → n
-
-    @property
-    def cells(self) -> int:
-        """Model × estimator × experiment units (one progress step each)."""
-        return len(self.experiments) * sum(len(v) for v in self.estimators.values())
+    bias_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # model → oracle's
+    notes: list[str] = field(default_factory=list)  # what the probe left out, and why
 
 
 def split_names(raw: str | None) -> list[str]:
@@ -160,12 +179,13 @@ def split_names(raw: str | None) -> list[str]:
 def resolve_profile(args: argparse.Namespace) -> Profile:
     """The chosen profile with every flag applied; ValueError (exit 2) on any bad value.
 
-    A profile whose values a flag changed (other than which models run) is stamped
-    ``NAME+custom``, so its rows and reports are not mistaken for the named profile's.
+    A profile whose values a flag changed (other than which models and seeds run: every row
+    carries its seed) is stamped ``NAME+custom``, so its rows and reports are not mistaken for
+    the named profile's.
     """
     profile = get_profile(args.profile or default_profile_name())
     settings = key_values(args.set, "--set")
-    for flag in ("dataset", "subset", "seed"):
+    for flag in ("dataset", "subset", "seeds"):
         value = getattr(args, flag)
         if value is not None:
             settings[flag] = value
@@ -180,7 +200,7 @@ def resolve_profile(args: argparse.Namespace) -> Profile:
     )
     resolved = replace(profile, model_options=model_options, estimator_options=estimator_options)
     base = get_profile(profile.name)
-    if replace(resolved, models=base.models) != base:
+    if replace(resolved, models=base.models, seeds=base.seeds) != base:
         resolved = replace(resolved, name=f"{base.name}{CUSTOM_SUFFIX}")
     return resolved
 
@@ -216,11 +236,11 @@ def make_plan(args: argparse.Namespace, profile: Profile) -> Plan:
     return plan
 
 
-def setting_for(profile: Profile, model: str, estimators: list[str]) -> Setting:
-    """The measurement setting of one model: its options, its estimators' options, the seed."""
+def setting_for(profile: Profile, model: str, estimators: list[str], seed: int) -> Setting:
+    """The measurement setting of one model and seed: its options, its estimators' options."""
     names = {base_name(label) for label in estimators}
     options = {e: dict(o) for e, o in profile.estimator_options.items() if e in names and o}
-    return Setting(model, profile.options_for(model), options, profile.seed)
+    return Setting(model, profile.options_for(model), options, seed)
 
 
 def duration(seconds: float) -> str:
@@ -232,149 +252,85 @@ def duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
 
 
-@dataclass
-class Runner:
-    """Runs a plan's cells into a store, advancing one overall progress bar per unit."""
+def cell_resources(profile: Profile, device: torch.device) -> Resources:
+    """What one cell asks for: one GPU on CUDA, else the profile's torch threads in CPU cores."""
+    return Resources(cpus=profile.torch_threads or 1, gpus=1 if device.type == "cuda" else 0)
 
-    plan: Plan
-    store: ResultStore
-    dataset: Dataset
-    device: torch.device
-    provenance: Provenance
-    force: bool
-    progress: bool
-    bar: tqdm
 
-    def run(self, experiment: str, model: str) -> None:
-        """One experiment for every estimator of ``model``."""
-        setting = setting_for(self.plan.profile, model, self.plan.estimators[model])
-        runs = {"timing": self.timing, "variance": self.variance, "bias": self.bias,
-                "train": self.train}
-        runs[experiment](model, setting)
+def checkpoint_training(profile: Profile) -> TrainingConfig:
+    """How the reference estimator trains the variance and bias checkpoints."""
+    return TrainingConfig(
+        profile.checkpoint_batch_size, profile.checkpoint_learning_rate,
+        profile.checkpoint_max_steps, checkpoint_horizon(profile),
+    )
 
-    def timing(self, model: str, setting: Setting) -> None:
-        """Timing cells of one model's estimators, then their speed-ups against each other."""
-        profile = self.plan.profile
+
+def experiment_tasks(
+    plan: Plan, experiment: str, model: str, seed: int, dataset: Dataset, device: torch.device,
+    root: Path,
+) -> list[Task]:
+    """The tasks of one experiment on one model at one seed, for every estimator of the plan."""
+    profile = plan.profile
+    names = plan.estimators[model]
+    setting = setting_for(profile, model, names, seed)
+    resources = cell_resources(profile, device)
+    if experiment == "timing":
         config = TimingConfig(
             profile.timing_batch_size, profile.timing_steps, profile.timing_repeats,
             profile.timing_warmup_steps, profile.train_learning_rate,
         )
-        cells, frames, computed = [], [], False
-        for name in self.plan.estimators[model]:
-            self.bar.set_postfix_str(f"timing {model} / {name}")
-            cell = timing_cell(setting, name, self.dataset, self.device, config, profile.name)
-
-            def compute(name: str = name) -> list[dict]:
-                return timing_rows(setting, name, self.dataset, self.device, config, self.progress)
-
-            _, now = self.store.run(cell, compute, self.provenance, force=self.force)
-            computed |= now
-            cells.append(cell)
-            frames.append(read_cell(self.store.path(cell)))
-            self.bar.update()
-        if len(cells) < 2:
-            return
-        per_epoch = {
-            cell.estimator: frame[frame["metric"] == "seconds_per_epoch"].iloc[0].to_dict()
-            for cell, frame in zip(cells, frames)
-        }
-        derived = speedup_rows(per_epoch)
-        for cell in cells:
-            target = speedup_cell(cell, [c for c in cells if c is not cell])
-            self.store.run(target, lambda rows=derived[cell.estimator]: rows, self.provenance,
-                           force=computed)
-
-    def variance(self, model: str, setting: Setting) -> None:
-        """Variance cells of one model's estimators at every checkpoint and minibatch size."""
-        profile = self.plan.profile
-        training = TrainingConfig(
-            profile.checkpoint_batch_size, profile.checkpoint_learning_rate,
-            profile.checkpoint_max_steps, checkpoint_horizon(profile),
+        whole = Resources(resources.cpus, resources.gpus, whole_node=True)
+        return timing_tasks(setting, names, dataset, device, config, profile.name, whole)
+    if experiment == "variance":
+        sizes = [m for m in profile.variance_batch_sizes if m <= len(dataset.train)]
+        return variance_tasks(
+            setting, names, sizes, profile.variance_draws, profile.variance_epochs, dataset,
+            device, root, profile.name, noise_draws=profile.variance_noise_draws,
+            training=checkpoint_training(profile), replicates=profile.variance_replicates,
+            resources=resources,
         )
-        sizes = [m for m in profile.variance_batch_sizes if m <= len(self.dataset.train)]
-        for name in self.plan.estimators[model]:
-            self.bar.set_postfix_str(f"variance {model} / {name}")
-            measure_variance(
-                setting, [name], sizes, profile.variance_draws, profile.variance_epochs,
-                self.dataset, self.device, self.store, self.provenance, self.force,
-                noise_draws=profile.variance_noise_draws, training=training,
-                replicates=profile.variance_replicates, progress=self.bar.set_postfix_str,
-            )
-            self.bar.update()
-
-    def bias(self, model: str, setting: Setting) -> None:
-        """Bias against the exact gradient at the variance checkpoints: on the run's own
-        configuration where its oracle is exact there (a categorical VAE of 8 × 4), else on the
-        model's small oracle configuration; models without one are skipped."""
-        profile = self.plan.profile
-        oracle = MODELS[model].oracle_options
-        if not oracle:
-            self.bar.update(len(self.plan.estimators[model]))
-            return
-        small = setting if has_exact_oracle(setting, self.dataset) else replace(
-            setting, model_options=dict(oracle)
+    if experiment == "bias":
+        if model not in plan.bias_options:
+            return []
+        small = replace(setting, model_options=dict(plan.bias_options[model]))
+        return bias_tasks(
+            small, names, profile.variance_epochs, dataset, device, root, profile.name,
+            draws=profile.bias_draws, batch_size=min(profile.bias_batch_size, len(dataset.train)),
+            training=checkpoint_training(profile), resources=resources,
         )
-        training = TrainingConfig(
-            profile.checkpoint_batch_size, profile.checkpoint_learning_rate,
-            profile.checkpoint_max_steps, checkpoint_horizon(profile),
-        )
-        for name in self.plan.estimators[model]:
-            self.bar.set_postfix_str(f"bias {model} / {name}")
-            try:
-                measure_bias(
-                    small, [name], profile.variance_epochs, self.dataset, self.device,
-                    self.store, self.provenance, self.force, draws=profile.bias_draws,
-                    batch_size=min(profile.bias_batch_size, len(self.dataset.train)),
-                    training=training, progress=self.bar.set_postfix_str,
-                )
-            except OracleUnavailable as error:
-                print(f"gradbench all: no bias rows for {model}: {error}", file=sys.stderr)
-                self.bar.update(len(self.plan.estimators[model]))
-                return
-            self.bar.update()
-
-    def train(self, model: str, setting: Setting) -> None:
-        """Training cells of one model's estimators, resumable from per-epoch checkpoints."""
-        profile = self.plan.profile
-        config = TrainConfig(
-            profile.train_epochs, profile.train_batch_size, profile.train_learning_rate,
-            profile.train_lr_decay,
-        )
-        evaluation = EvalConfig(
-            profile.eval_samples, profile.eval_iw_samples, profile.eval_iw_every,
-            profile.eval_train_subset,
-        )
-        for name in self.plan.estimators[model]:
-            self.bar.set_postfix_str(f"train {model} / {name}")
-            cell = training_cell(
-                setting, name, self.dataset, self.device, config, evaluation, profile.name
-            )
-            resume = checkpoint_path(self.store.root, cell)
-            if self.force:
-                resume.unlink(missing_ok=True)
-
-            def compute(name: str = name, resume: Path = resume) -> list[dict]:
-                return training_rows(
-                    setting, name, self.dataset, self.device, config, evaluation, resume,
-                    self.progress,
-                )
-
-            self.store.run(cell, compute, self.provenance, force=self.force)
-            resume.unlink(missing_ok=True)
-            self.bar.update()
+    config = TrainConfig(
+        profile.train_epochs, profile.train_batch_size, profile.train_learning_rate,
+        profile.train_lr_decay,
+    )
+    evaluation = EvalConfig(
+        profile.eval_samples, profile.eval_iw_samples, profile.eval_iw_every,
+        profile.eval_train_subset,
+    )
+    return training_tasks(setting, names, dataset, device, config, evaluation, profile.name,
+                          resources)
 
 
-def has_exact_oracle(setting: Setting, dataset: Dataset) -> bool:
-    """Whether the model at the setting's own options computes its exact expected loss (one
-    example, on the CPU) rather than raising :class:`OracleUnavailable`."""
+def plan_tasks(plan: Plan, dataset: Dataset, device: torch.device, root: Path) -> list[Task]:
+    """Every task of the plan: the catalogue, then each experiment × seed × model."""
+    tasks = catalogue_tasks(plan, dataset)
+    for experiment in plan.experiments:
+        for seed in plan.profile.seeds:
+            for model in plan.estimators:
+                tasks += experiment_tasks(plan, experiment, model, seed, dataset, device, root)
+    return tasks
+
+
+def oracle_problem(setting: Setting, dataset: Dataset) -> str | None:
+    """Why the model at the setting's options cannot compute its exact expected loss on this
+    data (one example, on the CPU), or None when it can."""
     network = make_model(setting.model, data_shape(dataset), setting.model_options)
     x = (dataset.train.images[:1] >= 0.5).float().cpu()
     try:
         with torch.no_grad():
             network.expected_loss(x, dataset.train.labels[:1].cpu())
-    except (OracleUnavailable, NotImplementedError):
-        return False
-    return True
+    except (OracleUnavailable, NotImplementedError, ValueError) as error:
+        return str(error) or type(error).__name__
+    return None
 
 
 def checkpoint_horizon(profile: Profile) -> int:
@@ -384,7 +340,7 @@ def checkpoint_horizon(profile: Profile) -> int:
 
 
 def print_plan(plan: Plan) -> None:
-    """The resolved profile and the cells (``--dry-run``)."""
+    """The resolved profile and what runs (``--dry-run``)."""
     print(f"profile {plan.profile.name}: {plan.profile.summary}")
     for key, value in plan.profile.values().items():
         if key not in ("name", "summary"):
@@ -396,33 +352,58 @@ def print_plan(plan: Plan) -> None:
         print(f"skipped (does not apply): {', '.join(plan.skipped)}")
 
 
+def make_executor(args: argparse.Namespace) -> Executor:
+    """The ``--executor`` (with its Ray address and jobs); ValueError naming the choices."""
+    if args.executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {args.executor!r}; valid: {', '.join(EXECUTORS)}")
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be positive, got {args.jobs}")
+    if args.executor == IN_PROCESS:
+        if args.ray_address != LOCAL:
+            raise ValueError("--ray-address needs --executor ray")
+        return InProcessExecutor()
+    import_ray()
+    return RayExecutor(args.ray_address, args.jobs)
+
+
 def run(args: argparse.Namespace) -> int:
     profile = resolve_profile(args)
     plan = make_plan(args, profile)
     formats = check_formats(split_names(args.formats))
-    if args.dry_run:
-        print_plan(plan)
-        return 0
-    out = check_writable(args.out)
-    results = check_writable(args.results)
+    executor = make_executor(args) if not args.dry_run else None
     device = resolve_device(args.device)
     data = DataConfig(
         dataset=profile.dataset, binarization=profile.binarization, data_dir=args.data_dir,
-        subset=profile.subset, seed=profile.seed,
+        subset=profile.subset, seed=profile.data_seed,
     )
+    if not args.dry_run:
+        out = check_writable(args.out)
+        check_writable(args.results)
     try:
         dataset = load_dataset(data, device)
     except DataNotFoundError as error:
         print(f"gradbench all: error: {error}", file=sys.stderr)
         return 2
     probe(plan, dataset)
-    for skipped in plan.skipped:
-        print(f"gradbench all: skipping estimator {skipped}", file=sys.stderr)
+    results = Path(args.results)
     threads = torch.get_num_threads()
     if profile.torch_threads is not None:
         torch.set_num_threads(profile.torch_threads)
     try:
-        return run_plan(plan, args, out, results, dataset, device, formats)
+        tasks = plan_tasks(plan, dataset, device, results)
+        if args.dry_run:
+            print_plan(plan)
+            store = ResultStore(results, reuse_stale=args.reuse_stale)
+            provenance = Provenance.collect(device, profile.name)
+            schedule = plan_schedule(tasks, store, provenance, args.force)
+            costs = estimate(schedule.tasks, store, dataset, device)
+            print_estimate(schedule.tasks, costs, args.jobs or os.cpu_count() or 1)
+            return 0
+        for skipped in plan.skipped:
+            print(f"gradbench all: skipping estimator {skipped}", file=sys.stderr)
+        for note in plan.notes:
+            print(f"gradbench all: {note}", file=sys.stderr)
+        return run_plan(plan, tasks, executor, args, out, results, dataset, device, formats)
     finally:
         torch.set_num_threads(threads)
 
@@ -431,11 +412,15 @@ def probe(plan: Plan, dataset: Dataset) -> None:
     """Build every model and estimator of the plan and run one forward pass of one example on the
     CPU: bad options fail before any cell runs, an estimator that cannot run on a model's
     configuration (:class:`NotApplicable`) is dropped from the plan with its reason, and each
-    pair's evaluations per gradient are recorded (they may depend on the model's latent size)."""
+    pair's evaluations per gradient are recorded (they may depend on the model's latent size).
+    Bias runs on the model's own configuration where its oracle is exact there (a categorical
+    VAE of 8 × 4), else on its small oracle configuration; a model whose oracle cannot serve
+    the data (bayes-mlp's two-class oracle on ten classes) gets no bias cells, with the reason."""
     x = (dataset.train.images[:1] >= 0.5).float().cpu()
     y = dataset.train.labels[:1].cpu()
+    seed = plan.profile.seeds[0]
     for model in list(plan.estimators):
-        chosen = setting_for(plan.profile, model, plan.estimators[model])
+        chosen = setting_for(plan.profile, model, plan.estimators[model], seed)
         network = make_model(model, data_shape(dataset), chosen.model_options)
         kept = []
         for label in plan.estimators[model]:
@@ -449,28 +434,47 @@ def probe(plan: Plan, dataset: Dataset) -> None:
                 continue
             kept.append(label)
             plan.evaluations.setdefault(label, {})[model] = estimator.evaluations
-        if kept:
-            plan.estimators[model] = kept
-        else:
+        if not kept:
             del plan.estimators[model]
+            continue
+        plan.estimators[model] = kept
+        oracle = MODELS[model].oracle_options
+        if "bias" not in plan.experiments or not oracle:
+            continue
+        for options in (chosen.model_options, dict(oracle)):
+            reason = oracle_problem(replace(chosen, model_options=options), dataset)
+            if reason is None:
+                plan.bias_options[model] = options
+                break
+        else:
+            plan.notes.append(f"no bias rows for {model}: {reason}")
 
 
-def store_catalogue(plan: Plan, runner: Runner) -> None:
+def catalogue_tasks(plan: Plan, dataset: Dataset) -> list[Task]:
     """One catalogue cell per estimator or variant of the profile: where it applies (models and
     toy problems), whether it is unbiased; the report's applicability table reads these."""
     targets = [*plan.profile.models, *PROBLEMS]
+    tasks = []
     for label in plan.profile.estimators or tuple(ESTIMATORS):
-        config = {"targets": targets, "profile": plan.profile.name,
-                  "dataset": runner.dataset.name, "seed": plan.profile.seed}
         evaluations = plan.evaluations.get(label, {})
-        config["evaluations"] = evaluations
+        config = {"targets": targets, "profile": plan.profile.name, "dataset": dataset.name,
+                  "evaluations": evaluations}
         cell = Cell(CATALOGUE, "all", label, config)
-        runner.store.run(cell, partial(catalogue_rows, label, targets, evaluations),
-                         runner.provenance, force=runner.force)
+        tasks.append(Task(cell_key(cell), partial(_catalogue, label, targets, evaluations),
+                          cell=cell, on_driver=True, describe=f"catalogue {label}"))
+    return tasks
+
+
+def _catalogue(
+    label: str, targets: list[str], evaluations: dict[str, int], context: Context
+) -> list[dict[str, object]]:
+    return catalogue_rows(label, targets, evaluations)
 
 
 def run_plan(
     plan: Plan,
+    tasks: list[Task],
+    executor: Executor,
     args: argparse.Namespace,
     out: Path,
     results: Path,
@@ -478,42 +482,37 @@ def run_plan(
     device: torch.device,
     formats: tuple[str, ...],
 ) -> int:
-    """Run every cell of ``plan`` (resuming), then write the reports; the exit status."""
+    """Run every task of ``plan`` (resuming), then write the reports; the exit status (1 when a
+    cell failed: it is stored as failed and retried by the next run)."""
     profile = plan.profile
-    progress = progress_enabled(args)
-    bar = tqdm(total=plan.cells, desc=f"all ({profile.name})", unit="cell", disable=not progress)
     store = ResultStore(results, reuse_stale=args.reuse_stale)
-    runner = Runner(plan, store, dataset, device,
-                    Provenance.collect(device, profile.name), args.force, progress, bar)
+    provenance = Provenance.collect(device, profile.name)
+    context = Context(dataset, device, results, progress_enabled(args))
     started = time.perf_counter()
-    spent: dict[str, float] = {}
-    store_catalogue(plan, runner)
     try:
-        for experiment in plan.experiments:
-            clock = time.perf_counter()
-            for model in plan.estimators:
-                runner.run(experiment, model)
-            spent[experiment] = time.perf_counter() - clock
+        driver = execute(tasks, store, provenance, executor, context, force=args.force,
+                         describe=f"all ({profile.name}, {executor.name})")
     except KeyboardInterrupt:
-        bar.close()
         print(
             f"\ngradbench all: interrupted; finished cells are kept in {results}/. "
             "Run the same command again to resume.",
             file=sys.stderr,
         )
         return 130
-    bar.close()
+    cells_seconds = time.perf_counter() - started
     clock = time.perf_counter()
-    rows = runner.store.load()
+    rows = store.load()
     report = build_reports(rows, out, profile=profile.name, formats=formats)
-    spent["reports"] = time.perf_counter() - clock
-    print_summary(plan, dataset.name, device, results, report, len(rows), spent,
-                  time.perf_counter() - started)
-    return 0
+    spent = {"cells": cells_seconds, "reports": time.perf_counter() - clock}
+    print_summary(plan, driver, executor, dataset.name, device, results, report, len(rows),
+                  spent, time.perf_counter() - started)
+    return 1 if driver.failed else 0
 
 
 def print_summary(
     plan: Plan,
+    driver: Driver,
+    executor: Executor,
     dataset: str,
     device: torch.device,
     results: Path,
@@ -524,9 +523,11 @@ def print_summary(
 ) -> None:
     """The closing summary: what was written where and how long each part took."""
     parts = ", ".join(f"{k} {duration(v)}" for k, v in spent.items())
+    seeds = ",".join(map(str, plan.profile.seeds))
     print(
-        f"gradbench all: profile {plan.profile.name}, dataset {dataset}, device {device.type}: "
-        f"{plan.cells} cells in {duration(total)} ({parts})"
+        f"gradbench all: profile {plan.profile.name}, dataset {dataset}, device {device.type}, "
+        f"seeds {seeds}, executor {executor.name}: {driver.computed} cells computed in "
+        f"{duration(total)} ({parts})"
     )
     print(f"  results: {results}/ ({n_rows} rows)")
     print(f"  index:   {report.out / 'README.md'}, {report.out / 'references.bib'}")
@@ -538,3 +539,6 @@ def print_summary(
         print(f"  figures: {len(report.plots)} in {folder}/")
     if plan.skipped:
         print(f"  skipped (does not apply): {', '.join(plan.skipped)}")
+    if driver.failed:
+        print(f"  failed ({len(driver.failed)}, stored as failed rows; rerun to retry): "
+              + "; ".join(driver.failed))

@@ -8,15 +8,18 @@ import json
 import sys
 
 import pandas as pd
+import torch
 
 from gradbench.catalogue import applicable, check_applicable
-from gradbench.data import BINARIZATIONS, DATASETS, DataConfig
+from gradbench.data import BINARIZATIONS, DATASETS, DataConfig, Dataset
 from gradbench.estimators import ESTIMATORS, base_name, make_estimator, split_labels
+from gradbench.execution.in_process import execute_here
+from gradbench.execution.task import Context, Task
 from gradbench.experiment import Setting
 from gradbench.models import MODELS
 from gradbench.options import option_defaults, parse_key_values
 from gradbench.profiles import default_profile_name, get_profile
-from gradbench.results import ResultStore
+from gradbench.results import Provenance, ResultStore
 
 
 def choose(value: str, valid: list[str] | tuple[str, ...], what: str) -> str:
@@ -97,7 +100,10 @@ def add_setting_args(parser: argparse.ArgumentParser, estimators_flag: str = "--
     )
     parser.add_argument("--subset", type=int, help="keep only the first N examples of each split")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", default="0",
+        help="comma-separated seeds: every cell runs once per seed (default 0)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -107,6 +113,7 @@ def add_setting_args(parser: argparse.ArgumentParser, estimators_flag: str = "--
     parser.set_defaults(threads_for=thread_policy)
     parser.add_argument("--results", default="results", help="results directory (resumable)")
     parser.add_argument("--force", action="store_true", help="recompute finished cells")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument(
         "--reuse-stale", action="store_true", help="reuse stored cells made by other code"
     )
@@ -127,14 +134,37 @@ def thread_policy(args: argparse.Namespace) -> int | None:
 
 
 def data_config(args: argparse.Namespace) -> DataConfig:
-    """The data configuration the flags describe (validated by DataConfig)."""
+    """The data configuration the flags describe (validated by DataConfig); the fixed
+    binarization's sample is the same for every seed (as in ``all``'s profiles)."""
     return DataConfig(
         dataset=args.dataset,
         binarization=args.binarization,
         data_dir=args.data_dir,
         subset=args.subset,
-        seed=args.seed,
     )
+
+
+def seeds(args: argparse.Namespace) -> list[int]:
+    """The ``--seeds`` list: distinct non-negative integers; ValueError naming the flag."""
+    try:
+        values = [int(v) for v in args.seeds.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    if not values or min(values) < 0 or len(set(values)) < len(values):
+        raise ValueError(f"--seeds must be distinct non-negative integers, got {args.seeds!r}")
+    return values
+
+
+def run_here(
+    args: argparse.Namespace, tasks: list[Task], dataset: Dataset, device: torch.device
+) -> pd.DataFrame:
+    """Run ``tasks`` in this process against the ``--results`` store (resuming unless
+    ``--force``) and return the rows of their cells; a failed cell raises RuntimeError."""
+    store = result_store(args)
+    provenance = Provenance.collect(device, args.profile)
+    context = Context(dataset, device, store.root, progress_enabled(args))
+    return execute_here(tasks, store, provenance, context, force=args.force,
+                        describe=args.command)
 
 
 def estimator_list(args: argparse.Namespace, model: str) -> list[str]:
@@ -179,11 +209,11 @@ def estimator_options(items: list[str] | None, names: list[str]) -> dict[str, di
     return options
 
 
-def setting(args: argparse.Namespace, names: list[str]) -> Setting:
-    """The measurement setting the flags describe."""
+def setting(args: argparse.Namespace, names: list[str], seed: int) -> Setting:
+    """The measurement setting the flags describe, at one seed."""
     return Setting(
         model=args.model,
         model_options=key_values(args.model_arg, "--model-arg"),
         estimator_options=estimator_options(args.estimator_arg, names),
-        seed=args.seed,
+        seed=seed,
     )

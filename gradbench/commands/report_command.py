@@ -1,7 +1,8 @@
 """``gradbench report``: rebuild every report from stored results, recomputing nothing.
 
 Reads the tidy rows of a result store and writes the same tables (byte for byte), figures, index
-and references that ``gradbench all`` writes; see :mod:`gradbench.report.build`.
+and references that ``gradbench all`` writes; see :mod:`gradbench.report.build`. Rows of several
+seeds (cells that differ only in their seed) are aggregated over the seeds.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 
 from gradbench.report import build_reports, check_writable
 from gradbench.report.build import FIGURE_FORMATS, TABLE_FORMATS, check_formats
+from gradbench.report.notes import seed_phrase
 from gradbench.results import ResultStore
 
 
@@ -47,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
         )
     check_writable(args.out)
     report = build_reports(rows, args.out, profile=args.profile, formats=formats)
+    seeds = ", ".join(str(s) for s in report.seeds) or "none stored"
     print(
         f"gradbench report: {len(report.tables)} tables and {len(report.plots)} figures from "
-        f"{len(rows)} stored rows written to {report.out}/ (index: {report.out / 'README.md'})"
+        f"{len(rows)} stored rows ({seed_phrase(len(report.seeds))}: {seeds}) written to "
+        f"{report.out}/ (index: {report.out / 'README.md'})"
     )
     return 0

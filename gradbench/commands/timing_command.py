@@ -20,20 +20,13 @@ from gradbench.commands.common import (
     emit_rows,
     estimator_list,
     output_format,
-    progress_enabled,
-    result_store,
+    run_here,
+    seeds,
     setting,
 )
 from gradbench.data import load_dataset
 from gradbench.device import resolve_device
-from gradbench.measure.timing import (
-    TimingConfig,
-    speedup_cell,
-    speedup_rows,
-    timing_cell,
-    timing_rows,
-)
-from gradbench.results import Provenance, read_cell
+from gradbench.measure.timing import TimingConfig, timing_tasks
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +45,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--warmup-steps", type=int, default=defaults.warmup_steps, help="untimed steps first (5)"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_format(parser, FORMATS, "table")
     parser.set_defaults(run=run)
 
@@ -88,33 +80,15 @@ def timing_table(frame: pd.DataFrame) -> str:
 def run(args: argparse.Namespace) -> int:
     fmt = output_format(args)
     names = estimator_list(args, args.model)
-    chosen = setting(args, names)
     config = TimingConfig(args.batch_size, args.steps, args.repeats, args.warmup_steps)
     device = resolve_device(args.device)
     dataset = load_dataset(data_config(args), device)
-    store = result_store(args)
-    provenance = Provenance.collect(device, args.profile)
-    progress = progress_enabled(args)
-    cells, frames = [], []
-    for name in names:
-        cell = timing_cell(chosen, name, dataset, device, config, args.profile)
-
-        def compute(name: str = name) -> list[dict]:
-            return timing_rows(chosen, name, dataset, device, config, progress)
-
-        store.run(cell, compute, provenance, force=args.force)
-        cells.append(cell)
-        frames.append(read_cell(store.path(cell)))
-    if len(cells) > 1:
-        epoch_rows = {
-            cell.estimator: frame[frame["metric"] == "seconds_per_epoch"].iloc[0].to_dict()
-            for cell, frame in zip(cells, frames)
-        }
-        derived = speedup_rows(epoch_rows)
-        for cell in cells:
-            target = speedup_cell(cell, [c for c in cells if c is not cell])
-            store.run(target, lambda rows=derived[cell.estimator]: rows, provenance, force=True)
-            frames.append(read_cell(store.path(target)))
-    frame = pd.concat(frames, ignore_index=True)
+    tasks = [
+        task
+        for seed in seeds(args)
+        for task in timing_tasks(setting(args, names, seed), names, dataset, device, config,
+                                 args.profile)
+    ]
+    frame = run_here(args, tasks, dataset, device)
     emit_rows(frame, fmt, timing_table(frame) if fmt == "table" else "")
     return 0

@@ -8,7 +8,6 @@ Metric names and conventions: :mod:`gradbench.measure.training`.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import pandas as pd
 from tabulate import tabulate
@@ -21,21 +20,13 @@ from gradbench.commands.common import (
     emit_rows,
     estimator_list,
     output_format,
-    progress_enabled,
-    result_store,
+    run_here,
+    seeds,
     setting,
 )
 from gradbench.data import load_dataset
 from gradbench.device import resolve_device
-from gradbench.measure.training import (
-    EvalConfig,
-    TrainConfig,
-    checkpoint_path,
-    discard_checkpoint,
-    training_cell,
-    training_rows,
-)
-from gradbench.results import Provenance, read_cell
+from gradbench.measure.training import EvalConfig, TrainConfig, training_tasks
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -82,7 +73,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=evaluation.chunk_size,
         help="examples per evaluation call, to bound memory (500)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_format(parser, FORMATS, "table")
     parser.set_defaults(run=run)
 
@@ -105,31 +95,18 @@ def training_table(frame: pd.DataFrame) -> str:
 def run(args: argparse.Namespace) -> int:
     fmt = output_format(args)
     names = estimator_list(args, args.model)
-    chosen = setting(args, names)
     config = TrainConfig(args.epochs, args.batch_size, args.lr, args.lr_decay)
     evaluation = EvalConfig(
         args.eval_samples, args.iw_samples, args.iw_every, args.eval_subset, args.eval_chunk
     )
     device = resolve_device(args.device)
     dataset = load_dataset(data_config(args), device)
-    store = result_store(args)
-    provenance = Provenance.collect(device, args.profile)
-    progress = progress_enabled(args)
-    frames = []
-    for name in names:
-        cell = training_cell(chosen, name, dataset, device, config, evaluation, args.profile)
-        checkpoint = checkpoint_path(Path(args.results), cell)
-        if args.force:
-            discard_checkpoint(checkpoint)
-
-        def compute(name: str = name, checkpoint: Path = checkpoint) -> list[dict]:
-            return training_rows(
-                chosen, name, dataset, device, config, evaluation, checkpoint, progress
-            )
-
-        store.run(cell, compute, provenance, force=args.force)
-        discard_checkpoint(checkpoint)
-        frames.append(read_cell(store.path(cell)))
-    frame = pd.concat(frames, ignore_index=True)
+    tasks = [
+        task
+        for seed in seeds(args)
+        for task in training_tasks(setting(args, names, seed), names, dataset, device, config,
+                                   evaluation, args.profile)
+    ]
+    frame = run_here(args, tasks, dataset, device)
     emit_rows(frame, fmt, training_table(frame) if fmt == "table" else "")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 
 import pandas as pd
 from tabulate import tabulate
@@ -18,7 +17,8 @@ from gradbench.commands.common import (
     emit_rows,
     estimator_list,
     output_format,
-    result_store,
+    run_here,
+    seeds,
     setting,
 )
 from gradbench.data import load_dataset
@@ -31,11 +31,10 @@ from gradbench.measure.variance import (
     DEFAULT_NOISE_DRAWS,
     EXPERIMENT,
     GRADIENT_CONVENTION,
-    measure_variance,
+    variance_tasks,
 )
 from gradbench.measure.variance_stats import BOOTSTRAP_REPLICATES, SLOPE_METRIC
 from gradbench.models import MODELS
-from gradbench.results import Provenance
 
 SUMMARY_GROUPS = ("bottom", "top", "all")
 """Groups the table shows (Kingma et al.'s Table 1 reports bottom and top); JSON/CSV have all."""
@@ -130,8 +129,6 @@ def run(args: argparse.Namespace) -> int:
     names = estimator_list(args, args.model)
     reference = args.reference_estimator or MODELS[args.model].reference_estimator
     check_applicable(reference, args.model)
-    # --estimator-arg reaches the reference estimator too (it trains the checkpoints).
-    chosen = setting(args, list(dict.fromkeys([*names, reference])))
     batch_sizes = _int_list(args.batch_sizes, "--batch-sizes", 1)
     epochs = _int_list(args.at_epochs, "--at-epochs", 0)
     training = TrainingConfig(
@@ -142,25 +139,20 @@ def run(args: argparse.Namespace) -> int:
     )
     device = resolve_device(args.device)
     dataset = load_dataset(data_config(args), device)
-    provenance = Provenance.collect(device, args.profile)
-    frame = measure_variance(
-        chosen,
-        names,
-        batch_sizes,
-        args.draws,
-        epochs,
-        dataset,
-        device,
-        result_store(args),
-        provenance,
-        args.force,
-        noise_draws=args.noise_draws,
-        reference_estimator=reference,
-        training=training,
-        replicates=args.bootstrap,
-        vectorize=not args.no_vmap,
-        progress=lambda message: print(message, file=sys.stderr, flush=True),
-    )
+    # --estimator-arg reaches the reference estimator too (it trains the checkpoints).
+    everyone = list(dict.fromkeys([*names, reference]))
+    tasks = [
+        task
+        for seed in seeds(args)
+        for task in variance_tasks(
+            setting(args, everyone, seed), names, batch_sizes, args.draws, epochs, dataset,
+            device, args.results, args.profile, noise_draws=args.noise_draws,
+            reference_estimator=reference, training=training, replicates=args.bootstrap,
+            vectorize=not args.no_vmap,
+        )
+    ]
+    frame = run_here(args, tasks, dataset, device)
+    frame["batch_size"] = frame["batch_size"].astype("Int64")  # empty for the slope rows
     emit_rows(frame, fmt, _table(frame, args) if fmt == "table" else "")
     return 0
 

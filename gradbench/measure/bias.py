@@ -26,8 +26,9 @@ zero bias).
 from __future__ import annotations
 
 import math
+import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from functools import partial
 from typing import Any
@@ -41,11 +42,13 @@ from gradbench.data import Dataset
 from gradbench.estimators import base_name, estimator_class, variant_options
 from gradbench.experiment import Setting, build_estimator, build_model
 from gradbench.gradients import gradient_draws
+from gradbench.execution.in_process import execute_here
+from gradbench.execution.task import Context, Resources, Task, Work, cell_key
 from gradbench.measure.checkpoints import (
-    Checkpoint,
     TrainingConfig,
+    as_checkpoint,
     checkpoint_config,
-    lazy_checkpoint,
+    checkpoint_tasks,
     stable_seed,
 )
 from gradbench.measure.training import dataset_config
@@ -60,6 +63,8 @@ BOOTSTRAP_REPLICATES = 400
 SETTLE_PASSES = 200
 """Forward passes on the fixed minibatch that settle a loss-tracking estimator (a baseline)."""
 MAX_CHUNK_DRAWS = 1000
+DOUBLE_PRECISION_COST = 2
+"""A float64 gradient's cost in float32 gradients, for time estimates."""
 CONVENTION = (
     "exact gradient of the minibatch mean of expected_loss at the oracle configuration; "
     "per-group sums; ||mean - g||^2 debiased by tr(Cov)/R"
@@ -200,16 +205,16 @@ def estimator_draws(model, estimator, x: Tensor, y: Tensor, draws: int) -> tuple
 
 def _bias_rows(
     setting: Setting,
-    checkpoint: Callable[[], Checkpoint],
     label: str,
     reference: str,
-    dataset: Dataset,
-    device: torch.device,
     batch_size: int,
     draws: int,
+    context: Context,
+    checkpoint_state: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """The rows of one cell: estimator ``label`` at one checkpoint, on its fixed minibatch."""
-    state = checkpoint()
+    state = as_checkpoint(checkpoint_state)
+    dataset, device = context.dataset, context.device
     model = build_model(setting, dataset, device)
     model.load_state_dict(state.model_state)
     model.double()
@@ -242,38 +247,30 @@ def _bias_rows(
     return [row | {"status": STATUS_OK, "draw_path": path, **common} for row in rows]
 
 
-def measure_bias(
+def bias_tasks(
     setting: Setting,
     estimators: Sequence[str],
     at_epochs: Sequence[int],
     dataset: Dataset,
     device: torch.device,
-    store: ResultStore,
-    provenance: Provenance,
-    force: bool = False,
+    root: str | os.PathLike[str],
+    profile: str,
     *,
     draws: int,
     batch_size: int,
     training: TrainingConfig,
-    progress: Callable[[str], None] | None = None,
-) -> pd.DataFrame:
-    """Bias rows of every estimator label × checkpoint epoch (tidy, stamped; module docstring).
-
-    ``setting.model_options`` should be the model's ``oracle_options`` (the oracle raises
-    ValueError otherwise). The model is trained with its reference estimator to each epoch of
-    ``at_epochs``; there one fixed minibatch of ``batch_size`` training examples (seeded by the
-    setting's seed and the epoch, the same for every estimator) gets ``draws`` draws per
-    estimator. One cell per estimator × epoch, resumed from ``store`` unless ``force``.
-    """
+    resources: Resources = Resources(),
+) -> list[Task]:
+    """The tasks of :func:`measure_bias`: the reference checkpoints (stored under ``root``) and
+    one cell per estimator × epoch needing its checkpoint."""
     if draws < 2:
         raise ValueError(f"draws must be at least 2, got {draws}")
     if not 1 <= batch_size <= len(dataset.train):
         raise ValueError(
             f"batch size must be in 1..{len(dataset.train)} (training examples), got {batch_size}"
         )
-    if any(epoch < 0 for epoch in at_epochs):
-        raise ValueError(f"epochs must be non-negative, got {list(at_epochs)}")
     reference = get_model_class(setting.model).reference_estimator
+    checkpoints = checkpoint_tasks(setting, dataset, device, reference, training, at_epochs, root)
     trained = checkpoint_config(setting, dataset, reference, training, device)
     base = {
         **dataset_config(dataset),
@@ -287,24 +284,49 @@ def measure_bias(
         "confidence": CONFIDENCE,
         "seed": setting.seed,
         "device": device.type,
-        "profile": provenance.profile,
+        "profile": profile,
         "gradient": CONVENTION,
     }
-    frames = []
+    tasks: list[Task] = list(checkpoints.values())
     for epoch in at_epochs:
-        checkpoint = lazy_checkpoint(
-            setting, dataset, device, epoch, reference, store.root, training, progress
-        )
-
         for label in estimators:
             config = base | {"estimator_options": estimator_options(setting, label), "epoch": epoch}
             cell = Cell(EXPERIMENT, setting.model, label, config)
-            if progress and (force or not store.has(cell)):
-                progress(f"bias: {setting.model} / {label} / epoch {epoch}")
-            compute = partial(
-                _bias_rows, setting, checkpoint, label, reference, dataset, device, batch_size,
-                draws,
-            )
-            frame, _ = store.run(cell, compute, provenance, force)
-            frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+            run = partial(_bias_rows, setting, label, reference, batch_size, draws)
+            tasks.append(Task(
+                cell_key(cell), run, (checkpoints[epoch].key,), cell, resources,
+                describe=f"bias {setting.model} / {label} / epoch {epoch} / seed {setting.seed}",
+                work=Work(setting, label, batch_size, DOUBLE_PRECISION_COST * draws),
+            ))
+    return tasks
+
+
+def measure_bias(
+    setting: Setting,
+    estimators: Sequence[str],
+    at_epochs: Sequence[int],
+    dataset: Dataset,
+    device: torch.device,
+    store: ResultStore,
+    provenance: Provenance,
+    force: bool = False,
+    *,
+    draws: int,
+    batch_size: int,
+    training: TrainingConfig,
+) -> pd.DataFrame:
+    """Bias rows of every estimator label × checkpoint epoch (tidy, stamped; module docstring),
+    run here (the tasks of :func:`bias_tasks`).
+
+    ``setting.model_options`` should be the model's ``oracle_options`` (the oracle raises
+    ValueError otherwise). The model is trained with its reference estimator to each epoch
+    of ``at_epochs``; there one fixed minibatch of ``batch_size`` training examples (seeded by the
+    setting's seed and the epoch, the same for every estimator) gets ``draws`` draws per
+    estimator. One cell per estimator × epoch, resumed from ``store`` unless ``force``.
+    """
+    tasks = bias_tasks(
+        setting, estimators, at_epochs, dataset, device, store.root, provenance.profile,
+        draws=draws, batch_size=batch_size, training=training,
+    )
+    return execute_here(tasks, store, provenance, Context(dataset, device, store.root),
+                        force=force, describe=f"bias {setting.model}")

@@ -13,13 +13,13 @@ by other code (its stored ``code_version`` differs) is trained again and overwri
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,9 @@ import torch
 from torch import Tensor
 
 from gradbench.data import Dataset
+from gradbench.estimators.base import Estimator
+from gradbench.execution.schedule import ordered
+from gradbench.execution.task import Context, Task, Work
 from gradbench.experiment import Setting, build_estimator, build_model
 from gradbench.measure.training import (
     dataset_config,
@@ -34,7 +37,7 @@ from gradbench.measure.training import (
     steps_per_epoch,
     train_epoch,
 )
-from gradbench.models.base import get_model_class
+from gradbench.models.base import StochasticModel, get_model_class
 from gradbench.options import resolve_options
 from gradbench.results import atomic_torch_save, code_version
 
@@ -72,7 +75,6 @@ class Checkpoint:
     model_state: dict[str, Tensor]
     estimator_state: dict[str, Tensor]
     diverged: bool  # the training loss became NaN or infinite before this epoch
-    path: Path | None  # the stored file; None for epoch 0 (the seeded initialisation)
 
 
 def stable_seed(*parts: Any) -> int:
@@ -120,69 +122,64 @@ def _set_rng_states(states: dict[str, Tensor], device: torch.device) -> None:
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
-def load_or_train(
-    setting: Setting,
-    dataset: Dataset,
-    device: torch.device,
-    epoch: int,
-    reference: str,
-    root: str | os.PathLike[str],
-    training: TrainingConfig = TrainingConfig(),
-) -> Checkpoint:
-    """The model after ``epoch`` epochs of training with ``reference``: loaded, or trained, stored.
+def initial_state(
+    setting: Setting, reference: str, training: TrainingConfig, context: Context
+) -> dict[str, Any]:
+    """The checkpoint at epoch 0: the seeded initialisation, nothing trained."""
+    model, estimator = _built(setting, reference, training, context)
+    return {"epoch": 0, "steps": 0, "diverged": False, "losses": [],
+            "model": model.state_dict(), "estimator": estimator.state_dict()}
 
-    Training starts from the latest stored earlier epoch of the same configuration (or from the
-    seeded initialisation) and stops early, flagged ``diverged``, if the loss stops being finite.
-    """
-    if epoch < 0:
-        raise ValueError(f"epoch must be non-negative, got {epoch}")
-    config = checkpoint_config(setting, dataset, reference, training, device)
-    model = build_model(setting, dataset, device)
-    estimator = build_estimator(setting, reference, dataset, device)
-    per_epoch = steps_per_epoch(dataset, training.batch_size, training.max_steps_per_epoch)
+
+def _built(
+    setting: Setting, reference: str, training: TrainingConfig, context: Context
+) -> tuple[StochasticModel, Estimator]:
+    model = build_model(setting, context.dataset, context.device)
+    estimator = build_estimator(setting, reference, context.dataset, context.device)
+    per_epoch = steps_per_epoch(context.dataset, training.batch_size, training.max_steps_per_epoch)
     estimator.plan(training.horizon_epochs * per_epoch, per_epoch)
-    if epoch == 0:
-        return Checkpoint(0, 0, model.state_dict(), estimator.state_dict(), False, None)
-    target = checkpoint_path(root, config, epoch)
-    stored = _load_current(target, device)
-    if stored is not None:
-        return _checkpoint(stored, target)
+    return model, estimator
 
+
+def train_state(
+    setting: Setting,
+    reference: str,
+    training: TrainingConfig,
+    epoch: int,
+    context: Context,
+    earlier: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The full training state after ``epoch`` epochs of ``reference``, trained on from the
+    ``earlier`` state (a checkpoint of an earlier epoch) or from the seeded initialisation; it
+    stops early, flagged ``diverged``, once the loss is not finite. Tensors come back on the CPU
+    (they travel between processes)."""
+    device = context.device
+    model, estimator = _built(setting, reference, training, context)
     optimizer = make_optimizer(model, training.learning_rate)
-    generator = torch.Generator(device=device)
-    earlier = (
-        (e, _load_current(checkpoint_path(root, config, e), device))
-        for e in range(epoch - 1, 0, -1)
-    )
-    start, state = next(((e, s) for e, s in earlier if s is not None), (0, None))
-    if state is not None:
-        model.load_state_dict(state["model"])
-        estimator.load_state_dict(state["estimator"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        _set_rng_states(state["rng"], device)
-        steps, diverged, losses = state["steps"], state["diverged"], list(state["losses"])
+    generator = torch.Generator(device=context.dataset.device)
+    if earlier is not None:
+        model.load_state_dict(earlier["model"])
+        estimator.load_state_dict(earlier["estimator"])
+        optimizer.load_state_dict(earlier["optimizer"])
+        generator.set_state(earlier["generator"])
+        _set_rng_states(earlier["rng"], device)
+        start, steps = earlier["epoch"], earlier["steps"]
+        diverged, losses = earlier["diverged"], list(earlier["losses"])
     else:
         generator.manual_seed(stable_seed(setting.seed, "checkpoint-data"))
         torch.manual_seed(stable_seed(setting.seed, "checkpoint-noise"))
-        steps, diverged, losses = 0, False, []
+        start, steps, diverged, losses = 0, 0, False, []
     for _ in range(start, epoch):
         if diverged:
             break
         loss = train_epoch(
-            model,
-            estimator,
-            optimizer,
-            dataset,
-            training.batch_size,
-            generator,
+            model, estimator, optimizer, context.dataset, training.batch_size, generator,
             max_steps=training.max_steps_per_epoch,
         )
         losses.append(loss)
         diverged = not math.isfinite(loss)
         steps = int(estimator.steps)
     state = {
-        "config": config,
         "code_version": code_version(),
         "epoch": epoch,
         "steps": steps,
@@ -194,46 +191,130 @@ def load_or_train(
         "generator": generator.get_state(),
         "rng": _rng_states(device),
     }
-    atomic_torch_save(state, target)
-    return _checkpoint(state, target)
+    return _on_cpu(state)
 
 
-def _load_current(path: Path, device: torch.device) -> dict[str, Any] | None:
-    """A stored checkpoint's state, or None when absent or made by other code."""
+def _on_cpu(value: Any) -> Any:
+    """``value`` with every tensor in it moved to the CPU (dicts and lists walked)."""
+    if isinstance(value, Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_on_cpu(v) for v in value]
+    return value
+
+
+def stored_state(path: Path) -> dict[str, Any] | None:
+    """A stored checkpoint's state (on the CPU), or None when absent or made by other code."""
     if not path.is_file():
         return None
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     return state if state.get("code_version") == code_version() else None
 
 
-def _checkpoint(state: dict[str, Any], path: Path) -> Checkpoint:
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Store a trained checkpoint's state (atomically); the driver persists checkpoints."""
+    atomic_torch_save(state, path)
+
+
+def checkpoint_key(config: dict[str, Any], epoch: int) -> str:
+    """The key of the task that makes a checkpoint: its file's name, as a task key."""
+    return f"{CHECKPOINT_DIR}/{checkpoint_path('.', config, epoch).name}"
+
+
+def checkpoint_tasks(
+    setting: Setting,
+    dataset: Dataset,
+    device: torch.device,
+    reference: str,
+    training: TrainingConfig,
+    epochs: Sequence[int],
+    root: str | os.PathLike[str],
+) -> dict[int, Task]:
+    """The tasks that make the checkpoints at ``epochs``: epoch → task.
+
+    A checkpoint stored by this code is loaded by the driver; one not stored is trained on from
+    the run's previous checkpoint (or the latest stored earlier one, else the initialisation)
+    and persisted by the driver under ``root``. Tasks with these keys dedupe across experiments.
+    """
+    if any(epoch < 0 for epoch in epochs):
+        raise ValueError(f"epochs must be non-negative, got {list(epochs)}")
+    config = checkpoint_config(setting, dataset, reference, training, device)
+    tasks: dict[int, Task] = {}
+    wanted = sorted(set(epochs))
+    per_epoch = steps_per_epoch(dataset, training.batch_size, training.max_steps_per_epoch)
+    for epoch in wanted:
+        key = checkpoint_key(config, epoch)
+        if epoch == 0:
+            tasks[0] = Task(key, partial(initial_state, setting, reference, training),
+                            on_driver=True)
+            continue
+        path = checkpoint_path(root, config, epoch)
+        if stored_state(path) is not None:
+            tasks[epoch] = Task(key, partial(_load_state, path), on_driver=True)
+            continue
+        before = [e for e in wanted if 0 < e < epoch]
+        if not before:
+            before = [e for e in range(epoch - 1, 0, -1)
+                      if stored_state(checkpoint_path(root, config, e)) is not None][:1]
+        needs: tuple[str, ...] = ()
+        start = max(before, default=0)
+        if before:
+            previous = max(before)
+            if previous not in tasks:
+                tasks[previous] = Task(
+                    checkpoint_key(config, previous),
+                    partial(_load_state, checkpoint_path(root, config, previous)),
+                    on_driver=True,
+                )
+            needs = (tasks[previous].key,)
+        tasks[epoch] = Task(
+            key, partial(train_state, setting, reference, training, epoch), needs,
+            persist=partial(save_state, path),
+            describe=f"checkpoint: {setting.model} after {epoch} epochs of {reference}, "
+            f"seed {setting.seed}",
+            work=Work(setting, reference, training.batch_size, (epoch - start) * per_epoch),
+        )
+    return {epoch: tasks[epoch] for epoch in wanted} | {
+        epoch: task for epoch, task in tasks.items() if epoch not in wanted
+    }
+
+
+def _load_state(path: Path, context: Context) -> dict[str, Any]:
+    state = stored_state(path)
+    if state is None:
+        raise FileNotFoundError(f"checkpoint {path} vanished or was made by other code")
+    return state
+
+
+def as_checkpoint(state: dict[str, Any]) -> Checkpoint:
+    """A task's checkpoint state as a :class:`Checkpoint`."""
     return Checkpoint(
         epoch=state["epoch"],
         steps=state["steps"],
         model_state=state["model"],
         estimator_state=state["estimator"],
         diverged=state["diverged"],
-        path=path,
     )
 
 
-def lazy_checkpoint(
+def load_or_train(
     setting: Setting,
     dataset: Dataset,
     device: torch.device,
     epoch: int,
     reference: str,
     root: str | os.PathLike[str],
-    training: TrainingConfig,
-    progress: Callable[[str], None] | None = None,
-) -> Callable[[], Checkpoint]:
-    """:func:`load_or_train` deferred until a cell first needs it, then kept (cells already
-    stored never load or train it)."""
-
-    @functools.cache
-    def checkpoint() -> Checkpoint:
-        if progress:
-            progress(f"checkpoint: {setting.model} after {epoch} epochs of {reference}")
-        return load_or_train(setting, dataset, device, epoch, reference, root, training)
-
-    return checkpoint
+    training: TrainingConfig = TrainingConfig(),
+) -> Checkpoint:
+    """The model after ``epoch`` epochs of training with ``reference``: loaded, or trained (from
+    the latest stored earlier epoch of the same configuration) and stored under ``root``."""
+    tasks = checkpoint_tasks(setting, dataset, device, reference, training, [epoch], root)
+    context = Context(dataset, device, Path(root))
+    values: dict[str, Any] = {}
+    for task in ordered(tasks.values()):
+        values[task.key] = task.run(context, *(values[k] for k in task.needs))
+        if task.persist is not None:
+            task.persist(values[task.key])
+    return as_checkpoint(values[tasks[epoch].key])

@@ -52,8 +52,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import Tensor
 from tqdm import tqdm
@@ -61,6 +63,7 @@ from tqdm import tqdm
 from gradbench.data import Dataset
 from gradbench.device import clock, synchronize
 from gradbench.estimators.base import Estimator
+from gradbench.execution.task import Context, Resources, Task, Work, cell_key
 from gradbench.experiment import Setting, build_estimator, build_model
 from gradbench.measure.training import (
     NOISE_SEED_OFFSET,
@@ -383,3 +386,51 @@ def speedup_cell(cell: Cell, others: list[Cell]) -> Cell:
     return Cell(
         cell.experiment, cell.model, cell.estimator, cell.config | {"speedup_against": against}
     )
+
+
+def _timing_task(
+    setting: Setting, estimator_name: str, config: TimingConfig, context: Context
+) -> list[dict[str, Any]]:
+    return timing_rows(setting, estimator_name, context.dataset, context.device, config,
+                       context.progress)
+
+
+def timing_tasks(
+    setting: Setting,
+    estimators: list[str],
+    dataset: Dataset,
+    device: torch.device,
+    config: TimingConfig,
+    profile: str,
+    resources: Resources = Resources(whole_node=True),
+) -> list[Task]:
+    """One timing cell per estimator (each asks for a whole node: nothing contends with it),
+    then, with two or more, each estimator's derived speed-up cell against the others."""
+    cells = [timing_cell(setting, name, dataset, device, config, profile) for name in estimators]
+    gradients = 2 * (config.warmup_steps + config.repeats * steps_timed(dataset, config))
+    tasks = [
+        Task(cell_key(cell), partial(_timing_task, setting, name, config), cell=cell,
+             resources=resources, describe=f"timing {setting.model} / {name} / seed {setting.seed}",
+             work=Work(setting, name, config.batch_size, gradients))
+        for name, cell in zip(estimators, cells)
+    ]
+    if len(cells) < 2:
+        return tasks
+    for index, cell in enumerate(cells):
+        order = [index] + [i for i in range(len(cells)) if i != index]
+        target = speedup_cell(cell, [c for c in cells if c is not cell])
+        tasks.append(Task(
+            cell_key(target), partial(_speedup_own, [estimators[i] for i in order]),
+            tuple(tasks[i].key for i in order), target, on_driver=True, derived=True,
+            describe=f"speed-ups {setting.model} / {cell.estimator}",
+        ))
+    return tasks
+
+
+def _speedup_own(names: list[str], context: Context, *frames: pd.DataFrame) -> list[dict]:
+    """The speed-up rows of ``names[0]`` against the others, from their timing cells."""
+    per_epoch = {
+        name: frame[frame["metric"] == "seconds_per_epoch"].iloc[0].to_dict()
+        for name, frame in zip(names, frames)
+    }
+    return speedup_rows(per_epoch)[names[0]]

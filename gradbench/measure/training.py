@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from tqdm import tqdm
 from gradbench.data import SPLITS, Dataset
 from gradbench.device import clock
 from gradbench.estimators.base import Estimator
+from gradbench.execution.task import Context, Resources, Task, Work, cell_key
 from gradbench.experiment import Setting, build_estimator, build_model
 from gradbench.models.base import StochasticModel, get_model_class
 from gradbench.options import resolve_options
@@ -522,3 +524,51 @@ def discard_checkpoint(path: Path) -> None:
     for folder in (path.parent, path.parent.parent):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+
+
+def _training_task(
+    setting: Setting,
+    estimator_name: str,
+    config: TrainConfig,
+    evaluation: EvalConfig,
+    resume_name: str,
+    context: Context,
+) -> list[dict[str, Any]]:
+    """A training cell's rows, resumable from a checkpoint in the context's scratch folder
+    (deleted once the rows are made)."""
+    resume = context.scratch / resume_name
+    rows = training_rows(setting, estimator_name, context.dataset, context.device, config,
+                         evaluation, resume, context.progress)
+    discard_checkpoint(resume)
+    return rows
+
+
+def training_tasks(
+    setting: Setting,
+    estimators: list[str],
+    dataset: Dataset,
+    device: torch.device,
+    config: TrainConfig,
+    evaluation: EvalConfig,
+    profile: str,
+    resources: Resources = Resources(),
+) -> list[Task]:
+    """One training cell per estimator, each resumable per epoch (:func:`checkpoint_path`)."""
+    per_epoch = steps_per_epoch(dataset, config.batch_size)
+    evaluated = len(dataset.valid) + len(dataset.test) + min(
+        len(dataset.train), evaluation.train_subset or len(dataset.train)
+    )
+    forward = (config.epochs + 1) * evaluation.samples * evaluated + 2 * evaluation.iw_samples * (
+        len(dataset.valid) + len(dataset.test)
+    )
+    tasks = []
+    for name in estimators:
+        cell = training_cell(setting, name, dataset, device, config, evaluation, profile)
+        resume = checkpoint_path(Path("."), cell).as_posix()
+        tasks.append(Task(
+            cell_key(cell), partial(_training_task, setting, name, config, evaluation, resume),
+            cell=cell, resources=resources,
+            describe=f"train {setting.model} / {name} / seed {setting.seed}",
+            work=Work(setting, name, config.batch_size, config.epochs * per_epoch, forward),
+        ))
+    return tasks

@@ -26,6 +26,7 @@ itself resumes its trained state (a learned baseline included).
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
@@ -41,11 +42,13 @@ from gradbench.catalogue import check_applicable
 from gradbench.data import Dataset
 from gradbench.estimators.base import Estimator
 from gradbench.experiment import Setting, build_estimator, build_model
+from gradbench.execution.in_process import execute_here
+from gradbench.execution.task import Context, Resources, Task, Work, cell_key
 from gradbench.measure.checkpoints import (
-    Checkpoint,
     TrainingConfig,
+    as_checkpoint,
     checkpoint_config,
-    lazy_checkpoint,
+    checkpoint_tasks,
     stable_seed,
 )
 from gradbench.measure.training import dataset_config
@@ -332,11 +335,8 @@ def _metrics(noise_draws: int) -> list[str]:
 
 def _variance_rows(
     setting: Setting,
-    checkpoint: Callable[[], Checkpoint],
     name: str,
     reference: str,
-    dataset: Dataset,
-    device: torch.device,
     batch_size: int,
     draws: int,
     noise_draws: int,
@@ -344,9 +344,12 @@ def _variance_rows(
     replicates: int,
     confidence: float,
     vectorize: bool,
+    context: Context,
+    checkpoint_state: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """The rows of one cell: estimator ``name``, minibatch size M, the checkpoint's parameters."""
-    state = checkpoint()
+    state = as_checkpoint(checkpoint_state)
+    dataset, device = context.dataset, context.device
     model = build_model(setting, dataset, device)
     model.load_state_dict(state.model_state)
     estimator = build_estimator(setting, name, dataset, device)
@@ -423,6 +426,94 @@ def slope_rows(frame: pd.DataFrame, confidence: float = CONFIDENCE) -> list[dict
     return rows
 
 
+def variance_tasks(
+    setting: Setting,
+    estimators: Sequence[str],
+    batch_sizes: Sequence[int],
+    draws: int,
+    at_epochs: Sequence[int],
+    dataset: Dataset,
+    device: torch.device,
+    root: str | os.PathLike[str],
+    profile: str,
+    *,
+    noise_draws: int = DEFAULT_NOISE_DRAWS,
+    reference_estimator: str | None = None,
+    training: TrainingConfig | None = None,
+    replicates: int = BOOTSTRAP_REPLICATES,
+    confidence: float = CONFIDENCE,
+    vectorize: bool = True,
+    resources: Resources = Resources(),
+) -> list[Task]:
+    """The tasks of :func:`measure_variance`: the reference checkpoints (stored under ``root``),
+    one cell per estimator × batch size × epoch needing its checkpoint, and one derived
+    ``log_variance_slope`` cell per estimator × epoch needing that estimator's cells."""
+    training = training or TrainingConfig()
+    reference = reference_estimator or get_model_class(setting.model).reference_estimator
+    for name in [*estimators, reference]:
+        check_applicable(name, setting.model)
+    _check_layout(draws, noise_draws, minimum=2)
+    n_train = len(dataset.train)
+    for size in batch_sizes:
+        if not 1 <= size <= n_train:
+            raise ValueError(f"batch size must be in 1..{n_train} (training examples), got {size}")
+    checkpoints = checkpoint_tasks(setting, dataset, device, reference, training, at_epochs, root)
+    trained = checkpoint_config(setting, dataset, reference, training, device)
+    base = {
+        **dataset_config(dataset),
+        "model_options": trained["model_options"],
+        "reference_estimator": reference,
+        "reference_options": trained["reference_options"],
+        "training": asdict(training),
+        "draws": draws,
+        "noise_draws": noise_draws,
+        "bootstrap_replicates": replicates,
+        "confidence": confidence,
+        "seed": setting.seed,
+        "device": device.type,
+        "profile": profile,
+        "vectorize": vectorize,
+        "gradient": GRADIENT_CONVENTION,
+    }
+    tasks: list[Task] = list(checkpoints.values())
+    for epoch in at_epochs:
+        for name in estimators:
+            options = setting.resolved_options(name)
+            per_size = []
+            for size in batch_sizes:
+                config = base | {"estimator_options": options, "epoch": epoch, "batch_size": size}
+                cell = Cell(EXPERIMENT, setting.model, name, config)
+                run = partial(
+                    _variance_rows, setting, name, reference, size, draws, noise_draws,
+                    stable_seed(setting.seed, name, size, epoch), replicates, confidence,
+                    vectorize,
+                )
+                per_size.append(Task(
+                    cell_key(cell), run, (checkpoints[epoch].key,), cell, resources,
+                    describe=f"variance {setting.model} / {name} / M={size} / epoch {epoch} / "
+                    f"seed {setting.seed}",
+                    work=Work(setting, name, size, draws),
+                ))
+            config = base | {
+                "estimator_options": options,
+                "epoch": epoch,
+                "batch_sizes": list(batch_sizes),
+                "metric": SLOPE_METRIC,
+            }
+            cell = Cell(EXPERIMENT, setting.model, name, config)
+            tasks += per_size
+            tasks.append(Task(
+                cell_key(cell), partial(_slope_task, confidence), tuple(t.key for t in per_size),
+                cell, on_driver=True, derived=True,
+                describe=f"variance slope {setting.model} / {name} / epoch {epoch}",
+            ))
+    return tasks
+
+
+def _slope_task(confidence: float, context: Context, *sizes: pd.DataFrame) -> list[dict[str, Any]]:
+    return slope_rows(pd.concat(sizes, ignore_index=True), confidence)
+
+
 def measure_variance(
     setting: Setting,
     estimators: Sequence[str],
@@ -441,88 +532,26 @@ def measure_variance(
     replicates: int = BOOTSTRAP_REPLICATES,
     confidence: float = CONFIDENCE,
     vectorize: bool = True,
-    progress: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
-    """Gradient-variance rows of every estimator × batch size × checkpoint epoch (tidy, stamped).
+    """Gradient-variance rows of every estimator × batch size × checkpoint epoch (tidy, stamped),
+    run here (the tasks of :func:`variance_tasks`).
 
     The model is trained with ``reference_estimator`` (default: the model's own) to each epoch
     of ``at_epochs``; there each estimator draws ``draws`` = B·K gradients per minibatch size
     (B minibatches × K = ``noise_draws``). One cell per estimator × batch size × epoch, plus one
     ``log_variance_slope`` cell per estimator × epoch, is stored in ``store`` (resumed unless
     ``force``). Rows: ``grad_variance``, ``grad_variance_trace``, ``grad_variance_noise``,
-    ``grad_variance_data`` (K > 1), ``snr`` per parameter group, with bootstrap
+    ``grad_variance_data`` (K > 1), ``snr_squared`` and ``snr`` per parameter group, with
     intervals over minibatches at ``confidence``, and a ``draw_path`` column.
     """
-    training = training or TrainingConfig()
-    reference = reference_estimator or get_model_class(setting.model).reference_estimator
-    for name in [*estimators, reference]:
-        check_applicable(name, setting.model)
-    _check_layout(draws, noise_draws, minimum=2)
-    n_train = len(dataset.train)
-    for size in batch_sizes:
-        if not 1 <= size <= n_train:
-            raise ValueError(f"batch size must be in 1..{n_train} (training examples), got {size}")
-    if any(epoch < 0 for epoch in at_epochs):
-        raise ValueError(f"epochs must be non-negative, got {list(at_epochs)}")
-    trained = checkpoint_config(setting, dataset, reference, training, device)
-    base = {
-        **dataset_config(dataset),
-        "model_options": trained["model_options"],
-        "reference_estimator": reference,
-        "reference_options": trained["reference_options"],
-        "training": asdict(training),
-        "draws": draws,
-        "noise_draws": noise_draws,
-        "bootstrap_replicates": replicates,
-        "confidence": confidence,
-        "seed": setting.seed,
-        "device": device.type,
-        "profile": provenance.profile,
-        "vectorize": vectorize,
-        "gradient": GRADIENT_CONVENTION,
-    }
-    frames = []
-    for epoch in at_epochs:
-        checkpoint = lazy_checkpoint(
-            setting, dataset, device, epoch, reference, store.root, training, progress
-        )
-
-        for name in estimators:
-            options = setting.resolved_options(name)
-            per_size = []
-            for size in batch_sizes:
-                config = base | {"estimator_options": options, "epoch": epoch, "batch_size": size}
-                cell = Cell(EXPERIMENT, setting.model, name, config)
-                if progress and (force or not store.has(cell)):
-                    progress(f"variance: {setting.model} / {name} / M={size} / epoch {epoch}")
-                compute = partial(
-                    _variance_rows,
-                    setting,
-                    checkpoint,
-                    name,
-                    reference,
-                    dataset,
-                    device,
-                    size,
-                    draws,
-                    noise_draws,
-                    stable_seed(setting.seed, name, size, epoch),
-                    replicates,
-                    confidence,
-                    vectorize,
-                )
-                frame, _ = store.run(cell, compute, provenance, force)
-                per_size.append(frame)
-            config = base | {
-                "estimator_options": options,
-                "epoch": epoch,
-                "batch_sizes": list(batch_sizes),
-                "metric": SLOPE_METRIC,
-            }
-            cell = Cell(EXPERIMENT, setting.model, name, config)
-            sizes = pd.concat(per_size, ignore_index=True)
-            frame, _ = store.run(cell, partial(slope_rows, sizes, confidence), provenance, force)
-            frames.extend([sizes, frame])
-    rows = pd.concat(frames, ignore_index=True)
+    tasks = variance_tasks(
+        setting, estimators, batch_sizes, draws, at_epochs, dataset, device, store.root,
+        provenance.profile, noise_draws=noise_draws, reference_estimator=reference_estimator,
+        training=training, replicates=replicates, confidence=confidence, vectorize=vectorize,
+    )
+    context = Context(dataset, device, store.root, progress)
+    rows = execute_here(tasks, store, provenance, context, force=force,
+                        describe=f"variance {setting.model}")
     rows["batch_size"] = rows["batch_size"].astype("Int64")  # empty for the slope rows
     return rows

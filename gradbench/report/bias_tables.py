@@ -1,29 +1,27 @@
 """The bias table: estimators against the exact gradient of the models' oracle configurations.
 
-Built from the ``bias`` rows of :mod:`gradbench.measure.bias` (prepared by
-:func:`gradbench.report.tables.prepare_rows`).
+Built from the ``bias`` rows of :mod:`gradbench.measure.bias`, over seeds. Within each model,
+checkpoint and group the rows compete on relative bias, lower is better; estimators of another
+objective (†) are expected to be biased and take no part.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from gradbench.report.tables import (
-    OTHER_OBJECTIVE,
-    Column,
-    Table,
-    Value,
+from gradbench.report import paper
+from gradbench.report.aggregate import over_seeds
+from gradbench.report.notes import EXCLUDED, OTHER_OBJECTIVE, bounds_note, marked
+from gradbench.report.render import HIGH, LOW, MEAN
+from gradbench.report.rows import (
+    BIAS,
     estimator_order,
-    headline_groups,
-    interval,
-    other_objective,
-    lookup,
     models_of,
+    other_objective,
     select,
 )
+from gradbench.report.table import Column, Compared, Comparison, Table, Value, assemble
 
-BIAS = "bias"
-"""Experiment name of the stored cells (gradbench.measure.bias)."""
 METRICS = ("relative_bias", "cosine", "mse", "relative_std")
 LABELS = {"relative_bias": "rel. bias", "cosine": "cosine", "mse": "MSE", "relative_std": "rel. std"}
 KINDS = {"relative_bias": "fixed3", "cosine": "fixed3", "mse": "sci", "relative_std": "fixed3"}
@@ -35,8 +33,9 @@ def bias_table(rows: pd.DataFrame) -> Table | None:
     measured = select(rows, experiment=BIAS)
     if measured.empty:
         return None
-    table_rows: list[tuple[Value, ...]] = []
-    marked = False
+    table_rows: list[list[Value]] = []
+    blocks: list[tuple[str, float, str]] = []
+    eligible: list[bool] = []
     draws: set[int] = set()
     batches: set[int] = set()
     for model in models_of(measured, BIAS):
@@ -45,27 +44,26 @@ def bias_table(rows: pd.DataFrame) -> Table | None:
         batches |= {int(b) for b in scoped["batch_size"].dropna()}
         for name in estimator_order(model, scoped):
             cell = select(scoped, estimator=name)
-            shown = name
-            if other_objective(cell, name):
-                shown, marked = f"{name} {OTHER_OBJECTIVE}", True
             for epoch in sorted({float(e) for e in cell["epoch"].dropna()}):
-                for group in headline_groups(model):
+                for group in paper.headline_groups(model):
                     if select(cell, param_group=group, epoch=epoch).empty:
                         continue
-                    row: list[Value] = [model, shown, epoch, group]
+                    row: list[Value] = [model, marked(cell, name), epoch, group]
                     for metric in METRICS:
-                        value = lookup(cell, BIAS, model, name, metric=metric,
-                                       param_group=group, epoch=epoch)
-                        bounds = interval(cell, metric=metric, param_group=group, epoch=epoch)
-                        low, high = bounds if bounds and isinstance(value, float) else (None, None)
-                        row += [value, low, high]
-                    table_rows.append(tuple(row))
+                        value = over_seeds(cell, BIAS, model, name, metric=metric,
+                                           param_group=group, epoch=epoch)
+                        row += [value, value, value]
+                    table_rows.append(row)
+                    blocks.append((model, epoch, group))
+                    eligible.append(not other_objective(cell, name))
     if not table_rows:
         return None
-    columns = [Column("model"), Column("estimator"), Column("epoch", "int"), Column("group")]
+    columns = [Column("model", key=True), Column("estimator", key=True),
+               Column("epoch", "int", key=True), Column("group", key=True)]
     for metric in METRICS:
         label, kind = LABELS[metric], KINDS[metric]
-        columns += [Column(label, kind), Column(f"{label} low", kind), Column(f"{label} high", kind)]
+        columns += [Column(label, kind, part=MEAN), Column(f"{label} low", kind, part=LOW),
+                    Column(f"{label} high", kind, part=HIGH)]
     notes = [
         "Exact gradient g: autograd of the minibatch mean of the model's expected loss, computed "
         "exactly (enumeration of every latent configuration for the categorical VAE, "
@@ -74,20 +72,27 @@ def bias_table(rows: pd.DataFrame) -> Table | None:
         f"the model's reference estimator; {_list(draws)} gradient draws with fresh noise.",
         "Per parameter group, sums over its coordinates: rel. bias = ||E g^ - g|| / ||g|| "
         "(||mean - g||^2 debiased by tr Cov / draws), cosine = cos(E g^, g), MSE = E||g^ - g||^2 "
-        "= ||E g^ - g||^2 + tr Var g^ of one draw, rel. std = sqrt(tr Var g^) / ||g||. "
-        "Low / high: 95% bootstrap interval over draws.",
+        "= ||E g^ - g||^2 + tr Var g^ of one draw, rel. std = sqrt(tr Var g^) / ||g||.",
+        *bounds_note([row[4] for row in table_rows], "95% bootstrap interval over draws"),
     ]
-    if marked:
+    if not all(eligible):
         notes.append(
             f"{OTHER_OBJECTIVE} Not an estimator of the ELBO gradient: its direction is that of "
             "another objective, so its bias is expected; the cosine is the figure to read."
         )
-    return Table(
-        name="bias",
-        title="Bias of gradient estimators against the exact gradient (oracle configurations)",
-        columns=tuple(columns),
-        rows=tuple(table_rows),
-        notes=tuple(notes),
+    comparison = Comparison(
+        (Compared(LABELS["relative_bias"], False),),
+        "relative bias: lower is better",
+        tuple(eligible),
+        blocks=tuple(blocks),
+        scope="model, checkpoint and group",
+        excluded=EXCLUDED if not all(eligible) else "",
+        rank_after=columns[-1].label,
+    )
+    return assemble(
+        "bias",
+        "Bias of gradient estimators against the exact gradient (oracle configurations)",
+        columns, table_rows, notes, comparison,
     )
 
 

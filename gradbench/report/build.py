@@ -5,7 +5,8 @@ Layout of the output folder::
     README.md          index: provenance header, conventions, one section per report, citation
     references.bib     BibTeX for gradbench and every paper quoted
     tables/NAME.md     Markdown (tabulate)      tables/NAME.tex  booktabs tabular, for \\input
-    tables/NAME.csv    full-precision CSV
+    tables/NAME.csv    the table as shown, full precision
+    tables/NAME.tidy.csv  one line per measured cell: mean, ci_low, ci_high, n, seeds, marks
     figures/NAME.png   figures/NAME.pdf
 
 Everything is a function of the stored rows (the applicability matrix and the estimators'
@@ -22,15 +23,20 @@ from pathlib import Path
 import pandas as pd
 
 from gradbench.measure.variance_stats import INTERVAL_METHOD
+from gradbench.report import paper
 from gradbench.report import plots as plot_builders
-from gradbench.report import published as pub
-from gradbench.report import tables as table_builders
+from gradbench.report.aggregate import ALPHA, LEVEL
+from gradbench.report.notes import seed_phrase
 from gradbench.report.plots import Plot
-from gradbench.report.tables import Table
+from gradbench.report.rows import prepare_rows, seeds_of
+from gradbench.report.table import Table
+from gradbench.report.tables import all_tables
 
 TABLES_DIR = "tables"
 FIGURES_DIR = "figures"
 TABLE_FORMATS = ("md", "tex", "csv")
+TIDY_SUFFIX = "tidy.csv"
+"""The tidy CSV beside each table's CSV: one line per measured cell."""
 FIGURE_FORMATS = ("png", "pdf")
 
 CONVENTIONS = (
@@ -58,6 +64,14 @@ CONVENTIONS = (
     "otherwise. `diverged` marks a cell whose gradients or losses became NaN or inf.",
     "Columns labelled *published* hold the papers' own figures, measured on the authors' "
     "hardware with their code and conventions: they sit beside ours and are not our results.",
+    f"Seeds: with several, a cell is the mean over seeds ± the half-width of its "
+    f"{100 * LEVEL:.0f} % t-interval over the n seeds (Student's t, n − 1 degrees of freedom); "
+    "with one, that seed's value. In each table with a comparison metric (its notes say which, "
+    "and which way is better) the best row is in bold and, over several seeds, the rows a "
+    f"paired t-test over seeds (scipy.stats.ttest_rel, two-sided, α = {ALPHA:g}; variances "
+    "and seconds on log values) cannot tell from it carry ≈; `avg. rank` is the mean over seeds "
+    "of each row's rank within the seed, with its standard error sd/√n. Diverged and failed "
+    "seeds are never averaged in.",
 )
 
 SECTIONS: tuple[tuple[str, str, Callable[[str], bool]], ...] = (
@@ -113,8 +127,9 @@ SECTIONS: tuple[tuple[str, str, Callable[[str], bool]], ...] = (
         lambda name: name == "applicability",
     ),
     (
-        "Diverged cells",
-        "Cells whose gradients or losses became NaN or inf; recorded, and the run went on.",
+        "Diverged cells and failed tasks",
+        "Cells whose gradients or losses became NaN or inf, and tasks that failed after their "
+        "retries, per seed; recorded, and the run went on.",
         lambda name: name == "diverged",
     ),
 )
@@ -128,6 +143,7 @@ class Report:
     tables: list[Table] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)  # the seeds the reports aggregate
 
 
 def check_writable(out: str | os.PathLike[str]) -> Path:
@@ -167,18 +183,18 @@ def build_reports(
 ) -> Report:
     """Write every table, figure, the index and the references for ``rows`` into ``out``.
 
-    ``rows``: the tidy rows of ``ResultStore(results).load()``; ``profile`` keeps only that
-    profile's rows (see :func:`gradbench.report.tables.prepare_rows`); ``formats``: which of
-    md, tex, csv (tables) and png, pdf (figures) to write. README.md and references.bib are
-    always written.
+    ``rows``: the tidy rows of ``ResultStore(results).load()``, of one seed or several;
+    ``profile`` keeps only that profile's rows (see :func:`gradbench.report.rows.prepare_rows`);
+    ``formats``: which of md, tex, csv (tables; csv writes the tidy CSV too) and png, pdf
+    (figures) to write. README.md and references.bib are always written.
     """
     chosen = check_formats(formats)
     root = check_writable(out)
-    prepared = table_builders.prepare_rows(rows, profile)
-    report = Report(out=root)
+    prepared = prepare_rows(rows, profile)
+    report = Report(out=root, seeds=seeds_of(prepared))
     table_formats = tuple(f for f in TABLE_FORMATS if f in chosen)
     figure_formats = tuple(f for f in FIGURE_FORMATS if f in chosen)
-    for table in table_builders.all_tables(prepared):
+    for table in all_tables(prepared):
         report.tables.append(table)
         report.paths += write_table(table, root / TABLES_DIR, table_formats)
     plots: list[Plot] = []
@@ -205,13 +221,17 @@ def write_text(path: Path, text: str) -> None:
 def write_table(
     table: Table, folder: Path, formats: Iterable[str] = TABLE_FORMATS
 ) -> list[Path]:
-    """Write a table as Markdown, LaTeX and/or CSV; return the paths."""
+    """Write a table as Markdown, LaTeX and/or CSV (with its tidy CSV); return the paths."""
     render = {"md": table.markdown, "tex": table.latex, "csv": table.csv}
     paths = []
     for suffix in formats:
         path = folder / f"{table.name}.{suffix}"
         write_text(path, render[suffix]())
         paths.append(path)
+        if suffix == "csv" and table.measured:
+            tidy = folder / f"{table.name}.{TIDY_SUFFIX}"
+            write_text(tidy, table.tidy_csv())
+            paths.append(tidy)
     return paths
 
 
@@ -239,7 +259,7 @@ def provenance_lines(rows: pd.DataFrame) -> list[str]:
         return ["No stored results: run `python -m gradbench all` first."]
     created = sorted(v for v in rows["created_at"] if v)
     when = f"{created[0]} to {created[-1]}" if created else "unknown"
-    seeds = sorted({int(float(s)) for s in rows["seed"].dropna()})
+    seeds = seeds_of(rows)
     devices = sorted(
         {f"{d} ({n})" for d, n in zip(rows["device"].astype(str), rows["device_name"].astype(str))}
     )
@@ -260,11 +280,34 @@ def provenance_lines(rows: pd.DataFrame) -> list[str]:
     return lines
 
 
+def seeds_lines(rows: pd.DataFrame) -> list[str]:
+    """The header's statement of how many seeds the reports aggregate and what that means."""
+    seeds = seeds_of(rows)
+    if not seeds:
+        return []
+    listed = ", ".join(str(s) for s in seeds)
+    if len(seeds) == 1:
+        text = (
+            f"**1 seed** ({listed}): every number is that seed's measurement; no interval over "
+            "seeds and no test between rows is possible with one seed."
+        )
+    else:
+        text = (
+            f"**{seed_phrase(len(seeds))}** ({listed}): every cell is the mean over seeds ± the "
+            f"half-width of its {100 * LEVEL:.0f} % t-interval over them; rows are compared by "
+            "paired t-tests over seeds (see Conventions and each table's notes)."
+        )
+    return [text, ""]
+
+
 def _table_block(table: Table, formats: tuple[str, ...]) -> list[str]:
     lines = [f"### {table.title}", "", table.markdown().rstrip("\n"), ""]
     lines += [f"*{note}*" + "  " for note in table.notes]
     if formats:
-        links = ", ".join(f"[{s}]({TABLES_DIR}/{table.name}.{s})" for s in formats)
+        suffixes = [*formats, *([TIDY_SUFFIX] if "csv" in formats and table.measured else [])]
+        links = ", ".join(
+            f"[{s.replace('.csv', ' csv')}]({TABLES_DIR}/{table.name}.{s})" for s in suffixes
+        )
         lines += [f"Files: {links}."]
     return lines + [""]
 
@@ -298,7 +341,7 @@ def gradbench_bibtex(rows: pd.DataFrame) -> str:
 def references(rows: pd.DataFrame | None = None) -> str:
     """The BibTeX file: gradbench, then every paper the reports quote."""
     frame = rows if rows is not None else pd.DataFrame(columns=["created_at", "git_commit"])
-    entries = [gradbench_bibtex(frame), *(source.bibtex for source in pub.SOURCES)]
+    entries = [gradbench_bibtex(frame), *(source.bibtex for source in paper.SOURCES)]
     return "\n\n".join(entries) + "\n"
 
 
@@ -317,6 +360,7 @@ def index_markdown(
         "Generated by `python -m gradbench all` (rebuild with `python -m gradbench report`) from "
         "the stored result rows alone.",
         "",
+        *seeds_lines(rows),
         *provenance_lines(rows),
         "",
         "## Conventions",
@@ -356,7 +400,7 @@ def index_markdown(
         "```bibtex",
         gradbench_bibtex(rows),
         "",
-        *("\n".join([source.bibtex, ""]) for source in pub.SOURCES),
+        *("\n".join([source.bibtex, ""]) for source in paper.SOURCES),
         "```",
         "",
     ]

@@ -1,8 +1,10 @@
 """Report figures: built from stored result rows only, saved as PNG and PDF.
 
-Variance against minibatch size on log–log axes (one line per estimator, the stored confidence
-band, the stored fitted slope in the legend), its noise and data parts, the signal-to-noise
-ratio, training curves against epochs and wall-clock time, and seconds per epoch. Matplotlib
+Variance against minibatch size on log–log axes (one line per estimator, the fitted slope in
+the legend), its noise and data parts, the signal-to-noise ratio, training curves against epochs
+and wall-clock time, and seconds per epoch. Over several seeds a line is the mean over seeds and
+its band the 95 % t-interval over seeds (:mod:`gradbench.report.aggregate`); with one seed the
+line is that seed's and the band its stored within-seed interval, where it has one. Matplotlib
 runs with the Agg backend; files carry no creation date or software stamp, so the same rows give
 the same files.
 """
@@ -22,16 +24,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from gradbench.report.tables import (  # noqa: E402
+from gradbench.report.aggregate import Estimate, curve, over_seeds  # noqa: E402
+from gradbench.report.notes import seed_phrase  # noqa: E402
+from gradbench.report.paper import headline_groups  # noqa: E402
+from gradbench.report.rows import (  # noqa: E402
+    DIVERGED,
     TIMING,
     TRAINING,
     VARIANCE,
-    DIVERGED,
     estimator_order,
-    headline_groups,
     is_diverged,
-    lookup,
     models_of,
+    seeds_of,
     select,
     splits_of,
 )
@@ -84,24 +88,26 @@ def _colors(names: list[str]) -> dict[str, str]:
     return {n: matplotlib.colors.to_hex(palette[i % len(palette)]) for i, n in enumerate(names)}
 
 
-def _positive(values: pd.Series) -> bool:
-    return bool(len(values)) and bool((values > 0).all())
-
-
 def last_epoch(rows: pd.DataFrame) -> float | None:
     """The latest checkpoint (epoch) among the rows, or None."""
     epochs = rows["epoch"].dropna()
     return float(epochs.max()) if not epochs.empty else None
 
 
-def _curve(rows: pd.DataFrame, metric: str, group: str, epoch: float | None) -> pd.DataFrame:
-    """One estimator's metric against batch size, sorted, finite rows only."""
-    chosen = select(rows, metric=metric, param_group=group)
-    if epoch is not None:
-        chosen = chosen[chosen["epoch"] == epoch]
-    chosen = chosen.dropna(subset=["batch_size", "value"])
-    chosen = chosen[np.isfinite(chosen["value"].to_numpy(float))]
-    return chosen.sort_values("batch_size", kind="stable")
+def band(points: list[tuple[float, Estimate]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The band of a line: the t-interval over seeds, or one seed's stored interval; None where
+    a point has none or (on a log axis) a bound is not positive."""
+    low = np.array([e.low for _, e in points])
+    high = np.array([e.high for _, e in points])
+    if not (np.isfinite(low).all() and np.isfinite(high).all() and (low > 0).all()):
+        return None
+    return low, high
+
+
+def seeds_caption(rows: pd.DataFrame, several: str, one: str) -> str:
+    """The part of a caption that says what a line and a band are, for the rows' seeds."""
+    count = len(seeds_of(rows))
+    return several.format(seeds=seed_phrase(count)) if count > 1 else one
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ def _against_batch(
     """Per headline group, metrics against minibatch size on log–log axes, a colour per estimator.
 
     Non-positive values (an unbiased data-variance estimate can be negative) are left out of
-    the log axis; confidence bands are drawn where the stored interval is positive.
+    the log axis; bands are drawn where every bound is positive.
     """
     variance = select(rows, experiment=VARIANCE, model=model)
     measured = variance[variance["metric"].isin([s.metric for s in series])]
@@ -136,24 +142,24 @@ def _against_batch(
                 cell = select(variance, estimator=name)
                 labelled = False
                 for line in series:
-                    curve = _curve(cell, line.metric, group, epoch)
-                    curve = curve[curve["value"] > 0]
-                    if curve.empty:
+                    chosen = select(cell, metric=line.metric, param_group=group, epoch=epoch)
+                    points = [(x, e) for x, e in curve(chosen, "batch_size") if e.mean > 0]
+                    if not points:
                         continue
                     label = None if labelled else name
                     labelled = True
                     if label is not None and with_slope:
-                        slope = lookup(variance, VARIANCE, model, name,
-                                       metric="log_variance_slope", param_group=group, epoch=epoch)
-                        if isinstance(slope, float):
-                            label = f"{label} (slope {slope:+.2f})"
-                    x, y = curve["batch_size"].to_numpy(float), curve["value"].to_numpy(float)
-                    axis.plot(x, y, line.style, marker="o", markersize=3, color=colors[name],
-                              label=label)
-                    low, high = curve["ci_low"], curve["ci_high"]
-                    if low.notna().all() and high.notna().all() and _positive(low):
-                        axis.fill_between(x, low.to_numpy(float), high.to_numpy(float),
-                                          color=colors[name], alpha=0.15, linewidth=0)
+                        slope = over_seeds(variance, VARIANCE, model, name,
+                                           metric="log_variance_slope", param_group=group,
+                                           epoch=epoch)
+                        if slope is not None and slope.n > 0:
+                            label = f"{label} (slope {slope.mean:+.2f})"
+                    x = np.array([x for x, _ in points])
+                    axis.plot(x, [e.mean for _, e in points], line.style, marker="o",
+                              markersize=3, color=colors[name], label=label)
+                    bounds = band(points)
+                    if bounds is not None:
+                        axis.fill_between(x, *bounds, color=colors[name], alpha=0.15, linewidth=0)
                 if not labelled and is_diverged(cell):
                     axis.plot([], [], " ", label=f"{name}: {DIVERGED}")
             if len(series) > 1:
@@ -176,14 +182,19 @@ def variance_plots(rows: pd.DataFrame) -> Iterator[Plot]:
     """Variance, its noise and data parts, and SNR against minibatch size, per model."""
     for model in models_of(rows, VARIANCE):
         stem = model.replace("-", "_")
+        lines = seeds_caption(
+            select(rows, experiment=VARIANCE, model=model),
+            "Lines: mean over {seeds}; bands: 95 % t-interval over seeds.",
+            "1 seed; bands: that seed's stored 95 % interval.",
+        )
         figure = _against_batch(rows, model, (Series("grad_variance"),),
                                 "gradient variance (mean over group)", True)
         if figure is not None:
             yield Plot(
                 f"variance_vs_batch_{stem}",
                 f"Gradient variance against minibatch size, {model}",
-                "Log–log; band: stored 95% confidence interval; legend: fitted slope of log "
-                "variance on log M (-1: variance falls as 1/M).",
+                f"Log–log. {lines} Legend: fitted slope of log variance on log M (mean over "
+                "seeds; -1: variance falls as 1/M).",
                 figure,
             )
         parts = (Series("grad_variance_noise", "-", ", noise"),
@@ -194,7 +205,8 @@ def variance_plots(rows: pd.DataFrame) -> Iterator[Plot]:
                 f"variance_parts_vs_batch_{stem}",
                 f"Noise and data parts of the gradient variance, {model}",
                 "Solid: noise part E_B[Var_eps(g|B)]; dashed: data part Var_B(E_eps[g|B]); they "
-                "add up to the variance. Non-positive estimates of the data part are not drawn.",
+                "add up to the variance. Non-positive estimates of the data part are not drawn. "
+                f"{lines}",
                 figure,
             )
         figure = _against_batch(rows, model, (Series("snr"),),
@@ -204,14 +216,15 @@ def variance_plots(rows: pd.DataFrame) -> Iterator[Plot]:
                 f"snr_vs_batch_{stem}",
                 f"Signal-to-noise ratio against minibatch size, {model}",
                 "SNR = |E[g]| / std[g] per parameter, root mean square over the group, "
-                "squares debiased (Rainforth et al. 2018).",
+                f"squares debiased (Rainforth et al. 2018). {lines}",
                 figure,
             )
 
 
-def _training_metric(model: str, rows: pd.DataFrame) -> tuple[str, str, str] | None:
-    """(metric, split, axis label) a model's training curve shows: held-out ELBO, or error."""
-    if model == "bayes-mlp" and splits_of(rows, "error_rate"):
+def _training_metric(rows: pd.DataFrame) -> tuple[str, str, str] | None:
+    """(metric, split, axis label) a model's training curve shows: a classifier's held-out
+    error, any other model's held-out ELBO."""
+    if splits_of(rows, "error_rate"):
         metric, label = "error_rate", "classification error"
     else:
         metric, label = "elbo", "ELBO (nats)"
@@ -226,7 +239,7 @@ def training_plots(rows: pd.DataFrame) -> Iterator[Plot]:
     """Per model: the training curve against epochs and against wall-clock seconds."""
     for model in models_of(rows, TRAINING):
         training = select(rows, experiment=TRAINING, model=model)
-        chosen = _training_metric(model, training)
+        chosen = _training_metric(training)
         if chosen is None:
             continue
         metric, split, ylabel = chosen
@@ -236,22 +249,27 @@ def training_plots(rows: pd.DataFrame) -> Iterator[Plot]:
             figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(8.4, 3.4))
             for name in names:
                 cell = select(training, estimator=name)
-                curve = select(cell, metric=metric, param_group=split)
-                curve = curve.dropna(subset=["epoch", "value"])
-                curve = curve[np.isfinite(curve["value"].to_numpy(float))].sort_values("epoch")
+                points = curve(select(cell, metric=metric, param_group=split), "epoch")
                 label = f"{name} ({DIVERGED})" if is_diverged(cell) else name
-                if curve.empty:
+                if not points:
                     by_epoch.plot([], [], " ", label=label)
                     continue
-                by_epoch.plot(curve["epoch"], curve["value"], marker="o", markersize=3,
-                              color=colors[name], label=label)
-                clock = select(cell, metric="wall_clock_s").dropna(subset=["epoch", "value"])
-                clock = clock.drop_duplicates("epoch").set_index("epoch")["value"]
-                joined = curve.set_index("epoch")["value"].to_frame("y").join(clock.rename("t"))
-                joined = joined.dropna()
-                if not joined.empty:
-                    by_time.plot(joined["t"], joined["y"], marker="o", markersize=3,
-                                 color=colors[name], label=label)
+                epochs = np.array([x for x, _ in points])
+                means = np.array([e.mean for _, e in points])
+                by_epoch.plot(epochs, means, marker="o", markersize=3, color=colors[name],
+                              label=label)
+                spread = [(e.low, e.high) if e.over_seeds else (np.nan, np.nan)
+                          for _, e in points]
+                low, high = np.array(spread).T
+                if np.isfinite(low).all():
+                    by_epoch.fill_between(epochs, low, high, color=colors[name], alpha=0.15,
+                                          linewidth=0)
+                clock = dict(curve(select(cell, metric="wall_clock_s"), "epoch"))
+                timed = [(clock[x].mean, e.mean) for x, e in points if x in clock]
+                if timed:
+                    seconds, values = zip(*timed)
+                    by_time.plot(seconds, values, marker="o", markersize=3, color=colors[name],
+                                 label=label)
             by_epoch.set_xlabel("epoch")
             by_time.set_xlabel("wall-clock time (s)")
             for axis in (by_epoch, by_time):
@@ -260,39 +278,53 @@ def training_plots(rows: pd.DataFrame) -> Iterator[Plot]:
                     axis.legend(fontsize=7)
             figure.suptitle(f"Training curves, {model}")
             _margins(figure, top=0.5)
+        lines = seeds_caption(
+            training,
+            "Lines: mean over {seeds} (wall-clock: mean seconds at each epoch); band (left): "
+            "95 % t-interval over seeds.",
+            "1 seed.",
+        )
         yield Plot(
             f"training_{model.replace('-', '_')}",
             f"Training curves of {model}",
-            f"{ylabel} against epochs (left) and cumulative training wall-clock seconds (right).",
+            f"{ylabel} against epochs (left) and cumulative training wall-clock seconds (right). "
+            f"{lines}",
             figure,
         )
 
 
 def timing_plot(rows: pd.DataFrame) -> Iterator[Plot]:
-    """Seconds per epoch per model × estimator, as horizontal bars on a log axis."""
+    """Seconds per epoch per model × estimator, as horizontal bars on a log axis, with the
+    t-interval over seeds as error bars where there are several seeds."""
     timing = select(rows, experiment=TIMING, metric="seconds_per_epoch")
-    models = models_of(timing, TIMING)
-    bars = []
-    for model in models:
+    bars: list[tuple[str, Estimate]] = []
+    for model in models_of(timing, TIMING):
         for name in estimator_order(model, select(timing, model=model)):
-            value = lookup(timing, TIMING, model, name, metric="seconds_per_epoch")
-            if isinstance(value, float) and value > 0:
+            value = over_seeds(timing, TIMING, model, name, metric="seconds_per_epoch")
+            if value is not None and value.n > 0 and value.mean > 0:
                 bars.append((f"{model} / {name}", value))
     if not bars:
         return
     with plt.rc_context(_style()):
         figure, axis = plt.subplots(figsize=(6.4, 0.3 * len(bars) + 1.2))
-        labels, values = zip(*bars)
         positions = list(range(len(bars)))[::-1]
-        axis.barh(positions, values, color="#4c72b0")
-        axis.set_yticks(positions, labels)
+        means = np.array([e.mean for _, e in bars])
+        errors = None
+        if any(e.over_seeds for _, e in bars):
+            half = np.array([e.half_width if e.over_seeds else 0.0 for _, e in bars])
+            errors = np.vstack([half, half])
+        axis.barh(positions, means, xerr=errors, color="#4c72b0", ecolor="black", capsize=2)
+        axis.set_yticks(positions, [label for label, _ in bars])
         axis.set_xscale("log")
+        axis.set_xlim(left=means.min() / 3)  # a whisker below 0 runs off the log axis
         axis.set_xlabel("seconds per epoch (median)")
         _margins(figure, left=2.4)
     yield Plot(
         "timing",
         "Seconds per training epoch",
-        "Median over repeats; log axis.",
+        "Median over repeats; log axis. "
+        + seeds_caption(timing, "Bars: mean over {seeds}; whiskers: 95 % t-interval over seeds.",
+                        "1 seed."),
         figure,
     )
 

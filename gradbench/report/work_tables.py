@@ -1,37 +1,39 @@
-"""Work-normalised gradient variance: estimators compared at matched cost.
+"""Work-normalised gradient variance: estimators compared at matched cost, over seeds.
 
 An estimator that evaluates the model's sample-dependent part (the decoder) E times per gradient
 (RLOO's K samples, ARM's antithetic pair, REBAR's three passes, enumeration's every
 configuration) is compared with a one-evaluation estimator given E times its draws: averaging
 E independent one-evaluation gradients divides their variance by E, so the matched comparison is
 variance × evaluations. Variance × seconds per gradient compares at matched wall-clock on the
-machine that ran the timing cells. Built from stored rows alone: the variance rows, the
-catalogue's ``evaluations`` rows and the timing rows' ``seconds_per_gradient``.
+machine that ran the timing cells; both products are taken seed by seed, then averaged. Built
+from stored rows alone: the variance rows, the catalogue's ``evaluations`` rows and the timing
+rows' ``seconds_per_gradient``.
 """
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
-from gradbench.report.tables import (
+from gradbench.report import paper
+from gradbench.report.aggregate import derive, estimate
+from gradbench.report.notes import EXCLUDED, marked, objective_notes
+from gradbench.report.rows import (
     CATALOGUE,
     TIMING,
     VARIANCE,
-    Column,
-    Table,
-    Value,
+    at_batch_size,
     epoch_label,
     estimator_order,
-    headline_groups,
-    marked,
     models_of,
     nearest_batch_size,
-    objective_notes,
+    other_objective,
+    outcomes,
     select,
-    variant_notes,
 )
+from gradbench.report.table import Column, Compared, Comparison, Table, Value, assemble
+
+MATCHED_EVALUATIONS = "variance × evaluations"
+MATCHED_TIME = "variance × s"
 
 
 def stored_evaluations(rows: pd.DataFrame, model: str, estimator: str) -> float | None:
@@ -41,22 +43,6 @@ def stored_evaluations(rows: pd.DataFrame, model: str, estimator: str) -> float 
     return None if match.empty else float(match["value"].iloc[-1])
 
 
-def stored_seconds(rows: pd.DataFrame, model: str, estimator: str) -> float | None:
-    """Median seconds per gradient (forward and backward of one minibatch) from the timing rows."""
-    match = select(rows, experiment=TIMING, model=model, estimator=estimator,
-                   metric="seconds_per_gradient")
-    if match.empty:
-        return None
-    value = float(match["value"].iloc[-1])
-    return value if math.isfinite(value) else None
-
-
-def _product(variance: Value, factor: float | None) -> Value:
-    if isinstance(variance, float) and factor is not None:
-        return variance * factor
-    return None
-
-
 def work_normalised_table(rows: pd.DataFrame) -> Table | None:
     """Per model × estimator at minibatch 100 and the last checkpoint: evaluations, seconds per
     gradient, and per headline group the variance, variance × evaluations and variance ×
@@ -64,7 +50,9 @@ def work_normalised_table(rows: pd.DataFrame) -> Table | None:
     if select(rows, experiment=CATALOGUE, metric="evaluations").empty:
         return None
     variance = select(rows, experiment=VARIANCE, metric="grad_variance")
-    table_rows: list[tuple[Value, ...]] = []
+    table_rows: list[list[Value]] = []
+    blocks: list[tuple[str, str]] = []
+    eligible: list[bool] = []
     shown: list[str] = []
     batches: set[int] = set()
     for model in models_of(variance, VARIANCE):
@@ -75,17 +63,25 @@ def work_normalised_table(rows: pd.DataFrame) -> Table | None:
             continue
         batches.add(int(batch))
         epoch = float(at_batch["epoch"].max())
+        scoped = at_batch_size(own, batch)
         for name in estimator_order(model, at_batch):
             evaluations = stored_evaluations(rows, model, name)
-            seconds = stored_seconds(rows, model, name)
+            seconds = outcomes(rows, TIMING, model, name, metric="seconds_per_gradient")
             shown.append(name)
-            for group in headline_groups(model):
-                match = select(at_batch, estimator=name, param_group=group, epoch=epoch)
-                value: Value = float(match["value"].iloc[-1]) if not match.empty else None
-                table_rows.append((
-                    model, marked(rows, name), group, epoch_label(epoch), evaluations, seconds,
-                    value, _product(value, evaluations), _product(value, seconds),
-                ))
+            for group in paper.headline_groups(model):
+                found = outcomes(scoped, VARIANCE, model, name, metric="grad_variance",
+                                 param_group=group, epoch=epoch)
+                per_evaluation = (
+                    derive(lambda v, e=evaluations: v * e, found) if evaluations is not None
+                    else {}
+                )
+                table_rows.append([
+                    model, marked(rows, name), group, epoch_label(epoch), evaluations,
+                    estimate(seconds), estimate(found), estimate(per_evaluation),
+                    estimate(derive(lambda v, s: v * s, found, seconds)),
+                ])
+                blocks.append((model, group))
+                eligible.append(not other_objective(rows, name))
     if not table_rows:
         return None
     notes = (
@@ -94,19 +90,28 @@ def work_normalised_table(rows: pd.DataFrame) -> Table | None:
         "evaluations: a one-evaluation estimator given E times the draws has variance / E, so "
         "variance × evaluations compares estimators at equal evaluation budgets (lower is "
         "better); variance × seconds per gradient compares them at equal wall-clock on the "
-        "machine of the timing cells.",
-        *variant_notes(list(dict.fromkeys(shown))),
+        "machine of the timing cells. Both products are taken seed by seed.",
+        *paper.variant_notes(list(dict.fromkeys(shown))),
         *objective_notes(rows, shown),
     )
-    return Table(
-        name="work_normalised_variance",
-        title="Gradient variance at matched evaluations and matched time",
-        columns=(
-            Column("model"), Column("estimator"), Column("group"), Column("checkpoint"),
-            Column("evaluations", "int"), Column("s / gradient", "sci"),
-            Column("variance", "sci"), Column("variance × evaluations", "sci"),
-            Column("variance × s", "sci"),
+    comparison = Comparison(
+        (Compared(MATCHED_EVALUATIONS, False, log=True), Compared(MATCHED_TIME, False, log=True)),
+        "variance × evaluations and variance × seconds: lower is better",
+        tuple(eligible),
+        blocks=tuple(blocks),
+        scope="model and group",
+        excluded=EXCLUDED if not all(eligible) else "",
+    )
+    return assemble(
+        "work_normalised_variance",
+        "Gradient variance at matched evaluations and matched time",
+        (
+            Column("model", key=True), Column("estimator", key=True), Column("group", key=True),
+            Column("checkpoint", key=True), Column("evaluations", "int"),
+            Column("s / gradient", "sci"), Column("variance", "sci"),
+            Column(MATCHED_EVALUATIONS, "sci"), Column(MATCHED_TIME, "sci"),
         ),
-        rows=tuple(table_rows),
-        notes=notes,
+        table_rows,
+        notes,
+        comparison,
     )

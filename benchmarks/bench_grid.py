@@ -1,0 +1,96 @@
+"""asv: grid throughput, an embedded Ray with 2 workers against this process.
+
+The grid is ``GRID_CELLS`` training cells (gaussian-vae at the profile's sizes, the
+reparameterization estimator, one seed per cell), each ``epochs`` long: a fraction of a second
+at the ``fast`` profile, at least 10 s at ``full`` (the paper's 784-500-20 network on MNIST, one
+torch thread per cell). ``setup`` runs the grid once per executor into a fresh store (Ray's start
+and stop included); ``track_ray_speedup`` is the in-process seconds over Ray's (the goal on 2
+cores: ≥ 1.7), ``track_*_cells_per_second`` the throughputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from gradbench.execution.driver import Executor, execute
+from gradbench.execution.in_process import InProcessExecutor
+from gradbench.execution.ray_executor import RayExecutor
+from gradbench.execution.task import Context, Task
+from gradbench.experiment import Setting
+from gradbench.measure.training import EvalConfig, TrainConfig, training_tasks
+from gradbench.results import Provenance, ResultStore
+
+from . import common
+
+GRID_CELLS = 8
+WORKERS = 2
+EPOCHS = {"fast": 2, "full": 3}
+"""Epochs per cell: at ``full`` one epoch of the paper's Gaussian VAE on 50,000 images takes
+about 5 s on one thread, so a cell takes more than 10 s."""
+
+
+def grid_tasks() -> tuple[list[Task], Context]:
+    """The grid's training tasks (seeds 0 … GRID_CELLS−1) and the context they run in."""
+    profile = common.bench_profile()
+    device = common.bench_device()
+    dataset = common.load_data(profile.dataset, device.type)
+    options = profile.model_options.get("gaussian-vae", {})
+    config = TrainConfig(epochs=EPOCHS[profile.name], batch_size=profile.batch_size)
+    evaluation = EvalConfig(samples=1, iw_samples=1, train_subset=100)
+    tasks = [
+        task
+        for seed in range(GRID_CELLS)
+        for task in training_tasks(Setting("gaussian-vae", options, seed=seed), ["reparam"],
+                                   dataset, device, config, evaluation, "bench-grid")
+    ]
+    return tasks, Context(dataset, device, Path(tempfile.gettempdir()))
+
+
+def run_grid(executor: Executor) -> float:
+    """Seconds to run the grid on ``executor`` into a fresh store."""
+    tasks, context = grid_tasks()
+    with tempfile.TemporaryDirectory() as root:
+        store = ResultStore(root)
+        provenance = Provenance.collect(context.device, "bench-grid")
+        context = Context(context.dataset, context.device, Path(root))
+        start = time.perf_counter()
+        driver = execute(tasks, store, provenance, executor, context)
+        seconds = time.perf_counter() - start
+    if driver.failed or driver.computed != GRID_CELLS:
+        raise RuntimeError(f"grid did not finish: {driver.failed}")
+    return seconds
+
+
+class GridThroughput:
+    """Cells per second in this process (one thread) and on an embedded Ray with 2 workers."""
+
+    timeout = 3600.0
+    number = 1
+    repeat = 1
+
+    def setup(self) -> None:
+        if importlib.util.find_spec("ray") is None:
+            raise NotImplementedError("Ray is not installed (pip install -e '.[ray]')")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self.in_process = run_grid(InProcessExecutor())
+        finally:
+            torch.set_num_threads(threads)
+        self.ray = run_grid(RayExecutor(jobs=WORKERS, threads=1))
+
+    def track_ray_speedup(self) -> float:
+        return self.in_process / self.ray
+
+    def track_in_process_cells_per_second(self) -> float:
+        return GRID_CELLS / self.in_process
+
+    def track_ray_cells_per_second(self) -> float:
+        return GRID_CELLS / self.ray
+
+    track_ray_speedup.unit = "x"  # type: ignore[attr-defined]

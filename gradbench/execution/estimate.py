@@ -1,0 +1,128 @@
+"""Time estimates of a run's tasks (``all --dry-run``), before anything runs.
+
+A cell already measured in the store under the same experiment, model, estimator and minibatch
+size (another seed, an earlier run) is estimated by the median of its stored ``cell_seconds``;
+any other task by a short calibration: the seconds of one gradient of its estimator on its
+model, measured at minibatch sizes 1 and 100 and interpolated linearly, times the gradients its
+:class:`gradbench.execution.task.Work` declares (a forward pass counted as a third of a
+gradient). The total for N workers is a list schedule that respects what each task needs, a
+whole-node task holding all N.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+
+from gradbench.data import Dataset
+from gradbench.execution.task import Task, Work
+from gradbench.experiment import build_estimator, build_model
+from gradbench.results import ResultStore
+
+CALIBRATION_SIZES = (1, 100)
+CALIBRATION_REPEATS = 3
+FORWARD_SHARE = 1 / 3
+"""A forward pass's cost relative to a gradient's (forward and backward)."""
+
+
+def stored_seconds(store: ResultStore) -> dict[tuple, float]:
+    """Median stored seconds per (experiment, model, estimator, batch size) cell."""
+    rows = store.load()
+    if rows.empty or "cell_seconds" not in rows:
+        return {}
+    cells = rows.dropna(subset=["cell_seconds"]).drop_duplicates("config_hash")
+    sizes = cells["batch_size"].astype("Float64").fillna(-1).astype(int)
+    keys = zip(cells["experiment"], cells["model"], cells["estimator"], sizes)
+    frame = pd.DataFrame({"key": list(keys), "seconds": cells["cell_seconds"].astype(float)})
+    return frame.groupby("key")["seconds"].median().to_dict()
+
+
+def _calibrate(work: Work, dataset: Dataset, device: torch.device) -> tuple[float, float]:
+    """(a, b) of t(M) = a + b·M seconds per gradient of the work's estimator and model."""
+    model = build_model(work.setting, dataset, device)
+    estimator = build_estimator(work.setting, work.estimator, dataset, device)
+    generator = torch.Generator(device=dataset.device).manual_seed(0)
+    seconds = []
+    for size in CALIBRATION_SIZES:
+        x, y = dataset.sample_batch("train", min(size, len(dataset.train)), generator)
+        times = []
+        for _ in range(CALIBRATION_REPEATS + 1):
+            start = time.perf_counter()
+            estimator.surrogate(model(x, y, estimator)).mean().backward()
+            times.append(time.perf_counter() - start)
+        seconds.append(min(times[1:]))
+    small, large = CALIBRATION_SIZES
+    slope = max(0.0, (seconds[1] - seconds[0]) / (large - small))
+    return max(0.0, seconds[0] - slope * small), slope
+
+
+def estimate(
+    tasks: Sequence[Task], store: ResultStore, dataset: Dataset, device: torch.device
+) -> dict[str, tuple[float, str]]:
+    """Task key → (estimated seconds, "stored" or "calibrated") for every task with work."""
+    stored = stored_seconds(store)
+    rates: dict[tuple[str, str, str], tuple[float, float]] = {}
+    costs: dict[str, tuple[float, str]] = {}
+    for task in tasks:
+        if task.cell is not None:
+            size = task.cell.config.get("batch_size", -1)
+            key = (task.cell.experiment, task.cell.model, task.cell.estimator,
+                   int(size) if isinstance(size, int) else -1)
+            if key in stored:
+                costs[task.key] = (stored[key], "stored")
+                continue
+        work = task.work
+        if work is None:
+            continue
+        pair = (work.setting.model, repr(work.setting.model_options), work.estimator)
+        if pair not in rates:
+            rates[pair] = _calibrate(work, dataset, device)
+        a, b = rates[pair]
+        seconds = work.gradients * (a + b * work.batch_size)
+        seconds += work.forward_examples * b * FORWARD_SHARE
+        costs[task.key] = (seconds, "calibrated")
+    return costs
+
+
+def makespan(tasks: Sequence[Task], costs: dict[str, tuple[float, str]], workers: int) -> float:
+    """Seconds to run ``tasks`` (in dependency order) on ``workers`` slots: each task starts
+    when its needs are done and enough slots are free (a whole-node task takes them all)."""
+    free = [0.0] * workers
+    done: dict[str, float] = {}
+    for task in tasks:
+        seconds = costs.get(task.key, (0.0, ""))[0]
+        ready = max((done.get(key, 0.0) for key in task.needs), default=0.0)
+        slots = workers if task.resources.whole_node else min(task.resources.cpus, workers)
+        chosen = sorted(range(workers), key=lambda i: free[i])[:slots]
+        start = max(ready, *(free[i] for i in chosen))
+        for i in chosen:
+            free[i] = start + seconds
+        done[task.key] = start + seconds
+    return max(done.values(), default=0.0)
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def print_estimate(tasks: Sequence[Task], costs: dict[str, tuple[float, str]], workers: int) -> None:
+    """The cells still to run with their estimates, and the totals for 1 and ``workers``."""
+    print(f"to run: {sum(t.cell is not None for t in tasks)} cells "
+          f"(and {sum(t.cell is None for t in tasks)} checkpoints)")
+    for task in tasks:
+        if task.key not in costs:
+            continue
+        seconds, source = costs[task.key]
+        print(f"  {seconds:9.1f} s  ({source:10s})  {task.describe or task.key}")
+    total = sum(seconds for seconds, _ in costs.values())
+    print(f"estimated total: {_duration(total)} in one process; "
+          f"{_duration(makespan(tasks, costs, workers))} with {workers} workers "
+          "(estimates: stored cell times where present, else a calibration of one gradient)")

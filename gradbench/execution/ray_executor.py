@@ -1,0 +1,178 @@
+"""Tasks on Ray: an embedded Ray on this machine, or an existing cluster (``ray start``).
+
+Each task asks for its resources (one GPU per cell on CUDA, else its CPU cores; a timing cell a
+whole node, so that nothing contends with it) and sets torch's threads to the cores it holds.
+The data go to the object store once; an intermediate result (a checkpoint) travels from the
+task that made it to the tasks that need it through the object store, never a shared disk. The
+driver alone writes the results store (:class:`gradbench.execution.driver.Driver`). A task whose
+worker dies or that raises is retried by Ray (``retries`` times), then stored as failed, and the
+run goes on. Install with ``pip install -e ".[ray]"``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gradbench.data import Dataset
+from gradbench.device import torch_threads
+from gradbench.execution.driver import Driver, Failure, Outcome, run_here
+from gradbench.execution.schedule import Schedule
+from gradbench.execution.task import Context, Task
+from gradbench.results import Provenance
+
+LOCAL = "local"
+"""``--ray-address local``: start an embedded Ray on this machine for the run."""
+
+RETRIES = 2
+"""Ray retries of a task whose worker died or that raised, before it is stored as failed."""
+
+SCRATCH = Path(tempfile.gettempdir()) / "gradbench-scratch"
+"""A worker's folder for resume files of unfinished training cells (its own disk)."""
+
+
+class RayUnavailable(ValueError):
+    """``--executor ray`` without Ray installed, or a cluster that cannot be reached."""
+
+
+def import_ray() -> Any:
+    """The ``ray`` module; RayUnavailable (one line, exit 2) when it is not installed."""
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailable(
+            "--executor ray needs Ray: pip install -e \".[ray]\" (or pip install 'ray[default]')"
+        ) from None
+    return ray
+
+
+def run_remote(
+    run: Any, dataset: Dataset, device: str, threads: int | None, profile: str, *needed: Any
+) -> tuple[Any, Provenance, float]:
+    """A task's body in a Ray worker: the data on the worker's device, torch's threads set to
+    the task's cores; returns (result, the worker's provenance, seconds). Exceptions propagate,
+    so that Ray retries them."""
+    target = torch.device(device)
+    context = Context(dataset.to(target), target, SCRATCH)
+    with torch_threads(threads):
+        start = time.perf_counter()
+        result = run(context, *needed)
+        seconds = time.perf_counter() - start
+        provenance = Provenance.collect(target, profile)
+    return result, provenance, seconds
+
+
+@dataclass
+class RayExecutor:
+    """Runs tasks on Ray at ``address`` (:data:`LOCAL`: an embedded Ray with ``jobs`` CPUs).
+
+    ``threads``: torch threads per task (None: the cores it holds).
+    """
+
+    address: str = LOCAL
+    jobs: int | None = None
+    threads: int | None = None
+    retries: int = RETRIES
+    name: str = "ray"
+
+    def start(self) -> Any:
+        """Connect to the cluster (or start the embedded Ray) for this run; RayUnavailable when
+        it cannot be reached. The driver disconnects when the run ends."""
+        ray = import_ray()
+        if ray.is_initialized():
+            ray.shutdown()
+        try:
+            if self.address == LOCAL:
+                ray.init(num_cpus=self.jobs, include_dashboard=False, logging_level="ERROR",
+                         log_to_driver=False)
+            else:
+                ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise RayUnavailable(f"cannot reach Ray at {self.address!r}: {first}") from None
+        return ray
+
+    def node_cpus(self, ray: Any) -> int:
+        """The cores of the smallest live node: what a whole-node (timing) task asks for."""
+        cpus = [int(n["Resources"].get("CPU", 1)) for n in ray.nodes() if n.get("Alive")]
+        return max(1, min(cpus, default=1))
+
+    def execute(self, schedule: Schedule, driver: Driver) -> None:
+        ray = self.start()
+        try:
+            self._execute(ray, schedule, driver)
+        finally:
+            ray.shutdown()
+
+    def _options(self, task: Task, whole_node: int, device: str) -> dict[str, Any]:
+        cpus = whole_node if task.resources.whole_node else task.resources.cpus
+        gpus = task.resources.gpus if device == "cuda" else 0
+        return {"num_cpus": cpus, "num_gpus": gpus, "num_returns": 3,
+                "max_retries": self.retries, "retry_exceptions": True}
+
+    def _execute(self, ray: Any, schedule: Schedule, driver: Driver) -> None:
+        context = driver.context
+        device = context.device.type
+        dataset = ray.put(context.dataset.to(torch.device("cpu")))
+        remote = ray.remote(run_remote)
+        whole_node = self.node_cpus(ray)
+        profile = driver.provenance.profile
+        values: dict[str, Any] = dict(schedule.stored)  # key → frame, object ref or Failure
+        uses = Counter(key for task in schedule.tasks for key in task.needs)
+        waiting = list(schedule.tasks)
+        running: dict[Any, tuple[Task, Any, Any]] = {}
+        while waiting or running:
+            ready = [t for t in waiting if all(key in values for key in t.needs)]
+            for task in ready:
+                waiting.remove(task)
+                needed = [values[key] for key in task.needs]
+                if task.on_driver or any(isinstance(v, Failure) for v in needed):
+                    local = [ray.get(v) if isinstance(v, ray.ObjectRef) else v for v in needed]
+                    value = driver.finish(task, run_here(task, context, local))
+                    values[task.key] = (
+                        ray.put(value)
+                        if task.cell is None and not isinstance(value, Failure)
+                        else value
+                    )
+                    continue
+                threads = self.threads or task.resources.cpus
+                refs = remote.options(**self._options(task, whole_node, device)).remote(
+                    task.run, dataset, device, threads, profile, *needed
+                )
+                running[refs[0]] = (task, refs[1], refs[2])
+            if not running:
+                if waiting and not ready:
+                    raise RuntimeError("tasks wait on results that no task makes")
+                continue
+            done, _ = ray.wait(list(running), num_returns=1)
+            task, provenance_ref, seconds_ref = running.pop(done[0])
+            try:
+                result = ray.get(done[0])
+                outcome = Outcome(result, ray.get(provenance_ref), ray.get(seconds_ref))
+            except Exception as error:  # noqa: BLE001 - Ray's retries are spent: a failed cell
+                outcome = Outcome(Failure(_error_line(error)))
+            value = driver.finish(task, outcome)
+            keep_ref = task.cell is None and not isinstance(value, Failure)
+            values[task.key] = done[0] if keep_ref else value
+            for key in task.needs:
+                uses[key] -= 1
+                if not uses[key]:
+                    del values[key]
+
+    def __post_init__(self) -> None:
+        if self.jobs is not None and self.jobs < 1:
+            raise ValueError(f"--jobs must be positive, got {self.jobs}")
+
+
+def _error_line(error: BaseException) -> str:
+    """One line naming what went wrong in a Ray task (its cause's type and first line)."""
+    cause = getattr(error, "cause", None) or error
+    text = str(cause).strip().splitlines()
+    message = next((line for line in text if line.strip() and "Traceback" not in line), "")
+    return f"{type(cause).__name__}: {message}"[:500]

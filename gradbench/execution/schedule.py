@@ -1,0 +1,75 @@
+"""Which tasks of a run still have to run, in an order that respects what each one needs.
+
+A rows task whose cell is stored (made by this code, not failed) is done unless ``force``; a
+derived task is redone when a rows task it needs runs now; an intermediate task runs only when a
+task that runs needs it. Finished rows stand in for their task's result (their stored frame).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from gradbench.execution.task import Task
+from gradbench.results import Provenance, ResultStore
+
+
+@dataclass
+class Schedule:
+    """The tasks to run, in dependency order, and the stored rows of the finished ones."""
+
+    tasks: list[Task]
+    stored: dict[str, pd.DataFrame]
+    cells: int  # rows tasks among ``tasks`` (one progress step each)
+
+
+def ordered(tasks: Iterable[Task]) -> list[Task]:
+    """Tasks with duplicates (one key twice: a checkpoint several experiments share) merged,
+    each after the tasks it needs; a missing need or a cycle raises ValueError."""
+    by_key: dict[str, Task] = {}
+    for task in tasks:
+        by_key.setdefault(task.key, task)
+    order: list[Task] = []
+    state: dict[str, str] = {}
+
+    def visit(key: str, path: tuple[str, ...]) -> None:
+        if state.get(key) == "done":
+            return
+        if key in path:
+            raise ValueError(f"tasks need each other: {' -> '.join((*path, key))}")
+        if key not in by_key:
+            raise ValueError(f"task {path[-1]} needs {key}, which no task makes")
+        for need in by_key[key].needs:
+            visit(need, (*path, key))
+        state[key] = "done"
+        order.append(by_key[key])
+
+    for key in by_key:
+        visit(key, ())
+    return order
+
+
+def plan_schedule(
+    tasks: Iterable[Task], store: ResultStore, provenance: Provenance, force: bool = False
+) -> Schedule:
+    """The schedule of ``tasks`` against what ``store`` already holds (module docstring)."""
+    order = ordered(tasks)
+    stored: dict[str, pd.DataFrame] = {}
+    runs: set[str] = set()
+    for task in order:
+        if task.cell is None:
+            continue
+        frame = None if force else store.stored(task.cell, provenance)
+        redo = task.derived and any(need in runs for need in task.needs)
+        if frame is None or redo:
+            runs.add(task.key)
+        else:
+            stored[task.key] = frame
+    wanted = set(runs)
+    for task in reversed(order):
+        if task.key in wanted:
+            wanted.update(n for n in task.needs if n not in stored)
+    chosen = [task for task in order if task.key in wanted]
+    return Schedule(chosen, stored, sum(task.cell is not None for task in chosen))

@@ -1,0 +1,156 @@
+"""The wording tables share: the † mark of other objectives, and the notes that say what seeds,
+intervals, marks and ranks mean — written from what a table holds, so a note never claims a
+test that was not possible."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from gradbench.measure.variance_stats import MIN_MINIBATCHES_FOR_COVERAGE
+from gradbench.report.aggregate import ALPHA, LEVEL, Estimate
+from gradbench.report.rows import VARIANCE, other_objective, select
+
+if TYPE_CHECKING:
+    from gradbench.report.table import Comparison
+
+OTHER_OBJECTIVE = "†"
+"""Marks an estimator whose direction is the gradient of another objective than the ELBO."""
+
+OTHER_OBJECTIVE_NOTE = (
+    f"{OTHER_OBJECTIVE} Not an estimate of the ELBO's gradient (as stored with the run): the "
+    "direction of another objective, shown for comparison, not beside unbiased estimates as "
+    "their equal."
+)
+
+EXCLUDED = (
+    f"Rows marked {OTHER_OBJECTIVE} are kept out of the comparison and the ranks: they follow "
+    "another objective's gradient, so they are never chosen best against unbiased estimates."
+)
+"""Why † rows take no part in a comparison (:attr:`Comparison.excluded`)."""
+
+PERCENT = f"{100 * LEVEL:.0f} %"
+
+
+def seed_phrase(count: int) -> str:
+    """"1 seed", "3 seeds"."""
+    return f"{count} seed" if count == 1 else f"{count} seeds"
+
+
+def marked(rows: pd.DataFrame, estimator: str) -> str:
+    """The estimator's label, with :data:`OTHER_OBJECTIVE` when its direction is not an ELBO
+    gradient."""
+    return f"{estimator} {OTHER_OBJECTIVE}" if other_objective(rows, estimator) else estimator
+
+
+def objective_notes(rows: pd.DataFrame, estimators: Sequence[str]) -> tuple[str, ...]:
+    """The other-objective note, when a table lists an estimator it marks."""
+    return (OTHER_OBJECTIVE_NOTE,) if any(other_objective(rows, e) for e in estimators) else ()
+
+
+def coverage_notes(rows: pd.DataFrame) -> tuple[str, ...]:
+    """A note when some variance intervals come from fewer minibatches than the number at which
+    their coverage was verified by simulation (gradbench.measure.variance_stats)."""
+    flags = select(rows, experiment=VARIANCE)["coverage_checked"].str.lower()
+    if not (flags == "false").any():
+        return ()
+    return (
+        f"Intervals of {int((flags == 'false').sum())} variance rows come from fewer than "
+        f"{MIN_MINIBATCHES_FOR_COVERAGE} minibatches, below which their 95 % coverage was not "
+        "verified in simulations with heavy-tailed (Student-t, 5 d.o.f.) gradients: read them as "
+        "approximate.",
+    )
+
+
+def bounds_note(cells: Sequence[object], within: str) -> tuple[str, ...]:
+    """What a table's low / high columns are where a cell has one seed: ``within`` the seed (its
+    stored interval); over several seeds :func:`seeds` says what they are."""
+    single = [c for c in cells if isinstance(c, Estimate) and c.n == 1]
+    if not single:
+        return ()
+    several = any(isinstance(c, Estimate) and c.over_seeds for c in cells)
+    return (f"Low / high{' of a one-seed cell' if several else ''}: {within}.",)
+
+
+def seeds(estimates: Sequence[Estimate], apart: bool = False) -> tuple[str, ...]:
+    """What a cell over seeds shows: "1 seed" (its value) or "3 seeds" (the mean, and the
+    t-interval x̄ ± t_{0.975, n−1} · sd / √n as ± its half-width, or in low / high columns when
+    ``apart``), n per cell where the counts differ, and the seeds left out because they diverged
+    or failed."""
+    counts = sorted({e.n for e in estimates if e.n > 0})
+    if not counts:
+        return ()
+    if counts == [1]:
+        found = [
+            "1 seed: each number is that seed's measurement; no interval over seeds is "
+            "possible with one seed."
+        ]
+    else:
+        span = seed_phrase(counts[-1]) if len(counts) == 1 else (
+            f"{counts[0]} to {seed_phrase(counts[-1])}"
+        )
+        shown = (
+            f"each value is the mean over its n seeds, low / high the {PERCENT} t-interval over "
+            "them" if apart else
+            f"each cell is the mean over its n seeds ± the half-width of the {PERCENT} "
+            "t-interval over them"
+        )
+        found = [
+            f"{span}: {shown}, t(0.975, n − 1) · sd / √n (Student's t, n − 1 degrees of freedom)"
+            + ("; n is given in each cell, the seeds differing between rows" if len(counts) > 1
+               else "")
+            + ("; a cell of one seed shows that seed's value" if counts[0] == 1 else "")
+            + "."
+        ]
+    if any(e.lost and e.n > 0 for e in estimates):
+        found.append(
+            "Seeds that diverged or failed are left out of a cell's mean (in parentheses: how "
+            "many) and listed in the diverged-cells table."
+        )
+    return tuple(found)
+
+
+def comparison(spec: Comparison, several: bool) -> list[str]:
+    """Which row is best and why, the paired test (when several seeds allow one), and which rows
+    take no part."""
+    within = f" within each {spec.scope}" if spec.scope else ""
+    logged = any(c.log for c in spec.columns)
+    if several:
+        found = [
+            f"Best (bold): in each compared column{within}, the best mean among the compared rows "
+            f"({spec.better}). ≈: not distinguishable from the best by a paired t-test over "
+            f"seeds (scipy.stats.ttest_rel, two-sided, α = {ALPHA:g}), pairs formed by seed (the "
+            "same seed: the same initialisation, data order and checkpoints for every "
+            "estimator) on the seeds both rows measured"
+            + (", on log values (a ratio that holds across seeds is a difference)" if logged
+               else "")
+            + "; a cell with a diverged or failed seed is not chosen best."
+        ]
+    else:
+        found = [
+            f"Best (bold): in each compared column{within}, the best value among the compared "
+            f"rows ({spec.better}). 1 seed: no test is possible with one seed, so only the best "
+            "is marked."
+        ]
+    if spec.excluded:
+        found.append(spec.excluded)
+    return found
+
+
+def ranks(several: bool, scope: str) -> str:
+    """How the average rank is made: rank within each seed, mean over columns, then seeds."""
+    if several:
+        within = f" and each {scope}" if scope else ""
+        return (
+            f"avg. rank: within each seed{within}, the compared rows are ranked on every compared "
+            "column (1 = best, ties share their mean rank, a diverged seed ranks last, a failed "
+            "one is not ranked); a row's ranks are averaged over the columns, then over seeds; in "
+            "parentheses its standard error, sd / √n over the n seeds."
+        )
+    return (
+        f"avg. rank: the rank among the compared rows{f' of each {scope}' if scope else ''} "
+        "on every compared column (1 = best, ties share their mean rank, a diverged cell ranks "
+        "last), averaged over the columns; 1 seed: no standard error with one seed."
+    )

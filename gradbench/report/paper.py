@@ -1,0 +1,445 @@
+"""Everything the reports know about the papers: their figures, their row orders, their tables.
+
+The published figures are the papers' own, typed from the papers, measured on the authors'
+hardware with their code and conventions; they never enter gradbench's result rows and sit in
+columns labelled "published (...)". Besides the figures this module holds every other piece of
+paper knowledge the report uses — row orders (Kingma et al.'s Table 1), the parameter groups a
+model's variance table shows, which model gets a timing table of its own, the variants the
+literature knows by another name — so that a new model or estimator needs no edit in
+:mod:`gradbench.report`: a model or estimator named nowhere here gets the defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+# ---------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class Source:
+    """A paper whose figures a report quotes."""
+
+    key: str  # BibTeX key
+    label: str  # short form used in column labels, e.g. "Kingma et al. 2015"
+    bibtex: str  # full BibTeX entry
+
+
+KINGMA_2015 = Source(
+    key="kingma2015variational",
+    label="Kingma et al. 2015",
+    bibtex="""@inproceedings{kingma2015variational,
+  title     = {Variational Dropout and the Local Reparameterization Trick},
+  author    = {Kingma, Diederik P. and Salimans, Tim and Welling, Max},
+  booktitle = {Advances in Neural Information Processing Systems 28},
+  year      = {2015}
+}""",
+)
+
+KINGMA_WELLING_2014 = Source(
+    key="kingma2014autoencoding",
+    label="Kingma & Welling 2014",
+    bibtex="""@inproceedings{kingma2014autoencoding,
+  title     = {Auto-Encoding Variational {B}ayes},
+  author    = {Kingma, Diederik P. and Welling, Max},
+  booktitle = {International Conference on Learning Representations},
+  year      = {2014}
+}""",
+)
+
+JANG_2017 = Source(
+    key="jang2017categorical",
+    label="Jang et al. 2017",
+    bibtex="""@inproceedings{jang2017categorical,
+  title     = {Categorical Reparameterization with {G}umbel-Softmax},
+  author    = {Jang, Eric and Gu, Shixiang and Poole, Ben},
+  booktitle = {International Conference on Learning Representations},
+  year      = {2017}
+}""",
+)
+
+NITTA_2017 = Source(
+    key="nitta2017discrete",
+    label="Nitta 2017, thesis",
+    bibtex="""@mastersthesis{nitta2017discrete,
+  title  = {Learning Variational Autoencoders with a Discrete Latent Space (in Japanese)},
+  author = {Nitta, Kazuki},
+  type   = {Bachelor's thesis},
+  school = {Kanazawa University},
+  year   = {2017}
+}""",
+)
+
+RAINFORTH_2018 = Source(
+    key="rainforth2018tighter",
+    label="Rainforth et al. 2018",
+    bibtex="""@inproceedings{rainforth2018tighter,
+  title     = {Tighter Variational Bounds are Not Necessarily Better},
+  author    = {Rainforth, Tom and Kosiorek, Adam R. and Le, Tuan Anh and Maddison, Chris J. and
+               Igl, Maximilian and Wood, Frank and Teh, Yee Whye},
+  booktitle = {International Conference on Machine Learning},
+  year      = {2018}
+}""",
+)
+
+YIN_ZHOU_2019 = Source(
+    key="yin2019arm",
+    label="Yin & Zhou 2019",
+    bibtex="""@inproceedings{yin2019arm,
+  title     = {{ARM}: Augment-{REINFORCE}-Merge Gradient for Stochastic Binary Networks},
+  author    = {Yin, Mingzhang and Zhou, Mingyuan},
+  booktitle = {International Conference on Learning Representations},
+  year      = {2019}
+}""",
+)
+
+SOURCES = (
+    KINGMA_2015, KINGMA_WELLING_2014, JANG_2017, NITTA_2017, RAINFORTH_2018, YIN_ZHOU_2019
+)
+"""Every paper the reports cite, in the order their references list them."""
+
+
+def published_label(source: Source, what: str, hardware: bool = True) -> str:
+    """A published figure's column label: "published WHAT (Kingma et al. 2015, their hardware)"."""
+    where = f"{source.label}, their hardware" if hardware else source.label
+    return f"published {what} ({where})"
+
+
+# ---------------------------------------------------------------------------- published figures
+
+# Kingma, Salimans & Welling (2015), Table 1: average empirical variance of minibatch gradient
+# estimates of the top- and bottom-layer weights after 10 and 100 training epochs, keyed by
+# gradbench estimator, then (layer, epochs). Minibatch size and sum/mean convention not stated.
+KINGMA_2015_TABLE1: dict[str, dict[tuple[str, int], float]] = {
+    "local-reparam": {
+        ("top", 10): 7.8e3, ("top", 100): 1.2e3, ("bottom", 10): 1.9e2, ("bottom", 100): 1.1e2,
+    },
+    "reparam-per-example": {
+        ("top", 10): 1.4e4, ("top", 100): 2.6e3, ("bottom", 10): 4.3e2, ("bottom", 100): 2.5e2,
+    },
+    "reparam": {
+        ("top", 10): 4.9e4, ("top", 100): 4.3e3, ("bottom", 10): 8.5e2, ("bottom", 100): 3.3e2,
+    },
+    "no-noise": {
+        ("top", 10): 2.8e3, ("top", 100): 5.9e1, ("bottom", 10): 1.3e2, ("bottom", 100): 9.0e0,
+    },
+}
+
+# The paper's name for each of those rows.
+KINGMA_2015_ROW_NAMES: dict[str, str] = {
+    "local-reparam": "local reparameterization",
+    "reparam-per-example": "separate weight samples",
+    "reparam": "single weight sample",
+    "no-noise": "no dropout noise (minimal variance)",
+}
+
+# Kingma, Salimans & Welling (2015), as quoted in the slides: seconds per training epoch of the
+# variational-dropout MLP with separate weight samples per example and with the local
+# reparameterization trick, on the authors' hardware.
+KINGMA_2015_SECONDS_PER_EPOCH: dict[str, float] = {
+    "reparam-per-example": 1635.0,
+    "local-reparam": 7.4,
+}
+
+# Kingma, Salimans & Welling (2015), Figure 1 (read from the plot): best MNIST test error of
+# variational dropout (A2), percent, low and high reading.
+KINGMA_2015_TEST_ERROR_PERCENT = (0.93, 0.95)
+
+# Nitta (2017), Table 5.1: reconstruction log-likelihood (nats) of the categorical VAE
+# 784-500-300(30x10)-500-784 on thresholded MNIST after 50 epochs, (train, validation).
+NITTA_2017_TABLE51: dict[str, tuple[float, float]] = {
+    "target-prop": (-70.102, -72.545),
+    "gumbel-softmax (tau=0.5)": (-63.876, -64.401),
+    "gumbel-softmax (tau=0.1)": (-68.883, -68.623),
+}
+
+# Which Table 5.1 row sits beside which gradbench estimator or variant; a row none sits beside
+# is shown on its own.
+NITTA_2017_ROW_FOR: dict[str, str] = {
+    "target-prop": "target-prop",
+    "gumbel-softmax": "gumbel-softmax (tau=0.5)",  # the default: annealed to 0.5
+    "gumbel-softmax[temperature=0.5]": "gumbel-softmax (tau=0.5)",
+    "gumbel-softmax[temperature=0.1]": "gumbel-softmax (tau=0.1)",
+}
+
+# Jang, Gu & Poole (2017), Table 1, row "VAE (Cat.)": negative ELBO in nats (lower is better) of
+# their categorical VAE (20 variables x 10 classes, learned prior), keyed by gradbench estimator
+# (their "SF", the score function, is our lr).
+JANG_2017_VAE_CAT_NEG_ELBO: dict[str, float] = {
+    "lr": 110.6,
+    "st-gumbel": 107.8,
+    "gumbel-softmax": 101.5,  # annealed to tau = 0.5, as gradbench's default and [temperature=0.5]
+    "gumbel-softmax[temperature=0.5]": 101.5,
+}
+
+# Jang, Gu & Poole (2017), Table 1, row "VAE (Bern.)": negative ELBO in nats (lower is better) of
+# their 784-200-784 Bernoulli VAE (200 Bernoulli latents) on fixed-binarization MNIST, keyed by
+# gradbench estimator (SF is our lr).
+JANG_2017_VAE_BERN_NEG_ELBO: dict[str, float] = {
+    "lr": 112.2,
+    "muprop": 109.7,
+    "st-gumbel": 111.5,
+    "gumbel-softmax": 105.0,
+    "gumbel-softmax[temperature=0.5]": 105.0,
+}
+
+# Yin & Zhou (2019), their table of test −log p(x) in nats (lower is better) on MNIST with
+# Larochelle's static binarization, Adam, batch 50, the linear 784-200-784 Bernoulli VAE
+# ("linear") and the nonlinear one (two deterministic layers of 200 around the 200-unit
+# Bernoulli layer), keyed by gradbench estimator (REINFORCE is lr, NVIL the learned baseline,
+# Concrete the Gumbel-softmax relaxation).
+YIN_ZHOU_2019_NEG_LOG_LIKELIHOOD: dict[str, dict[str, float]] = {
+    "lr": {"linear": 164.0, "nonlinear": 114.6},
+    "lr-baseline[baseline=learned]": {"linear": 113.1, "nonlinear": 102.2},
+    "gumbel-softmax": {"linear": 107.3, "nonlinear": 99.6},
+    "gumbel-softmax[temperature=0.5]": {"linear": 107.3, "nonlinear": 99.6},
+    "rebar": {"linear": 107.7, "nonlinear": 101.4},
+    "arm": {"linear": 107.2, "nonlinear": 98.4},
+}
+
+# ---------------------------------------------------------------------------- orders and groups
+
+KINGMA_ORDER = ("local-reparam", "reparam-per-example", "reparam", "no-noise")
+"""Row order of Kingma et al.'s Table 1."""
+
+TIMING_ORDER = ("reparam-per-example", "reparam", "local-reparam", "no-noise")
+"""Row order of the timing table: slowest reference first, as in the paper's comparison."""
+
+ROW_ORDERS: dict[str, tuple[str, ...]] = {"bayes-mlp": KINGMA_ORDER}
+"""Rows a model's tables list first, in the paper's order; the others follow in registry order."""
+
+MODEL_ORDER = ("bayes-mlp", "categorical-vae")
+"""Models whose own tables come first, the papers' headline models; the others follow, sorted."""
+
+HEADLINE_GROUPS: dict[str, tuple[str, ...]] = {"bayes-mlp": ("top", "bottom")}
+"""Parameter groups a model's variance tables show; any other model: encoder and decoder."""
+
+DEFAULT_GROUPS = ("encoder", "decoder")
+
+TABLE_BATCH_SIZE = 100
+"""Minibatch size of the Table-1 analogue (Kingma et al. 2015 do not state theirs)."""
+
+NAMED_VARIANTS = {
+    "lr-baseline[baseline=learned]": "NVIL (Mnih & Gregor 2014): the score function with a "
+    "learned, input-dependent baseline",
+}
+"""Variants that the literature knows under a name of their own."""
+
+
+def row_order(model: str) -> tuple[str, ...]:
+    """The estimators a model's tables list first, in the paper's order (none: registry order)."""
+    return ROW_ORDERS.get(model, ())
+
+
+def headline_groups(model: str) -> tuple[str, ...]:
+    """The parameter groups a model's variance tables show."""
+    return HEADLINE_GROUPS.get(model, DEFAULT_GROUPS)
+
+
+def model_order(models: Sequence[str]) -> list[str]:
+    """``models`` with the papers' headline models first (MODEL_ORDER), then sorted."""
+    return [m for m in MODEL_ORDER if m in models] + sorted(set(models) - set(MODEL_ORDER))
+
+
+def variant_notes(estimators: Sequence[str]) -> tuple[str, ...]:
+    """A note naming each listed variant the literature knows by another name."""
+    return tuple(
+        f"{label} is {NAMED_VARIANTS[label]}." for label in estimators if label in NAMED_VARIANTS
+    )
+
+
+# ---------------------------------------------------------------------------- beside our tables
+
+
+@dataclass(frozen=True)
+class PublishedColumn:
+    """A column of published figures beside ours, keyed by the gradbench estimator it matches."""
+
+    label: str
+    kind: str
+    values: Mapping[str, float | str]
+
+
+@dataclass(frozen=True)
+class PublishedRow:
+    """A published row that sits beside our ``beside`` estimators, or alone when none is shown;
+    ``values`` by published column label."""
+
+    label: str
+    beside: tuple[str, ...]
+    values: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Beside:
+    """What the papers put beside one of our tables: published columns (``leading`` right after
+    the row label, ``trailing`` after ours), published rows and their notes."""
+
+    leading: tuple[PublishedColumn, ...] = ()
+    trailing: tuple[PublishedColumn, ...] = ()
+    rows: tuple[PublishedRow, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+NOTHING = Beside()
+
+
+@dataclass(frozen=True)
+class TimingComparison:
+    """A model that gets a timing table of its own: the paper's reference estimator (speed-ups
+    are against it), row order, title and published figures."""
+
+    reference: str
+    order: tuple[str, ...]
+    title: str
+    beside: Beside = field(default_factory=Beside)
+
+
+def _kingma_variance() -> Beside:
+    keys = [(group, epochs) for group in ("top", "bottom") for epochs in (10, 100)]
+    return Beside(
+        leading=(PublishedColumn("Kingma et al. row", "text", KINGMA_2015_ROW_NAMES),),
+        trailing=tuple(
+            PublishedColumn(
+                published_label(KINGMA_2015, f"{group}, {epochs} ep"), "sci",
+                {name: table[(group, epochs)] for name, table in KINGMA_2015_TABLE1.items()},
+            )
+            for group, epochs in keys
+        ),
+        notes=(
+            "Published: Kingma, Salimans & Welling (2015), Table 1, their hardware and scaling "
+            "(minibatch size and sum/mean convention not stated); compare orderings, not values.",
+        ),
+    )
+
+
+def _kingma_timing() -> TimingComparison:
+    seconds = KINGMA_2015_SECONDS_PER_EPOCH
+    reference = "reparam-per-example"
+    return TimingComparison(
+        reference=reference,
+        order=TIMING_ORDER,
+        title="Seconds per training epoch, variational-dropout MLP (bayes-mlp)",
+        beside=Beside(
+            trailing=(
+                PublishedColumn(published_label(KINGMA_2015, "s/epoch"), "fixed1", seconds),
+                PublishedColumn(
+                    published_label(KINGMA_2015, "speed-up"), "ratio",
+                    {name: seconds[reference] / value for name, value in seconds.items()},
+                ),
+            ),
+            notes=(
+                "Published: Kingma, Salimans & Welling (2015), separate weight samples per "
+                "example 1635 s vs local reparameterization 7.4 s per epoch, on the authors' "
+                "hardware.",
+            ),
+        ),
+    )
+
+
+def _kingma_classification() -> Beside:
+    low, high = KINGMA_2015_TEST_ERROR_PERCENT
+    return Beside(
+        trailing=(
+            PublishedColumn(
+                published_label(KINGMA_2015, "best test error, Fig. 1"), "text",
+                {"local-reparam": f"{low:.2f}-{high:.2f} %"},
+            ),
+        ),
+        notes=(
+            "Published: Kingma, Salimans & Welling (2015), Figure 1, variational dropout (A2), "
+            "750-1250 units per layer, many more epochs; read from the plot.",
+        ),
+    )
+
+
+def _thesis_elbo() -> Beside:
+    train = published_label(NITTA_2017, "recon. log-lik., train", False)
+    valid = published_label(NITTA_2017, "recon. log-lik., valid", False)
+    return Beside(
+        trailing=(
+            PublishedColumn(train, "fixed3", {
+                name: NITTA_2017_TABLE51[row][0] for name, row in NITTA_2017_ROW_FOR.items()
+            }),
+            PublishedColumn(valid, "fixed3", {
+                name: NITTA_2017_TABLE51[row][1] for name, row in NITTA_2017_ROW_FOR.items()
+            }),
+            PublishedColumn(published_label(JANG_2017, "-ELBO, their model", False), "fixed1",
+                            JANG_2017_VAE_CAT_NEG_ELBO),
+        ),
+        rows=tuple(
+            PublishedRow(
+                label,
+                tuple(name for name, row in NITTA_2017_ROW_FOR.items() if row == label),
+                {train: train_ll, valid: valid_ll},
+            )
+            for label, (train_ll, valid_ll) in NITTA_2017_TABLE51.items()
+        ),
+        notes=(
+            "Published: Nitta (2017), Table 5.1, 784-500-300(30x10)-500-784 after 50 epochs, "
+            "train / validation reconstruction log-likelihood; its Gumbel-softmax rows used "
+            "tau = 0.5 and 0.1, annealed per epoch.",
+            "Published: Jang, Gu & Poole (2017), Table 1, VAE (Cat.) negative ELBO in nats "
+            "(lower is better) of their 20x10 model with a learned prior.",
+        ),
+    )
+
+
+def _bernoulli_elbo() -> Beside:
+    arm = YIN_ZHOU_2019_NEG_LOG_LIKELIHOOD
+    return Beside(
+        trailing=(
+            PublishedColumn(published_label(JANG_2017, "-ELBO, their model", False), "fixed1",
+                            JANG_2017_VAE_BERN_NEG_ELBO),
+            *(
+                PublishedColumn(
+                    published_label(YIN_ZHOU_2019, f"-log p(x), {network}", False), "fixed1",
+                    {name: table[network] for name, table in arm.items()},
+                )
+                for network in ("linear", "nonlinear")
+            ),
+        ),
+        notes=(
+            "Published: Jang, Gu & Poole (2017), Table 1, VAE (Bern.) negative ELBO, and Yin & "
+            "Zhou (2019), test -log p(x), both in nats (lower is better: compare with minus our "
+            "ELBO and IW bound), on MNIST with Larochelle's static binarization, which gradbench "
+            "does not ship (ours: the run's binarization, stated in the header); Yin & Zhou's "
+            "linear and nonlinear networks as gradbench's bernoulli-vae architectures.",
+        ),
+    )
+
+
+VARIANCE_BESIDE: dict[str, Beside] = {"bayes-mlp": _kingma_variance()}
+"""Published figures beside a model's variance table (Kingma et al.'s Table 1)."""
+
+TIMING_TABLES: dict[str, TimingComparison] = {"bayes-mlp": _kingma_timing()}
+"""Models that get a timing table of their own, against a paper's timing; the others share one."""
+
+ELBO_BESIDE: dict[str, Beside] = {
+    "categorical-vae": _thesis_elbo(), "bernoulli-vae": _bernoulli_elbo()
+}
+"""Published figures beside a model's ELBO table (the thesis' Table 5.1, Jang et al., ARM)."""
+
+CLASSIFICATION_BESIDE: dict[str, Beside] = {"bayes-mlp": _kingma_classification()}
+"""Published figures beside a classifier's error table (Kingma et al.'s Figure 1)."""
+
+
+def variance_beside(model: str) -> Beside:
+    """The published figures beside ``model``'s variance table, if a paper has any."""
+    return VARIANCE_BESIDE.get(model, NOTHING)
+
+
+def timing_comparison(model: str) -> TimingComparison | None:
+    """The paper timing ``model`` is compared with in a table of its own, or None."""
+    return TIMING_TABLES.get(model)
+
+
+def elbo_beside(model: str) -> Beside:
+    """The published figures beside ``model``'s ELBO table, if a paper has any."""
+    return ELBO_BESIDE.get(model, NOTHING)
+
+
+def classification_beside(model: str) -> Beside:
+    """The published figures beside ``model``'s classification table, if a paper has any."""
+    return CLASSIFICATION_BESIDE.get(model, NOTHING)

@@ -1,0 +1,172 @@
+"""Timing tables: seconds per training epoch per estimator, over seeds.
+
+A model a paper timed (:data:`gradbench.report.paper.TIMING_TABLES`, Kingma et al.'s 1635 s /
+7.4 s for bayes-mlp) gets a table of its own with speed-ups against the paper's reference
+estimator and the published figures beside; every other model shares ``timing_vaes``. Seconds
+per epoch compare the rows: lower is better, on log seconds (speed-ups are ratios).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from gradbench.report import paper
+from gradbench.report.aggregate import derive, estimate, over_seeds
+from gradbench.report.rows import (
+    TIMING,
+    at_batch_size,
+    estimator_order,
+    estimators_of,
+    models_of,
+    nearest_batch_size,
+    outcomes,
+    select,
+    texts,
+)
+from gradbench.report.table import Column, Compared, Comparison, Table, Value, assemble
+
+SECONDS = "seconds_per_epoch"
+
+CONTENDED_NOTE = (
+    "thr.: torch threads during the measurement; contended: other processes kept more cores busy "
+    "than the measurement left free, so that time is inflated and not comparable."
+)
+
+BETTER = "seconds per epoch: lower is better"
+
+
+def extrapolation(timing: pd.DataFrame, estimator: str) -> str | None:
+    """"no", or "yes (N steps)" when an epoch's time was extrapolated from N timed steps (each
+    seed's answer, joined when they differ)."""
+
+    def describe(match: pd.DataFrame) -> str:
+        flag = str(match["extrapolated"].iloc[-1]).strip().lower() in {"true", "1", "yes"}
+        if not flag:
+            return "no"
+        steps = match["steps_timed"].iloc[-1]
+        return f"yes ({int(steps)} steps)" if pd.notna(steps) else "yes"
+
+    return texts(select(timing, estimator=estimator, metric=SECONDS), describe)
+
+
+def timing_conditions(timing: pd.DataFrame, estimator: str) -> str | None:
+    """Torch threads of the measurement, and ``contended`` when other processes kept the
+    cores busy meanwhile (the row says so; gradbench.measure.timing)."""
+
+    def describe(match: pd.DataFrame) -> str:
+        threads = match["torch_threads"].iloc[-1] if "torch_threads" in match else None
+        text = f"{int(float(threads))} thr." if pd.notna(threads) and str(threads) != "" else ""
+        if str(match["contended"].iloc[-1]).strip().lower() in {"true", "1"}:
+            text = f"{text}, contended" if text else "contended"
+        return text
+
+    return texts(select(timing, estimator=estimator, metric=SECONDS), describe)
+
+
+def own_timing_table(
+    rows: pd.DataFrame, model: str, comparison: paper.TimingComparison
+) -> Table | None:
+    """A paper-timed model's seconds per epoch per estimator, the speed-up against the paper's
+    reference estimator (per seed: reference's seconds / the estimator's), the published
+    figures beside."""
+    timing = select(rows, experiment=TIMING, model=model)
+    if timing.empty:
+        return None
+    batch = nearest_batch_size(timing["batch_size"])
+    timing = at_batch_size(timing, batch)
+    names = estimators_of(timing, model, comparison.order)
+    seconds = {e: outcomes(timing, TIMING, model, e, metric=SECONDS) for e in names}
+    reference = seconds.get(comparison.reference, {})
+    published = comparison.beside.trailing
+    table_rows: list[list[Value]] = []
+    for name in names:
+        stored = outcomes(timing, TIMING, model, name, metric="speedup",
+                          param_group=comparison.reference)
+        ratio = derive(lambda ref, ours: ref / ours if ours > 0 else math.nan,
+                       reference, seconds[name])
+        table_rows.append([
+            name, estimate(seconds[name]), estimate({**ratio, **stored}),
+            extrapolation(timing, name), timing_conditions(timing, name),
+            *(column.values.get(name) for column in published),
+        ])
+    ours = "s/epoch (ours)"
+    columns = [
+        Column("estimator", key=True),
+        Column(ours, "fixed2"),
+        Column(f"speed-up vs {comparison.reference} (ours)", "ratio"),
+        Column("extrapolated"),
+        Column("conditions"),
+        *(Column(c.label, c.kind) for c in published),
+    ]
+    return assemble(
+        f"timing_{model.replace('-', '_')}",
+        comparison.title,
+        columns,
+        table_rows,
+        (
+            f"Ours: median over repeats of a full epoch's optimizer steps, minibatch {batch}; "
+            f"speed-up = s/epoch of {comparison.reference} / s/epoch of the estimator (medians), "
+            "seed by seed.",
+            *comparison.beside.notes,
+            CONTENDED_NOTE,
+        ),
+        Comparison((Compared(ours, False, log=True),), BETTER, tuple(True for _ in names)),
+    )
+
+
+def shared_timing_table(rows: pd.DataFrame) -> Table | None:
+    """Seconds per epoch and per step, examples per second, of every model no paper timed."""
+    models = [m for m in models_of(rows, TIMING) if paper.timing_comparison(m) is None]
+    table_rows: list[list[Value]] = []
+    for model in models:
+        timing = select(rows, experiment=TIMING, model=model)
+        batch = nearest_batch_size(timing["batch_size"])
+        timing = at_batch_size(timing, batch)
+        for name in estimator_order(model, timing):
+            table_rows.append([
+                model,
+                name,
+                float(batch) if batch is not None else None,
+                *(over_seeds(timing, TIMING, model, name, metric=metric)
+                  for metric in (SECONDS, "seconds_per_step", "examples_per_second")),
+                extrapolation(timing, name),
+                timing_conditions(timing, name),
+            ])
+    if not table_rows:
+        return None
+    return assemble(
+        "timing_vaes",
+        "Seconds per training epoch of the VAEs, per estimator",
+        (
+            Column("model", key=True),
+            Column("estimator", key=True),
+            Column("batch size", "int"),
+            Column("s/epoch", "fixed2"),
+            Column("s/step", "sci"),
+            Column("examples/s", "int"),
+            Column("extrapolated"),
+            Column("conditions"),
+        ),
+        table_rows,
+        (
+            "Median over repeats; an epoch is a full pass of optimizer steps over the training "
+            "set.",
+            CONTENDED_NOTE,
+        ),
+        Comparison(
+            (Compared("s/epoch", False, log=True),), BETTER, tuple(True for _ in table_rows),
+            blocks=tuple(str(row[0]) for row in table_rows), scope="model",
+        ),
+    )
+
+
+def timing_tables(rows: pd.DataFrame) -> list[Table | None]:
+    """The timing tables: one per paper-timed model, then the shared one."""
+    own = [
+        own_timing_table(rows, model, comparison)
+        for model in models_of(rows, TIMING)
+        if (comparison := paper.timing_comparison(model)) is not None
+    ]
+    return [*own, shared_timing_table(rows)]

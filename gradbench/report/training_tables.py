@@ -1,0 +1,155 @@
+"""Tables of training's end: the bounds of a generative model, the error of a classifier.
+
+Every model with training rows gets one: a classifier (its rows hold ``error_rate``) its
+classification error and ELBO, any other model its reconstruction log-likelihood, ELBO and
+importance-weighted bound, each seed at its last epoch. Rows compete per column: bounds and
+log-likelihoods higher is better, error lower. The papers' figures sit beside ours where a paper
+has them (:mod:`gradbench.report.paper`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from gradbench.report import paper
+from gradbench.report.aggregate import over_seeds
+from gradbench.report.notes import EXCLUDED, marked, objective_notes
+from gradbench.report.rows import (
+    TRAINING,
+    estimator_order,
+    final_epoch_rows,
+    other_objective,
+    select,
+    splits_of,
+)
+from gradbench.report.table import Column, Compared, Comparison, Table, Value, assemble
+
+BOUNDS = (("reconstruction_ll", "recon. log-lik."), ("elbo", "ELBO"), ("iw_bound", "IW bound"))
+"""A generative model's figures at the end of training: (metric, label)."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A column of ours: a metric on a data split, how it is written, which way is better."""
+
+    metric: str
+    what: str  # its name in the column label and the notes
+    split: str
+    kind: str
+    higher_is_better: bool
+
+    @property
+    def label(self) -> str:
+        """The column label: "ELBO, test"."""
+        return f"{self.what}, {self.split}"
+
+
+def better(measured: list[Measured]) -> str:
+    """Which way is better, in words: "error: lower is better; ELBO: higher is better"."""
+    phrases = []
+    for higher in (False, True):
+        names = list(dict.fromkeys(m.what for m in measured if m.higher_is_better == higher))
+        if names:
+            phrases.append(f"{', '.join(names)}: {'higher' if higher else 'lower'} is better")
+    return "; ".join(phrases)
+
+
+def is_classifier(rows: pd.DataFrame, model: str) -> bool:
+    """True when ``model``'s training rows hold a classification error."""
+    return not select(rows, experiment=TRAINING, model=model, metric="error_rate").empty
+
+
+def _last_epoch(final: pd.DataFrame, name: str) -> float | None:
+    epochs = select(final, estimator=name)["epoch"].dropna()
+    return float(epochs.max()) if not epochs.empty else None
+
+
+def _final_table(
+    final: pd.DataFrame,
+    model: str,
+    measured: list[Measured],
+    beside: paper.Beside,
+    name: str,
+    title: str,
+    notes: tuple[str, ...],
+) -> Table:
+    """Rows of each estimator's last epoch: our ``measured`` columns, published columns and rows
+    beside, compared per measured column."""
+    names = estimator_order(model, final)
+    table_rows: list[list[Value]] = []
+    eligible: list[bool] = []
+    for estimator in names:
+        table_rows.append([
+            marked(final, estimator),
+            _last_epoch(final, estimator),
+            *(over_seeds(final, TRAINING, model, estimator, metric=m.metric, param_group=m.split)
+              for m in measured),
+            *(c.values.get(estimator) for c in beside.trailing),
+        ])
+        eligible.append(not other_objective(final, estimator))
+    for published in beside.rows:
+        if not any(label in names for label in published.beside):
+            table_rows.append([
+                f"{published.label} (published only)", None, *(None for _ in measured),
+                *(published.values.get(c.label) for c in beside.trailing),
+            ])
+            eligible.append(False)
+    columns = [Column("estimator", key=True), Column("epoch", "int")]
+    columns += [Column(m.label, m.kind) for m in measured]
+    columns += [Column(c.label, c.kind) for c in beside.trailing]
+    comparison = Comparison(
+        tuple(Compared(m.label, m.higher_is_better) for m in measured),
+        better(measured),
+        tuple(eligible),
+        excluded=EXCLUDED if any(other_objective(final, e) for e in names) else "",
+    )
+    notes = (*notes, *paper.variant_notes(names), *objective_notes(final, names), *beside.notes)
+    return assemble(name, title, columns, table_rows, notes, comparison)
+
+
+def elbo_table(rows: pd.DataFrame, model: str) -> Table | None:
+    """Final reconstruction log-likelihood, ELBO and importance-weighted bound per estimator,
+    nats per example, with the papers' figures beside (e.g. the thesis' Table 5.1)."""
+    final = final_epoch_rows(rows, model)
+    if final.empty:
+        return None
+    measured = [
+        Measured(metric, what, split, "fixed2", True)
+        for metric, what in BOUNDS for split in splits_of(final, metric)
+    ]
+    return _final_table(
+        final, model, measured, paper.elbo_beside(model),
+        f"elbo_{model.replace('-', '_')}",
+        f"Reconstruction log-likelihood and bounds of {model} by estimator",
+        ("Ours: nats per example, higher is better, at the last epoch trained.",),
+    )
+
+
+def classification_table(rows: pd.DataFrame, model: str) -> Table | None:
+    """A classifier's final error and ELBO per estimator, the papers' error beside."""
+    final = final_epoch_rows(rows, model)
+    if final.empty:
+        return None
+    measured = [
+        Measured("error_rate", "error", split, "percent", False)
+        for split in splits_of(final, "error_rate")
+    ]
+    measured += [
+        Measured("elbo", "ELBO", split, "fixed2", True) for split in splits_of(final, "elbo")
+    ]
+    return _final_table(
+        final, model, measured, paper.classification_beside(model),
+        f"classification_{model.replace('-', '_')}",
+        f"Classification error and ELBO of {model} by estimator",
+        ("Ours: error as a percentage of examples, ELBO in nats per example, at the last epoch "
+         "trained.",),
+    )
+
+
+def training_tables(rows: pd.DataFrame, models: list[str]) -> tuple[list[Table | None], ...]:
+    """(the generative models' ELBO tables, the classifiers' tables) of ``models``, in order."""
+    bounds = [elbo_table(rows, m) for m in models if not is_classifier(rows, m)]
+    errors = [classification_table(rows, m) for m in models if is_classifier(rows, m)]
+    return bounds, errors

@@ -1,0 +1,208 @@
+"""Tasks, schedules and the in-process executor: what runs, what is stored, what a rerun does.
+
+Seeds: ``all --seeds`` runs every cell once per seed, keyed by the seed; a failed task is stored
+as a failed row and the run goes on; ``--dry-run`` estimates what is left.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import torch
+
+import gradbench.measure.training as training
+from gradbench.cli import main
+from gradbench.data import DataConfig, load_dataset
+from gradbench.execution.driver import execute
+from gradbench.execution.estimate import makespan
+from gradbench.execution.in_process import InProcessExecutor
+from gradbench.execution.schedule import ordered, plan_schedule
+from gradbench.execution.task import Context, Resources, Task, cell_key
+from gradbench.results import STATUS_FAILED, Cell, Provenance, ResultStore
+
+CPU = torch.device("cpu")
+TRAIN = ("--profile", "smoke", "--models", "gaussian-vae", "--estimators", "lr,reparam",
+         "--experiments", "train", "--quiet", "--formats", "md")
+
+
+@pytest.fixture(scope="module")
+def context() -> Context:
+    return Context(load_dataset(DataConfig(dataset="digits"), CPU), CPU, Path("."))
+
+
+def _rows(value: float, context: Context, *needed: Any) -> list[dict[str, Any]]:
+    total = value + sum(float(frame["value"].sum()) for frame in needed)
+    return [{"param_group": "all", "metric": "m", "value": total}]
+
+
+def _raise(context: Context) -> list[dict[str, Any]]:
+    raise RuntimeError("boom\nsecond line")
+
+
+def _cell(name: str) -> Cell:
+    return Cell("variance", "toy", name, {"seed": 0})
+
+
+def _task(name: str, run: Any, needs: tuple[str, ...] = (), derived: bool = False) -> Task:
+    cell = _cell(name)
+    return Task(cell_key(cell), run, needs, cell, derived=derived)
+
+
+def test_tasks_are_ordered_after_what_they_need_and_bad_graphs_raise() -> None:
+    a, b = _task("a", partial(_rows, 1.0)), _task("b", partial(_rows, 2.0))
+    c = _task("c", partial(_rows, 0.0), (a.key, b.key), derived=True)
+    assert [t.key for t in ordered([c, b, a, b])] == [a.key, b.key, c.key]
+    with pytest.raises(ValueError, match="which no task makes"):
+        ordered([c, a])
+    loop = Task("x", partial(_rows, 0.0), ("y",))
+    with pytest.raises(ValueError, match="need each other"):
+        ordered([loop, Task("y", partial(_rows, 0.0), ("x",))])
+
+
+def test_stored_cells_are_skipped_and_derived_cells_redone_when_a_need_reruns(
+    tmp_path: Path, context: Context
+) -> None:
+    store = ResultStore(tmp_path)
+    provenance = Provenance.collect(CPU, "test")
+    a, b = _task("a", partial(_rows, 1.0)), _task("b", partial(_rows, 2.0))
+    c = _task("c", partial(_rows, 0.0), (a.key, b.key), derived=True)
+    driver = execute([a, b, c], store, provenance, InProcessExecutor(), context)
+    assert driver.computed == 3 and not driver.failed
+    assert float(store.read(c.cell)["value"].iloc[0]) == 3.0
+    assert plan_schedule([a, b, c], store, provenance).tasks == []
+    store.path(a.cell).unlink()
+    schedule = plan_schedule([a, b, c], store, provenance)
+    assert [t.key for t in schedule.tasks] == [a.key, c.key]  # c redone, b read from the store
+    a_changed = _task("a", partial(_rows, 10.0))
+    execute([a_changed, b, c], store, provenance, InProcessExecutor(), context)
+    assert float(store.read(c.cell)["value"].iloc[0]) == 12.0
+
+
+def test_a_failed_task_is_stored_as_failed_its_dependents_too_and_a_rerun_retries(
+    tmp_path: Path, context: Context
+) -> None:
+    store = ResultStore(tmp_path)
+    provenance = Provenance.collect(CPU, "test")
+    bad, good = _task("bad", _raise), _task("good", partial(_rows, 1.0))
+    after = _task("after", partial(_rows, 0.0), (bad.key,), derived=True)
+    driver = execute([bad, good, after], store, provenance, InProcessExecutor(), context)
+    assert len(driver.failed) == 2 and "RuntimeError: boom" in driver.failed[0]
+    failed = store.read(bad.cell)
+    assert list(failed["status"]) == [STATUS_FAILED] and failed["error"].iloc[0] == "RuntimeError: boom"
+    assert store.read(after.cell)["error"].iloc[0] == "a task it needs failed"
+    assert store.stored(bad.cell, provenance) is None  # failed: not finished
+    assert store.stored(good.cell, provenance) is not None
+    fixed = _task("bad", partial(_rows, 5.0))
+    driver = execute([fixed, good, after], store, provenance, InProcessExecutor(), context)
+    assert driver.computed == 2 and not driver.failed
+    assert float(store.read(after.cell)["value"].iloc[0]) == 5.0
+
+
+def test_makespan_respects_needs_and_whole_node_tasks() -> None:
+    a = Task("a", _raise)
+    b = Task("b", _raise)
+    c = Task("c", _raise, ("a",))
+    whole = Task("w", _raise, resources=Resources(whole_node=True))
+    costs = {"a": (10.0, ""), "b": (4.0, ""), "c": (5.0, ""), "w": (3.0, "")}
+    assert makespan([a, b, c], costs, 1) == 19.0
+    assert makespan([a, b, c], costs, 2) == 15.0  # c waits for a
+    assert makespan([a, b, whole], costs, 2) == 13.0  # w waits for both slots
+
+
+def test_seeds_run_every_cell_per_seed_and_a_seed_alone_reuses_its_cells(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    args = (*TRAIN, "--results", str(results), "--out", str(tmp_path / "reports"))
+    assert main(["all", *args, "--seeds", "0,1"]) == 0
+    rows = ResultStore(results).load("train")
+    assert sorted(rows["seed"].unique()) == [0, 1]
+    assert len(list((results / "train").glob("*.csv"))) == 4
+    elbo = rows[(rows["metric"] == "elbo") & (rows["param_group"] == "test")]
+    by_seed = elbo.groupby(["estimator", "seed"])["value"].last().unstack()
+    assert (by_seed[0] != by_seed[1]).all()  # seeds change the numbers
+    stamps = {p: p.stat().st_mtime_ns for p in results.rglob("*.csv")}
+    assert main(["all", *args, "--seeds", "1"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("*.csv")} == stamps
+
+
+def test_a_failing_cell_is_recorded_the_run_goes_on_and_a_rerun_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    args = (*TRAIN, "--results", str(results), "--out", str(tmp_path / "reports"))
+    real = training.training_rows
+
+    def failing(setting: Any, name: str, *rest: Any) -> Any:
+        if name == "lr":
+            raise FloatingPointError("simulated failure")
+        return real(setting, name, *rest)
+
+    monkeypatch.setattr(training, "training_rows", failing)
+    assert main(["all", *args]) == 1
+    captured = capsys.readouterr()
+    assert "FloatingPointError: simulated failure" in captured.err
+    assert "failed (1, stored as failed rows; rerun to retry)" in captured.out
+    rows = ResultStore(results).load("train")
+    assert set(rows[rows["estimator"] == "lr"]["status"]) == {STATUS_FAILED}
+    assert set(rows[rows["estimator"] == "reparam"]["status"]) == {"ok"}
+    monkeypatch.setattr(training, "training_rows", real)
+    assert main(["all", *args]) == 0
+    rows = ResultStore(results).load("train")
+    assert set(rows["status"]) == {"ok"} and "error" not in rows or rows["error"].isna().all()
+
+
+def test_dry_run_estimates_what_is_left_from_stored_cells(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    args = (*TRAIN, "--results", str(results), "--out", str(tmp_path / "reports"))
+    assert main(["all", *args, "--dry-run", "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "to run: 4 cells" in out and out.count("(calibrated)") == 2  # 2 catalogue cells
+    assert "in one process;" in out and "with 2 workers" in out
+    assert not results.exists()
+    assert main(["all", *args]) == 0
+    capsys.readouterr()
+    assert main(["all", *args, "--dry-run"]) == 0
+    assert "to run: 0 cells" in capsys.readouterr().out
+    assert main(["all", *args, "--dry-run", "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert "to run: 2 cells" in out and out.count("(stored") == 2
+    stored = ResultStore(results).load("train").drop_duplicates("config_hash")
+    seconds = stored.set_index("estimator")["cell_seconds"].astype(float)
+    assert all(math.isfinite(s) and s > 0 for s in seconds)
+    for name, value in seconds.items():
+        assert f"{value:9.1f} s  (stored    )  train gaussian-vae / {name} / seed 1" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--executor", "dask"], "unknown executor 'dask'; valid: in-process, ray"),
+        (["--ray-address", "auto"], "--ray-address needs --executor ray"),
+        (["--jobs", "0"], "--jobs must be positive, got 0"),
+        (["--seeds", "0,0"], "seeds must be distinct non-negative integers"),
+        (["--seeds", "x"], "bad value 'x' for profile setting seeds"),
+    ],
+)
+def test_bad_execution_flags_exit_2_with_one_line(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["all", *TRAIN, "--results", str(tmp_path / "r"), "--out", str(tmp_path / "o"),
+                   *argv])
+    error = capsys.readouterr().err
+    assert status == 2 and message in error and len(error.strip().splitlines()) == 1, error
+
+
+def test_failed_rows_are_not_finished_cells(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    provenance = Provenance.collect(CPU, "test")
+    cell = _cell("x")
+    store.save(cell, [{"param_group": "all", "metric": "m", "value": 1.0}], provenance)
+    assert isinstance(store.stored(cell, provenance), pd.DataFrame)
+    store.save(cell, [{"metric": "failed", "status": STATUS_FAILED, "error": "e"}], provenance)
+    assert store.stored(cell, provenance) is None
