@@ -4,14 +4,16 @@ A profile fixes every setting of a full run — data, network sizes, the varianc
 training measurements — so that a report says exactly how it was made.
 
 - ``smoke``: seconds per cell, for tests and a first look (under 2 minutes on a 2-core CPU):
-  scikit-learn's 8×8 digits, tiny networks, few draws, one epoch, one torch thread.
-- ``quick``: the default without CUDA (about 35 minutes on a 2-core CPU, no GPU, with every
-  registered estimator): the first 5000 images of each MNIST split (digits when MNIST is absent), narrower networks (3×256 MLP,
-  200-unit VAEs), 5 training epochs, variance at 1 and 5 epochs with 100 draws, one thread.
+  scikit-learn's 8×8 digits, tiny networks, few draws, one epoch, one seed, one torch thread.
+- ``quick``: the default without CUDA: 3 seeds of every registered estimator in about 30
+  minutes on a 2-core CPU with ``--executor ray --jobs 2`` (one cell per core); the first 5000
+  images of each MNIST split (digits when MNIST is absent), narrower networks (3×256 MLP,
+  200-unit VAEs), 3 training epochs, variance at 1 and 3 epochs with 100 draws, bias with 300
+  draws on a minibatch of 25, one thread per cell.
 - ``paper``: the papers' settings, meant for a GPU (the default with CUDA): full MNIST, the
   papers' architectures (Kingma et al. 2015: 3×1024 ReLU MLP; the thesis: 784-500-300(30×10)-500
   -784; Kingma & Welling 2014: one hidden layer of 500, 20 latents), variance at 10 and 100
-  epochs, 50 training epochs at learning rate 3e-4, batch 100, many draws.
+  epochs, 50 training epochs at learning rate 3e-4, batch 100, many draws, 5 seeds.
 
 Every profile runs every registered model and every registered estimator (those of installed
 plugins too), the estimators that have variants as those variants (``VARIANTS``), with the same
@@ -175,7 +177,8 @@ SMOKE = Profile(
 
 QUICK = Profile(
     name="quick",
-    summary="about 35 minutes on 2 CPU cores without a GPU: an MNIST subset, narrower networks",
+    summary="3 seeds in about 30 minutes on 2 CPU cores without a GPU (--executor ray --jobs 2): "
+    "an MNIST subset, narrower networks",
     dataset="auto",
     subset=5000,
     seeds=(0, 1, 2),
@@ -188,15 +191,16 @@ QUICK = Profile(
     variance_batch_sizes=(1, 10, 100),
     variance_draws=100,
     variance_noise_draws=2,
-    variance_epochs=(1, 5),
+    variance_epochs=(1, 3),
     variance_replicates=200,
-    bias_draws=500,
+    bias_draws=300,
+    bias_batch_size=25,
     timing_steps=10,
     timing_repeats=3,
     timing_warmup_steps=2,
-    train_epochs=5,
+    train_epochs=3,
     train_learning_rate=1e-3,
-    eval_iw_samples=50,
+    eval_iw_samples=20,
     eval_train_subset=1000,
 )
 

@@ -136,11 +136,12 @@ def test_a_killed_worker_loses_nothing_and_the_run_finishes(
     assert "stored as failed rows" not in out  # the driver's summary lists no failed cell
     rows = ResultStore(results).load()
     assert STATUS_FAILED not in set(rows["status"])
+    rows = rows[rows["experiment"].isin(["variance", "train"])]
     expected = ResultStore(in_process).load()
     wanted = expected[expected["model"].isin(["gaussian-vae", "bernoulli-vae"])
                       & expected["experiment"].isin(["variance", "train"])]
     assert set(rows["config_hash"]) == set(wanted["config_hash"])  # every cell, none lost
-    for cell in results.glob("*/*.csv"):
+    for cell in [*results.glob("variance/*.csv"), *results.glob("train/*.csv")]:
         ours = read_cell(in_process / cell.relative_to(results))
         theirs = read_cell(cell)
         ours = ours[ours["metric"] != "wall_clock_s"].reset_index(drop=True)
