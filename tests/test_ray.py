@@ -1,6 +1,7 @@
 """``all --executor ray`` on a real two-node Ray cluster on 127.0.0.1, against the in-process run.
 
-The module starts a head node and a second worker node with ``ray start`` (one CPU each), runs
+The module starts a head node and a second worker node with ``ray start`` (one CPU each; ``ray
+stop --force`` ends them, and with them any other Ray on the machine), runs
 the smoke profile with seeds 0 and 1 on it, and checks that every row equals the in-process
 run's (timings excepted: the timing cells and each training epoch's wall-clock). Another test
 kills a worker process while it runs a cell and checks that the run still finishes with every
@@ -11,6 +12,7 @@ cell, none failed, each equal to the in-process run's. Skipped when Ray is not i
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -27,10 +29,10 @@ from gradbench.results import STATUS_FAILED, ResultStore, read_cell
 pytest.importorskip("ray")
 
 RAY = str(Path(sys.executable).with_name("ray"))
-AUTH = {"RAY_AUTH_MODE": "token"}
-"""Ray's token authentication, on for every process of the cluster (the head's default): the
-nodes and the driver (a subprocess: Ray reads the mode when it is imported) read the token from
-~/.ray/auth_token, which the head writes."""
+AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+"""Ray's token authentication, on for every process of this cluster with a token of its own:
+the nodes and the driver (a subprocess: Ray reads these when it is imported) get it from the
+environment, so nothing depends on ~/.ray of the machine."""
 ENV = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"} | AUTH
 UNTIMED = {"created_at", "cell_seconds"}
 """Columns that differ between any two runs: when a row was made and how long its cell took."""
