@@ -5,8 +5,9 @@ training measurements — so that a report says exactly how it was made.
 
 - ``smoke``: seconds per cell, for tests and a first look (under 2 minutes on a 2-core CPU):
   scikit-learn's 8×8 digits, tiny networks, few draws, one epoch, one seed, one torch thread.
-- ``quick``: the default without CUDA: 3 seeds of every registered estimator in about 30
-  minutes on a 2-core CPU with ``--executor ray --jobs 2`` (one cell per core); the first 5000
+- ``quick``: the default without CUDA: 3 seeds of every registered estimator in about 35
+  minutes on a 2-core CPU with ``--executor ray --jobs 2`` (one cell per core; 66 cell-minutes
+  measured); the first 5000
   images of each MNIST split (digits when MNIST is absent), narrower networks (3×256 MLP,
   200-unit VAEs), 3 training epochs, variance at 1 and 3 epochs with 100 draws, bias with 300
   draws on a minibatch of 25, one thread per cell.
@@ -177,7 +178,7 @@ SMOKE = Profile(
 
 QUICK = Profile(
     name="quick",
-    summary="3 seeds in about 30 minutes on 2 CPU cores without a GPU (--executor ray --jobs 2): "
+    summary="3 seeds in about 35 minutes on 2 CPU cores without a GPU (--executor ray --jobs 2): "
     "an MNIST subset, narrower networks",
     dataset="auto",
     subset=5000,
