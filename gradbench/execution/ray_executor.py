@@ -140,6 +140,7 @@ class RayExecutor:
                         if task.cell is None and not isinstance(value, Failure)
                         else value
                     )
+                    _release(task, uses, values)
                     continue
                 threads = self.threads or task.resources.cpus
                 refs = remote.options(**self._options(task, whole_node, device)).remote(
@@ -160,14 +161,19 @@ class RayExecutor:
             value = driver.finish(task, outcome)
             keep_ref = task.cell is None and not isinstance(value, Failure)
             values[task.key] = done[0] if keep_ref else value
-            for key in task.needs:
-                uses[key] -= 1
-                if not uses[key]:
-                    del values[key]
+            _release(task, uses, values)
 
     def __post_init__(self) -> None:
         if self.jobs is not None and self.jobs < 1:
             raise ValueError(f"--jobs must be positive, got {self.jobs}")
+
+
+def _release(task: Task, uses: Counter, values: dict[str, Any]) -> None:
+    """Drop what ``task`` needed once no waiting task needs it (its object can be freed)."""
+    for key in task.needs:
+        uses[key] -= 1
+        if not uses[key]:
+            del values[key]
 
 
 def _error_line(error: BaseException) -> str:

@@ -33,6 +33,14 @@ from gradbench.report.rows import (
 )
 from gradbench.report.table import Column, Compared, Comparison, Table, Value, assemble
 
+GROUP_EPOCH_KEYS = (
+    Column("model", key=True),
+    Column("estimator", key=True),
+    Column("group", key=True),
+    Column("epoch", "int", key=True),
+)
+"""The key columns of the tables with a row per model × estimator × parameter group × epoch."""
+
 DECOMPOSITION_METRICS = ("grad_variance", "grad_variance_noise", "grad_variance_data", "snr")
 
 
@@ -114,10 +122,7 @@ def slope_table(rows: pd.DataFrame) -> Table | None:
         "variance_slopes",
         "Slope of log gradient variance against log minibatch size",
         (
-            Column("model", key=True),
-            Column("estimator", key=True),
-            Column("group", key=True),
-            Column("epoch", "int", key=True),
+            *GROUP_EPOCH_KEYS,
             Column("slope", "fixed2", part=MEAN),
             Column("95% CI low", "fixed2", part=LOW),
             Column("95% CI high", "fixed2", part=HIGH),
@@ -164,10 +169,7 @@ def decomposition_table(rows: pd.DataFrame) -> Table | None:
         "variance_decomposition",
         "Noise and data parts of the gradient variance, and signal-to-noise ratio",
         (
-            Column("model", key=True),
-            Column("estimator", key=True),
-            Column("group", key=True),
-            Column("epoch", "int", key=True),
+            *GROUP_EPOCH_KEYS,
             Column("variance", "sci"),
             Column("noise part", "sci"),
             Column("data part", "sci"),
