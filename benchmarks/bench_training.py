@@ -5,7 +5,8 @@ M = 100. ``time_gradient``: forward and backward only (seconds per gradient, no 
 ``peakmem_step``: the process's peak resident memory around one step. ``TrainingEpoch.time_epoch``:
 one epoch's worth of steps, n_train // M minibatches drawn before the clock starts.
 ``DeterministicAutoencoder``: the gaussian-vae network trained with z = μ(x) and no estimator,
-the reference the reparameterization step is compared with. The estimator parameter is a label
+the reference the reparameterization step is compared with; ``DeterministicMLP``: bayes-mlp's
+layer sizes as a plain MLP with fused Adam, the reference of the local-reparameterization step. The estimator parameter is a label
 (a variant such as ``gumbel-softmax[temperature=0.1]`` is its own case); combinations that are
 not among the model's labels (``common.estimator_labels``) raise NotImplementedError in setup,
 which asv reports as skipped.
@@ -66,3 +67,17 @@ class DeterministicAutoencoder:
 
     def time_step(self) -> None:
         common.autoencoder_steps(self.case)
+
+
+class DeterministicMLP:
+    """bayes-mlp's layer sizes as a plain ReLU MLP with fused Adam: compare with local-reparam's
+    step (the goal: at most 3×)."""
+
+    timeout = common.bench_profile().timeout_s
+
+    def setup(self) -> None:
+        self.case = common.training_case("bayes-mlp", "local-reparam", steps=1)
+        self.reference = common.deterministic_mlp(self.case)
+
+    def time_step(self) -> None:
+        common.deterministic_mlp_steps(self.case, self.reference)

@@ -25,6 +25,7 @@ asv's history does not change meaning with the machine; ``cuda`` or ``auto`` to 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 from dataclasses import dataclass, field
@@ -263,6 +264,39 @@ def autoencoder_steps(case: Case) -> Tensor:
         case.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         case.optimizer.step()
+        loss = loss.detach()
+    synchronize(case.device)
+    return loss
+
+
+def deterministic_mlp(case: Case) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """A plain ReLU MLP of a bayes-mlp case's layer sizes (torch's ``nn.Linear``) and fused
+    Adam over it: the estimator-free floor the local-reparameterization step is compared with."""
+    layers = getattr(case.model, "layers", None)
+    if case.model.name != "bayes-mlp" or layers is None:
+        raise TypeError(
+            f"the deterministic MLP reference needs a bayes-mlp, got {case.model.name!r}"
+        )
+    sizes = [layers[0].weight_mean.shape[0], *(layer.weight_mean.shape[1] for layer in layers)]
+    modules: list[torch.nn.Module] = []
+    for n_in, n_out in itertools.pairwise(sizes):
+        modules += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+    network = torch.nn.Sequential(*modules[:-1]).to(case.device)
+    return network, torch.optim.Adam(network.parameters(), lr=TrainConfig().learning_rate,
+                                      fused=True)
+
+
+def deterministic_mlp_steps(
+    case: Case, reference: tuple[torch.nn.Module, torch.optim.Optimizer]
+) -> Tensor:
+    """One fused-Adam step of the deterministic MLP (cross-entropy) per minibatch of the case."""
+    network, optimizer = reference
+    loss = torch.zeros((), device=case.device)
+    for x, y in case.batches:
+        loss = torch.nn.functional.cross_entropy(network(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
         loss = loss.detach()
     synchronize(case.device)
     return loss

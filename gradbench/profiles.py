@@ -101,6 +101,7 @@ class Profile:
     eval_iw_samples: int = 1000  # k of the importance-weighted bound (Jang et al.: 1000)
     eval_iw_every: int = 0  # also every N epochs (0: epoch 0 and the last)
     eval_train_subset: int | None = None  # training ELBO on the first N training examples
+    eval_iw_subset: int | None = None  # the iw bound on the first N test examples
 
     def __post_init__(self) -> None:
         from gradbench.models import MODELS
@@ -202,6 +203,7 @@ QUICK = Profile(
     train_epochs=3,
     train_learning_rate=1e-3,
     eval_iw_samples=20,
+    eval_iw_subset=1000,
     eval_train_subset=1000,
 )
 

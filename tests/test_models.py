@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from torch import Tensor
 
 from gradbench.estimators.nodes import CategoricalNode, GaussianNode, WeightNoiseNode
 from gradbench.models import bayes_mlp, categorical_vae, gaussian_vae
+from gradbench.models.bayes_mlp import weight_noise_statistics
 from gradbench.models.base import (
     MODELS,
     DataShape,
@@ -381,6 +383,56 @@ def test_bayes_mlp_alpha_cap_is_smooth_with_gradient_below_it() -> None:
     # the KL's gradient (the only one a weight on an always-zero input gets) never vanishes
     (kl_grad,) = torch.autograd.grad(layer.kl(), layer.alpha_logit)
     assert (kl_grad < 0).all()
+
+
+def _reference_statistics(weight_mean, alpha_logit, max_alpha):
+    """σ² and the KL written as plain autograd operations: what the fused function replaces."""
+    c1, c2, c3 = 1.16145124, -1.50204118, 0.58629921
+    log_alpha = math.log(max_alpha) + F.logsigmoid(alpha_logit)
+    alpha = log_alpha.exp()
+    negative = 0.5 * log_alpha + c1 * alpha + c2 * alpha**2 + c3 * alpha**3 - (c1 + c2 + c3)
+    return alpha * weight_mean.square(), -negative.sum()
+
+
+@pytest.mark.parametrize("max_alpha", [1.0, 0.5])
+def test_fused_weight_statistics_match_plain_autograd(max_alpha: float) -> None:
+    """The fused σ² and KL (one function, backward written out) give the values and gradients
+    of the plain formulas up to round-off, for each output alone and both, and under vmap."""
+    generator = torch.Generator().manual_seed(0)
+    mean = torch.randn(6, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    logit = (3 * torch.randn(6, 5, generator=generator, dtype=torch.float64)).requires_grad_()
+    fused = weight_noise_statistics(mean, logit, max_alpha)
+    plain = _reference_statistics(mean, logit, max_alpha)
+    for a, b in zip(fused, plain):
+        assert torch.allclose(a, b, rtol=1e-12, atol=0)
+    upstream = torch.randn(6, 5, generator=generator, dtype=torch.float64)
+    for weights in ((upstream, 0.0), (0 * upstream, 1.7), (upstream, -0.3)):
+
+        def loss(statistics):
+            return (statistics[0] * weights[0]).sum() + weights[1] * statistics[1]
+
+        got = torch.autograd.grad(loss(weight_noise_statistics(mean, logit, max_alpha)),
+                                  (mean, logit))
+        want = torch.autograd.grad(loss(_reference_statistics(mean, logit, max_alpha)),
+                                   (mean, logit))
+        for g, w in zip(got, want):
+            assert torch.allclose(g, w, rtol=1e-10, atol=1e-14)
+    # Under vmap over a batch of parameters, gradients by torch.func.grad.
+    means = mean.detach() * torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)[:, None, None]
+    logits = logit.detach().expand(3, 6, 5).clone()
+
+    def scalar(statistics_of, m, r):
+        variance, kl = statistics_of(m, r, max_alpha)
+        return (variance * upstream).sum() + 0.7 * kl
+
+    got = torch.func.vmap(torch.func.grad(partial(scalar, weight_noise_statistics), (0, 1)))(
+        means, logits
+    )
+    want = torch.func.vmap(torch.func.grad(partial(scalar, _reference_statistics), (0, 1)))(
+        means, logits
+    )
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, rtol=1e-10, atol=1e-14)
 
 
 def test_bayes_mlp_regularizer_is_kl_over_n_train() -> None:

@@ -146,6 +146,29 @@ def test_snr_interval_covers_the_true_mean_snr_despite_the_bias_of_abs_mean(resa
     assert snr["ci_low"] <= exact <= snr["ci_high"], (snr, exact)
 
 
+def test_snr_subset_keeps_small_tensors_and_weights_tensors_by_their_fraction(monkeypatch):
+    """A 4000-parameter tensor of small SNR beside a 40-parameter one of large SNR: with 200
+    parameters resampled, the small tensor still gets replicates of its own (a finite interval),
+    and the group's interval stays close to the one from resampling every parameter: each
+    tensor's subset counts by the inverse of its sampled fraction, so the oversampled small
+    tensor does not dominate the replicates."""
+    generator = torch.Generator().manual_seed(3)
+    big = _two_level_draws(60, 2, data_sd=0.6, noise_sd=0.8, seed=3, size=4000) - 1.0
+    big += torch.randn(4000, generator=generator, dtype=torch.float64) * 0.1
+    small = _two_level_draws(60, 2, data_sd=0.6, noise_sd=0.8, seed=4, size=40) + 2.0
+    draws = {"big": big, "small": small}
+    full = group_statistics(draws, noise_draws=2, seed=5)
+    monkeypatch.setattr(variance_stats, "SNR_BOOTSTRAP_PARAMETERS", 200)
+    monkeypatch.setattr(variance_stats, "SNR_BOOTSTRAP_PER_TENSOR", 40)
+    subset = group_statistics(draws, noise_draws=2, seed=5)
+    small_row = _by(subset, "small", "snr_squared")
+    assert small_row["ci_low"] < small_row["value"] < small_row["ci_high"]
+    whole, part = _by(full, "all", "snr_squared"), _by(subset, "all", "snr_squared")
+    assert part["value"] == whole["value"]
+    width = part["ci_high"] - part["ci_low"]
+    assert width < 2.0 * (whole["ci_high"] - whole["ci_low"]), (part, whole)
+
+
 def test_single_noise_draw_has_no_split_and_matches_sample_variance():
     draws = _two_level_draws(200, 1, data_sd=1.0, noise_sd=1.0, seed=2)
     rows = group_statistics({"w": draws}, seed=0)

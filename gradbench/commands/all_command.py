@@ -304,7 +304,7 @@ def experiment_tasks(
     )
     evaluation = EvalConfig(
         profile.eval_samples, profile.eval_iw_samples, profile.eval_iw_every,
-        profile.eval_train_subset,
+        profile.eval_train_subset, iw_subset=profile.eval_iw_subset,
     )
     return training_tasks(setting, names, dataset, device, config, evaluation, profile.name,
                           resources)

@@ -68,6 +68,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate the training ELBO on the first N training examples",
     )
     parser.add_argument(
+        "--iw-subset",
+        type=int,
+        help="compute the iw bound on the first N test examples (default: all)",
+    )
+    parser.add_argument(
         "--eval-chunk",
         type=int,
         default=evaluation.chunk_size,
@@ -97,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     names = estimator_list(args, args.model)
     config = TrainConfig(args.epochs, args.batch_size, args.lr, args.lr_decay)
     evaluation = EvalConfig(
-        args.eval_samples, args.iw_samples, args.iw_every, args.eval_subset, args.eval_chunk
+        args.eval_samples, args.iw_samples, args.iw_every, args.eval_subset, args.eval_chunk,
+        args.iw_subset,
     )
     device = resolve_device(args.device)
     dataset = load_dataset(data_config(args), device)

@@ -2,7 +2,8 @@
 
 Each task asks for its resources (one GPU per cell on CUDA, else its CPU cores; a timing cell a
 whole node, so that nothing contends with it) and sets torch's threads to the cores it holds.
-The data go to the object store once; an intermediate result (a checkpoint) travels from the
+The data go to the object store once, and each worker unpickles them once per run and keeps
+them for the tasks that follow; an intermediate result (a checkpoint) travels from the
 task that made it to the tasks that need it through the object store, never a shared disk. The
 driver alone writes the results store (:class:`gradbench.execution.driver.Driver`). A task whose
 worker dies or that raises is retried by Ray (``retries`` times), then stored as failed, and the
@@ -52,14 +53,31 @@ def import_ray() -> Any:
     return ray
 
 
+_WORKER_DATA: dict[tuple[str, str], Dataset] = {}
+"""A worker's copy of the run's data on its device, by object id and device: fetched and
+unpickled by the worker's first task, then kept for the tasks that follow (one run's at most)."""
+
+
+def worker_dataset(reference: Any, device: torch.device) -> Dataset:
+    """The dataset behind ``reference`` (an object ref) on ``device``, from this worker's cache."""
+    key = (reference.hex(), str(device))
+    if key not in _WORKER_DATA:
+        import ray
+
+        _WORKER_DATA.clear()
+        _WORKER_DATA[key] = ray.get(reference).to(device)
+    return _WORKER_DATA[key]
+
+
 def run_remote(
-    run: Any, dataset: Dataset, device: str, threads: int | None, profile: str, *needed: Any
+    run: Any, data: list[Any], device: str, threads: int | None, profile: str, *needed: Any
 ) -> tuple[Any, Provenance, float]:
-    """A task's body in a Ray worker: the data on the worker's device, torch's threads set to
-    the task's cores; returns (result, the worker's provenance, seconds). Exceptions propagate,
-    so that Ray retries them."""
+    """A task's body in a Ray worker: the data (``data``: [its object ref], unresolved, so that
+    the worker's cached copy serves every task after its first) on the worker's device, torch's
+    threads set to the task's cores; returns (result, the worker's provenance, seconds).
+    Exceptions propagate, so that Ray retries them."""
     target = torch.device(device)
-    context = Context(dataset.to(target), target, SCRATCH)
+    context = Context(worker_dataset(data[0], target), target, SCRATCH)
     with torch_threads(threads):
         start = time.perf_counter()
         result = run(context, *needed)
@@ -72,20 +90,26 @@ def run_remote(
 class RayExecutor:
     """Runs tasks on Ray at ``address`` (:data:`LOCAL`: an embedded Ray with ``jobs`` CPUs).
 
-    ``threads``: torch threads per task (None: the cores it holds).
+    ``threads``: torch threads per task (None: the cores it holds). ``keep_running``: leave
+    the connection (an embedded Ray: Ray itself) up after a run, for the next (the caller
+    ends it with ``ray.shutdown()``).
     """
 
     address: str = LOCAL
     jobs: int | None = None
     threads: int | None = None
     retries: int = RETRIES
+    keep_running: bool = False
     name: str = "ray"
 
     def start(self) -> Any:
         """Connect to the cluster (or start the embedded Ray) for this run; RayUnavailable when
-        it cannot be reached. The driver disconnects when the run ends."""
+        it cannot be reached. The driver disconnects when the run ends, unless ``keep_running``:
+        then the connection stays for the next run, which reuses it."""
         ray = import_ray()
         if ray.is_initialized():
+            if self.keep_running:
+                return ray
             ray.shutdown()
         try:
             if self.address == LOCAL:
@@ -103,12 +127,22 @@ class RayExecutor:
         cpus = [int(n["Resources"].get("CPU", 1)) for n in ray.nodes() if n.get("Alive")]
         return max(1, min(cpus, default=1))
 
+    def warm_up(self) -> None:
+        """Start Ray (kept running) and one worker per CPU with gradbench imported: what a
+        benchmark does before its clock starts, so that it times the grid, not Ray's start."""
+        self.keep_running = True
+        ray = self.start()
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        ready = ray.remote(num_cpus=1)(_import_measurements)
+        ray.get([ready.remote() for _ in range(cpus)])
+
     def execute(self, schedule: Schedule, driver: Driver) -> None:
         ray = self.start()
         try:
             self._execute(ray, schedule, driver)
         finally:
-            ray.shutdown()
+            if not self.keep_running:
+                ray.shutdown()
 
     def _options(self, task: Task, whole_node: int, device: str) -> dict[str, Any]:
         cpus = whole_node if task.resources.whole_node else task.resources.cpus
@@ -144,7 +178,7 @@ class RayExecutor:
                     continue
                 threads = self.threads or task.resources.cpus
                 refs = remote.options(**self._options(task, whole_node, device)).remote(
-                    task.run, dataset, device, threads, profile, *needed
+                    task.run, [dataset], device, threads, profile, *needed
                 )
                 running[refs[0]] = (task, refs[1], refs[2])
             if not running:
@@ -166,6 +200,13 @@ class RayExecutor:
     def __post_init__(self) -> None:
         if self.jobs is not None and self.jobs < 1:
             raise ValueError(f"--jobs must be positive, got {self.jobs}")
+
+
+def _import_measurements() -> None:
+    """A worker's warm-up: the measurement modules' imports (torch among them)."""
+    import gradbench.measure.bias
+    import gradbench.measure.training
+    import gradbench.measure.variance  # noqa: F401
 
 
 def _release(task: Task, uses: Counter, values: dict[str, Any]) -> None:

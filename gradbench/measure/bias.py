@@ -62,7 +62,9 @@ CONFIDENCE = 0.95
 BOOTSTRAP_REPLICATES = 400
 SETTLE_PASSES = 200
 """Forward passes on the fixed minibatch that settle a loss-tracking estimator (a baseline)."""
-MAX_CHUNK_DRAWS = 1000
+MAX_CHUNK_DRAWS = 8
+"""Draws per vmap batch: small batches keep every elementwise buffer in cache (2–3× faster
+than 1000 at once, and peak memory under 3 GB where 1000 reached 11 GB)."""
 DOUBLE_PRECISION_COST = 2
 """A float64 gradient's cost in float32 gradients, for time estimates."""
 CONVENTION = (
@@ -71,17 +73,32 @@ CONVENTION = (
 )
 
 
-def _raw_statistics(mean: Tensor, trace: Tensor, mean_square_error: Tensor, exact: Tensor, draws: int):
-    """The metrics before their final transform, from ḡ [..., P], T [...], mean ‖ĝ_r − g‖² [...]
-    and g [P]: relative bias and std squared, the cosine unclipped, the MSE (module docstring)."""
-    norm_sq = exact.square().sum()
-    bias_sq = (mean - exact).square().sum(-1) - trace / draws
-    mean_sq = (mean.square().sum(-1) - trace / draws).clamp_min(torch.finfo(mean.dtype).tiny)
+def _raw_statistics(sums: dict[str, Tensor], norm_sq: Tensor, draws: int) -> dict[str, Tensor]:
+    """The metrics before their final transform from a group's sums over its coordinates
+    (:func:`_parameter_sums`) and ‖g‖²: relative bias and std squared, the cosine unclipped,
+    the MSE (module docstring). T = (w·‖ĝ_r‖² − ‖ḡ‖²) · R / (R − 1)."""
+    trace = (sums["square_norm"] - sums["mean_square"]) * draws / (draws - 1)
+    bias_sq = sums["bias_square"] - trace / draws
+    mean_sq = (sums["mean_square"] - trace / draws).clamp_min(torch.finfo(trace.dtype).tiny)
     return {
         "relative_bias": bias_sq / norm_sq,
-        "cosine": (mean @ exact) / (mean_sq * norm_sq).sqrt(),
-        "mse": mean_square_error,
+        "cosine": sums["cross"] / (mean_sq * norm_sq).sqrt(),
+        "mse": sums["error"],
         "relative_std": trace / norm_sq,
+    }
+
+
+def _parameter_sums(weights: Tensor, draws: Tensor, exact: Tensor) -> dict[str, Tensor]:
+    """One parameter's sums over its coordinates for weight rows w [..., R] over draws
+    ĝ [R, P] (g [P]), with ḡ = w ĝ: ‖ḡ‖², ḡ·g, ‖ḡ − g‖², w·‖ĝ_r‖², w·‖ĝ_r − g‖². A group's
+    sums are its parameters' sums, so overlapping groups share one product per parameter."""
+    mean = weights @ draws  # [..., P]
+    return {
+        "mean_square": mean.square().sum(-1),
+        "cross": mean @ exact,
+        "bias_square": (mean - exact).square().sum(-1),
+        "square_norm": weights @ draws.square().sum(1),
+        "error": weights @ (draws - exact).square().sum(1),
     }
 
 
@@ -117,21 +134,27 @@ def bias_statistics(
     picks = torch.randint(0, n, (replicates, n), generator=generator)
     counts = torch.zeros(replicates, n, dtype=torch.float64)
     counts.scatter_add_(1, picks, torch.ones(replicates, n, dtype=torch.float64))
+    device = next(iter(draws.values())).device
+    weights = {"point": torch.full((n,), 1.0 / n, dtype=torch.float64, device=device),
+               "boot": (counts / n).to(device)}
+    sums: dict[str, dict[str, dict[str, Tensor]]] = {}
+    norms: dict[str, Tensor] = {}
+    for name in sorted({name for names in groups.values() for name in names}):
+        d = draws[name].reshape(n, -1).double()
+        g = exact[name].reshape(-1).double().to(device)
+        sums[name] = {kind: _parameter_sums(w, d, g) for kind, w in weights.items()}
+        norms[name] = g.square().sum()
     rows = []
     for group, names in groups.items():
-        d = torch.cat([draws[k].reshape(n, -1) for k in names], dim=1).double()
-        g = torch.cat([exact[k].reshape(-1) for k in names]).double().to(d.device)
-        weights = (counts / n).to(d.device)
-        square_norms = d.square().sum(1)  # [R]
-        errors = (d - g).square().sum(1)  # ‖ĝ_r − g‖², [R]
-
-        def summary(w: Tensor) -> dict[str, Tensor]:
-            mean = w @ d  # [..., P]
-            trace = (w @ square_norms - mean.square().sum(-1)) * n / (n - 1)
-            return _raw_statistics(mean, trace, w @ errors, g, n)
-
-        point = summary(torch.full((n,), 1.0 / n, dtype=d.dtype, device=d.device))
-        boot = summary(weights)
+        norm_sq = sum(norms[k] for k in names)
+        point, boot = (
+            _raw_statistics(
+                {key: sum(sums[k][kind][key] for k in names) for key in sums[names[0]][kind]},
+                norm_sq,
+                n,
+            )
+            for kind in weights
+        )
         alpha = (1.0 - confidence) / 2
         for metric in METRICS:
             raw, transform = float(point[metric]), _TRANSFORMS[metric]

@@ -71,8 +71,9 @@ DEFAULT_DRAWS = 200
 DEFAULT_NOISE_DRAWS = 2
 SETTLE_STEPS = 50
 """Forward passes that settle an estimator's state (an EMA of decay 0.9 keeps 0.9⁵⁰ ≈ 0.5 % of its start)."""
-DRAW_MEMORY_BYTES = 2 * 2**30
-"""Memory budget of one chunk of draws; the probe's estimate is about half the true peak."""
+DRAW_MEMORY_BYTES = 128 * 2**20
+"""Memory budget of one chunk of draws (the probe's estimate is about half the true peak): small
+chunks keep elementwise buffers in cache, faster on a CPU than one large chunk."""
 MAX_CHUNK_DRAWS = 1024
 GRADIENT_CONVENTION = "gradient of the minibatch mean of the per-example loss"
 

@@ -93,10 +93,12 @@ so a group costs one Gram matrix however many parameters it has, and so do the r
 standard errors: minibatch b's influence on the total is a_b / K + |c_b − (w c) / n_w|² ·
 n_w / (n_w − 1), the squared distance q_b − 2 (G w)_b / n_w + wᵀ G w / n_w². The SNR, a
 per-parameter ratio, needs the direct [replicates, B] × [B, P] product for every parameter:
-above ``SNR_BOOTSTRAP_PARAMETERS`` its replicates are computed on a seeded uniform subset of that
-many parameters, and the interval is the subset's replicate deviations around the (exact,
-all-parameter) estimate. A subset's mean spreads at least as much as the whole's, so the
-interval is conservative.
+above ``SNR_BOOTSTRAP_PARAMETERS`` its replicates are computed on a seeded subset of about that
+many parameters, uniform within each tensor and at least ``SNR_BOOTSTRAP_PER_TENSOR`` of every
+tensor (so a small bias vector is not left out); each tensor's subset sums are weighted by the
+inverse of its sampled fraction (Horvitz–Thompson), and the interval is the subset's replicate
+deviations around the (exact, all-parameter) estimate. A subset's mean spreads at least as much
+as the whole's, so the interval is conservative.
 """
 
 from __future__ import annotations
@@ -125,8 +127,10 @@ _MAX_EXPONENT = 700.0
 
 BOOTSTRAP_REPLICATES = 1000
 CONFIDENCE = 0.95
-SNR_BOOTSTRAP_PARAMETERS = 2**17
-"""Parameters (a seeded uniform subset, over the whole model) whose SNR is resampled."""
+SNR_BOOTSTRAP_PARAMETERS = 2**15
+"""Parameters (a seeded subset, over the whole model) whose SNR is resampled."""
+SNR_BOOTSTRAP_PER_TENSOR = 512
+"""The fewest parameters of one tensor in that subset (all of a smaller tensor)."""
 INTERVAL_METHOD = (
     "for variances, the longer on each side of a studentised bootstrap over minibatches "
     "(bootstrap-t with influence-function standard errors) and a t interval with "
@@ -260,8 +264,9 @@ def _reduce(
     generator: torch.Generator,
 ) -> _Reduced:
     """One tensor's minibatch-level sums over parameters, a_b and G = c cᵀ (module docstring),
-    and its debiased SNR (:func:`debiased_snr`): exact over all parameters, and for every weight
-    row on a uniform subset of a ``snr_fraction`` of them (drawn with ``generator``), with
+    and its debiased SNR (:func:`debiased_squared_snr`): exact over all parameters, and for every weight
+    row on a uniform subset of a ``snr_fraction`` of them (drawn with ``generator``; its sums
+    divided by ``snr_fraction``, so tensors sampled at different fractions add up), with
     ḡ* = ḡ + (w c)/n_w, SSB* = w·c² − n_w (ḡ* − ḡ)², SSW* = w·SSW. Parameters are taken in
     column blocks, so memory beyond the summary stays bounded.
     """
@@ -317,8 +322,8 @@ def _reduce(
         snr_sum,
         snr_count,
         world_sum,
-        subset_sum,
-        subset_count,
+        subset_sum / snr_fraction,
+        subset_count / snr_fraction,
     )
 
 
@@ -560,14 +565,14 @@ def summary_statistics(
     generator = torch.Generator().manual_seed(seed)
     weights = resampling_weights(b, replicates, generator, target)
     parameters = sum(m.shape[1] for m in summary.means.values())
-    snr_fraction = min(1.0, SNR_BOOTSTRAP_PARAMETERS / parameters)
+    share = SNR_BOOTSTRAP_PARAMETERS / parameters
     reduced = {
         name: _reduce(
             summary.means[name],
             None if summary.within is None else summary.within[name],
             k,
             weights,
-            snr_fraction,
+            min(1.0, max(share, SNR_BOOTSTRAP_PER_TENSOR / summary.means[name].shape[1])),
             generator,
         )
         for name in names

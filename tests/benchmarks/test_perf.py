@@ -18,6 +18,7 @@ clock starts; the timed bodies are those of ``benchmarks/common.py``. No test as
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -135,6 +136,27 @@ def test_speed_vae_step(benchmark, network: str) -> None:
         f"speed target gaussian-vae step vs autoencoder (<= 1.3x, {case.profile.name})"
     )
     loss = benchmark(body, case)
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("network", ["bayes-mlp-local-reparam", "deterministic-mlp"])
+def test_speed_local_reparam_step(benchmark, network: str) -> None:
+    """bayes-mlp local-reparam step vs a plain MLP of the same sizes with fused Adam.
+
+    Target: local-reparam ≤ 3× the deterministic MLP.
+    """
+    case = common.training_case("bayes-mlp", "local-reparam")
+    if network == "deterministic-mlp":
+        reference = common.deterministic_mlp(case)
+        body = functools.partial(common.deterministic_mlp_steps, case, reference)
+    else:
+        body = functools.partial(common.train_steps, case)
+    body()
+    benchmark.group = (
+        f"speed target bayes-mlp local-reparam step vs deterministic MLP, fused Adam "
+        f"(<= 3x, {case.profile.name})"
+    )
+    loss = benchmark(body)
     assert torch.isfinite(loss)
 
 
