@@ -25,7 +25,6 @@ asv's history does not change meaning with the machine; ``cuda`` or ``auto`` to 
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 import os
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from gradbench.data import DataConfig, Dataset, load_dataset
 from gradbench.device import resolve_device, synchronize
 from gradbench.estimators import Estimator, NotApplicable, base_name
 from gradbench.experiment import Setting, build_estimator, build_model
-from gradbench.measure.timing import draw_batches, gradient, steps_per_epoch
+from gradbench.measure.timing import draw_batches, gradient, reference_steps, steps_per_epoch
 from gradbench.measure.training import (
     NOISE_SEED_OFFSET,
     TrainConfig,
@@ -56,7 +55,7 @@ from gradbench.measure.variance import (
 )
 from gradbench.measure.variance_stats import summary_statistics
 from gradbench.models import MODELS
-from gradbench.models.base import StochasticModel, bernoulli_log_likelihood
+from gradbench.models.base import DeterministicNetwork, StochasticModel, bernoulli_log_likelihood
 from gradbench.models.gaussian_vae import GaussianVAE
 from gradbench.profiles import PAPER
 
@@ -269,35 +268,20 @@ def autoencoder_steps(case: Case) -> Tensor:
     return loss
 
 
-def deterministic_mlp(case: Case) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    """A plain ReLU MLP of a bayes-mlp case's layer sizes (torch's ``nn.Linear``) and fused
-    Adam over it: the estimator-free floor the local-reparameterization step is compared with."""
-    layers = getattr(case.model, "layers", None)
-    if case.model.name != "bayes-mlp" or layers is None:
-        raise TypeError(
-            f"the deterministic MLP reference needs a bayes-mlp, got {case.model.name!r}"
-        )
-    sizes = [layers[0].weight_mean.shape[0], *(layer.weight_mean.shape[1] for layer in layers)]
-    modules: list[torch.nn.Module] = []
-    for n_in, n_out in itertools.pairwise(sizes):
-        modules += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
-    network = torch.nn.Sequential(*modules[:-1]).to(case.device)
-    return network, torch.optim.Adam(network.parameters(), lr=TrainConfig().learning_rate,
-                                      fused=True)
+def deterministic_mlp(case: Case) -> tuple[DeterministicNetwork, torch.optim.Optimizer]:
+    """A bayes-mlp case's network without noise (:meth:`BayesMLP.deterministic_network`) and
+    fused Adam over it: the floor the local-reparameterization step is compared with."""
+    reference = case.model.deterministic_network()
+    if reference is None:
+        raise TypeError(f"model {case.model.name!r} has no deterministic network")
+    return reference, make_optimizer(reference.network, TrainConfig().learning_rate)
 
 
 def deterministic_mlp_steps(
-    case: Case, reference: tuple[torch.nn.Module, torch.optim.Optimizer]
+    case: Case, reference: tuple[DeterministicNetwork, torch.optim.Optimizer]
 ) -> Tensor:
-    """One fused-Adam step of the deterministic MLP (cross-entropy) per minibatch of the case."""
-    network, optimizer = reference
-    loss = torch.zeros((), device=case.device)
-    for x, y in case.batches:
-        loss = torch.nn.functional.cross_entropy(network(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss = loss.detach()
+    """One fused-Adam step of the deterministic network per minibatch of the case."""
+    loss = reference_steps(*reference, case.batches)
     synchronize(case.device)
     return loss
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,3 +47,17 @@ def torch_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start counting the peak memory allocated on ``device`` (CUDA; nothing elsewhere)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_bytes(device: torch.device) -> float:
+    """Bytes allocated on ``device`` at the peak since :func:`reset_peak_memory` (CUDA's
+    ``max_memory_allocated``); NaN on a device without such a counter (the CPU)."""
+    if device.type == "cuda":
+        return float(torch.cuda.max_memory_allocated(device))
+    return math.nan

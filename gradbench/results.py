@@ -55,6 +55,7 @@ COLUMNS = [
     "created_at",
     "config_hash",
     "cell_seconds",
+    "peak_memory_bytes",
 ]
 """Columns of every result table; measurements fill the first ones, ``stamp`` the rest."""
 
@@ -68,6 +69,11 @@ STATUS_OK = "ok"
 STATUS_DIVERGED = "diverged"
 STATUS_FAILED = "failed"
 """A cell whose task failed after its retries: stored with its error, retried by a rerun."""
+STATUS_SKIPPED = "skipped"
+"""A cell not run here because its estimated time exceeds the profile's ``max_cell_hours`` on
+this device: stored with the estimate and the reason, run by a rerun that allows it."""
+UNFINISHED = frozenset({STATUS_FAILED, STATUS_SKIPPED})
+"""Statuses of stored cells that a rerun computes."""
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -82,8 +88,10 @@ def _git(root: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The commit of the gradbench checkout (``-dirty`` if it has uncommitted changes), else 'unknown'."""
+    """The commit of the gradbench checkout (``-dirty`` if it has uncommitted changes), else
+    'unknown'. Read once per process, as :func:`code_version` (every task stamps its rows)."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = _git(root, "rev-parse", "HEAD")
@@ -213,11 +221,15 @@ def atomic_torch_save(state: dict[str, Any], path: Path) -> None:
 
 
 def stamp(
-    rows: Iterable[dict[str, Any]], cell: Cell, provenance: Provenance, seconds: float = math.nan
+    rows: Iterable[dict[str, Any]],
+    cell: Cell,
+    provenance: Provenance,
+    seconds: float = math.nan,
+    peak_memory: float = math.nan,
 ) -> pd.DataFrame:
-    """Rows of a cell as a DataFrame with every column of ``COLUMNS``, stamped with provenance
-    and the seconds the cell took to compute (``cell_seconds``: ``all --dry-run`` estimates
-    from it)."""
+    """Rows of a cell as a DataFrame with every column of ``COLUMNS``, stamped with provenance,
+    the seconds the cell took to compute (``cell_seconds``: ``all --dry-run`` estimates from
+    it) and its peak device memory (``peak_memory_bytes``: on CUDA; NaN on the CPU)."""
     frame = pd.DataFrame(list(rows))
     known = cell.estimator.partition("[")[0] in ESTIMATORS
     stamped = {
@@ -231,6 +243,7 @@ def stamp(
         "dataset": cell.config.get("dataset"),
         "config_hash": cell.config_hash,
         "cell_seconds": seconds,
+        "peak_memory_bytes": peak_memory,
         **vars(provenance),
     }
     for column, value in stamped.items():
@@ -275,10 +288,10 @@ class ResultStore:
         return read_cell(self.path(cell)) if self.has(cell) else None
 
     def stored(self, cell: Cell, provenance: Provenance) -> pd.DataFrame | None:
-        """The cell's rows when it is finished: stored, not failed, and made by the running code
-        (or the store reuses stale cells); else None (the cell is to be computed)."""
+        """The cell's rows when it is finished: stored, not failed or skipped, and made by the
+        running code (or the store reuses stale cells); else None (the cell is to be computed)."""
         frame = self.read(cell)
-        if frame is None or (frame["status"] == STATUS_FAILED).any():
+        if frame is None or frame["status"].isin(UNFINISHED).any():
             return None
         versions = set(frame["code_version"].dropna().astype(str))
         return frame if self.reuse_stale or versions == {provenance.code_version} else None
@@ -289,9 +302,10 @@ class ResultStore:
         rows: Iterable[dict[str, Any]],
         provenance: Provenance,
         seconds: float = math.nan,
+        peak_memory: float = math.nan,
     ) -> pd.DataFrame:
         """Stamp and store a cell's rows (atomically); returns the stored frame."""
-        frame = stamp(rows, cell, provenance, seconds)
+        frame = stamp(rows, cell, provenance, seconds, peak_memory)
         self.write(cell, frame)
         return frame
 

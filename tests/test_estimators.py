@@ -353,3 +353,29 @@ def test_weight_noise_estimators_share_the_bayes_mlp_minibatch_gradient() -> Non
             gap = (means[a][key] - means[b][key]).abs()
             bound = z * (errors[a][key] ** 2 + errors[b][key] ** 2).sqrt()
             assert torch.all((gap < bound) | (gap < 1e-12)), (a, b, key, float((gap / bound).max()))
+
+
+def test_reparam_per_example_chunks_recompute_the_same_draws(monkeypatch) -> None:
+    """Above its memory bound reparam-per-example draws the minibatch in checkpointed chunks:
+    at weight counts that are multiples of 16 the loss and every gradient equal the one-chunk
+    computation's at the same seed (the backward recomputes each chunk's noise exactly)."""
+    from gradbench.estimators import reparam_per_example
+    from gradbench.models import DataShape, make_model
+
+    torch.manual_seed(0)
+    model = make_model("bayes-mlp", DataShape(16, 16, 500), {"hidden_sizes": (32,)})
+    x, y = torch.randn(10, 16), torch.randint(0, 16, (10,))
+    estimator = make_estimator("reparam-per-example")
+
+    def loss_and_gradients() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        torch.manual_seed(5)
+        loss = estimator.surrogate(model(x, y, estimator)).mean()
+        return loss.detach(), torch.autograd.grad(loss, list(model.parameters()))
+
+    whole = loss_and_gradients()
+    # 3 chunks of 4, 4 and 2 examples for the 16×32 and 32×16 layers
+    monkeypatch.setattr(reparam_per_example, "CHUNK_BYTES", 3 * 16 * 32 * 4 * 4)
+    chunked = loss_and_gradients()
+    assert torch.equal(whole[0], chunked[0])
+    for a, b in zip(whole[1], chunked[1]):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -20,10 +20,11 @@ from gradbench.cli import main
 from gradbench.data import DataConfig, load_dataset
 from gradbench.execution.driver import execute
 from gradbench.execution.estimate import makespan
+from gradbench.execution import limits
 from gradbench.execution.in_process import InProcessExecutor
 from gradbench.execution.schedule import ordered, plan_schedule
 from gradbench.execution.task import Context, Resources, Task, cell_key
-from gradbench.results import STATUS_FAILED, Cell, Provenance, ResultStore
+from gradbench.results import STATUS_FAILED, STATUS_SKIPPED, Cell, Provenance, ResultStore
 
 CPU = torch.device("cpu")
 TRAIN = ("--profile", "smoke", "--models", "gaussian-vae", "--estimators", "lr,reparam",
@@ -206,3 +207,42 @@ def test_failed_rows_are_not_finished_cells(tmp_path: Path) -> None:
     assert isinstance(store.stored(cell, provenance), pd.DataFrame)
     store.save(cell, [{"metric": "failed", "status": STATUS_FAILED, "error": "e"}], provenance)
     assert store.stored(cell, provenance) is None
+
+
+def test_cells_over_the_time_limit_are_stored_as_skipped_with_their_estimate(
+    tmp_path: Path, context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cell estimated over the limit, and one that needs a checkpoint estimated over it, are
+    stored as skipped (estimate and reason in the row), the checkpoint is not trained, the rest
+    runs; skipped cells are unfinished, so a rerun with a larger limit computes them."""
+    store = ResultStore(tmp_path)
+    provenance = Provenance.collect(CPU, "test")
+    ran: list[str] = []
+
+    def checkpoint(context: Context) -> pd.DataFrame:
+        ran.append("checkpoint")
+        return pd.DataFrame({"value": [0.5]})
+
+    slow_checkpoint = Task("ckpt", checkpoint)
+    quick, slow = _task("quick", partial(_rows, 1.0)), _task("slow", partial(_rows, 2.0))
+    needs_slow = _task("after", partial(_rows, 0.0), (slow_checkpoint.key,))
+    tasks = [slow_checkpoint, quick, slow, needs_slow]
+    hours = {quick.key: 0.5, slow.key: 3.0, slow_checkpoint.key: 5.0, needs_slow.key: 0.1}
+    monkeypatch.setattr(limits, "estimate", lambda tasks, *rest: {
+        t.key: (hours[t.key] * 3600, "calibrated") for t in tasks if t.key in hours
+    })
+    kept, lines = limits.skip_too_long(tasks, store, provenance, context.dataset, CPU, 2.0)
+    assert len(lines) == 2 and "estimated 3.0 h" in lines[0] and "estimated 5.0 h" in lines[1]
+    driver = execute(kept, store, provenance, InProcessExecutor(), context)
+    assert not driver.failed and ran == []  # the checkpoint nobody runs is not trained
+    assert float(store.read(quick.cell)["value"].iloc[0]) == 1.0
+    for task, estimate_hours in ((slow, 3.0), (needs_slow, 5.0)):
+        row = store.read(task.cell).iloc[0]
+        assert row["status"] == STATUS_SKIPPED and row["metric"] == "estimated_seconds"
+        assert row["value"] == estimate_hours * 3600 and "max_cell_hours = 2" in row["error"]
+        assert store.stored(task.cell, provenance) is None
+    kept, lines = limits.skip_too_long(tasks, store, provenance, context.dataset, CPU, 10.0)
+    assert lines == []
+    driver = execute(kept, store, provenance, InProcessExecutor(), context)
+    assert ran == ["checkpoint"] and driver.computed == 2
+    assert float(store.read(needs_slow.cell)["value"].iloc[0]) == 0.5

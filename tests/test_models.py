@@ -624,3 +624,17 @@ def test_bayes_mlp_gradient_variance_orders_like_kingma_table_1() -> None:
     for group in ("bottom", "top"):
         figures = [variances[name][group] for name in order]
         assert all(1.25 * a < b for a, b in zip(figures, figures[1:])), (group, figures)
+
+
+def test_bayes_mlp_deterministic_network_has_its_layer_sizes_and_loss() -> None:
+    model = make_model("bayes-mlp", SHAPE, {"hidden_sizes": "16,8"})
+    reference = model.deterministic_network()
+    linear = [m for m in reference.network if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear] == [
+        tuple(layer.weight_mean.shape) for layer in model.layers
+    ]
+    assert sum(isinstance(m, torch.nn.ReLU) for m in reference.network) == len(linear) - 1
+    x, y = _batch(SHAPE, 5)
+    loss = reference.loss(reference.network, x, y)
+    assert torch.allclose(loss, F.cross_entropy(reference.network(x), y, reduction="none"))
+    assert make_model("gaussian-vae", SHAPE, {}).deterministic_network() is None

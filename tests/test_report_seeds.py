@@ -317,3 +317,20 @@ def test_the_report_entry_points_keep_their_names() -> None:
     for name in ("build_reports", "check_writable", "check_formats", "Report", "TABLE_FORMATS",
                  "FIGURE_FORMATS", "TABLES_DIR", "FIGURES_DIR"):
         assert getattr(report, name) is getattr(build, name)
+
+
+def test_a_skipped_cell_is_listed_with_its_estimate_and_named_in_its_table_cell() -> None:
+    """A cell skipped as too long for the device (gradbench.execution.limits) is never averaged
+    in: its table cell says ``skipped`` and the list of lost cells gives its reason."""
+    rows = training_cells({"lr": [-100.0, -110.0], "lr-baseline": [-100.5, -110.6]})
+    reason = "estimated 9.5 h on this cpu for train (calibrated), over the profile's limit"
+    skipped = stamp(
+        [{"param_group": "all", "metric": "estimated_seconds", "value": 34200.0, "n": 0,
+          "status": "skipped", "error": reason}],
+        Cell("train", MODEL, "gumbel-softmax", {"seed": 0, "dataset": "digits"}), provenance(),
+    )
+    rows = pd.concat([rows, skipped], ignore_index=True)
+    cells = markdown_cells(table_named(rows, "elbo_categorical_vae"))
+    assert cells["gumbel-softmax"][2] == "skipped"
+    listed = table_named(rows, "diverged")
+    assert ("train", MODEL, "gumbel-softmax", 0.0, "skipped", None, reason) in listed.rows

@@ -78,7 +78,8 @@ def test_partial_epoch_is_extrapolated_and_marked(
 ) -> None:
     config = TimingConfig(batch_size=100, steps=3, repeats=3, warmup_steps=1)
     rows = _by_metric(timing_rows(Setting(model, SMALL[model]), estimator, digits, CPU, config))
-    assert list(rows) == METRICS
+    floor = ["deterministic_seconds_per_step", timing.STEP_RATIO] if model == "bayes-mlp" else []
+    assert list(rows) == METRICS + floor
     epoch = steps_per_epoch(digits, 100)
     assert epoch == len(digits.train) // 100 > 3
     for metric, row in rows.items():
@@ -93,6 +94,31 @@ def test_partial_epoch_is_extrapolated_and_marked(
     # with an odd number of repeats the median rate is the rate of the median step
     examples = rows["examples_per_second"]["value"]
     assert examples == pytest.approx(100 / per_step["value"], rel=1e-12)
+
+
+def test_step_is_timed_against_the_deterministic_network_in_the_same_repeats(
+    digits: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bayes-mlp's rows add the deterministic network's step (plain layers, fused Adam) and the
+    estimator's step over it, repeat by repeat: with the reference's clock fixed at 1 ms a step,
+    the ratio is the estimator's seconds per step over 1 ms."""
+    calls = []
+
+    def one_millisecond_a_step(reference, optimizer, batches, device) -> float:
+        calls.append(len(batches))
+        assert isinstance(reference.network, torch.nn.Sequential)
+        assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"]
+        return 1e-3 * len(batches)
+
+    monkeypatch.setattr(timing, "time_reference_steps", one_millisecond_a_step)
+    config = TimingConfig(batch_size=100, steps=3, repeats=3, warmup_steps=1)
+    rows = _by_metric(timing_rows(Setting("bayes-mlp", SMALL["bayes-mlp"]), "local-reparam",
+                                  digits, CPU, config))
+    assert calls == [1, 3, 3, 3]  # the warm-up, then once in every repeat
+    assert rows["deterministic_seconds_per_step"]["value"] == pytest.approx(1e-3)
+    ratio, step = rows[timing.STEP_RATIO], rows["seconds_per_step"]
+    for key in ("value", "ci_low", "ci_high"):
+        assert ratio[key] == pytest.approx(step[key] / 1e-3, rel=1e-9)
 
 
 def test_full_epoch_is_not_extrapolated(digits: Dataset) -> None:

@@ -2,6 +2,7 @@
 
 from gradbench.commands import (
     all_command,
+    device_check_command,
     list_command,
     report_command,
     timing_command,
@@ -11,4 +12,4 @@ from gradbench.commands import (
 )
 
 COMMANDS = [list_command, toy_command, train_command, timing_command, variance_command, all_command,
-            report_command]
+            report_command, device_check_command]

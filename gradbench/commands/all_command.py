@@ -38,6 +38,7 @@ from gradbench.estimators import (
 from gradbench.execution.driver import Driver, Executor, execute
 from gradbench.execution.estimate import estimate, print_estimate
 from gradbench.execution.in_process import InProcessExecutor
+from gradbench.execution.limits import skip_too_long
 from gradbench.execution.ray_executor import LOCAL, RayExecutor, import_ray
 from gradbench.execution.schedule import plan_schedule
 from gradbench.execution.task import Context, Resources, Task, cell_key
@@ -179,8 +180,9 @@ def split_names(raw: str | None) -> list[str]:
 def resolve_profile(args: argparse.Namespace) -> Profile:
     """The chosen profile with every flag applied; ValueError (exit 2) on any bad value.
 
-    A profile whose values a flag changed (other than which models and seeds run: every row
-    carries its seed) is stamped ``NAME+custom``, so its rows and reports are not mistaken for
+    A profile whose values a flag changed (other than which models and seeds run, every row
+    carrying its seed, and ``max_cell_hours``, which decides where a cell runs, not what it
+    computes) is stamped ``NAME+custom``, so its rows and reports are not mistaken for
     the named profile's.
     """
     profile = get_profile(args.profile or default_profile_name())
@@ -200,7 +202,8 @@ def resolve_profile(args: argparse.Namespace) -> Profile:
     )
     resolved = replace(profile, model_options=model_options, estimator_options=estimator_options)
     base = get_profile(profile.name)
-    if replace(resolved, models=base.models, seeds=base.seeds) != base:
+    unstamped = {"models": base.models, "seeds": base.seeds, "max_cell_hours": base.max_cell_hours}
+    if replace(resolved, **unstamped) != base:
         resolved = replace(resolved, name=f"{base.name}{CUSTOM_SUFFIX}")
     return resolved
 
@@ -395,6 +398,8 @@ def run(args: argparse.Namespace) -> int:
             print_plan(plan)
             store = ResultStore(results, reuse_stale=args.reuse_stale)
             provenance = Provenance.collect(device, profile.name)
+            tasks = within_limits(tasks, profile, store, provenance, dataset, device, args.force,
+                                  "would skip")
             schedule = plan_schedule(tasks, store, provenance, args.force)
             costs = estimate(schedule.tasks, store, dataset, device)
             print_estimate(schedule.tasks, costs, args.jobs or os.cpu_count() or 1)
@@ -471,6 +476,27 @@ def _catalogue(
     return catalogue_rows(label, targets, evaluations)
 
 
+def within_limits(
+    tasks: list[Task],
+    profile: Profile,
+    store: ResultStore,
+    provenance: Provenance,
+    dataset: Dataset,
+    device: torch.device,
+    force: bool,
+    verb: str,
+) -> list[Task]:
+    """On a CPU with the profile's ``max_cell_hours`` set, the tasks with the cells estimated
+    over it turned into skipped rows (:mod:`gradbench.execution.limits`), each said on stderr."""
+    if device.type != "cpu" or profile.max_cell_hours is None:
+        return tasks
+    tasks, lines = skip_too_long(tasks, store, provenance, dataset, device,
+                                 profile.max_cell_hours, force)
+    for line in lines:
+        print(f"gradbench all: {verb} {line}", file=sys.stderr)
+    return tasks
+
+
 def run_plan(
     plan: Plan,
     tasks: list[Task],
@@ -487,6 +513,8 @@ def run_plan(
     profile = plan.profile
     store = ResultStore(results, reuse_stale=args.reuse_stale)
     provenance = Provenance.collect(device, profile.name)
+    tasks = within_limits(tasks, profile, store, provenance, dataset, device, args.force,
+                          "skipping")
     context = Context(dataset, device, results, progress_enabled(args))
     started = time.perf_counter()
     try:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import pandas as pd
 from tqdm import tqdm
 
+from gradbench.device import peak_memory_bytes, reset_peak_memory
 from gradbench.execution.schedule import Schedule, plan_schedule
 from gradbench.execution.task import Context, Task
 from gradbench.results import STATUS_FAILED, Provenance, ResultStore
@@ -33,11 +34,12 @@ class Failure:
 @dataclass(frozen=True)
 class Outcome:
     """What one task gave back: its result (rows, an intermediate, or a Failure), the provenance
-    of the process that ran it and the seconds it took."""
+    of the process that ran it, the seconds it took and its peak device memory (NaN on CPU)."""
 
     result: Any
     provenance: Provenance | None = None
     seconds: float = math.nan
+    peak_memory: float = math.nan
 
 
 def failed_rows(message: str) -> list[dict[str, Any]]:
@@ -50,13 +52,15 @@ def run_here(task: Task, context: Context, needed: list[Any]) -> Outcome:
     """Run ``task`` in this process; an exception becomes a :class:`Failure`."""
     if any(isinstance(value, Failure) for value in needed):
         return Outcome(Failure("a task it needs failed"))
+    reset_peak_memory(context.device)
     start = time.perf_counter()
     try:
         result = task.run(context, *needed)
     except Exception as error:  # noqa: BLE001 - recorded as the cell's failure, the run goes on
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         return Outcome(Failure(f"{type(error).__name__}: {first}"))
-    return Outcome(result, None, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return Outcome(result, None, seconds, peak_memory_bytes(context.device))
 
 
 class Executor(Protocol):
@@ -92,7 +96,7 @@ class Driver:
             return result
         rows = failed_rows(result.message) if isinstance(result, Failure) else result
         frame = self.store.save(task.cell, rows, outcome.provenance or self.provenance,
-                                seconds=outcome.seconds)
+                                seconds=outcome.seconds, peak_memory=outcome.peak_memory)
         self.computed += 1
         if self.bar is not None:
             self.bar.update()

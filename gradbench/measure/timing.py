@@ -16,6 +16,11 @@ the minimum and maximum over repeats, not a confidence interval; ``n`` the numbe
 - ``seconds_per_gradient``: forward and backward of one minibatch, no optimizer, so that an
   estimator's own cost can be read apart from the optimizer's.
 - ``examples_per_second``: batch size × steps timed / time of the timed steps.
+- ``deterministic_seconds_per_step`` and ``step_ratio_to_deterministic`` (models with a
+  :meth:`~gradbench.models.base.StochasticModel.deterministic_network`): one fused-Adam step of
+  the same network without noise, as plain torch layers, timed on the same minibatches in the
+  same repeats right after the estimator's steps, and the estimator's step over it per repeat:
+  the estimator's overhead over the deterministic floor (bayes-mlp: the 784-3×1024-10 MLP).
 - ``speedup`` (:func:`speedup_rows`): one row per ordered pair of estimators timed together;
   the row of estimator A with ``param_group`` = B holds seconds_per_epoch(B) / seconds_per_epoch(A),
   i.e. how many times faster A trains than B (> 1: A is faster). The speed-up against the slowest
@@ -73,11 +78,13 @@ from gradbench.measure.training import (
     steps_per_epoch,
     train_step,
 )
-from gradbench.models.base import StochasticModel
+from gradbench.models.base import DeterministicNetwork, StochasticModel
 from gradbench.results import STATUS_DIVERGED, STATUS_OK, Cell, device_name
 
 EXPERIMENT = "timing"
 """Experiment name of the timing cells in the result store."""
+STEP_RATIO = "step_ratio_to_deterministic"
+"""Metric: the estimator's optimizer step over the deterministic network's, per repeat."""
 
 Batch = tuple[Tensor, Tensor]
 
@@ -209,6 +216,32 @@ def time_steps(
     return clock(device) - start, loss
 
 
+def reference_steps(
+    reference: DeterministicNetwork, optimizer: torch.optim.Optimizer, batches: list[Batch]
+) -> Tensor:
+    """One optimizer step of the deterministic network on each minibatch; the last loss."""
+    loss = torch.zeros(())
+    for x, y in batches:
+        loss = reference.loss(reference.network, x, y).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss = loss.detach()
+    return loss
+
+
+def time_reference_steps(
+    reference: DeterministicNetwork,
+    optimizer: torch.optim.Optimizer,
+    batches: list[Batch],
+    device: torch.device,
+) -> float:
+    """Seconds for one optimizer step of the deterministic network on each minibatch."""
+    start = clock(device)
+    reference_steps(reference, optimizer, batches)
+    return clock(device) - start
+
+
 def time_gradients(
     model: StochasticModel, estimator: Estimator, batches: list[Batch], device: torch.device
 ) -> float:
@@ -265,6 +298,9 @@ def timing_rows(
     model = build_model(setting, dataset, device)
     estimator = build_estimator(setting, estimator_name, dataset, device)
     optimizer = make_optimizer(model, config.learning_rate)
+    reference = model.deterministic_network()
+    if reference is not None:
+        reference_optimizer = make_optimizer(reference.network, config.learning_rate)
     generator = torch.Generator(device=dataset.device).manual_seed(setting.seed)
     torch.manual_seed(setting.seed + NOISE_SEED_OFFSET)
     epoch_steps = steps_per_epoch(dataset, config.batch_size)
@@ -274,7 +310,9 @@ def timing_rows(
     warmup = [batches[i % timed] for i in range(config.warmup_steps)]
     time_steps(model, estimator, optimizer, warmup, device)
     time_gradients(model, estimator, warmup, device)
-    step_seconds, gradient_seconds = [], []
+    if reference is not None:
+        time_reference_steps(reference, reference_optimizer, warmup, device)
+    step_seconds, gradient_seconds, reference_seconds = [], [], []
     loss = torch.zeros((), device=device)
     bar = tqdm(
         range(config.repeats), desc=estimator_name, unit="repeat", disable=not progress, leave=False
@@ -285,6 +323,10 @@ def timing_rows(
             seconds, loss = time_steps(model, estimator, optimizer, batches, device)
             step_seconds.append(seconds)
             gradient_seconds.append(time_gradients(model, estimator, batches, device))
+            if reference is not None:
+                reference_seconds.append(
+                    time_reference_steps(reference, reference_optimizer, batches, device)
+                )
         synchronize(device)
     contended = is_contended(reading.cpu_load_other, threads, cpus)
     load = {
@@ -315,12 +357,18 @@ def timing_rows(
     def row(metric: str, values: list[float], scaled: bool = False) -> dict[str, Any]:
         return timing_row(metric, values, config.batch_size, timed, scaled, status, load)
 
-    return [
+    rows = [
         row("seconds_per_epoch", [s * epoch_steps / timed for s in step_seconds], extrapolated),
         row("seconds_per_step", [s / timed for s in step_seconds]),
         row("seconds_per_gradient", [s / timed for s in gradient_seconds]),
         row("examples_per_second", [examples / s for s in step_seconds]),
     ]
+    if reference is not None:
+        rows += [
+            row("deterministic_seconds_per_step", [s / timed for s in reference_seconds]),
+            row(STEP_RATIO, [s / r for s, r in zip(step_seconds, reference_seconds)]),
+        ]
+    return rows
 
 
 def speedup_rows(

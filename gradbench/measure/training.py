@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from gradbench.data import SPLITS, Dataset
@@ -64,13 +64,16 @@ NOISE_SEED_OFFSET = 2
 """The training noise is from setting.seed + 2 (model init: seed; a learned baseline: seed + 1)."""
 EVAL_SEED_OFFSET = 3
 """Every evaluation draws its samples from setting.seed + 3."""
+EVAL_MEMORY_BYTES = 256 * 2**20
+"""Bound on one evaluation call's decoded samples (S or k draws × examples × input size, float32):
+the paper's k = 1000 bound on 784 pixels takes 85 examples per call."""
 Z_95 = 1.959963984540054
 """Two-sided 95% quantile of the standard normal, for the evaluation intervals."""
 METRIC_NAMES = {"error": "error_rate"}
 """Row names of ``model.evaluate`` keys that differ from them (a 0/1 error averages to a rate)."""
 
 
-def make_optimizer(model: StochasticModel, learning_rate: float) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, learning_rate: float) -> torch.optim.Optimizer:
     """Adam over the model's parameters, the fused implementation (one kernel per step, on the
     CPU too); an estimator fits its own state in ``observe``."""
     return torch.optim.Adam(model.parameters(), lr=learning_rate, fused=True)
@@ -333,6 +336,9 @@ def evaluate_split(
     drawn from ``seed`` inside a forked RNG, so the global RNG is left as it was.
     """
     size = len(dataset.split(split)) if limit is None else min(limit, len(dataset.split(split)))
+    # At most EVAL_MEMORY_BYTES of decoded samples (k × examples × inputs) per call.
+    per_example = max(samples, iw_samples) * dataset.input_dim * 4
+    chunk_size = max(1, min(chunk_size, EVAL_MEMORY_BYTES // per_example))
     generator = torch.Generator(device=dataset.device).manual_seed(seed)
     parts: dict[str, list[Tensor]] = {}
     devices = [dataset.device] if dataset.device.type == "cuda" else []

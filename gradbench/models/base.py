@@ -9,6 +9,7 @@ options with documented defaults.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -31,6 +32,14 @@ class DataShape:
     input_dim: int
     n_classes: int
     n_train: int
+
+
+@dataclass(frozen=True)
+class DeterministicNetwork:
+    """Plain layers (``network``) and a per-example loss ``loss(network, x, y)`` [B]."""
+
+    network: nn.Module
+    loss: Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 
 class StochasticModel(nn.Module):
@@ -61,6 +70,12 @@ class StochasticModel(nn.Module):
     def evaluate(self, x: Tensor, y: Tensor, samples: int, iw_samples: int) -> dict[str, Tensor]:
         """Per-example evaluation metrics, independent of any estimator (exact samples)."""
         raise NotImplementedError
+
+    def deterministic_network(self) -> DeterministicNetwork | None:
+        """The model's network with its noise off, as plain torch layers of the same sizes (new
+        parameters), and its per-example loss: the estimator-free floor a training step is timed
+        against. None for a model without one."""
+        return None
 
     def expected_loss(self, x: Tensor, y: Tensor) -> Tensor:
         """E over the model's noise of each example's loss (data_loss + regularizer), [B],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +22,7 @@ from scipy import stats
 from gradbench.report.rows import (
     DIVERGED,
     FAILED,
+    SKIPPED,
     Outcome,
     Outcomes,
     outcome,
@@ -29,6 +30,12 @@ from gradbench.report.rows import (
     seed_of,
 )
 from gradbench.results import STATUS_OK
+
+def lost_status(statuses: Iterable[str]) -> str:
+    """The status that names lost seeds: ``diverged`` before ``failed`` before ``skipped``."""
+    met = set(statuses)
+    return next((s for s in (DIVERGED, FAILED, SKIPPED) if s in met), FAILED)
+
 
 LEVEL = 0.95
 """Confidence level of every interval over seeds."""
@@ -81,10 +88,11 @@ class Estimate:
 
     @property
     def status(self) -> str:
-        """``ok`` when some seed has a value, else ``diverged`` (any seed diverged) or ``failed``."""
+        """``ok`` when some seed has a value, else the first of ``diverged``, ``failed`` and
+        ``skipped`` that a seed met."""
         if self.values:
             return STATUS_OK
-        return DIVERGED if DIVERGED in self.lost.values() else FAILED
+        return lost_status(self.lost.values())
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,7 @@ def derive(function: Callable[..., float], *parts: Outcomes) -> Outcomes:
         at_seed = [part[seed] for part in parts]
         lost = [o.status for o in at_seed if o.status != STATUS_OK]
         if lost:
-            found[seed] = Outcome(DIVERGED if DIVERGED in lost else FAILED)
+            found[seed] = Outcome(lost_status(lost))
             continue
         value = function(*(o.value for o in at_seed))
         if math.isfinite(value):

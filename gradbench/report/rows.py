@@ -17,7 +17,7 @@ import pandas as pd
 
 from gradbench.estimators import ESTIMATORS
 from gradbench.report import paper
-from gradbench.results import COLUMNS, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK
+from gradbench.results import COLUMNS, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 
 CATALOGUE = "catalogue"
 VARIANCE = "variance"
@@ -30,6 +30,8 @@ DIVERGED = STATUS_DIVERGED
 """What a table shows instead of a number for a cell whose gradients or losses were NaN or inf."""
 FAILED = STATUS_FAILED
 """What a table shows instead of a number for a cell whose task failed after its retries."""
+SKIPPED = STATUS_SKIPPED
+"""What a table shows instead of a number for a cell skipped as too long for its device."""
 
 UNKNOWN_SEED = -1
 """The seed of rows stored without one."""
@@ -118,8 +120,17 @@ def seeds_of(rows: pd.DataFrame) -> list[int]:
 
 
 def is_failed(rows: pd.DataFrame) -> bool:
-    """True if any row is a failed task's."""
-    return bool((rows["status"] == STATUS_FAILED).any())
+    """True if any row is a failed or skipped task's."""
+    return unfinished(rows) is not None
+
+
+def unfinished(rows: pd.DataFrame) -> str | None:
+    """``failed`` or ``skipped`` when a row says the cell's task failed or was skipped (failed
+    first), else None."""
+    for status in (FAILED, SKIPPED):
+        if (rows["status"] == status).any():
+            return status
+    return None
 
 
 def is_diverged(rows: pd.DataFrame) -> bool:
@@ -136,8 +147,8 @@ def outcome(cell: pd.DataFrame, **criteria: object) -> Outcome | None:
     A failed cell is ``failed`` whatever was asked; where no row matches but the cell diverged
     (training stopped before this checkpoint) the outcome is ``diverged``; None: not measured.
     """
-    if is_failed(cell):
-        return Outcome(FAILED)
+    if (status := unfinished(cell)) is not None:
+        return Outcome(status)
     match = select(cell, **criteria)
     if match.empty:
         return Outcome(DIVERGED) if is_diverged(cell) else None
@@ -158,7 +169,8 @@ def outcomes(
     if cell.empty:
         return {}
     seeds = seed_of(cell).to_numpy()
-    failed = set(seeds[(cell["status"] == STATUS_FAILED).to_numpy()])
+    lost = {int(seed): status for status in (SKIPPED, FAILED)
+            for seed in seeds[(cell["status"] == status).to_numpy()]}
     broken = (cell["status"] == STATUS_DIVERGED).to_numpy() | np.isinf(cell["value"].to_numpy(float))
     diverged = set(seeds[broken])
     match = select(cell, **criteria)
@@ -168,8 +180,8 @@ def outcomes(
     found: Outcomes = {}
     for seed in sorted(set(seeds)):
         rows_at = np.flatnonzero(at == seed)
-        if seed in failed:
-            found[int(seed)] = Outcome(FAILED)
+        if int(seed) in lost:
+            found[int(seed)] = Outcome(lost[int(seed)])
         elif rows_at.size == 0:
             if seed in diverged:
                 found[int(seed)] = Outcome(DIVERGED)

@@ -10,16 +10,15 @@ from gradbench.report.notes import marked, objective_notes
 from gradbench.report.rows import (
     CATALOGUE,
     DIVERGED,
-    FAILED,
     TRAINING,
     UNKNOWN_SEED,
     VARIANCE,
     estimator_order,
     is_diverged,
-    is_failed,
     label_key,
     seed_of,
     select,
+    unfinished,
 )
 from gradbench.report.table import Column, Table, Value, assemble
 from gradbench.results import STATUS_DIVERGED
@@ -104,8 +103,8 @@ def diverged_table(rows: pd.DataFrame) -> Table | None:
     for (experiment, model, estimator, seed), cell in rows.groupby(keys, sort=True, dropna=False):
         names: list[Value] = [str(experiment), str(model), str(estimator),
                               float(seed) if seed != UNKNOWN_SEED else None]
-        if is_failed(cell):
-            found.append([*names, FAILED, None, _error(cell)])
+        if (status := unfinished(cell)) is not None:
+            found.append([*names, status, None, _error(cell)])
         elif is_diverged(cell):
             epochs = cell[cell["status"] == STATUS_DIVERGED]["epoch"].dropna()
             found.append([*names, DIVERGED, float(epochs.min()) if not epochs.empty else None,
@@ -114,7 +113,8 @@ def diverged_table(rows: pd.DataFrame) -> Table | None:
         return None
     return assemble(
         "diverged",
-        "Diverged and failed cells (NaN or inf gradients or losses; tasks failed after retries)",
+        "Diverged, failed and skipped cells (NaN or inf gradients or losses; tasks failed after "
+        "retries; cells too long for the device they were planned on)",
         (
             Column("experiment", key=True), Column("model", key=True),
             Column("estimator", key=True), Column("seed", "int", key=True), Column("status"),
@@ -122,7 +122,8 @@ def diverged_table(rows: pd.DataFrame) -> Table | None:
         ),
         found,
         (
-            "The run recorded these and went on with the other cells; a failed task is retried "
-            "by the next run. No mean over seeds includes them.",
+            "The run recorded these and went on with the other cells; a failed or skipped task "
+            "is run by the next run (a skipped one where its limit allows: its estimate is in "
+            "the error column). No mean over seeds includes them.",
         ),
     )

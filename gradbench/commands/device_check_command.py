@@ -1,0 +1,80 @@
+"""``gradbench device-check``: the smoke profile on a device (CUDA by default) against the CPU.
+
+Runs ``all --profile smoke`` twice at the same seeds, on the reference device (the CPU) and on
+the device checked, each into its own results folder under ``--results``, then compares the
+rows (:mod:`gradbench.device_check`): statistics within their intervals, timings side by side
+(each synchronised on its device), the checked device's peak memory per experiment. Without
+CUDA it says so and exits 0 (nothing to check). Exit 1 when the devices disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tabulate import tabulate
+
+from gradbench import device_check
+from gradbench.device import resolve_device
+from gradbench.results import ResultStore
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "device-check",
+        help="run the smoke profile on a GPU and on the CPU at the same seed and compare the rows",
+    )
+    parser.add_argument("--device", default="cuda", help="device checked (cuda)")
+    parser.add_argument("--reference", default="cpu", help="reference device (cpu)")
+    parser.add_argument("--results", default="results-device-check",
+                        help="folder of both runs' results (resumable)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (0)")
+    for flag in ("--models", "--estimators", "--experiments"):
+        parser.add_argument(flag, help=f"passed to `all` ({flag[2:]} to run; default: all)")
+    parser.add_argument("--data-dir", help="folder holding the dataset files")
+    parser.set_defaults(run=run)
+
+
+def _run_smoke(args: argparse.Namespace, device: str, folder: Path) -> int:
+    from gradbench.cli import main
+
+    argv = ["all", "--profile", "smoke", "--device", device, "--seeds", args.seeds, "--quiet",
+            "--results", str(folder / "results"), "--out", str(folder / "reports")]
+    for name in ("models", "estimators", "experiments", "data_dir"):
+        if getattr(args, name):
+            argv += [f"--{name.replace('_', '-')}", getattr(args, name)]
+    return main(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    checked = args.device
+    if checked.startswith("cuda") and resolve_device("auto").type != "cuda":
+        print("gradbench device-check: skipped: no CUDA device here (torch.cuda.is_available() "
+              "is False); run it on a machine with a GPU")
+        return 0
+    root = Path(args.results)
+    folders = {"reference": root / args.reference, "checked": root / f"checked-{checked}"}
+    for role, device in (("reference", args.reference), ("checked", checked)):
+        status = _run_smoke(args, device, folders[role])
+        if status:
+            return status
+    reference = ResultStore(folders["reference"] / "results").load()
+    other = ResultStore(folders["checked"] / "results").load()
+    statistics = device_check.compare(reference, other)
+    summary = device_check.agreement_summary(statistics)
+    timings = device_check.timing_ratios(reference, other)
+    statistics.to_csv(root / "statistics.csv", index=False)
+    timings.to_csv(root / "timings.csv", index=False)
+    print(f"Statistics, {checked} against {args.reference} (intervals overlap):")
+    print(tabulate(summary, headers="keys", tablefmt="github", showindex=False))
+    disagreeing = statistics[~statistics["agrees"]]
+    if not disagreeing.empty:
+        print(f"\nRows that disagree ({len(disagreeing)}):")
+        print(tabulate(disagreeing.head(20), headers="keys", tablefmt="github", showindex=False))
+    print(f"\nTimings ({args.reference} / {checked}, each device synchronised): median speed-up "
+          f"{timings['speed_up'].median():.2f}x over {len(timings)} rows")
+    print(f"\nPeak memory on {checked} per experiment and model (MiB):")
+    print(tabulate(device_check.peak_memory(other), headers="keys", tablefmt="github",
+                   showindex=False, floatfmt=".1f"))
+    print(f"\nRows in {root}/statistics.csv and {root}/timings.csv.")
+    return 0 if device_check.passes(statistics) else 1
