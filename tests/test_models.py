@@ -638,3 +638,25 @@ def test_bayes_mlp_deterministic_network_has_its_layer_sizes_and_loss() -> None:
     loss = reference.loss(reference.network, x, y)
     assert torch.allclose(loss, F.cross_entropy(reference.network(x), y, reduction="none"))
     assert make_model("gaussian-vae", SHAPE, {}).deterministic_network() is None
+
+
+def test_compiled_weight_statistics_match_the_eager_ones(monkeypatch) -> None:
+    """A layer of at least COMPILED_MIN_WEIGHTS runs compiled kernels: the same σ², KL and
+    gradients as the eager operations up to float32 round-off (or the eager path itself, with a
+    warning, where no compiler is at hand)."""
+    generator = torch.Generator().manual_seed(0)
+    shape = (512, bayes_mlp.COMPILED_MIN_WEIGHTS // 512)
+    mean = (0.05 * torch.randn(shape, generator=generator)).requires_grad_()
+    logit = (torch.randn(shape, generator=generator) + 2.0).requires_grad_()
+    upstream = torch.randn(shape, generator=generator)
+
+    def run() -> list[torch.Tensor]:
+        variance, kl = weight_noise_statistics(mean, logit, 1.0)
+        grads = torch.autograd.grad((variance * upstream).sum() + 0.3 * kl, (mean, logit))
+        return [variance.detach(), kl.detach(), *grads]
+
+    compiled = run()
+    monkeypatch.setattr(bayes_mlp, "COMPILED_MIN_WEIGHTS", 2**40)
+    eager = run()
+    for a, b in zip(compiled, eager):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), float((a - b).abs().max())

@@ -20,8 +20,10 @@ is the limit ρ → ∞, so an initial α on the cap starts at ``INITIAL_CAP_FRA
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -59,6 +61,67 @@ def _log_alpha(alpha_logit: Tensor, max_alpha: float) -> Tensor:
     return math.log(max_alpha) + F.logsigmoid(alpha_logit)
 
 
+COMPILED_MIN_WEIGHTS = 2**18
+"""Layers with at least this many weights compute their statistics with kernels compiled by
+``torch.compile`` (one fused pass forward, one backward); smaller ones, and every call under a
+torch.func transform, run the eager operations. The two agree up to round-off (a test
+compares)."""
+
+_compile_failed: list[str] = []
+"""Why compiling failed once in this process (then every call runs eagerly)."""
+
+
+def _plain_statistics(
+    weight_mean: Tensor, alpha_logit: Tensor, max_alpha: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """σ², KL and s = sigmoid(ρ) as plain operations: what ``torch.compile`` fuses."""
+    share = torch.sigmoid(alpha_logit)
+    alpha = share * max_alpha
+    count = alpha_logit.shape[-2] * alpha_logit.shape[-1]
+    negative = (0.5 * F.logsigmoid(alpha_logit) + alpha * (_C1 + alpha * (_C2 + alpha * _C3))).sum()
+    kl = -(negative + count * (0.5 * math.log(max_alpha) - (_C1 + _C2 + _C3)))
+    return weight_mean * weight_mean * alpha, kl, share
+
+
+def _plain_gradients(
+    grad_variance: Tensor, grad_kl: Tensor, weight_mean: Tensor, share: Tensor, variance: Tensor,
+    max_alpha: float,
+) -> tuple[Tensor, Tensor]:
+    """∂/∂θ and ∂/∂ρ of the class docstring as plain operations (both outputs used)."""
+    alpha = share * max_alpha
+    slope = 0.5 + alpha * (_C1 + alpha * (2.0 * _C2 + alpha * (3.0 * _C3)))
+    grad_logit = (grad_variance * variance - grad_kl * slope) * (1.0 - share)
+    return grad_variance * weight_mean * alpha * 2.0, grad_logit
+
+
+@functools.cache
+def _compiled() -> tuple[Any, Any]:
+    return (torch.compile(_plain_statistics, dynamic=False),
+            torch.compile(_plain_gradients, dynamic=False))
+
+
+def _compilable(*tensors: Tensor) -> bool:
+    """Whether this call runs compiled: a large layer, plain tensors (no torch.func wrapper), and
+    compiling has not failed in this process."""
+    return (
+        not _compile_failed
+        and tensors[0].numel() >= COMPILED_MIN_WEIGHTS
+        and not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+    )
+
+
+def _run_compiled(which: int, *args: Any) -> Any:
+    """The compiled statistics (0) or gradients (1); None when compiling fails (no C++
+    compiler, say), which is remembered with a warning so that the eager path takes over."""
+    try:
+        return _compiled()[which](*args)
+    except Exception as error:  # noqa: BLE001 - any compiler failure: fall back, say why
+        _compile_failed.append(f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
+        warnings.warn(f"bayes-mlp: torch.compile failed ({_compile_failed[0]}); computing the "
+                      "weight statistics eagerly", RuntimeWarning, stacklevel=3)
+        return None
+
+
 class WeightNoiseStatistics(torch.autograd.Function):
     """(θ, ρ, max_alpha) → (σ², KL) of one layer in a few passes over its weights, with the
     backward written out (one graph node instead of about twenty elementwise ones):
@@ -67,8 +130,9 @@ class WeightNoiseStatistics(torch.autograd.Function):
         KL = −Σ (0.5 log α + c1 α + c2 α² + c3 α³ − (c1 + c2 + c3))   (Kingma et al. 2015),
         ∂σ²/∂θ = 2 α θ,  ∂σ²/∂ρ = σ² (1 − s),  ∂KL/∂ρ = −(0.5 + c1 α + 2 c2 α² + 3 c3 α³)(1 − s).
 
-    A third output, s, is kept for the backward (not differentiable). Works under torch.func
-    transforms (its vmap rule is generated).
+    A third output, s, is kept for the backward (not differentiable). Large layers run compiled
+    kernels (:data:`COMPILED_MIN_WEIGHTS`), the rest eager operations. Works under torch.func
+    transforms (its vmap rule is generated; they run the eager operations).
     """
 
     generate_vmap_rule = True
@@ -77,6 +141,10 @@ class WeightNoiseStatistics(torch.autograd.Function):
     def forward(  # type: ignore[override]
         weight_mean: Tensor, alpha_logit: Tensor, max_alpha: float
     ) -> tuple[Tensor, Tensor, Tensor]:
+        if _compilable(weight_mean, alpha_logit):
+            compiled = _run_compiled(0, weight_mean, alpha_logit, max_alpha)
+            if compiled is not None:
+                return compiled
         # In-place steps on fresh buffers and read-only reductions: every weight-sized
         # temporary would cost a pass over memory of its own.
         share = torch.sigmoid(alpha_logit)
@@ -107,6 +175,11 @@ class WeightNoiseStatistics(torch.autograd.Function):
     ) -> tuple[Tensor | None, Tensor | None, None]:
         weight_mean, share, variance = ctx.saved_tensors
         scale = ctx.max_alpha
+        both = grad_variance is not None and grad_kl is not None
+        if both and _compilable(grad_variance, grad_kl, weight_mean, share):
+            compiled = _run_compiled(1, grad_variance, grad_kl, weight_mean, share, variance, scale)
+            if compiled is not None:
+                return (*compiled, None)
         grad_mean = grad_logit = None
         if grad_variance is not None:
             # G · 2αθ: 2·max_alpha·G·s, then θ (in place).
