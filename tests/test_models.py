@@ -408,7 +408,7 @@ def test_fused_weight_statistics_match_plain_autograd(max_alpha: float) -> None:
     upstream = torch.randn(6, 5, generator=generator, dtype=torch.float64)
     for weights in ((upstream, 0.0), (0 * upstream, 1.7), (upstream, -0.3)):
 
-        def loss(statistics):
+        def loss(statistics, weights=weights):
             return (statistics[0] * weights[0]).sum() + weights[1] * statistics[1]
 
         got = torch.autograd.grad(loss(weight_noise_statistics(mean, logit, max_alpha)),
