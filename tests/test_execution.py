@@ -246,3 +246,17 @@ def test_cells_over_the_time_limit_are_stored_as_skipped_with_their_estimate(
     driver = execute(kept, store, provenance, InProcessExecutor(), context)
     assert ran == ["checkpoint"] and driver.computed == 2
     assert float(store.read(needs_slow.cell)["value"].iloc[0]) == 0.5
+
+
+def test_ray_hands_a_whole_node_task_over_alone_when_nothing_else_runs_or_waits() -> None:
+    """Whole-node (timing) tasks wait while one-core tasks run or are ready, then go one at a
+    time, and nothing else is handed over while one runs."""
+    from gradbench.execution.ray_executor import _submittable
+
+    core, other = _task("core", partial(_rows, 1.0)), _task("other", partial(_rows, 1.0))
+    whole = Task("whole", partial(_rows, 1.0), resources=Resources(whole_node=True))
+    second = Task("second", partial(_rows, 1.0), resources=Resources(whole_node=True))
+    assert _submittable([core, whole], []) == [core]
+    assert _submittable([whole, second], [core]) == []
+    assert _submittable([whole, second], []) == [whole]
+    assert _submittable([other], [whole]) == []
