@@ -5,9 +5,16 @@ Decoder: backprop of −log p(x|y). Encoder: towards the target π̂ = π(x) + f
 2π(x) − π(x'), with the encoder f as the decoder's approximate inverse and x' the reconstruction
 (held fixed); encoder loss ‖π(x) − π̂‖² + β KL(q(y|x) ‖ uniform), β rising linearly from 0 to
 ``beta_max`` over the first ``beta_warmup_fraction`` of the planned run's optimizer steps (the
-thesis scales β up from 0 without giving the schedule; a fraction of the run, so that every
-profile reaches β_max, is gradbench's choice; no planned run: β_max). Not an estimator of the
-ELBO gradient: the encoder's direction is the gradient of the objective above.
+thesis scales β up from 0 without giving the schedule or its end; a fraction of the run, so that
+every profile reaches β_max, is gradbench's choice; no planned run: β_max). Not an estimator of
+the ELBO gradient: the encoder's direction is the gradient of the objective above.
+
+β_max = 0.1 by default. Near the uniform posterior π = 1/K + δ, the encoder's logits move by
+(2/K)(δ − δ') − β δ per unit step (δ' the reconstruction's code), so for β > 2/K (0.2 at the
+thesis' K = 10) q(y|x) = uniform is a stable fixed point: with β_max = 1 the thesis' model
+collapsed to the prior (KL 0, reconstruction log-likelihood −206 nats after 50 epochs, full
+MNIST). After 3 epochs at the thesis' settings (seed 0), β_max = 0.1 reached −126 nats
+(validation) against −141 for 0.01 and for 0.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ class TargetPropagation(Estimator):
     estimates_elbo_gradient = False
     objective = "decoder: −log p(x|y); encoder: ‖π(x) − π̂‖² + β·KL(q(y|x) ‖ uniform)"
 
-    def __init__(self, *, beta_max: float = 1.0, beta_warmup_fraction: float = 0.25) -> None:
+    def __init__(self, *, beta_max: float = 0.1, beta_warmup_fraction: float = 0.25) -> None:
         super().__init__()
         if beta_max < 0:
             raise ValueError(f"beta_max must be non-negative, got {beta_max}")
