@@ -8,9 +8,12 @@ import pytest
 import torch
 from scipy import stats
 
+from gradbench.data import DataConfig, load_dataset
 from gradbench.estimators import ESTIMATORS, StochasticForward, base_name, make_estimator
 from gradbench.estimators.nodes import CategoricalNode, GaussianNode, WeightNoiseNode
 from gradbench.measure.toy import toy_draws
+from gradbench.measure.training import make_optimizer
+from gradbench.models.base import DataShape, get_model_class
 from gradbench.models.toy import PROBLEMS, make_problem
 from tests.helpers import (
     Z,
@@ -250,6 +253,42 @@ def test_target_prop_direction_is_exact() -> None:
     upstream = 2 * (inverse_logits.softmax(-1) - probs)
     expected = probs * (upstream - (upstream * probs).sum(-1, keepdim=True))
     torch.testing.assert_close(logits.grad, expected)
+
+
+def _target_prop_posterior_kl(n_classes: int, beta_max: float | None) -> float:
+    """Mean KL(q(y|x) ‖ uniform) on the digits' validation split after 10 epochs of target
+    propagation at a fixed β (no planned run), a 4 × ``n_classes`` categorical VAE."""
+    torch.manual_seed(0)
+    data = load_dataset(DataConfig(dataset="digits"))
+    shape = DataShape(data.input_dim, data.n_classes, len(data.train))
+    model = get_model_class("categorical-vae")(shape, hidden_sizes=(32,), n_vars=4,
+                                               n_classes=n_classes)
+    estimator = make_estimator("target-prop", {} if beta_max is None else {"beta_max": beta_max})
+    optimizer = make_optimizer(model, 1e-2)
+    order = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        for x, y in data.batches("train", 50, order):
+            optimizer.zero_grad()
+            estimator.surrogate(model(x, y, estimator)).mean().backward()
+            optimizer.step()
+    with torch.no_grad():
+        return float(model.kl_to_uniform(model.encode(data.binarized("valid"))).mean())
+
+
+@pytest.mark.parametrize(("n_classes", "beta_max", "collapses"), [
+    (4, 0.3, False), (4, 0.7, True), (10, 0.15, False), (10, 0.25, True), (10, None, False),
+])
+def test_target_prop_collapses_to_the_prior_above_beta_2_over_k(
+    n_classes: int, beta_max: float | None, collapses: bool
+) -> None:
+    """Near q = uniform the encoder's logits move by (2/K)(δ − δ') − βδ: for β > 2/K the uniform
+    posterior is stable and q(y|x) collapses onto the prior (KL ≈ 0); below, it carries
+    information. The default β_max (None) lies below 2/K at the thesis' K = 10."""
+    kl = _target_prop_posterior_kl(n_classes, beta_max)
+    if collapses:
+        assert kl < 0.01
+    else:
+        assert kl > 0.5
 
 
 def test_target_prop_beta_rises_over_its_fraction_of_the_run() -> None:

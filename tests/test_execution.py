@@ -65,6 +65,17 @@ def test_tasks_are_ordered_after_what_they_need_and_bad_graphs_raise() -> None:
         ordered([loop, Task("y", partial(_rows, 0.0), ("x",))])
 
 
+def test_an_intermediate_task_runs_just_before_the_first_cell_that_needs_it() -> None:
+    """Checkpoints listed first still run late: the cells at 10 epochs come before the
+    checkpoint at 100 is trained, so an interrupted run has stored them."""
+    early = Task("checkpoint 10", partial(_rows, 0.0))
+    late = Task("checkpoint 100", partial(_rows, 0.0), (early.key,))
+    at_10 = [_task(f"{name} at 10", partial(_rows, 1.0), (early.key,)) for name in "ab"]
+    at_100 = _task("a at 100", partial(_rows, 1.0), (late.key,))
+    keys = [t.key for t in ordered([early, late, *at_10, at_100])]
+    assert keys == [early.key, at_10[0].key, at_10[1].key, late.key, at_100.key]
+
+
 def test_stored_cells_are_skipped_and_derived_cells_redone_when_a_need_reruns(
     tmp_path: Path, context: Context
 ) -> None:
@@ -260,3 +271,5 @@ def test_ray_hands_a_whole_node_task_over_alone_when_nothing_else_runs_or_waits(
     assert _submittable([whole, second], [core]) == []
     assert _submittable([whole, second], []) == [whole]
     assert _submittable([other], [whole]) == []
+    checkpoint = Task("checkpoint", partial(_rows, 1.0))
+    assert _submittable([core, other, checkpoint], []) == [checkpoint, core, other]

@@ -27,7 +27,12 @@ class Schedule:
 
 def ordered(tasks: Iterable[Task]) -> list[Task]:
     """Tasks with duplicates (one key twice: a checkpoint several experiments share) merged,
-    each after the tasks it needs; a missing need or a cycle raises ValueError."""
+    each after the tasks it needs; a missing need or a cycle raises ValueError.
+
+    Rows tasks (cells) set the order, in the order given, each preceded by what it needs that
+    has not run yet: an intermediate task (a checkpoint) runs just before the first cell that
+    needs it, so the cells at 10 epochs are stored before the checkpoint at 100 is trained,
+    and an interrupted run has them."""
     by_key: dict[str, Task] = {}
     for task in tasks:
         by_key.setdefault(task.key, task)
@@ -46,6 +51,9 @@ def ordered(tasks: Iterable[Task]) -> list[Task]:
         state[key] = "done"
         order.append(by_key[key])
 
+    for key, task in by_key.items():
+        if task.cell is not None:
+            visit(key, ())
     for key in by_key:
         visit(key, ())
     return order

@@ -14,6 +14,7 @@ import pandas as pd
 
 from gradbench.report import paper
 from gradbench.report.bias_tables import bias_table
+from gradbench.report.comparison_tables import comparison_table
 from gradbench.report.rows import TRAINING, VARIANCE, label_key, models_of, prepare_rows
 from gradbench.report.run_tables import (
     applicability_table,
@@ -34,14 +35,15 @@ __all__ = ["all_tables", "label_key", "prepare_rows"]
 
 
 def all_tables(rows: pd.DataFrame) -> list[Table]:
-    """Every table the rows support, in report order: timing, variance (per model, slopes,
-    decomposition, matched cost), bias, the bounds at the end of training, the schedules, the
-    classifiers, applicability, and the diverged or failed cells; a table per model in the
-    papers' order (:func:`gradbench.report.paper.model_order`)."""
+    """Every table the rows support, in report order: ours against the papers' figures, timing,
+    variance (per model, slopes, decomposition, matched cost), bias, the bounds at the end of
+    training, the schedules, the classifiers, applicability, and the diverged or failed cells; a
+    table per model in the papers' order (:func:`gradbench.report.paper.model_order`)."""
     if rows.empty:
         return []
     bounds, errors = training_tables(rows, paper.model_order(models_of(rows, TRAINING)))
     candidates: list[Table | None] = [
+        comparison_table(rows),
         *timing_tables(rows),
         *(variance_table(rows, m) for m in paper.model_order(models_of(rows, VARIANCE))),
         slope_table(rows),

@@ -1,0 +1,90 @@
+"""Ours against the papers: each published figure of :data:`gradbench.report.paper.
+PUBLISHED_FIGURES` beside the same quantity of the run at the papers' settings, and the distance.
+
+The distance is ours / published for ratios (Kingma et al.'s Table 1 variance ratios, the
+per-epoch speed-up) and ours − published in nats for log-likelihoods (the thesis' Table 5.1),
+computed seed by seed; the notes say why the two may differ. Only rows of the profile run at the
+papers' settings (:data:`gradbench.report.paper.COMPARED_PROFILE`) are compared.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from gradbench.report import paper
+from gradbench.report.aggregate import derive, estimate
+from gradbench.report.rows import Outcomes, outcomes
+from gradbench.report.table import Column, Table, Value, assemble
+
+RATIO = "ratio"
+DIFFERENCE = "difference"
+DISTANCES = (RATIO, DIFFERENCE)
+"""How a published figure's distance is measured: ours / published, or ours − published."""
+
+
+def measured(rows: pd.DataFrame, measure: paper.Measure) -> Outcomes:
+    """Per seed, the stored value of ``measure``."""
+    criteria = {
+        key: value
+        for key, value in (("param_group", measure.param_group),
+                           ("batch_size", measure.batch_size), ("epoch", measure.epoch))
+        if value is not None
+    }
+    return outcomes(rows, measure.experiment, measure.model, measure.estimator,
+                    metric=measure.metric, **criteria)
+
+
+def ours(rows: pd.DataFrame, figure: paper.PublishedFigure) -> Outcomes:
+    """Per seed, our quantity for ``figure``: its measure, divided by ``per`` for a ratio."""
+    found = measured(rows, figure.ours)
+    if figure.per is None:
+        return found
+    return derive(lambda a, b: a / b if b > 0 else math.nan, found, measured(rows, figure.per))
+
+
+def distance(found: Outcomes, figure: paper.PublishedFigure) -> Outcomes:
+    """Per seed, ours / published (``ratio``) or ours − published (``difference``)."""
+    if figure.distance not in DISTANCES:
+        raise ValueError(f"unknown distance {figure.distance!r}; valid: {', '.join(DISTANCES)}")
+    if figure.distance == RATIO:
+        return derive(lambda value: value / figure.value, found)
+    return derive(lambda value: value - figure.value, found)
+
+
+def comparison_table(rows: pd.DataFrame) -> Table | None:
+    """Every published figure with ours and the distance, where the run at the papers' settings
+    measured at least one of them; figures it did not measure (yet) show no value."""
+    compared = rows[rows["profile"] == paper.COMPARED_PROFILE]
+    found = [(figure, ours(compared, figure)) for figure in paper.PUBLISHED_FIGURES]
+    if not any(values for _, values in found):
+        return None
+    table_rows: list[list[Value]] = []
+    for figure, values in found:
+        gap = distance(values, figure)
+        table_rows.append([
+            figure.source.label,
+            figure.figure,
+            figure.value,
+            estimate(values),
+            estimate(gap) if figure.distance == RATIO else None,
+            estimate(gap) if figure.distance == DIFFERENCE else None,
+        ])
+    columns = [
+        Column("paper"),
+        Column("published figure", key=True),
+        Column("published", "fixed3"),
+        Column("ours", "fixed3"),
+        Column("ours / published", "fixed2"),
+        Column("ours - published (nats)", "fixed2"),
+    ]
+    reasons = dict.fromkeys(figure.reason for figure, _ in found if figure.reason)
+    notes = (
+        f"Ours: the rows of the {paper.COMPARED_PROFILE} profile, seed by seed; a ratio of ours "
+        "is taken within each seed. Published: the authors' figures, their hardware and code.",
+        *reasons,
+    )
+    return assemble(
+        "comparison", "Ours against the papers' published figures", columns, table_rows, notes
+    )

@@ -1,0 +1,108 @@
+"""The comparison with the papers: ours beside each published figure, and the distance.
+
+Synthetic rows of two seeds at the papers' settings, with known values, so every ratio and
+difference is known; a run of another profile is never set against the papers.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from gradbench.report import paper as pub
+from gradbench.report.comparison_tables import comparison_table
+from gradbench.report.rows import prepare_rows
+from gradbench.results import Cell, Provenance, stamp
+
+LOCAL_VARIANCE = {0: 2.0, 1: 4.0}
+"""local-reparam's top-layer variance at 10 epochs and M = 100, by seed; the others are multiples
+of it (at M = 1000 other multiples, which the comparison must not pick)."""
+MULTIPLE = {"reparam": {0: 5.0, 1: 7.0}, "reparam-per-example": {0: 2.0, 1: 3.0},
+            "no-noise": {0: 0.5, 1: 0.25}}
+RECONSTRUCTION = {0: -80.0, 1: -82.0}
+"""target-prop's train reconstruction log-likelihood at the thesis' 50 epochs, by seed (an epoch
+51 is stored too: the comparison is at the thesis' length, not the run's last epoch)."""
+
+
+def provenance(profile: str) -> Provenance:
+    return Provenance("cpu", "Test CPU (2 cores)", "2.0", 1, "abc123", "abc123", profile,
+                      "2025-01-02T03:04:05+00:00")
+
+
+def paper_rows(profile: str = pub.COMPARED_PROFILE) -> pd.DataFrame:
+    frames = []
+    for seed in (0, 1):
+        config = {"seed": seed, "dataset": "mnist"}
+        for name in ("local-reparam", *MULTIPLE):
+            value = LOCAL_VARIANCE[seed] * MULTIPLE.get(name, {seed: 1.0})[seed]
+            rows = [{"param_group": "top", "batch_size": size, "epoch": 10,
+                     "metric": "grad_variance", "value": value * other, "ci_low": value,
+                     "ci_high": value, "n": 1000}
+                    for size, other in ((100, 1.0), (1000, 0.3 if name == "reparam" else 0.1))]
+            frames.append(stamp(rows, Cell("variance", "bayes-mlp", name, config),
+                                provenance(profile)))
+        for name, seconds in (("local-reparam", 2.0), ("reparam-per-example", 300.0 + seed)):
+            timing = [{"batch_size": 100, "metric": "seconds_per_epoch", "value": seconds}]
+            frames.append(stamp(timing, Cell("timing", "bayes-mlp", name, config),
+                                provenance(profile)))
+        training = [
+            {"param_group": split, "batch_size": 100, "epoch": epoch,
+             "metric": "reconstruction_ll",
+             "value": RECONSTRUCTION[seed] - shift + 5.0 * (epoch - 50)}
+            for epoch in (50, 51) for split, shift in (("train", 0.0), ("valid", 1.0))
+        ]
+        frames.append(stamp(training, Cell("train", "categorical-vae", "target-prop", config),
+                            provenance(profile)))
+    return prepare_rows(pd.concat(frames, ignore_index=True))
+
+
+def by_figure() -> dict[str, dict[str, object]]:
+    table = comparison_table(paper_rows())
+    assert table is not None
+    return {row[1]: dict(zip(table.headers, row)) for row in table.rows}
+
+
+def figure(name: str, group: str = "top", epochs: int = 10) -> str:
+    return (f"Table 1, {group} layer, {epochs} epochs: {pub.KINGMA_2015_ROW_NAMES[name]} / local "
+            "reparameterization, gradient variance")
+
+
+@pytest.mark.parametrize("name", list(MULTIPLE))
+def test_table_1_ratios_are_taken_seed_by_seed_at_minibatch_100(name: str) -> None:
+    row = by_figure()[figure(name)]
+    published = pub.KINGMA_2015_TABLE1[name][("top", 10)] / pub.KINGMA_2015_TABLE1[
+        "local-reparam"][("top", 10)]
+    ours = sum(MULTIPLE[name].values()) / 2
+    assert row["published"] == pytest.approx(published)
+    assert row["ours"].mean == pytest.approx(ours)
+    assert row["ours / published"].mean == pytest.approx(ours / published)
+    assert row["ours - published (nats)"] is None
+
+
+def test_speed_up_and_the_thesis_distance_in_nats() -> None:
+    rows = by_figure()
+    speedup = rows["seconds per epoch, separate weight samples / local reparameterization"]
+    assert speedup["published"] == pytest.approx(1635.0 / 7.4)
+    assert speedup["ours"].mean == pytest.approx((150.0 + 150.5) / 2)
+    for split, shift, published in (("train", 0.0, -70.102), ("valid", 1.0, -72.545)):
+        row = rows[f"Table 5.1, target-prop: reconstruction log-likelihood, {split}"]
+        ours = sum(RECONSTRUCTION.values()) / 2 - shift
+        assert row["published"] == published
+        assert row["ours"].mean == pytest.approx(ours)
+        assert row["ours - published (nats)"].mean == pytest.approx(ours - published)
+        assert row["ours / published"] is None
+
+
+def test_figures_not_measured_show_no_value_and_every_reason_is_noted() -> None:
+    table = comparison_table(paper_rows())
+    rows = {row[1]: dict(zip(table.headers, row)) for row in table.rows}
+    assert len(rows) == len(pub.PUBLISHED_FIGURES)
+    assert rows[figure("reparam", "bottom", 100)]["ours"] is None
+    assert rows["Table 5.1, gumbel-softmax (tau=0.1): reconstruction log-likelihood, valid"][
+        "ours"] is None
+    for reason in (pub.TABLE1_REASON, pub.TIMING_REASON, pub.THESIS_REASON):
+        assert reason in table.notes
+
+
+def test_another_profile_is_not_set_against_the_papers() -> None:
+    assert comparison_table(paper_rows("quick")) is None
