@@ -76,6 +76,13 @@ CONVENTIONS = (
 
 SECTIONS: tuple[tuple[str, str, Callable[[str], bool]], ...] = (
     (
+        "Ours against the papers",
+        "Each published figure beside the same quantity of this run at the papers' settings, and "
+        "the distance: ratios for Kingma et al.'s Table 1 and the per-epoch speed-up, nats for "
+        "log-likelihoods; the notes say why they may differ.",
+        lambda name: name == "comparison",
+    ),
+    (
         "Timing",
         "Seconds per training epoch, as in Kingma, Salimans & Welling (2015): separate weight "
         "samples per example against the local reparameterization trick.",
