@@ -259,6 +259,19 @@ def test_cells_over_the_time_limit_are_stored_as_skipped_with_their_estimate(
     assert float(store.read(needs_slow.cell)["value"].iloc[0]) == 0.5
 
 
+def test_ray_asks_for_a_task_s_memory_on_the_cpu_capped_at_a_node_s() -> None:
+    from gradbench.execution.ray_executor import RayExecutor
+
+    executor = RayExecutor()
+    big = Task("big", partial(_rows, 1.0), resources=Resources(memory_bytes=12 * 2**30))
+    small = Task("small", partial(_rows, 1.0))
+    assert executor._options(big, 2, "cpu", 16 * 2**30)["memory"] == 12 * 2**30
+    assert executor._options(big, 2, "cpu", 8 * 2**30)["memory"] == 8 * 2**30
+    assert "memory" not in executor._options(big, 2, "cuda", 16 * 2**30)
+    assert "memory" not in executor._options(big, 2, "cpu", 0)
+    assert "memory" not in executor._options(small, 2, "cpu", 16 * 2**30)
+
+
 def test_ray_hands_a_whole_node_task_over_alone_when_nothing_else_runs_or_waits() -> None:
     """Whole-node (timing) tasks wait while one-core tasks run or are ready, then go one at a
     time, and nothing else is handed over while one runs."""

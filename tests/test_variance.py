@@ -248,6 +248,29 @@ def test_streamed_summary_equals_the_summary_of_all_draws(digits):
         torch.testing.assert_close(streamed.within[name], whole.within[name], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("noise_draws", [1, 3])
+def test_a_variance_cell_declares_the_memory_its_summary_holds(digits, tmp_path, noise_draws):
+    """The memory a cell asks Ray for is what gradient_summary allocates (plus one chunk of
+    draws), and building the model for it leaves torch's RNG where it was."""
+    model, estimator = _vae(digits)
+    generator = torch.Generator().manual_seed(2)
+    summary, _ = gradient_summary(model, estimator, digits, 4, 60, generator,
+                                  noise_draws=noise_draws)
+    tables = [summary.means] + ([summary.within] if summary.within is not None else [])
+    held = sum(t.numel() * t.element_size() for table in tables for t in table.values())
+    assert variance.summary_bytes(model, 60, noise_draws) == held + variance.DRAW_MEMORY_BYTES
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    tasks = variance.variance_tasks(
+        Setting("gaussian-vae", SMALL_VAE), ["reparam"], [4], 60, [0], digits, CPU, tmp_path,
+        "test", noise_draws=noise_draws,
+    )
+    assert torch.equal(torch.get_rng_state(), before)
+    cells = [t for t in tasks if t.cell is not None and not t.on_driver]
+    assert cells and all(t.resources.memory_bytes == held + variance.DRAW_MEMORY_BYTES
+                         for t in cells)
+
+
 def test_draws_use_the_mean_over_the_minibatch(digits):
     """With no noise, one draw is exactly ∇ of the minibatch mean loss at the drawn examples."""
     setting = Setting("bayes-mlp", SMALL_MLP)

@@ -147,11 +147,26 @@ class RayExecutor:
             if not self.keep_running:
                 ray.shutdown()
 
-    def _options(self, task: Task, whole_node: int, device: str) -> dict[str, Any]:
+    def node_memory(self, ray: Any) -> int:
+        """Ray's memory resource of the smallest live node, in bytes (0: none reported)."""
+        memory = [int(n["Resources"].get("memory", 0)) for n in ray.nodes() if n.get("Alive")]
+        return min(memory, default=0)
+
+    def _options(
+        self, task: Task, whole_node: int, device: str, node_memory: int = 0
+    ) -> dict[str, Any]:
+        """Ray options of a task: its cores (all of a node's for a whole-node task), its GPUs on
+        CUDA and, on the CPU, the host memory it declares (capped at the smallest node's, so that
+        a task larger than any node still runs, alone): Ray then runs no two tasks together
+        whose memory exceeds a node's, where two of the paper's bayes-mlp variance cells (11.6 GB
+        each) on a 24 GB node were killed by Ray's memory monitor and retried without end."""
         cpus = whole_node if task.resources.whole_node else task.resources.cpus
         gpus = task.resources.gpus if device == "cuda" else 0
-        return {"num_cpus": cpus, "num_gpus": gpus, "num_returns": 3,
-                "max_retries": self.retries, "retry_exceptions": True}
+        options = {"num_cpus": cpus, "num_gpus": gpus, "num_returns": 3,
+                   "max_retries": self.retries, "retry_exceptions": True}
+        if device != "cuda" and task.resources.memory_bytes and node_memory:
+            options["memory"] = min(task.resources.memory_bytes, node_memory)
+        return options
 
     def _execute(self, ray: Any, schedule: Schedule, driver: Driver) -> None:
         context = driver.context
@@ -159,6 +174,7 @@ class RayExecutor:
         dataset = ray.put(context.dataset.to(torch.device("cpu")))
         remote = ray.remote(run_remote)
         whole_node = self.node_cpus(ray)
+        node_memory = self.node_memory(ray)
         profile = driver.provenance.profile
         values: dict[str, Any] = dict(schedule.stored)  # key → frame, object ref or Failure
         uses = Counter(key for task in schedule.tasks for key in task.needs)
@@ -183,7 +199,8 @@ class RayExecutor:
                     _release(task, uses, values)
                     continue
                 threads = self.threads or task.resources.cpus
-                refs = remote.options(**self._options(task, whole_node, device)).remote(
+                options = self._options(task, whole_node, device, node_memory)
+                refs = remote.options(**options).remote(
                     task.run, [dataset], device, threads, profile, *needed
                 )
                 running[refs[0]] = (task, refs[1], refs[2])

@@ -23,11 +23,13 @@ from gradbench.results import Cell
 
 @dataclass(frozen=True)
 class Resources:
-    """What one task holds while it runs: CPU cores (and torch threads), GPUs, or a whole node."""
+    """What one task holds while it runs: CPU cores (and torch threads), GPUs, or a whole node,
+    and the memory it keeps at its peak where that is known (0: small or not known)."""
 
     cpus: int = 1
     gpus: int = 0
     whole_node: bool = False  # timing: nothing else runs beside it on its node
+    memory_bytes: int = 0
 
 
 @dataclass(frozen=True)
