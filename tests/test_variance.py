@@ -259,6 +259,7 @@ def test_a_variance_cell_declares_the_memory_its_summary_holds(digits, tmp_path,
     tables = [summary.means] + ([summary.within] if summary.within is not None else [])
     held = sum(t.numel() * t.element_size() for table in tables for t in table.values())
     assert variance.summary_bytes(model, 60, noise_draws) == held + variance.DRAW_MEMORY_BYTES
+    assert variance._table_bytes(model, 60, noise_draws) == held
     torch.manual_seed(5)
     before = torch.get_rng_state()
     tasks = variance.variance_tasks(
@@ -269,6 +270,26 @@ def test_a_variance_cell_declares_the_memory_its_summary_holds(digits, tmp_path,
     cells = [t for t in tasks if t.cell is not None and not t.on_driver]
     assert cells and all(t.resources.memory_bytes == held + variance.DRAW_MEMORY_BYTES
                          for t in cells)
+
+
+def test_a_summary_over_the_memory_bound_is_mapped_to_a_file_with_the_same_numbers(
+    digits, monkeypatch
+):
+    model, estimator = _vae(digits)
+    summaries = []
+    for bound in (2**40, 0):
+        monkeypatch.setattr(variance, "SUMMARY_MEMORY_BYTES", bound)
+        torch.manual_seed(4)
+        generator = torch.Generator().manual_seed(4)
+        summaries.append(gradient_summary(model, estimator, digits, 4, 40, generator)[0])
+    kept, mapped = summaries
+    for name in kept.means:
+        assert not kept.means[name].untyped_storage().filename
+        assert mapped.means[name].untyped_storage().filename
+        assert mapped.within[name].untyped_storage().filename
+        torch.testing.assert_close(mapped.means[name], kept.means[name], rtol=0, atol=0)
+        torch.testing.assert_close(mapped.within[name], kept.within[name], rtol=0, atol=0)
+    assert variance.summary_bytes(model, 40, 2) == variance.DRAW_MEMORY_BYTES
 
 
 def test_draws_use_the_mean_over_the_minibatch(digits):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, replace
@@ -71,6 +72,13 @@ DEFAULT_DRAWS = 200
 DEFAULT_NOISE_DRAWS = 2
 SETTLE_STEPS = 50
 """Forward passes that settle an estimator's state (an EMA of decay 0.9 keeps 0.9⁵⁰ ≈ 0.5 % of its start)."""
+SUMMARY_MEMORY_BYTES = 4 * 2**30
+"""Largest per-minibatch summary (:func:`gradient_summary`) a variance cell keeps in memory. A
+larger one lives on the CPU in a memory-mapped temporary file (in ``$TMPDIR``, removed at once:
+the mapping keeps it until the cell ends), which the operating system pages in and out: the
+same numbers in a bounded resident memory. The paper's bayes-mlp (5.8 M parameters, μ and the
+noise logit of every weight) at 1000 draws needs 2 × 500 × 5.8 M floats, 23 GB: in memory it
+was killed on a 24 GB machine."""
 DRAW_MEMORY_BYTES = 128 * 2**20
 """Memory budget of one chunk of draws (the probe's estimate is about half the true peak): small
 chunks keep elementwise buffers in cache, faster on a CPU than one large chunk."""
@@ -301,9 +309,10 @@ def gradient_summary(
     index = minibatch_indices(len(dataset.train), batch_size, minibatches, generator)
     params = dict(model.named_parameters())
     # Filled in place chunk by chunk: the summary is the only [B, P] memory held.
+    mapped = _table_bytes(model, draws, noise_draws) > SUMMARY_MEMORY_BYTES
     summary = DrawSummary(
-        {k: p.new_empty(minibatches, p.numel()) for k, p in params.items()},
-        {k: p.new_empty(minibatches, p.numel()) for k, p in params.items()}
+        {k: _summary_table(minibatches, p, mapped) for k, p in params.items()},
+        {k: _summary_table(minibatches, p, mapped) for k, p in params.items()}
         if noise_draws > 1
         else None,
         noise_draws,
@@ -427,14 +436,31 @@ def slope_rows(frame: pd.DataFrame, confidence: float = CONFIDENCE) -> list[dict
     return rows
 
 
-def summary_bytes(model: StochasticModel, draws: int, noise_draws: int) -> int:
-    """Memory a variance cell holds: :func:`gradient_summary`'s per-minibatch means (and, with
-    K > 1 noise draws, within-minibatch variances), B = draws / K rows of every parameter, and
-    one chunk of draws (:data:`DRAW_MEMORY_BYTES`). At the paper's 784-3×1024-10 MLP and 1000
-    draws: 2 × 500 × 2.9 M floats, 11.6 GB."""
+def _table_bytes(model: StochasticModel, draws: int, noise_draws: int) -> int:
+    """Bytes of :func:`gradient_summary`'s tables: the per-minibatch means (and, with K > 1
+    noise draws, within-minibatch sums of squares), B = draws / K rows of every parameter."""
     parameters = sum(p.numel() * p.element_size() for p in model.parameters())
-    tables = 2 if noise_draws > 1 else 1
-    return tables * (draws // noise_draws) * parameters + DRAW_MEMORY_BYTES
+    return (2 if noise_draws > 1 else 1) * (draws // noise_draws) * parameters
+
+
+def _summary_table(minibatches: int, like: Tensor, mapped: bool) -> Tensor:
+    """An empty [B, P] table for parameter ``like``: beside it, or (``mapped``) on the CPU in a
+    memory-mapped temporary file (:data:`SUMMARY_MEMORY_BYTES`)."""
+    if not mapped:
+        return like.new_empty(minibatches, like.numel())
+    count = minibatches * like.numel()
+    with tempfile.NamedTemporaryFile(prefix="gradbench-summary-") as handle:
+        handle.truncate(count * like.element_size())
+        table = torch.from_file(handle.name, shared=True, size=count, dtype=like.dtype)
+    return table.view(minibatches, like.numel())
+
+
+def summary_bytes(model: StochasticModel, draws: int, noise_draws: int) -> int:
+    """Memory a variance cell holds resident: its summary's tables (up to
+    :data:`SUMMARY_MEMORY_BYTES`: a larger summary is memory-mapped) and one chunk of draws
+    (:data:`DRAW_MEMORY_BYTES`)."""
+    held = _table_bytes(model, draws, noise_draws)
+    return min(held, SUMMARY_MEMORY_BYTES) + DRAW_MEMORY_BYTES
 
 
 def variance_tasks(
