@@ -18,6 +18,7 @@ import torch
 import gradbench.measure.training as training
 from gradbench.cli import main
 from gradbench.data import DataConfig, load_dataset
+from gradbench.device import torch_threads
 from gradbench.execution.driver import execute
 from gradbench.execution.estimate import makespan
 from gradbench.execution import limits
@@ -257,6 +258,39 @@ def test_cells_over_the_time_limit_are_stored_as_skipped_with_their_estimate(
     driver = execute(kept, store, provenance, InProcessExecutor(), context)
     assert ran == ["checkpoint"] and driver.computed == 2
     assert float(store.read(needs_slow.cell)["value"].iloc[0]) == 0.5
+
+
+def test_calibration_times_one_torch_thread_by_its_cpu_time(monkeypatch, context) -> None:
+    """On the CPU the calibration runs at one torch thread and reads this thread's CPU clock,
+    never the wall clock (which other processes inflate)."""
+    from gradbench.execution import estimate
+    from gradbench.experiment import Setting
+
+    ticks = iter(range(1000))
+    monkeypatch.setattr(estimate.time, "thread_time", lambda: float(next(ticks)))
+    monkeypatch.setattr(estimate.time, "perf_counter", lambda: pytest.fail("wall clock read"))
+    threads: list[int] = []
+    real = estimate.build_model
+
+    def recording(*args: Any) -> Any:
+        model = real(*args)
+        forward = model.forward
+
+        def counted(*inputs: Any) -> Any:
+            threads.append(torch.get_num_threads())
+            return forward(*inputs)
+
+        model.forward = counted
+        return model
+
+    monkeypatch.setattr(estimate, "build_model", recording)
+    work = estimate.Work(Setting("gaussian-vae", {"hidden_sizes": "8", "latent_dim": "2"}),
+                         "reparam", 10, 100)
+    with torch_threads(2):
+        intercept, slope = estimate._calibrate(work, context.dataset, CPU)
+        assert torch.get_num_threads() == 2
+    assert (intercept, slope) == (1.0, 0.0)  # every gradient took one tick of the fake clock
+    assert threads and set(threads) == {1}
 
 
 def test_ray_asks_for_a_task_s_memory_on_the_cpu_capped_at_a_node_s() -> None:

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from gradbench.data import Dataset
+from gradbench.device import synchronize, torch_threads
 from gradbench.execution.task import Task, Work
 from gradbench.experiment import build_estimator, build_model
 from gradbench.results import ResultStore
@@ -42,19 +43,29 @@ def stored_seconds(store: ResultStore) -> dict[tuple, float]:
 
 
 def _calibrate(work: Work, dataset: Dataset, device: torch.device) -> tuple[float, float]:
-    """(a, b) of t(M) = a + b·M seconds per gradient of the work's estimator and model."""
+    """(a, b) of t(M) = a + b·M seconds per gradient of the work's estimator and model.
+
+    On the CPU: one torch thread (a cell's, on Ray) and the CPU time of this thread
+    (``time.thread_time``), which other processes on a busy machine do not inflate; wall-clock
+    there, beside two other runs and the tests, put a 30-minute checkpoint at 11.5 hours and
+    the ``max_cell_hours`` limit skipped it. On CUDA: wall-clock, the device synchronised.
+    """
     model = build_model(work.setting, dataset, device)
     estimator = build_estimator(work.setting, work.estimator, dataset, device)
     generator = torch.Generator(device=dataset.device).manual_seed(0)
+    on_cpu = device.type == "cpu"
+    clock = time.thread_time if on_cpu else time.perf_counter
     seconds = []
-    for size in CALIBRATION_SIZES:
-        x, y = dataset.sample_batch("train", min(size, len(dataset.train)), generator)
-        times = []
-        for _ in range(CALIBRATION_REPEATS + 1):
-            start = time.perf_counter()
-            estimator.surrogate(model(x, y, estimator)).mean().backward()
-            times.append(time.perf_counter() - start)
-        seconds.append(min(times[1:]))
+    with torch_threads(1 if on_cpu else None):
+        for size in CALIBRATION_SIZES:
+            x, y = dataset.sample_batch("train", min(size, len(dataset.train)), generator)
+            times = []
+            for _ in range(CALIBRATION_REPEATS + 1):
+                start = clock()
+                estimator.surrogate(model(x, y, estimator)).mean().backward()
+                synchronize(device)
+                times.append(clock() - start)
+            seconds.append(min(times[1:]))
     small, large = CALIBRATION_SIZES
     slope = max(0.0, (seconds[1] - seconds[0]) / (large - small))
     return max(0.0, seconds[0] - slope * small), slope
