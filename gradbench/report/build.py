@@ -248,14 +248,15 @@ def _values(rows: pd.DataFrame, column: str) -> str:
 
 
 def code_versions(rows: pd.DataFrame) -> str:
-    """Every code version the rows come from, with its row count; a warning when several (cells
-    reused from other code with ``--reuse-stale``)."""
+    """Every code version the rows come from, with its row count; a warning when several (a run
+    that kept cells of other code with ``--reuse-stale``, or the rows of runs at several
+    commits)."""
     versions = rows["code_version"].replace("", "unknown").value_counts()
     listed = ", ".join(f"{v} ({n} rows)" for v, n in sorted(versions.items()))
     if len(versions) > 1:
         listed += (
-            " — rows from more than one code version: cells made by other code were reused "
-            "(--reuse-stale)"
+            " — rows from more than one code version: each row names the commit that made it "
+            "(cells of other code are kept only with --reuse-stale)"
         )
     return listed or "unknown"
 
