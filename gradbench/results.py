@@ -74,6 +74,10 @@ STATUS_SKIPPED = "skipped"
 this device: stored with the estimate and the reason, run by a rerun that allows it."""
 UNFINISHED = frozenset({STATUS_FAILED, STATUS_SKIPPED})
 """Statuses of stored cells that a rerun computes."""
+LOST_SCOPE = ("batch_size", "epoch")
+"""Columns a cell's configuration may fix for all its rows (a variance cell: one minibatch size
+at one checkpoint). A failed or skipped cell's row carries them, so a report marks only the
+quantities that cell would have measured as lost, not the estimator's other cells."""
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -229,7 +233,8 @@ def stamp(
 ) -> pd.DataFrame:
     """Rows of a cell as a DataFrame with every column of ``COLUMNS``, stamped with provenance,
     the seconds the cell took to compute (``cell_seconds``: ``all --dry-run`` estimates from
-    it) and its peak device memory (``peak_memory_bytes``: on CUDA; NaN on the CPU)."""
+    it) and its peak device memory (``peak_memory_bytes``: on CUDA; NaN on the CPU). A failed or
+    skipped row takes the :data:`LOST_SCOPE` values the cell's configuration fixes."""
     frame = pd.DataFrame(list(rows))
     known = cell.estimator.partition("[")[0] in ESTIMATORS
     stamped = {
@@ -255,6 +260,10 @@ def stamp(
     for column in COLUMNS:
         if column not in frame:
             frame[column] = defaults.get(column)
+    lost = frame["status"].isin(UNFINISHED)
+    for column in LOST_SCOPE:
+        if column in cell.config:
+            frame[column] = frame[column].where(~lost | frame[column].notna(), cell.config[column])
     return frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
 
 

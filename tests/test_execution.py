@@ -238,15 +238,18 @@ def test_cells_over_the_time_limit_are_stored_as_skipped_with_their_estimate(
     slow_checkpoint = Task("ckpt", checkpoint)
     quick, slow = _task("quick", partial(_rows, 1.0)), _task("slow", partial(_rows, 2.0))
     needs_slow = _task("after", partial(_rows, 0.0), (slow_checkpoint.key,))
-    tasks = [slow_checkpoint, quick, slow, needs_slow]
+    over_both = _task("slope", partial(_rows, 9.0), (quick.key, slow.key), derived=True)
+    tasks = [slow_checkpoint, quick, slow, needs_slow, over_both]
     hours = {quick.key: 0.5, slow.key: 3.0, slow_checkpoint.key: 5.0, needs_slow.key: 0.1}
     monkeypatch.setattr(limits, "estimate", lambda tasks, *rest: {
         t.key: (hours[t.key] * 3600, "calibrated") for t in tasks if t.key in hours
     })
     kept, lines = limits.skip_too_long(tasks, store, provenance, context.dataset, CPU, 2.0)
-    assert len(lines) == 2 and "estimated 3.0 h" in lines[0] and "estimated 5.0 h" in lines[1]
+    assert len(lines) == 3 and "estimated 3.0 h" in lines[0] and "estimated 5.0 h" in lines[1]
+    assert lines[2].startswith(over_both.key) and over_both.key not in {t.key for t in kept}
     driver = execute(kept, store, provenance, InProcessExecutor(), context)
     assert not driver.failed and ran == []  # the checkpoint nobody runs is not trained
+    assert not store.has(over_both.cell)  # a derived cell over a skipped one stores no row
     assert float(store.read(quick.cell)["value"].iloc[0]) == 1.0
     for task, estimate_hours in ((slow, 3.0), (needs_slow, 5.0)):
         row = store.read(task.cell).iloc[0]
@@ -256,7 +259,8 @@ def test_cells_over_the_time_limit_are_stored_as_skipped_with_their_estimate(
     kept, lines = limits.skip_too_long(tasks, store, provenance, context.dataset, CPU, 10.0)
     assert lines == []
     driver = execute(kept, store, provenance, InProcessExecutor(), context)
-    assert ran == ["checkpoint"] and driver.computed == 2
+    assert ran == ["checkpoint"] and driver.computed == 3
+    assert float(store.read(over_both.cell)["value"].iloc[0]) == 9.0 + 1.0 + 2.0
     assert float(store.read(needs_slow.cell)["value"].iloc[0]) == 0.5
 
 

@@ -20,7 +20,7 @@ import pytest
 from gradbench.report import build_reports
 from gradbench.report.aggregate import Estimate, compare, t_interval
 from gradbench.report.plots import training_plots, variance_plots
-from gradbench.report.rows import prepare_rows
+from gradbench.report.rows import Outcome, outcomes, prepare_rows
 from gradbench.report.table import Table
 from gradbench.report.tables import all_tables
 from gradbench.results import Cell, stamp
@@ -334,3 +334,28 @@ def test_a_skipped_cell_is_listed_with_its_estimate_and_named_in_its_table_cell(
     assert cells["gumbel-softmax"][2] == "skipped"
     listed = table_named(rows, "diverged")
     assert ("train", MODEL, "gumbel-softmax", 0.0, "skipped", None, reason) in listed.rows
+
+
+def test_a_skipped_variance_cell_loses_only_its_own_minibatch_size() -> None:
+    """A variance cell skipped at M = 1000 carries its minibatch size and epoch (``stamp``), so the
+    estimator's measured M = 100 stays in the tables; the skip is listed at its epoch."""
+    rows = variance_cells({"lr": [1.0, 2.0], "reparam": [0.5, 0.6]})
+    reason = "estimated 23.0 h on this cpu for variance M=1000, over the profile's limit"
+    config = {"seed": 0, "dataset": "digits", "batch_size": 1000, "epoch": 1}
+    skipped = stamp(
+        [{"param_group": "all", "metric": "estimated_seconds", "value": 82800.0, "n": 0,
+          "status": "skipped", "error": reason}],
+        Cell("variance", MODEL, "lr", config), provenance(),
+    )
+    assert skipped[["batch_size", "epoch"]].iloc[0].tolist() == [1000, 1]
+    rows = prepare_rows(pd.concat([rows, skipped], ignore_index=True))
+    at = {size: outcomes(rows, "variance", MODEL, "lr", metric="grad_variance",
+                         param_group="encoder", batch_size=size, epoch=1) for size in (100, 1000)}
+    assert [o.status for o in at[100].values()] == ["ok", "ok"]
+    assert at[100][0].value == 1.0 and at[1000] == {0: Outcome("skipped")}
+    anywhere = outcomes(rows, "variance", MODEL, "lr", metric="log_variance_slope", epoch=1)
+    assert anywhere == {0: Outcome("skipped")}  # a quantity over every size loses it too
+    cells = markdown_cells(table_named(rows, f"variance_{MODEL.replace('-', '_')}"))
+    assert cells["lr"][1] not in ("skipped", "—", "")
+    listed = table_named(rows, "diverged")
+    assert listed.rows == (("variance", MODEL, "lr", 0.0, "skipped", 1.0, reason),)

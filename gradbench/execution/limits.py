@@ -6,7 +6,9 @@ task it needs (a reference checkpoint), exceeds the limit is not run: it is stor
 ``skipped`` row whose ``value`` is the estimate in seconds (metric ``estimated_seconds``) and
 whose ``error`` says why. Reports list it with the failed cells; a rerun computes it where the
 limit allows it (on a GPU, or with a larger ``max_cell_hours``), since skipped cells count as
-unfinished (:data:`gradbench.results.UNFINISHED`).
+unfinished (:data:`gradbench.results.UNFINISHED`). A derived cell (a slope over minibatch sizes,
+speed-ups) whose inputs are skipped is left out without a row: its skipped inputs say why it is
+missing, and its row would mark the inputs that did run as lost.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def skip_too_long(
             f"profile's max_cell_hours = {hours:g}; run it on a GPU or with a larger limit"
         )
         lines.append(f"{task.describe or task.key}: {reason}")
+        if task.derived:
+            continue
         kept.append(replace(task, run=partial(skipped_rows, seconds, reason), needs=(),
                             resources=Resources(), on_driver=True, derived=False, work=None))
     return kept, lines

@@ -17,7 +17,15 @@ import pandas as pd
 
 from gradbench.estimators import ESTIMATORS
 from gradbench.report import paper
-from gradbench.results import COLUMNS, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
+from gradbench.results import (
+    COLUMNS,
+    LOST_SCOPE,
+    STATUS_DIVERGED,
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    UNFINISHED,
+)
 
 CATALOGUE = "catalogue"
 VARIANCE = "variance"
@@ -141,13 +149,28 @@ def is_diverged(rows: pd.DataFrame) -> bool:
     return bool((rows["status"] == STATUS_DIVERGED).any() or infinite)
 
 
+def lost_for(rows: pd.DataFrame, **criteria: object) -> pd.DataFrame:
+    """The failed or skipped rows that speak for the quantity ``criteria`` select: those whose cell
+    fixed each :data:`~gradbench.results.LOST_SCOPE` column asked for to the wanted value or left
+    it open (a skipped variance cell at M = 1000 loses M = 1000 only; a failed training cell,
+    every epoch)."""
+    lost = rows[rows["status"].isin(UNFINISHED)]
+    for column in LOST_SCOPE:
+        wanted = criteria.get(column)
+        if wanted is not None and not lost.empty:
+            values = lost[column].to_numpy(float)
+            lost = lost[np.isnan(values) | (values == float(wanted))]
+    return lost
+
+
 def outcome(cell: pd.DataFrame, **criteria: object) -> Outcome | None:
     """One seed's outcome for the quantity ``criteria`` select among that seed's ``cell`` rows.
 
-    A failed cell is ``failed`` whatever was asked; where no row matches but the cell diverged
-    (training stopped before this checkpoint) the outcome is ``diverged``; None: not measured.
+    A failed or skipped cell is ``failed`` or ``skipped`` for whatever it would have measured
+    (:func:`lost_for`); where no row matches but the cell diverged (training stopped before this
+    checkpoint) the outcome is ``diverged``; None: not measured.
     """
-    if (status := unfinished(cell)) is not None:
+    if (status := unfinished(lost_for(cell, **criteria))) is not None:
         return Outcome(status)
     match = select(cell, **criteria)
     if match.empty:
@@ -169,8 +192,9 @@ def outcomes(
     if cell.empty:
         return {}
     seeds = seed_of(cell).to_numpy()
+    lost_rows = lost_for(cell, **criteria)
     lost = {int(seed): status for status in (SKIPPED, FAILED)
-            for seed in seeds[(cell["status"] == status).to_numpy()]}
+            for seed in seed_of(lost_rows).to_numpy()[(lost_rows["status"] == status).to_numpy()]}
     broken = (cell["status"] == STATUS_DIVERGED).to_numpy() | np.isinf(cell["value"].to_numpy(float))
     diverged = set(seeds[broken])
     match = select(cell, **criteria)

@@ -21,7 +21,7 @@ from gradbench.report.rows import (
     unfinished,
 )
 from gradbench.report.table import Column, Table, Value, assemble
-from gradbench.results import STATUS_DIVERGED
+from gradbench.results import STATUS_DIVERGED, UNFINISHED
 
 SCHEDULE_METRICS = ("temperature", "beta")
 
@@ -103,9 +103,13 @@ def diverged_table(rows: pd.DataFrame) -> Table | None:
     for (experiment, model, estimator, seed), cell in rows.groupby(keys, sort=True, dropna=False):
         names: list[Value] = [str(experiment), str(model), str(estimator),
                               float(seed) if seed != UNKNOWN_SEED else None]
-        if (status := unfinished(cell)) is not None:
-            found.append([*names, status, None, _error(cell)])
-        elif is_diverged(cell):
+        if unfinished(cell) is not None:
+            lost = cell[cell["status"].isin(UNFINISHED)]
+            for _, part in lost.groupby("config_hash", sort=False, dropna=False):
+                epochs = part["epoch"].dropna()
+                found.append([*names, unfinished(part),
+                              float(epochs.iloc[0]) if not epochs.empty else None, _error(part)])
+        if is_diverged(cell):
             epochs = cell[cell["status"] == STATUS_DIVERGED]["epoch"].dropna()
             found.append([*names, DIVERGED, float(epochs.min()) if not epochs.empty else None,
                           None])
