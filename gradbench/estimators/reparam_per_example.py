@@ -17,14 +17,15 @@ from gradbench.estimators.nodes import StochasticNode
 
 CHUNK_BYTES = 4 * 2**30
 """Memory bound of one chunk of examples' weight samples (the noise ε_m and σ ⊙ ε_m, kept for
-the backward, and the backward's product: three weight-sized tensors per example). A minibatch above it is drawn in chunks,
-each recomputed in the backward pass from its saved random state (``torch.utils.checkpoint``),
-so the peak stays near the bound whatever M is (at the paper's 784-3×1024-10 and M = 1000 the
-whole minibatch would need about 35 GB per layer). 4 GiB keeps two such cells within a 24 GB
-machine and draws the paper's M = 100 (1.2 GB a layer) in one chunk, without recomputing:
-a step there took 4.4 s instead of 6.3 s (one thread, this repository's CPU). Where a layer's
-weight count is a multiple of 16 (the papers' sizes) the chunks draw the very numbers one draw of the minibatch would (torch's
-CPU normal sampler fills blocks of 16); elsewhere another stream of the same distribution."""
+the backward, and the backward's product: three weight-sized tensors per example). A minibatch
+above it is drawn in chunks, each recomputed in the backward pass from its saved random state
+(``torch.utils.checkpoint``), so the peak stays near the bound whatever M is (at the paper's
+784-3×1024-10 and M = 1000 the whole minibatch would need about 35 GB per layer). 4 GiB keeps
+two such cells within a 24 GB machine and draws the paper's M = 100 (1.2 GB a layer) in one
+chunk, without recomputing: a step there took 4.4 s instead of 6.3 s (one thread, this
+repository's CPU). Where a layer's weight count is a multiple of 16 (the papers' sizes) the
+chunks draw the very numbers one draw of the minibatch would (torch's CPU normal sampler fills
+blocks of 16); elsewhere another stream of the same distribution."""
 
 
 class PerExampleProduct(torch.autograd.Function):
