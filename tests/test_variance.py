@@ -365,6 +365,25 @@ def test_checkpoints_resume_to_the_same_parameters(digits, tmp_path):
     assert not torch.equal(initial["encoder.0.weight"], direct.model_state["encoder.0.weight"])
 
 
+def test_training_on_from_a_checkpoint_in_memory_leaves_it_unchanged(digits, tmp_path):
+    """In one process a checkpoint is handed to every task that trains on from it: Adam's
+    moments loaded from it must be copies, or the first continuation moves them for the next."""
+    from gradbench.execution.task import Context
+    from gradbench.measure.checkpoints import train_state
+
+    setting = Setting("gaussian-vae", SMALL_VAE, seed=3)
+    training = TrainingConfig(batch_size=32, learning_rate=1e-2, max_steps_per_epoch=5)
+    context = Context(digits, CPU, tmp_path)
+    earlier = train_state(setting, "reparam", training, 1, context)
+    moments = {k: v.clone() for k, v in earlier["optimizer"]["state"][0].items()}
+    first = train_state(setting, "reparam", training, 2, context, earlier)
+    second = train_state(setting, "reparam", training, 2, context, earlier)
+    for name, value in moments.items():
+        assert torch.equal(earlier["optimizer"]["state"][0][name], value), name
+    for name, value in first["model"].items():
+        assert torch.equal(value, second["model"][name]), name
+
+
 def test_stable_seed_is_stable():
     assert stable_seed(0, "reparam", 100, 10) == stable_seed(0, "reparam", 100, 10)
     assert stable_seed(0, "reparam", 100, 10) != stable_seed(0, "reparam", 10, 100)

@@ -13,6 +13,7 @@ by other code (its stored ``code_version`` differs) is trained again and overwri
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -160,7 +161,9 @@ def train_state(
     if earlier is not None:
         model.load_state_dict(earlier["model"])
         estimator.load_state_dict(earlier["estimator"])
-        optimizer.load_state_dict(earlier["optimizer"])
+        # Adam keeps the loaded moments themselves and steps them in place: load copies, so the
+        # earlier checkpoint (in one process, handed to every task that needs it) stays as stored.
+        optimizer.load_state_dict(copy.deepcopy(earlier["optimizer"]))
         generator.set_state(earlier["generator"])
         _set_rng_states(earlier["rng"], device)
         start, steps = earlier["epoch"], earlier["steps"]
