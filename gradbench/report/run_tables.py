@@ -103,12 +103,11 @@ def diverged_table(rows: pd.DataFrame) -> Table | None:
     for (experiment, model, estimator, seed), cell in rows.groupby(keys, sort=True, dropna=False):
         names: list[Value] = [str(experiment), str(model), str(estimator),
                               float(seed) if seed != UNKNOWN_SEED else None]
-        if unfinished(cell) is not None:
-            lost = cell[cell["status"].isin(UNFINISHED)]
-            for _, part in lost.groupby("config_hash", sort=False, dropna=False):
-                epochs = part["epoch"].dropna()
-                found.append([*names, unfinished(part),
-                              float(epochs.iloc[0]) if not epochs.empty else None, _error(part)])
+        lost = cell[cell["status"].isin(UNFINISHED)]
+        for _, part in lost.groupby("config_hash", sort=False, dropna=False):
+            epochs = part["epoch"].dropna()
+            found.append([*names, unfinished(part),
+                          float(epochs.iloc[0]) if not epochs.empty else None, _error(part)])
         if is_diverged(cell):
             epochs = cell[cell["status"] == STATUS_DIVERGED]["epoch"].dropna()
             found.append([*names, DIVERGED, float(epochs.min()) if not epochs.empty else None,
