@@ -21,10 +21,12 @@ from gradbench.estimators import ESTIMATORS
 from gradbench.profiles import PROFILES, get_profile, override, with_options
 from gradbench.report import build_reports, check_formats, check_writable
 from gradbench.report import paper as pub
+from gradbench.report.aggregate import Estimate
 from gradbench.report.render import display, latex_escape
 from gradbench.report.rows import DIVERGED, prepare_rows
 from gradbench.report.table import Column, Table
 from gradbench.report.tables import all_tables
+from gradbench.report.variance_tables import order_notes
 from gradbench.results import Cell, Provenance, ResultStore, stamp
 
 BAYES = ("reparam-per-example", "reparam", "local-reparam", "no-noise")
@@ -374,3 +376,46 @@ def test_profiles_are_plain_values_that_flags_override() -> None:
     assert smoke.model_options["gaussian-vae"]["latent_dim"] == 4
     paper = get_profile("paper")
     assert (paper.train_epochs, paper.variance_epochs, paper.train_learning_rate) == (50, (10, 100), 3e-4)
+
+
+def _estimate(value: float, low: float, high: float) -> Estimate:
+    return Estimate({0: value}, low, high)
+
+
+def test_order_notes_say_where_a_papers_order_is_kept_and_reversed() -> None:
+    claimed = pub.ClaimedOrder(pub.KINGMA_2015, ("a", "b", "c"), {("b", "c"): "why"})
+    columns = {
+        "kept, 1 ep": {"a": _estimate(1.0, 0.5, 1.5), "b": _estimate(2.0, 1.8, 2.2),
+                       "c": _estimate(3.0, 2.5, 3.5)},
+        "loose, 1 ep": {"a": _estimate(1.0, 0.5, 1.5), "b": _estimate(3.0, 2.0, 4.0),
+                        "c": _estimate(2.5, 2.0, 3.4)},
+        "missed, 1 ep": {"a": _estimate(2.5, 2.0, 3.0), "b": _estimate(4.0, 3.6, 4.4),
+                         "c": _estimate(2.0, 1.5, 2.5)},
+        "part, 1 ep": {"a": _estimate(1.0, 0.5, 1.5), "c": _estimate(2.0, 1.5, 2.5)},
+        "lost, 1 ep": {"a": Estimate({}, lost={0: "skipped"}), "b": _estimate(2.0, 1.8, 2.2),
+                       "c": _estimate(3.0, 2.5, 3.5)},
+    }
+    order, missed = order_notes(claimed, columns)
+    assert order == (
+        "Kingma et al. 2015's order, variance rising a < b < c: kept in [kept, 1 ep]; reversed "
+        "in [loose, 1 ep] (b 3.0e0 ≥ c 2.5e0, intervals overlapping), [missed, 1 ep] (b 4.0e0 ≥ "
+        "c 2.0e0, intervals disjoint); not every row measured in [part, 1 ep], [lost, 1 ep]."
+    )
+    assert missed.startswith("In expectation b is not above c for any network (why); reversed "
+                             "with disjoint intervals in [missed, 1 ep], so there")
+    columns.pop("missed, 1 ep")
+    assert len(order_notes(claimed, columns)) == 1
+    columns["kept, 1 ep"]["a"] = _estimate(2.0, math.nan, math.nan)
+    assert "[kept, 1 ep] (a 2.0e0 ≥ b 2.0e0, no intervals)" in order_notes(claimed, columns)[0]
+
+
+def test_variance_table_checks_kingmas_order(built: Path) -> None:
+    readme = (built / "README.md").read_text()
+    value = {name: display(variance_value(i, 100), "sci") for i, name in enumerate(BAYES)}
+    assert (
+        "order, variance rising no-noise < local-reparam < reparam-per-example < reparam: kept in "
+        f"no column; reversed in [top, 0 ep] (no-noise {value['no-noise']} ≥ local-reparam "
+        f"{value['local-reparam']}, intervals disjoint; local-reparam {value['local-reparam']} ≥ "
+        f"reparam-per-example {value['reparam-per-example']}, intervals disjoint), [top, 1 ep]"
+    ) in readme
+    assert "In expectation reparam-per-example is not above" not in readme

@@ -217,6 +217,33 @@ YIN_ZHOU_2019_ROW_NAMES: dict[str, str] = {
 KINGMA_ORDER = ("local-reparam", "reparam-per-example", "reparam", "no-noise")
 """Row order of Kingma et al.'s Table 1."""
 
+@dataclass(frozen=True)
+class ClaimedOrder:
+    """A paper's claim that gradient variance rises along ``estimators`` in every column of its
+    table, and the pairs (lower, higher) whose order holds in expectation for any network (up to
+    terms in 1/N), with why: a measurement that reverses such a pair with disjoint intervals has
+    an interval that missed its value."""
+
+    source: Source
+    estimators: tuple[str, ...]
+    certain: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+
+KINGMA_2015_VARIANCE_ORDER = ClaimedOrder(
+    KINGMA_2015,
+    ("no-noise", "local-reparam", "reparam-per-example", "reparam"),
+    {
+        ("reparam-per-example", "reparam"): "each example's gradient has the same law under "
+        "both, and the single sample adds the examples' covariance through the shared weights, "
+        "whose mean over all pairs of the N training examples is at least -1/(N - 1) of their "
+        "mean variance",
+    },
+)
+"""Kingma et al.'s Table 1: no noise < local reparameterization < separate < single sample."""
+
+VARIANCE_ORDERS: dict[str, ClaimedOrder] = {"bayes-mlp": KINGMA_2015_VARIANCE_ORDER}
+"""The order a paper claims for a model's variance table."""
+
 TIMING_ORDER = ("reparam-per-example", "reparam", "local-reparam", "no-noise")
 """Row order of the timing table: slowest reference first, as in the paper's comparison."""
 
@@ -437,6 +464,11 @@ ELBO_BESIDE: dict[str, Beside] = {
 
 CLASSIFICATION_BESIDE: dict[str, Beside] = {"bayes-mlp": _kingma_classification()}
 """Published figures beside a classifier's error table (Kingma et al.'s Figure 1)."""
+
+
+def variance_order(model: str) -> ClaimedOrder | None:
+    """The order a paper claims for ``model``'s gradient variances, if one does."""
+    return VARIANCE_ORDERS.get(model)
 
 
 def variance_beside(model: str) -> Beside:

@@ -8,10 +8,13 @@ decomposition describe and compare nothing.
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pandas as pd
 
 from gradbench.report import paper
-from gradbench.report.aggregate import derive, estimate, over_seeds
+from gradbench.report.aggregate import Estimate, derive, estimate, over_seeds
 from gradbench.report.notes import (
     EXCLUDED,
     bounds_note,
@@ -19,7 +22,7 @@ from gradbench.report.notes import (
     marked,
     objective_notes,
 )
-from gradbench.report.render import HIGH, LOW, MEAN
+from gradbench.report.render import HIGH, LOW, MEAN, display
 from gradbench.report.rows import (
     VARIANCE,
     at_batch_size,
@@ -78,6 +81,11 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
         for name in names
     ]
     others = [other_objective(cell_rows, name) for name in names]
+    claimed = paper.variance_order(model)
+    by_column = {
+        label: dict(zip(names, (row[1 + len(beside.leading) + i] for row in table_rows)))
+        for i, label in enumerate(labels)
+    }
     notes = (
         f"Ours: mean over the group's parameters of each parameter's variance over independent "
         f"minibatch gradients (fresh data and noise), minibatch {batch}, at parameters after the "
@@ -86,6 +94,7 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
         *paper.variant_notes(names),
         *objective_notes(cell_rows, names),
         *coverage_notes(cell_rows),
+        *(order_notes(claimed, by_column) if claimed else ()),
     )
     comparison = Comparison(
         tuple(Compared(label, False, log=True) for label in labels),
@@ -98,6 +107,59 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
         f"Gradient variance of {model} by estimator (Table 1 analogue)",
         columns, table_rows, notes, comparison,
     )
+
+
+def order_notes(
+    claimed: paper.ClaimedOrder, columns: dict[str, dict[str, Estimate | None]]
+) -> tuple[str, ...]:
+    """Whether each column keeps the order a paper claims (by the mean over seeds), each
+    reversed neighbouring pair with its values and whether their intervals are disjoint, and
+    for a pair whose order is certain in expectation, that a disjoint reversal means an interval
+    missed."""
+    kept, broken, missing = [], [], []
+    missed: dict[tuple[str, str], list[str]] = {}
+    for label, values in columns.items():
+        found = [values.get(name) for name in claimed.estimators]
+        if any(v is None or not v.values for v in found):
+            missing.append(f"[{label}]")
+            continue
+        reversed_pairs = []
+        for (low_name, low), (high_name, high) in itertools.pairwise(
+            zip(claimed.estimators, found)
+        ):
+            if low.mean < high.mean:
+                continue
+            disjoint = low.low > high.high
+            bounds = not (math.isnan(low.low) or math.isnan(high.high))
+            reversed_pairs.append(
+                f"{low_name} {display(low.mean, 'sci')} ≥ {high_name} "
+                f"{display(high.mean, 'sci')}, "
+                + (f"intervals {'disjoint' if disjoint else 'overlapping'}" if bounds
+                   else "no intervals")
+            )
+            if disjoint and (low_name, high_name) in claimed.certain:
+                missed.setdefault((low_name, high_name), []).append(f"[{label}]")
+        if reversed_pairs:
+            broken.append(f"[{label}] ({'; '.join(reversed_pairs)})")
+        else:
+            kept.append(f"[{label}]")
+    parts = [f"kept in {', '.join(kept)}" if kept else "kept in no column"]
+    if broken:
+        parts.append(f"reversed in {', '.join(broken)}")
+    if missing:
+        parts.append(f"not every row measured in {', '.join(missing)}")
+    notes = [
+        f"{claimed.source.label}'s order, variance rising "
+        f"{' < '.join(claimed.estimators)}: {'; '.join(parts)}."
+    ]
+    for (low_name, high_name), where in missed.items():
+        notes.append(
+            f"In expectation {low_name} is not above {high_name} for any network "
+            f"({claimed.certain[(low_name, high_name)]}); reversed with disjoint intervals in "
+            f"{', '.join(where)}, so there at least one of the two intervals misses its value: "
+            "these draws do not settle that pair."
+        )
+    return tuple(notes)
 
 
 def slope_table(rows: pd.DataFrame) -> Table | None:
