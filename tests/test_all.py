@@ -276,7 +276,7 @@ def test_diverging_estimators_are_recorded_and_the_run_goes_on(tmp_path: Path) -
     assert {r["ELBO, test"] for r in elbo} == {"diverged"}
     listed = read_csv(reports / "tables" / "diverged.csv")
     assert {r["estimator"] for r in listed} == set(rows["estimator"])
-    assert "## Diverged cells" in (reports / "README.md").read_text()
+    assert "## Diverged, failed and skipped cells" in (reports / "README.md").read_text()
 
 
 @pytest.mark.parametrize(

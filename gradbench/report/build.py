@@ -134,9 +134,10 @@ SECTIONS: tuple[tuple[str, str, Callable[[str], bool]], ...] = (
         lambda name: name == "applicability",
     ),
     (
-        "Diverged cells and failed tasks",
-        "Cells whose gradients or losses became NaN or inf, and tasks that failed after their "
-        "retries, per seed; recorded, and the run went on.",
+        "Diverged, failed and skipped cells",
+        "Cells whose gradients or losses became NaN or inf, tasks that failed after their "
+        "retries, and cells skipped as too long for the device they were planned on (with their "
+        "estimated time), per seed; recorded, and the run went on.",
         lambda name: name == "diverged",
     ),
 )
