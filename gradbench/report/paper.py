@@ -11,7 +11,8 @@ literature knows by another name — so that a new model or estimator needs no e
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 # ---------------------------------------------------------------------------- sources
@@ -243,6 +244,38 @@ KINGMA_2015_VARIANCE_ORDER = ClaimedOrder(
 
 VARIANCE_ORDERS: dict[str, ClaimedOrder] = {"bayes-mlp": KINGMA_2015_VARIANCE_ORDER}
 """The order a paper claims for a model's variance table."""
+
+
+@dataclass(frozen=True)
+class EqualLaw:
+    """Estimators under which a parameter group's minibatch gradient has one law, with why: their
+    variances are equal at every minibatch size and checkpoint, so disjoint intervals of the two
+    mean that one of them missed (a check of the intervals that needs no exact gradient).
+    ``group`` picks the group's stored name from those measured (None: not measured)."""
+
+    what: str
+    group: Callable[[Iterable[str]], str | None]
+    estimators: tuple[str, str]
+    reason: str
+
+
+def _output_bias(groups: Iterable[str]) -> str | None:
+    """The last layer's bias, ``layers.N.bias`` with the largest N."""
+    found = [g for g in groups if re.fullmatch(r"layers\.\d+\.bias", g)]
+    return max(found, key=lambda g: int(g.split(".")[1]), default=None)
+
+
+EQUAL_LAWS: dict[str, tuple[EqualLaw, ...]] = {
+    "bayes-mlp": (
+        EqualLaw(
+            "the output layer's bias", _output_bias, ("local-reparam", "reparam-per-example"),
+            "local reparameterization draws each example's pre-activations from the law separate "
+            "weight samples give them, and that bias's gradient depends on the weights only "
+            "through them",
+        ),
+    ),
+}
+"""Groups whose gradient law two estimators share, by model (Kingma et al. 2015, §2.3)."""
 
 TIMING_ORDER = ("reparam-per-example", "reparam", "local-reparam", "no-noise")
 """Row order of the timing table: slowest reference first, as in the paper's comparison."""
@@ -478,6 +511,11 @@ Kingma & Welling, why there are none)."""
 
 CLASSIFICATION_BESIDE: dict[str, Beside] = {"bayes-mlp": _kingma_classification()}
 """Published figures beside a classifier's error table (Kingma et al.'s Figure 1)."""
+
+
+def equal_laws(model: str) -> tuple[EqualLaw, ...]:
+    """The groups of ``model`` whose gradient law two estimators share."""
+    return EQUAL_LAWS.get(model, ())
 
 
 def variance_order(model: str) -> ClaimedOrder | None:

@@ -95,6 +95,7 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
         *objective_notes(cell_rows, names),
         *coverage_notes(cell_rows),
         *(order_notes(claimed, by_column) if claimed else ()),
+        *(equal_law_note(law, cell_rows, model) for law in paper.equal_laws(model)),
     )
     comparison = Comparison(
         tuple(Compared(label, False, log=True) for label in labels),
@@ -160,6 +161,42 @@ def order_notes(
             "these draws do not settle that pair."
         )
     return tuple(notes)
+
+
+def equal_law_note(law: paper.EqualLaw, rows: pd.DataFrame, model: str) -> str:
+    """Where two estimators whose gradients of ``law``'s group share one law were both measured
+    (minibatch size × checkpoint): how many interval pairs overlap, and each disjoint pair with
+    its values (there one of the two intervals missed its value)."""
+    variance = select(rows, experiment=VARIANCE, model=model, metric="grad_variance")
+    group = law.group(set(variance["param_group"].dropna()))
+    first, second = law.estimators
+    head = f"Check on the intervals: {law.what}"
+    if group is None:
+        return f"{head} was not measured."
+    overlapping, disjoint = 0, []
+    cells = variance[variance["param_group"] == group][["batch_size", "epoch"]].dropna()
+    for batch, epoch in sorted(set(cells.itertuples(index=False, name=None))):
+        scoped = at_batch_size(variance, int(batch))
+        pair = [over_seeds(scoped, VARIANCE, model, name, param_group=group, epoch=epoch)
+                for name in law.estimators]
+        if any(p is None or not p.values or math.isnan(p.low) for p in pair):
+            continue
+        a, b = pair
+        if a.high < b.low or b.high < a.low:
+            disjoint.append(f"[M = {int(batch)}, {epoch_label(epoch)}] ({first} "
+                            f"{display(a.mean, 'sci')}, {second} {display(b.mean, 'sci')})")
+        else:
+            overlapping += 1
+    measured = overlapping + len(disjoint)
+    head = (f"{head} ({group}) has one gradient law under {first} and {second} ({law.reason}), "
+            "so their variances are equal")
+    if not measured:
+        return f"{head}; no minibatch size and checkpoint has intervals of both."
+    verdict = f"{head}: their intervals overlap in {overlapping} of {measured} measured cells"
+    if disjoint:
+        verdict += (f"; disjoint in {', '.join(disjoint)}, so there one of the two intervals "
+                    "misses its value")
+    return verdict + "."
 
 
 def slope_table(rows: pd.DataFrame) -> Table | None:
