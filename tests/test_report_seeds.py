@@ -263,6 +263,19 @@ def test_the_index_says_how_many_seeds(tmp_path: Path) -> None:
     assert "**1 seed** (0)" in (tmp_path / "one" / "README.md").read_text()
 
 
+def test_the_index_says_which_cells_have_which_seeds(tmp_path: Path) -> None:
+    """Cells measured with different seeds: the header counts the cells of each seed set (the
+    commonest first) instead of calling every cell a mean over all the seeds."""
+    values = {"lr": [-100.0, -110.0, -120.0], "lr-baseline": [-100.5, -110.6, -120.4],
+              "gumbel-softmax": [-99.0], "target-prop": [-50.0, -50.0]}
+    build_reports(training_cells(values), tmp_path, formats=("md",))
+    text = (tmp_path / "README.md").read_text()
+    assert ("**1 to 3 seeds** (0, 1, 2), cell by cell: 2 cells of 3 seeds (0, 1, 2); 1 cell of 1 "
+            "seed (0); 1 cell of 2 seeds (0, 1). A cell of several seeds is the mean") in text
+    assert "| seeds | 0, 1, 2 (by cell: 0, 1, 2 in 2 cells; 0 in 1 cell; 0, 1 in 1 cell) |" in text
+    assert "every cell is the mean over seeds" not in text
+
+
 def _bands(figure) -> list[np.ndarray]:
     return [path.vertices for axis in figure.axes for c in axis.collections
             for path in c.get_paths()]

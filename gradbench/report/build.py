@@ -281,12 +281,37 @@ def provenance_lines(rows: pd.DataFrame) -> list[str]:
         ("torch version", _values(rows, "torch_version")),
         ("profile", _values(rows, "profile")),
         ("dataset", _values(rows, "dataset")),
-        ("seeds", ", ".join(str(s) for s in seeds) or "unknown"),
+        ("seeds", ", ".join(str(s) for s in seeds) + _seeds_by_cell(rows) or "unknown"),
         ("result rows", f"{len(rows)} rows in {len(cells)} cells"),
     ]
     lines = ["| provenance | |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in fields]
     return lines
+
+
+def seed_sets(rows: pd.DataFrame) -> dict[tuple[int, ...], int]:
+    """How many cells (experiment × model × estimator) were measured with each set of seeds,
+    the commonest set first."""
+    seeded = rows.dropna(subset=["seed"])
+    sets = seeded.groupby(["experiment", "model", "estimator"])["seed"].agg(
+        lambda s: tuple(sorted({int(v) for v in s}))
+    )
+    counts = sets.value_counts()
+    return {key: int(counts[key]) for key in sorted(counts.index, key=lambda k: (-counts[k], k))}
+
+
+def _listed(seeds: tuple[int, ...]) -> str:
+    return ", ".join(str(s) for s in seeds)
+
+
+def _seeds_by_cell(rows: pd.DataFrame) -> str:
+    """" (by cell: …)" where cells were measured with different seeds, else nothing."""
+    sets = seed_sets(rows)
+    if len(sets) < 2:
+        return ""
+    return " (by cell: " + "; ".join(
+        f"{_listed(seeds)} in {count} cell{'s' * (count > 1)}" for seeds, count in sets.items()
+    ) + ")"
 
 
 def seeds_lines(rows: pd.DataFrame) -> list[str]:
@@ -295,7 +320,18 @@ def seeds_lines(rows: pd.DataFrame) -> list[str]:
     if not seeds:
         return []
     listed = ", ".join(str(s) for s in seeds)
-    if len(seeds) == 1:
+    sets = seed_sets(rows)
+    if len(sets) > 1:
+        sizes = sorted(len(k) for k in sets)
+        text = (
+            f"**{sizes[0]} to {seed_phrase(sizes[-1])}** ({listed}), cell by cell: "
+            + "; ".join(f"{count} cell{'s' * (count > 1)} of {seed_phrase(len(k))} ({_listed(k)})"
+                        for k, count in sets.items())
+            + f". A cell of several seeds is the mean over them ± the half-width of its "
+            f"{100 * LEVEL:.0f} % t-interval; a cell of one seed is that seed's value (each "
+            "table's notes say which)."
+        )
+    elif len(seeds) == 1:
         text = (
             f"**1 seed** ({listed}): every number is that seed's measurement; no interval over "
             "seeds and no test between rows is possible with one seed."
