@@ -269,8 +269,11 @@ class WeightNoiseNode:
 
     def mean_preactivation(self) -> Tensor:
         """γ = A μ + bias: the pre-activation under the mean weights, [batch, n_out]."""
-        out = self.inputs @ self.weight_mean
-        return out if self.bias is None else out + self.bias
+        if self.bias is None:
+            return self.inputs @ self.weight_mean
+        if self.inputs.dim() == 2:  # one fused kernel for the bias
+            return torch.addmm(self.bias, self.inputs, self.weight_mean)
+        return self.inputs @ self.weight_mean + self.bias
 
     def local_sample(self) -> Tensor:
         """b = γ + √δ ⊙ ε, δ = (A ⊙ A) σ², ε ~ N(0, I) [batch, n_out]: the pre-activations'
@@ -280,7 +283,7 @@ class WeightNoiseNode:
         # δ is exactly 0 for an example whose layer input is all zeros (dead ReLUs); the floor
         # keeps √δ's derivative finite there without changing any sample.
         std = variance.clamp_min(torch.finfo(variance.dtype).tiny).sqrt()
-        return mean + std * torch.randn_like(mean)
+        return torch.addcmul(mean, std, torch.randn_like(mean))
 
 
 StochasticNode = GaussianNode | CategoricalNode | BernoulliNode | WeightNoiseNode

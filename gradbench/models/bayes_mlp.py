@@ -74,24 +74,35 @@ _compile_failed: list[str] = []
 def _plain_statistics(
     weight_mean: Tensor, alpha_logit: Tensor, max_alpha: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """σ², KL and s = sigmoid(ρ) as plain operations: what ``torch.compile`` fuses."""
-    share = torch.sigmoid(alpha_logit)
+    """σ², KL and s = sigmoid(ρ) as plain operations: what ``torch.compile`` fuses.
+
+    One exponential serves both s and log s: with e = exp(−|ρ|) and u = 1 + e,
+    s = 1/u (ρ ≥ 0) or e/u, and log s = min(ρ, 0) − log1p(e), where log1p(e) = e·log(u)/(u − 1)
+    (exact to float round-off; Goldberg 1991, theorem 4) costs one logarithm, where separate
+    sigmoid and logsigmoid kernels cost a second exponential and a log1p.
+    """
+    e = torch.exp(-alpha_logit.abs())
+    u = 1.0 + e
+    log1p_e = torch.where(u == 1.0, e, torch.log(u) * e / (u - 1.0))
+    share = torch.where(alpha_logit >= 0, 1.0 / u, e / u)
+    log_share = torch.clamp(alpha_logit, max=0.0) - log1p_e
     alpha = share * max_alpha
     count = alpha_logit.shape[-2] * alpha_logit.shape[-1]
-    negative = (0.5 * F.logsigmoid(alpha_logit) + alpha * (_C1 + alpha * (_C2 + alpha * _C3))).sum()
+    negative = (0.5 * log_share + alpha * (_C1 + alpha * (_C2 + alpha * _C3))).sum()
     kl = -(negative + count * (0.5 * math.log(max_alpha) - (_C1 + _C2 + _C3)))
     return weight_mean * weight_mean * alpha, kl, share
 
 
 def _plain_gradients(
-    grad_variance: Tensor, grad_kl: Tensor, weight_mean: Tensor, share: Tensor, variance: Tensor,
-    max_alpha: float,
+    grad_variance: Tensor, grad_kl: Tensor, weight_mean: Tensor, share: Tensor, max_alpha: float
 ) -> tuple[Tensor, Tensor]:
-    """∂/∂θ and ∂/∂ρ of the class docstring as plain operations (both outputs used)."""
+    """∂/∂θ and ∂/∂ρ of the class docstring as plain operations (both outputs used); G·σ² is
+    half of ∂/∂θ times θ, so σ² is not read back."""
     alpha = share * max_alpha
     slope = 0.5 + alpha * (_C1 + alpha * (2.0 * _C2 + alpha * (3.0 * _C3)))
-    grad_logit = (grad_variance * variance - grad_kl * slope) * (1.0 - share)
-    return grad_variance * weight_mean * alpha * 2.0, grad_logit
+    grad_mean = grad_variance * weight_mean * alpha * 2.0
+    grad_logit = (0.5 * grad_mean * weight_mean - grad_kl * slope) * (1.0 - share)
+    return grad_mean, grad_logit
 
 
 @functools.cache
@@ -165,19 +176,20 @@ class WeightNoiseStatistics(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
         weight_mean, _, max_alpha = inputs
-        ctx.save_for_backward(weight_mean, output[2], output[0])
+        ctx.save_for_backward(weight_mean, output[2])
         ctx.mark_non_differentiable(output[2])
+        ctx.set_materialize_grads(False)  # s has no gradient: no weight-sized zeros for it
         ctx.max_alpha = max_alpha
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, grad_variance: Tensor | None, grad_kl: Tensor | None, _: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None, None]:
-        weight_mean, share, variance = ctx.saved_tensors
+        weight_mean, share = ctx.saved_tensors
         scale = ctx.max_alpha
         both = grad_variance is not None and grad_kl is not None
         if both and _compilable(grad_variance, grad_kl, weight_mean, share):
-            compiled = _run_compiled(1, grad_variance, grad_kl, weight_mean, share, variance, scale)
+            compiled = _run_compiled(1, grad_variance, grad_kl, weight_mean, share, scale)
             if compiled is not None:
                 return (*compiled, None)
         grad_mean = grad_logit = None
@@ -185,7 +197,8 @@ class WeightNoiseStatistics(torch.autograd.Function):
             # G · 2αθ: 2·max_alpha·G·s, then θ (in place).
             grad_mean = torch.addcmul(share.new_zeros(()), grad_variance, share, value=2.0 * scale)
             grad_mean.mul_(weight_mean)
-            grad_logit = grad_variance * variance  # G · σ², times (1 − s) below
+            # G · σ² = ½ (G · 2αθ) · θ (σ² is not kept), times (1 − s) below.
+            grad_logit = torch.addcmul(share.new_zeros(()), grad_mean, weight_mean, value=0.5)
         if grad_kl is not None:
             # 0.5 + c1 α + 2 c2 α² + 3 c3 α³ by Horner's rule in s = α / max_alpha, one fused
             # multiply-add per degree.
