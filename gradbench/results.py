@@ -59,7 +59,7 @@ COLUMNS = [
 ]
 """Columns of every result table; measurements fill the first ones, ``stamp`` the rest."""
 
-TEXT_COLUMNS = {"code_version": str, "git_commit": str, "config_hash": str}
+TEXT_COLUMNS = {"code_version": str, "git_commit": str, "config_hash": str, "checkpoint": str}
 """Columns read as text even when a value looks like a number (an all-digit hash)."""
 
 MEASURED_FIRST = ("torch_threads",)

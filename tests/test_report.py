@@ -22,6 +22,7 @@ from gradbench.profiles import PROFILES, get_profile, override, with_options
 from gradbench.report import build_reports, check_formats, check_writable
 from gradbench.report import paper as pub
 from gradbench.report.aggregate import Estimate
+from gradbench.report.notes import parameters_notes
 from gradbench.report.render import display, latex_escape
 from gradbench.report.rows import DIVERGED, prepare_rows
 from gradbench.report.table import Column, Table
@@ -452,6 +453,45 @@ def test_equal_law_note_counts_overlapping_intervals_and_names_disjoint_ones() -
     other = rows[rows["param_group"] == "layers.0.bias"].assign(param_group="layers.0.weight_mean")
     assert equal_law_note(law, other, "bayes-mlp") == (
         "Check on the intervals: the output layer's bias was not measured.")
+
+
+def test_parameters_notes_say_where_compared_cells_saw_other_parameters() -> None:
+    """Cells of one checkpoint epoch: one digest gives no note, two digests a "not at the same
+    parameters" note naming them, and cells without a digest from several code versions a
+    "not checked" note; cells of one code version without a digest need none."""
+
+    def rows(cells: list[tuple[str, int, str | None, str]]) -> pd.DataFrame:
+        frames = []
+        for name, epoch, digest, version in cells:
+            prov = provenance()
+            prov = Provenance(prov.device, prov.device_name, prov.torch_version,
+                              prov.torch_threads, version, version, prov.profile, prov.created_at)
+            row = {"param_group": "top", "batch_size": 100, "epoch": epoch,
+                   "metric": "grad_variance", "value": 1.0, "ci_low": 0.5, "ci_high": 2.0,
+                   "n": 20, "status": "ok"}
+            if digest is not None:
+                row["checkpoint"] = digest
+            frames.append(stamp([row], Cell("variance", "bayes-mlp", name, {"seed": 0}), prov))
+        return prepare_rows(pd.concat(frames, ignore_index=True))
+
+    same = rows([("reparam", 10, "aa", "v1"), ("local-reparam", 10, "aa", "v2")])
+    assert parameters_notes(same) == ()
+    differ = rows([("reparam", 10, "aa", "v1"), ("local-reparam", 10, "bb", "v2"),
+                   ("reparam", 100, "cc", "v1"), ("local-reparam", 100, "cc", "v2")])
+    assert parameters_notes(differ) == (
+        "Not at the same parameters: cells of one checkpoint epoch were measured at different "
+        "parameters (checkpoint digests) at 10 ep (seed 0) (aa, bb), so their differences there "
+        "mix the estimators with the networks.",
+    )
+    old = rows([("reparam", 10, None, "v1"), ("local-reparam", 10, None, "v2"),
+                ("reparam", 100, None, "v1"), ("local-reparam", 100, None, "v1")])
+    assert parameters_notes(old) == (
+        "Same parameters not checked at 10 ep (seed 0): the cells there come from code versions "
+        "v1, v2, each measured at the checkpoint its own code trained, and were stored before "
+        "rows carried the parameters' digest.",
+    )
+    mixed = rows([("reparam", 10, None, "v1"), ("local-reparam", 10, "aa", "v2")])
+    assert "not checked at 10 ep (seed 0)" in parameters_notes(mixed)[0]
 
 
 def test_variance_table_checks_kingmas_order(built: Path) -> None:

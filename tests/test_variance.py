@@ -7,6 +7,8 @@ under two minutes on two CPU cores.
 
 from __future__ import annotations
 
+import copy
+
 import json
 import math
 
@@ -363,6 +365,14 @@ def test_checkpoints_resume_to_the_same_parameters(digits, tmp_path):
         torch.testing.assert_close(value, reloaded.model_state[name], rtol=0, atol=0)
     initial = build_model(setting, digits, CPU).state_dict()
     assert not torch.equal(initial["encoder.0.weight"], direct.model_state["encoder.0.weight"])
+    # The digest rows carry: equal for equal parameters, changed by one weight's last bit.
+    assert direct.digest == resumed.digest == reloaded.digest and len(direct.digest) == 16
+    first = load_or_train(setting, digits, CPU, 1, "reparam", tmp_path / "b", training)
+    assert first.digest != direct.digest
+    nudged = copy.deepcopy(direct)
+    weight = nudged.model_state["decoder.1.bias"]
+    weight[0] = torch.nextafter(weight[0], weight[0] + 1)
+    assert nudged.digest != direct.digest
 
 
 def test_training_on_from_a_checkpoint_in_memory_leaves_it_unchanged(digits, tmp_path):
@@ -572,6 +582,7 @@ def test_cli_json_rows(tmp_path, capsys):
     assert set(sized["batch_size"]) == {2, 4, 8} and (sized["n"] == 20).all()
     assert (rows["experiment"] == "variance").all() and (rows["dataset"] == "digits").all()
     assert {"ci_low", "ci_high", "status", "config_hash", "draw_path"} <= set(rows.columns)
+    assert sized["checkpoint"].nunique() == 1 and sized["checkpoint"].str.len().eq(16).all()
 
 
 def test_cli_table(tmp_path, capsys):

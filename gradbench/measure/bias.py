@@ -248,7 +248,7 @@ def _bias_rows(
         estimator.steps.fill_(state.steps)
     estimator.double()
     groups = model.parameter_groups()
-    common = {"batch_size": batch_size, "epoch": state.epoch}
+    common = {"batch_size": batch_size, "epoch": state.epoch, "checkpoint": state.digest}
     generator = torch.Generator(device=dataset.device)
     generator.manual_seed(stable_seed(setting.seed, EXPERIMENT, "minibatch", state.epoch))
     x, y = dataset.sample_batch("train", batch_size, generator)

@@ -77,6 +77,19 @@ class Checkpoint:
     estimator_state: dict[str, Tensor]
     diverged: bool  # the training loss became NaN or infinite before this epoch
 
+    @property
+    def digest(self) -> str:
+        """SHA-256 (first 16 hex digits) of the model's parameters: names, dtypes, shapes and
+        bytes. Rows measured at this checkpoint carry it (``checkpoint`` column), so a report
+        can tell whether two cells saw the same parameters: a checkpoint is trained again by
+        each code version, and a change in training's round-off gives other parameters."""
+        hasher = hashlib.sha256()
+        for name in sorted(self.model_state):
+            tensor = self.model_state[name].detach().cpu().contiguous().reshape(-1)
+            hasher.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+            hasher.update(tensor.view(torch.uint8).numpy().tobytes())
+        return hasher.hexdigest()[:16]
+
 
 def stable_seed(*parts: Any) -> int:
     """A seed in [0, 2⁶³) from JSON-serialisable parts, the same in every process (not hash())."""

@@ -382,7 +382,8 @@ def _variance_rows(
         vectorize=vectorize,
     )
     groups = model.parameter_groups()
-    common = {"batch_size": batch_size, "epoch": state.epoch, "draw_path": path}
+    common = {"batch_size": batch_size, "epoch": state.epoch, "draw_path": path,
+              "checkpoint": state.digest}
     schedule = [
         {"param_group": "schedule", "metric": key, "value": value, "n": 1, "status": STATUS_OK}
         | common
@@ -583,7 +584,8 @@ def measure_variance(
     ``log_variance_slope`` cell per estimator × epoch, is stored in ``store`` (resumed unless
     ``force``). Rows: ``grad_variance``, ``grad_variance_trace``, ``grad_variance_noise``,
     ``grad_variance_data`` (K > 1), ``snr_squared`` and ``snr`` per parameter group, with
-    intervals over minibatches at ``confidence``, and a ``draw_path`` column.
+    intervals over minibatches at ``confidence``, a ``draw_path`` column and ``checkpoint``, the
+    digest of the parameters they were measured at (``Checkpoint.digest``).
     """
     tasks = variance_tasks(
         setting, estimators, batch_sizes, draws, at_epochs, dataset, device, store.root,

@@ -11,7 +11,7 @@ import pandas as pd
 
 from gradbench.measure.variance_stats import MIN_MINIBATCHES_FOR_COVERAGE
 from gradbench.report.aggregate import ALPHA, LEVEL, Estimate
-from gradbench.report.rows import VARIANCE, other_objective, select
+from gradbench.report.rows import VARIANCE, epoch_label, other_objective, select
 
 if TYPE_CHECKING:
     from gradbench.report.table import Comparison
@@ -62,6 +62,46 @@ def coverage_notes(rows: pd.DataFrame) -> tuple[str, ...]:
         "verified in simulations with heavy-tailed (Student-t, 5 d.o.f.) gradients: read them as "
         "approximate.",
     )
+
+
+def parameters_notes(rows: pd.DataFrame) -> tuple[str, ...]:
+    """Whether the cells a table compares at each checkpoint epoch saw the same parameters.
+
+    Each code version trains its checkpoints anew, and another round-off in training gives other
+    parameters. A note where one epoch (and seed) holds cells of several checkpoint digests (not
+    the same parameters), or cells of several code versions among which some predate the stored
+    digest (not checked); none where every cell carries one digest.
+    """
+    measured = rows[rows["status"].isin(["ok", "diverged"])]
+    if measured.empty:
+        return ()
+    digests = measured.get("checkpoint", pd.Series(pd.NA, index=measured.index))
+    differ: list[str] = []
+    unchecked: dict[str, set[str]] = {}
+    for (seed, epoch), part in measured.groupby(["seed", "epoch"], dropna=True):
+        known = set(digests[part.index].dropna().astype(str))
+        missing = part[digests[part.index].isna()]
+        where = f"{epoch_label(epoch)} (seed {int(seed)})"
+        if len(known) > 1:
+            differ.append(f"{where} ({', '.join(sorted(known))})")
+        versions = {str(v).split("+")[0][:7] for v in missing["code_version"].dropna()}
+        if not missing.empty and len(versions) + (1 if known else 0) > 1:
+            unchecked.setdefault(where, set()).update(versions)
+    notes = []
+    if differ:
+        notes.append(
+            "Not at the same parameters: cells of one checkpoint epoch were measured at different "
+            f"parameters (checkpoint digests) at {'; '.join(differ)}, so their differences there "
+            "mix the estimators with the networks."
+        )
+    if unchecked:
+        versions = sorted(set().union(*unchecked.values()))
+        notes.append(
+            f"Same parameters not checked at {', '.join(unchecked)}: the cells there come from "
+            f"code versions {', '.join(versions)}, each measured at the checkpoint its own code "
+            "trained, and were stored before rows carried the parameters' digest."
+        )
+    return tuple(notes)
 
 
 def bounds_note(cells: Sequence[object], within: str) -> tuple[str, ...]:

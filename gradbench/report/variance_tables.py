@@ -21,6 +21,7 @@ from gradbench.report.notes import (
     coverage_notes,
     marked,
     objective_notes,
+    parameters_notes,
 )
 from gradbench.report.render import HIGH, LOW, MEAN, display
 from gradbench.report.rows import (
@@ -94,6 +95,8 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
         *paper.variant_notes(names),
         *objective_notes(cell_rows, names),
         *coverage_notes(cell_rows),
+        *parameters_notes(cell_rows[(cell_rows["batch_size"] == batch)
+                                    & cell_rows["epoch"].isin(epochs)]),
         *(order_notes(claimed, by_column) if claimed else ()),
         *(equal_law_note(law, cell_rows, model) for law in paper.equal_laws(model)),
     )
