@@ -69,8 +69,8 @@ def parameters_notes(rows: pd.DataFrame) -> tuple[str, ...]:
 
     Each code version trains its checkpoints anew, and another round-off in training gives other
     parameters. A note where one epoch (and seed) holds cells of several checkpoint digests (not
-    the same parameters), or cells of several code versions among which some predate the stored
-    digest (not checked); none where every cell carries one digest.
+    the same parameters), or cells of several code versions of which some carry no digest (not
+    checked); none where every cell carries one digest, or all come from one code version.
     """
     measured = rows[rows["status"].isin(["ok", "diverged"])]
     if measured.empty:
@@ -84,8 +84,8 @@ def parameters_notes(rows: pd.DataFrame) -> tuple[str, ...]:
         where = f"{epoch_label(epoch)} (seed {int(seed)})"
         if len(known) > 1:
             differ.append(f"{where} ({', '.join(sorted(known))})")
-        versions = {str(v).split("+")[0][:7] for v in missing["code_version"].dropna()}
-        if not missing.empty and len(versions) + (1 if known else 0) > 1:
+        versions = {str(v).split("+")[0][:7] for v in part["code_version"].dropna()}
+        if not missing.empty and len(versions) > 1:
             unchecked.setdefault(where, set()).update(versions)
     notes = []
     if differ:
@@ -99,7 +99,7 @@ def parameters_notes(rows: pd.DataFrame) -> tuple[str, ...]:
         notes.append(
             f"Same parameters not checked at {', '.join(unchecked)}: the cells there come from "
             f"code versions {', '.join(versions)}, each measured at the checkpoint its own code "
-            "trained, and were stored before rows carried the parameters' digest."
+            "trained, and not all of them carry the parameters' digest (older rows)."
         )
     return tuple(notes)
 
