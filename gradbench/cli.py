@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
 from gradbench.commands import COMMANDS
 from gradbench.data import DataNotFoundError
 from gradbench.device import torch_threads
+from gradbench.execution.process_pool import one_line_warning
 
 
 class UsageError(ValueError):
@@ -39,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen command; returns the exit status."""
+    """Parse ``argv`` and run the chosen command; returns the exit status. Warnings print as
+    one line each."""
+    warnings.formatwarning = one_line_warning
     args = build_parser().parse_args(argv)
     try:
         policy = getattr(args, "threads_for", None)

@@ -5,9 +5,9 @@ training measurements — so that a report says exactly how it was made.
 
 - ``smoke``: seconds per cell, for tests and a first look (under 2 minutes on a 2-core CPU):
   scikit-learn's 8×8 digits, tiny networks, few draws, one epoch, one seed, one torch thread.
-- ``quick``: the default without CUDA: 3 seeds of every registered estimator in under 30
-  minutes on a 2-core CPU with ``--executor ray --jobs 2`` (one cell per core; about 39
-  cell-minutes); the first 5000 images of each MNIST split (digits when MNIST is absent),
+- ``quick``: the default without CUDA: 3 seeds of every registered estimator on every core of
+  a CPU (about 39 cell-minutes: one cell per core); the first 5000 images of each MNIST split
+  (the run stops when MNIST is not found: ``--dataset digits`` asks for the 8×8 digits),
   narrower networks (3×256 MLP, 200-unit VAEs), 3 training epochs, variance at 1 and 3 epochs
   with 100 draws, bias with 300 draws on a minibatch of 25, the IW bound (k = 20) on the first
   1000 test examples, one thread per cell.
@@ -18,6 +18,7 @@ training measurements — so that a report says exactly how it was made.
   a cell estimated over 2 hours (``max_cell_hours``; e.g. 50 epochs of separate weight samples)
   is stored as skipped with its estimate instead of run.
 
+Each profile writes its own report folder, ``reports/<name>/`` (:mod:`gradbench.api`).
 Every profile runs every registered model and every registered estimator (those of installed
 plugins too), the estimators that have variants as those variants (``VARIANTS``), with the same
 options; a new model or estimator file joins every profile without an edit here.
@@ -56,57 +57,76 @@ def default_estimators() -> tuple[str, ...]:
     return tuple(labels)
 
 
+def setting(default: Any, doc: str, *, factory: Any = None) -> Any:
+    """A profile field with its one default and its one doc (``--help`` and the README read
+    it from here)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass(frozen=True)
 class Profile:
-    """Every setting of a ``gradbench all`` run; ``--set KEY=VALUE`` overrides any field."""
+    """Every setting of a ``gradbench all`` run, each with its default (the papers') and its
+    doc; ``--set KEY=VALUE`` and the flag ``--KEY`` override any field. The experiments read
+    theirs through their ``Config`` (:mod:`gradbench.experiments`)."""
 
-    name: str  # stamped on every result row and in the reports' header
-    summary: str  # one line for --help and the README
-    # data (gradbench.data.DataConfig)
-    dataset: str = "auto"  # auto: MNIST if found, else digits (the dataset used is stamped)
-    subset: int | None = None  # keep the first N examples of each split; None: all
-    binarization: str = "threshold"  # the thesis': grey level >= 0.5
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # one run per seed: initialisation, data order, noise
-    data_seed: int = 0  # the fixed binarization's sample, the same for every seed
-    torch_threads: int | None = None  # torch.set_num_threads for the run; None: torch's default
-    # models (gradbench.models) to run; empty: every registered model
-    models: tuple[str, ...] = ()
-    # estimators and variants (NAME or NAME[KEY=VALUE,...]) run on every model they apply to;
-    # empty: default_estimators(), every registered one
-    estimators: tuple[str, ...] = ()
-    model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    estimator_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # by name
-    # gradient variance (gradbench.measure.variance)
-    variance_batch_sizes: tuple[int, ...] = (1, 10, 100, 1000)  # minibatch sizes M
-    variance_draws: int = 1000  # draws per estimator × M × checkpoint (B minibatches × K)
-    variance_noise_draws: int = 2  # K noise draws per minibatch (K > 1 splits noise / data)
-    variance_epochs: tuple[int, ...] = (10, 100)  # checkpoints: epochs of reference training
-    variance_replicates: int = 1000  # bootstrap replicates of the intervals
-    checkpoint_batch_size: int = 100  # reference training to the checkpoints
-    checkpoint_learning_rate: float = 1e-3
-    checkpoint_max_steps: int | None = None  # steps per checkpoint epoch; None: full epochs
-    # bias against the exact gradient (gradbench.measure.bias), on each model's oracle
-    # configuration (StochasticModel.oracle_options), at the variance checkpoints
-    bias_draws: int = 10_000  # gradient draws with fresh noise on one fixed minibatch
-    bias_batch_size: int = 100  # examples in that minibatch
-    # wall-clock (gradbench.measure.timing)
-    timing_batch_size: int = 100
-    timing_steps: int | None = None  # steps timed per repeat, scaled to an epoch; None: full epoch
-    timing_repeats: int = 5
-    timing_warmup_steps: int = 5
-    # training and evaluation (gradbench.measure.training)
-    train_epochs: int = 50  # the thesis
-    train_batch_size: int = 100
-    train_learning_rate: float = 3e-4  # the thesis
-    train_lr_decay: float = 1.0
-    eval_samples: int = 1  # draws per example of E_q[log p(x|z)] (the thesis' L = 1)
-    eval_iw_samples: int = 1000  # k of the importance-weighted bound (Jang et al.: 1000)
-    eval_iw_every: int = 0  # also every N epochs (0: epoch 0 and the last)
-    eval_train_subset: int | None = None  # training ELBO on the first N training examples
-    eval_iw_subset: int | None = None  # the iw bound on the first N test examples
-    # on a CPU, cells estimated over this many hours are stored as skipped with their estimate
-    # (gradbench.execution.limits); None: no limit
-    max_cell_hours: float | None = None
+    name: str = field(metadata={"doc": "stamped on every result row and in the reports' header"})
+    summary: str = field(metadata={"doc": "one line for --help and the README"})
+    dataset: str = setting("mnist", "dataset (gradbench.data): mnist, fashion-mnist or digits; "
+                           "the run stops, saying where it looked, when it is not found")
+    subset: int | None = setting(None, "keep the first N examples of each split; none: all")
+    binarization: str = setting("threshold", "threshold (the thesis': grey level >= 0.5) or "
+                                "a fixed sample")
+    seeds: tuple[int, ...] = setting((0, 1, 2, 3, 4), "one run of every cell per seed: "
+                                     "initialisation, data order, noise")
+    data_seed: int = setting(0, "the fixed binarization's sample, the same for every seed")
+    torch_threads: int | None = setting(None, "torch threads per cell; none: torch's default")
+    models: tuple[str, ...] = setting((), "models to run; empty: every registered model")
+    estimators: tuple[str, ...] = setting(
+        (), "estimators and variants NAME[KEY=VALUE,...] run on every model they apply to; "
+        "empty: every registered one (variants per VARIANTS)")
+    model_options: dict[str, dict[str, Any]] = setting(
+        None, "options per model (--model-arg MODEL:KEY=VALUE)", factory=dict)
+    estimator_options: dict[str, dict[str, Any]] = setting(
+        None, "options per estimator name (--estimator-arg ESTIMATOR:KEY=VALUE)", factory=dict)
+    variance_batch_sizes: tuple[int, ...] = setting((1, 10, 100, 1000), "minibatch sizes M")
+    variance_draws: int = setting(1000, "gradient draws per estimator × M × checkpoint "
+                                  "(B minibatches × K)")
+    variance_noise_draws: int = setting(2, "K noise draws per minibatch (K > 1 splits noise "
+                                        "from data)")
+    variance_epochs: tuple[int, ...] = setting((10, 100), "checkpoints: epochs of reference "
+                                               "training")
+    variance_replicates: int = setting(1000, "bootstrap replicates of the intervals")
+    checkpoint_batch_size: int = setting(100, "minibatch of the reference training to the "
+                                         "checkpoints")
+    checkpoint_learning_rate: float = setting(1e-3, "Adam's rate of the reference training")
+    checkpoint_max_steps: int | None = setting(None, "steps per checkpoint epoch; none: full "
+                                               "epochs")
+    bias_draws: int = setting(10_000, "gradient draws with fresh noise on one fixed minibatch, "
+                              "on each model's oracle configuration")
+    bias_batch_size: int = setting(100, "examples in that minibatch")
+    timing_batch_size: int = setting(100, "minibatch of the timed steps")
+    timing_steps: int | None = setting(None, "steps timed per repeat, scaled to an epoch; "
+                                       "none: a full epoch")
+    timing_repeats: int = setting(5, "timed repeats")
+    timing_warmup_steps: int = setting(5, "untimed steps first")
+    train_epochs: int = setting(50, "training epochs (the thesis)")
+    train_batch_size: int = setting(100, "training minibatch")
+    train_learning_rate: float = setting(3e-4, "Adam's learning rate (the thesis)")
+    train_lr_decay: float = setting(1.0, "multiply the rate by this after every epoch")
+    eval_samples: int = setting(1, "draws per example of E_q[log p(x|z)] (the thesis' L = 1)")
+    eval_iw_samples: int = setting(1000, "k of the importance-weighted bound (Jang et al.: "
+                                   "1000)")
+    eval_iw_every: int = setting(0, "also compute the bound every N epochs (0: epoch 0 and the "
+                                 "last)")
+    eval_train_subset: int | None = setting(None, "training ELBO on the first N training "
+                                            "examples; none: all")
+    eval_iw_subset: int | None = setting(None, "the bound on the first N test examples; "
+                                         "none: all")
+    max_cell_hours: float | None = setting(
+        None, "on a CPU, cells estimated over this many hours are stored as skipped with "
+        "their estimate; none: no limit")
 
     def __post_init__(self) -> None:
         from gradbench.models import MODELS
@@ -186,9 +206,9 @@ SMOKE = Profile(
 
 QUICK = Profile(
     name="quick",
-    summary="3 seeds in under 30 minutes on 2 CPU cores without a GPU (--executor ray --jobs 2): "
-    "an MNIST subset, narrower networks",
-    dataset="auto",
+    summary="3 seeds of every estimator on a CPU without a GPU: an MNIST subset, narrower "
+    "networks",
+    dataset="mnist",
     subset=5000,
     seeds=(0, 1, 2),
     torch_threads=1,  # predictable on a shared 2-core machine: two threads contend badly there
@@ -241,16 +261,37 @@ def get_profile(name: str) -> Profile:
     return PROFILES[name]
 
 
+SETTABLE_ELSEWHERE = ("name", "summary", "model_options", "estimator_options")
+"""Fields no ``--set`` changes: the name and summary, and the options (``--model-arg`` and
+``--estimator-arg``)."""
+
+
+def settable() -> tuple[str, ...]:
+    """The fields ``--set KEY=VALUE`` and their generated flags change."""
+    return tuple(f.name for f in fields(Profile) if f.name not in SETTABLE_ELSEWHERE)
+
+
+def setting_doc(name: str) -> str:
+    """A field's one doc."""
+    return next(f.metadata["doc"] for f in fields(Profile) if f.name == name)
+
+
+def setting_default(name: str) -> Any:
+    """A field's one default (the papers' setting): what the measurement commands default to."""
+    return next(f.default for f in fields(Profile) if f.name == name)
+
+
 def _field_type(name: str) -> Any:
     hints = typing.get_type_hints(Profile)
-    if name not in hints or name in ("name", "model_options", "estimator_options"):
-        settable = [f.name for f in fields(Profile) if f.name not in ("name", "summary")]
-        raise ValueError(f"unknown profile setting {name!r}; valid: {', '.join(settable)}")
+    if name not in settable():
+        raise ValueError(f"unknown profile setting {name!r}; valid: {', '.join(settable())}")
     return hints[name]
 
 
-def _parse(raw: str, kind: Any, key: str) -> Any:
-    """``raw`` as the field's type: int, float, str, tuple[int/str, ...], or None ("none")."""
+def parse_setting(key: str, raw: str) -> Any:
+    """``raw`` as field ``key``'s type: int, float, str, tuple[int/str, ...] (comma-separated;
+    estimators as labels, whose brackets may hold commas), or None ("none")."""
+    kind = _field_type(key)
     args = typing.get_args(kind)
     optional = type(None) in args and (
         typing.get_origin(kind) is typing.Union or isinstance(kind, types.UnionType)
@@ -259,6 +300,10 @@ def _parse(raw: str, kind: Any, key: str) -> Any:
         if raw.strip().lower() == "none":
             return None
         kind = next(a for a in args if a is not type(None))
+    if key == "estimators":
+        from gradbench.estimators import split_labels
+
+        return tuple(split_labels(raw))
     try:
         if typing.get_origin(kind) is tuple:
             item = typing.get_args(kind)[0]
@@ -276,7 +321,7 @@ def override(profile: Profile, settings: dict[str, str]) -> Profile:
     ``model_options`` and ``estimator_options`` are set with ``--model-arg MODEL:KEY=VALUE`` and
     ``--estimator-arg ESTIMATOR:KEY=VALUE`` (see :func:`with_options`).
     """
-    changes = {key: _parse(value, _field_type(key), key) for key, value in settings.items()}
+    changes = {key: parse_setting(key, value) for key, value in settings.items()}
     return replace(profile, **changes)
 
 
@@ -308,5 +353,9 @@ __all__ = [
     "default_profile_name",
     "get_profile",
     "override",
+    "parse_setting",
+    "setting_default",
+    "setting_doc",
+    "settable",
     "with_options",
 ]

@@ -19,13 +19,13 @@ import pandas as pd
 import pytest
 import torch
 
-import gradbench.commands.all_command as all_command
 import gradbench.measure.training as training
 from gradbench.catalogue import applicability
 from gradbench.cli import main
 from gradbench.data import DataConfig, load_dataset
 from gradbench.estimators import ESTIMATORS, estimator_class
 from gradbench.experiment import Setting
+from gradbench.experiments.plan import oracle_problem
 from gradbench.profiles import get_profile
 from gradbench.report import paper as pub
 from gradbench.results import ResultStore, code_version
@@ -61,7 +61,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def run_all(*argv: str) -> int:
-    return main(["all", "--quiet", *argv])
+    """``all`` in this process (the suite shares its cores), without progress output."""
+    return main(["all", "--quiet", "--executor", "in-process", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -318,6 +319,7 @@ def test_missing_data_says_where_it_looked(tmp_path: Path, monkeypatch, capsys) 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("GRADBENCH_MNIST_MIRRORS", "http://127.0.0.1:9")
     monkeypatch.delenv("GRADBENCH_DATA", raising=False)
+    (tmp_path / "empty").mkdir()
     status = run_all("--profile", "smoke", "--dataset", "mnist", "--data-dir",
                      str(tmp_path / "empty"), "--results", str(tmp_path / "results"),
                      "--out", str(tmp_path / "out"))
@@ -334,7 +336,7 @@ def test_bias_runs_on_the_runs_own_configuration_where_it_is_enumerable(options,
     thesis' 30 × 10 falls back to the model's small oracle configuration."""
     dataset = load_dataset(DataConfig(dataset="digits"), torch.device("cpu"))
     setting = Setting("categorical-vae", {"hidden_sizes": (8,), **options})
-    assert (all_command.oracle_problem(setting, dataset) is None) is exact
+    assert (oracle_problem(setting, dataset) is None) is exact
 
 
 def test_work_normalised_variance_uses_each_estimators_evaluations(smoke) -> None:

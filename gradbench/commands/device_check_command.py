@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from gradbench import device_check
+from gradbench import api, device_check
 from gradbench.device import resolve_device
 from gradbench.results import ResultStore
 
@@ -36,14 +36,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_smoke(args: argparse.Namespace, device: str, folder: Path) -> int:
-    from gradbench.cli import main
-
-    argv = ["all", "--profile", "smoke", "--device", device, "--seeds", args.seeds, "--quiet",
-            "--results", str(folder / "results"), "--out", str(folder / "reports")]
-    for name in ("models", "estimators", "experiments", "data_dir"):
-        if getattr(args, name):
-            argv += [f"--{name.replace('_', '-')}", getattr(args, name)]
-    return main(argv)
+    """The smoke profile on ``device`` into ``folder`` (one process, so that timings compare);
+    the run's exit status."""
+    chosen = {name: getattr(args, name) for name in ("models", "estimators", "experiments",
+                                                     "data_dir") if getattr(args, name)}
+    result = api.run("smoke", device=device, seeds=args.seeds, executor=api.IN_PROCESS,
+                     progress=False, results=str(folder / "results"),
+                     out=str(folder / "reports"), **chosen)
+    return result.status
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,99 @@
+"""Progress of a run where no progress bar can show: plain lines on stderr (under ``nohup`` or a
+batch scheduler, where stderr is a file), at most one per ``interval`` seconds.
+
+Each line says the cells done of the cells to run, the time spent, and the time to finish:
+the time spent scaled by the estimated seconds still to run over the estimated seconds done
+(:mod:`gradbench.execution.estimate`), so a run whose estimates are off by a constant factor
+still gets the right time to finish.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from gradbench.execution.driver import Driver, Executor, Outcome
+from gradbench.execution.schedule import Schedule
+from gradbench.execution.task import Task
+
+INTERVAL_S = 60.0
+"""Seconds between two progress lines."""
+
+
+def duration(seconds: float) -> str:
+    """``1h 02m 03s`` / ``2m 03s`` / ``3.2s``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+@dataclass
+class ProgressLines:
+    """Counts finished tasks and prints a line when ``interval`` seconds have passed since the
+    last (module docstring). ``costs``: estimated seconds per task key."""
+
+    costs: dict[str, float]
+    cells: int
+    interval: float = INTERVAL_S
+    stream: TextIO = field(default_factory=lambda: sys.stderr)
+    clock: Any = time.monotonic
+    done_cells: int = 0
+    done_cost: float = 0.0
+    started: float = field(init=False)
+    last: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.last = self.clock()
+
+    def finished(self, task: Task) -> None:
+        """Count ``task`` as done; print a line when one is due."""
+        self.done_cost += self.costs.get(task.key, 0.0)
+        self.done_cells += task.cell is not None
+        now = self.clock()
+        if now - self.last >= self.interval:
+            self.last = now
+            print(self.line(now), file=self.stream, flush=True)
+
+    def line(self, now: float) -> str:
+        """``gradbench: 12/140 cells, 8m 10s spent, about 20m 05s to finish``."""
+        spent = now - self.started
+        total = sum(self.costs.values())
+        text = f"gradbench: {self.done_cells}/{self.cells} cells, {duration(spent)} spent"
+        if self.done_cost > 0 and total > self.done_cost:
+            text += f", about {duration(spent * (total - self.done_cost) / self.done_cost)} to finish"
+        return text
+
+
+@dataclass
+class _ReportingDriver:
+    """The run's driver, telling ``progress`` of each task it finishes."""
+
+    driver: Driver
+    progress: ProgressLines
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.driver, name)
+
+    def finish(self, task: Task, outcome: Outcome) -> Any:
+        value = self.driver.finish(task, outcome)
+        self.progress.finished(task)
+        return value
+
+
+@dataclass
+class WithProgressLines:
+    """An executor that runs ``inner`` and prints :class:`ProgressLines` as tasks finish."""
+
+    inner: Executor
+    progress: ProgressLines
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def execute(self, schedule: Schedule, driver: Driver) -> None:
+        self.inner.execute(schedule, _ReportingDriver(driver, self.progress))  # type: ignore[arg-type]

@@ -1,0 +1,64 @@
+"""The registry of experiments: the built-in ones in the order a run makes them (the catalogue
+first, training last), then those of installed plugins (entry point group
+``gradbench.experiments``: ``NAME = "package.module:ExperimentClass"``)."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import entry_points
+
+from gradbench.experiments.base import Experiment
+from gradbench.experiments.bias import Bias
+from gradbench.experiments.catalogue import Catalogue
+from gradbench.experiments.metrics import Metric
+from gradbench.experiments.timing import Timing
+from gradbench.experiments.train import Train
+from gradbench.experiments.variance import Variance
+
+ENTRY_POINT_GROUP = "gradbench.experiments"
+BUILTIN: tuple[type[Experiment], ...] = (Catalogue, Timing, Variance, Bias, Train)
+
+
+def _plugins() -> list[type[Experiment]]:
+    """The experiment classes installed packages declare; ImportError naming one that fails to
+    load or is not an Experiment."""
+    found = []
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = point.load()
+        except Exception as error:
+            raise ImportError(
+                f"experiment plugin {point.name!r} ({point.value}) failed to load: {error}"
+            ) from error
+        if not (isinstance(loaded, type) and issubclass(loaded, Experiment)):
+            raise ImportError(f"experiment plugin {point.name!r} ({point.value}) is not an "
+                              "Experiment subclass")
+        found.append(loaded)
+    return found
+
+
+@cache
+def experiments() -> dict[str, Experiment]:
+    """Every experiment by name, in run order; ValueError when two share a name or a metric
+    name is declared twice with different meanings."""
+    registry: dict[str, Experiment] = {}
+    declared: dict[str, Metric] = {}
+    for cls in (*BUILTIN, *_plugins()):
+        if cls.name in registry:
+            raise ValueError(f"two experiments are named {cls.name!r}")
+        for metric in cls.METRICS:
+            if metric in declared and declared[metric].unit != metric.unit:
+                raise ValueError(f"metric {metric!r} declared with two units")
+            declared[metric] = metric
+        registry[cls.name] = cls()
+    return registry
+
+
+def selectable() -> tuple[str, ...]:
+    """The experiments ``--experiments`` may name (the catalogue runs with every run)."""
+    return tuple(name for name, e in experiments().items() if e.selectable)
+
+
+def metrics() -> dict[str, Metric]:
+    """Every metric the registered experiments declare, by name."""
+    return {metric.name: metric for e in experiments().values() for metric in e.METRICS}
