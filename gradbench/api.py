@@ -114,7 +114,7 @@ class RunOptions:
     dry_run: bool = option(False, "print the plan and the estimate, run nothing")
     progress: bool = option(True, "progress bars on a terminal, else a line a minute")
     verbose: bool = option(True, "print the banner, notes and the closing summary")
-    report: bool = option(True, "write the report after the cells")
+    report: bool = option(True, "write the report (and claim its folder) after the cells")
 
 
 @dataclass
@@ -350,7 +350,8 @@ def prepare(
     executor = make_executor(options, device)
     check_data_dir(options.data_dir)
     out, results = report_folder(resolved, options)
-    check_folder(out, resolved, options.overwrite)
+    if options.report:
+        check_folder(out, resolved, options.overwrite)
     if not options.dry_run:
         if options.report:
             check_writable(out)
@@ -442,8 +443,9 @@ def execute_prepared(prepared: Prepared) -> RunResult:
             print(f"{LOG}: skipping estimator {skipped}", file=sys.stderr)
         for note in plan.notes:
             print(f"{LOG}: {note}", file=sys.stderr)
-    prepared.out.mkdir(parents=True, exist_ok=True)
-    (prepared.out / MANIFEST).write_text(json.dumps(manifest(plan.profile), indent=1) + "\n")
+    if options.report:
+        prepared.out.mkdir(parents=True, exist_ok=True)
+        (prepared.out / MANIFEST).write_text(json.dumps(manifest(plan.profile), indent=1) + "\n")
     executor, bars = _executor_with_progress(prepared)
     context = Context(prepared.dataset, prepared.device, prepared.results, bars)
     started = time.perf_counter()
