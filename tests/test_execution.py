@@ -29,7 +29,7 @@ from gradbench.results import STATUS_FAILED, STATUS_SKIPPED, Cell, Provenance, R
 
 CPU = torch.device("cpu")
 TRAIN = ("--profile", "smoke", "--models", "gaussian-vae", "--estimators", "lr,reparam",
-         "--experiments", "train", "--quiet", "--formats", "md")
+         "--experiments", "train", "--quiet", "--formats", "md", "--executor", "in-process")
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_dry_run_estimates_what_is_left_from_stored_cells(
 ) -> None:
     results = tmp_path / "results"
     args = (*TRAIN, "--results", str(results), "--out", str(tmp_path / "reports"))
-    assert main(["all", *args, "--dry-run", "--jobs", "2"]) == 0
+    assert main(["all", *args, "--dry-run", "--jobs", "2", "--executor", "process-pool"]) == 0
     out = capsys.readouterr().out
     assert "to run: 4 cells" in out and out.count("(calibrated)") == 2  # 2 catalogue cells
     assert "in one process;" in out and "with 2 workers" in out
@@ -195,7 +195,8 @@ def test_dry_run_estimates_what_is_left_from_stored_cells(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--executor", "dask"], "unknown executor 'dask'; valid: in-process, ray"),
+        (["--executor", "dask"],
+         "unknown executor 'dask'; valid: auto, in-process, process-pool, ray"),
         (["--ray-address", "auto"], "--ray-address needs --executor ray"),
         (["--jobs", "0"], "--jobs must be positive, got 0"),
         (["--seeds", "0,0"], "seeds must be distinct non-negative integers"),

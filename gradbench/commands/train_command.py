@@ -27,6 +27,7 @@ from gradbench.commands.common import (
 from gradbench.data import load_dataset
 from gradbench.device import resolve_device
 from gradbench.measure.training import EvalConfig, TrainConfig, training_tasks
+from gradbench.profiles import setting_default
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -53,8 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--iw-samples",
         type=int,
-        default=evaluation.iw_samples,
-        help="k of the importance-weighted bound on the test set (100)",
+        default=setting_default("eval_iw_samples"),
+        help="k of the importance-weighted bound on the test set (%(default)s)",
     )
     parser.add_argument(
         "--iw-every",

@@ -25,16 +25,10 @@ from gradbench.data import load_dataset
 from gradbench.device import resolve_device
 from gradbench.measure.checkpoints import TrainingConfig
 from gradbench.measure.variance_stats import INTERVAL_METHOD
-from gradbench.measure.variance import (
-    DEFAULT_BATCH_SIZES,
-    DEFAULT_DRAWS,
-    DEFAULT_NOISE_DRAWS,
-    EXPERIMENT,
-    GRADIENT_CONVENTION,
-    variance_tasks,
-)
-from gradbench.measure.variance_stats import BOOTSTRAP_REPLICATES, SLOPE_METRIC
+from gradbench.measure.variance import EXPERIMENT, GRADIENT_CONVENTION, variance_tasks
+from gradbench.measure.variance_stats import SLOPE_METRIC
 from gradbench.models import MODELS
+from gradbench.profiles import setting_default
 
 SUMMARY_GROUPS = ("bottom", "top", "all")
 """Groups the table shows (Kingma et al.'s Table 1 reports bottom and top); JSON/CSV have all."""
@@ -63,24 +57,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_setting_args(parser)
     parser.add_argument(
         "--batch-sizes",
-        default=",".join(map(str, DEFAULT_BATCH_SIZES)),
+        default=",".join(map(str, setting_default("variance_batch_sizes"))),
         help="comma-separated minibatch sizes M (default %(default)s)",
     )
     parser.add_argument(
         "--draws",
         type=int,
-        default=DEFAULT_DRAWS,
+        default=setting_default("variance_draws"),
         help="gradient draws R per estimator and batch size (default %(default)s)",
     )
     parser.add_argument(
         "--noise-draws",
         type=int,
-        default=DEFAULT_NOISE_DRAWS,
+        default=setting_default("variance_noise_draws"),
         help="noise draws K per minibatch: R/K minibatches (default %(default)s; 1: no split)",
     )
     parser.add_argument(
         "--at-epochs",
-        default="0,10",
+        default=",".join(map(str, setting_default("variance_epochs"))),
         help="comma-separated training epochs of the checkpoints (default %(default)s)",
     )
     parser.add_argument(
@@ -91,13 +85,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--train-batch-size",
         type=int,
-        default=TrainingConfig.batch_size,
+        default=setting_default("checkpoint_batch_size"),
         help="minibatch size of checkpoint training (default %(default)s)",
     )
     parser.add_argument(
         "--learning-rate",
         type=float,
-        default=TrainingConfig.learning_rate,
+        default=setting_default("checkpoint_learning_rate"),
         help="Adam step size of checkpoint training (default %(default)s)",
     )
     parser.add_argument(
@@ -114,7 +108,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--bootstrap",
         type=int,
-        default=BOOTSTRAP_REPLICATES,
+        default=setting_default("variance_replicates"),
         help="bootstrap replicates of each interval (default %(default)s)",
     )
     parser.add_argument(
