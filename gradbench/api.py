@@ -381,11 +381,13 @@ def banner(prepared: Prepared) -> str:
     per_model = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     schedule = prepared.schedule
     stored = len(schedule.stored)
+    models, seeds = len(plan.estimators), len(profile.seeds)
     lines = [
         f"{LOG}: profile {profile.name} ({profile.summary}), dataset {prepared.dataset.name}, "
         f"device {prepared.device.type}",
-        f"  {len(plan.estimators)} models × {per_model} estimators ({plan.cells_per_seed} pairs)"
-        f" × {len(profile.seeds)} seeds; experiments {', '.join(plan.experiments)}",
+        f"  {models} model{'s' * (models != 1)} × {per_model} estimators "
+        f"({plan.cells_per_seed} pairs) × {seeds} seed{'s' * (seeds != 1)}; experiments "
+        f"{', '.join(plan.experiments)}",
         f"  {schedule.cells} cells to run ({stored} stored), "
         f"{len(schedule.tasks) - schedule.cells} checkpoints",
         f"  estimated {duration(prepared.one_process_seconds)} on one process, "

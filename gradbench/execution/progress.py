@@ -38,8 +38,8 @@ class ProgressLines:
 
     costs: dict[str, float]
     cells: int
-    interval: float = INTERVAL_S
-    stream: TextIO = field(default_factory=lambda: sys.stderr)
+    interval: float | None = None  # None: INTERVAL_S
+    stream: TextIO | None = None  # None: sys.stderr when a line is printed
     clock: Any = time.monotonic
     done_cells: int = 0
     done_cost: float = 0.0
@@ -48,6 +48,8 @@ class ProgressLines:
 
     def __post_init__(self) -> None:
         self.started = self.last = self.clock()
+        if self.interval is None:
+            self.interval = INTERVAL_S
 
     def finished(self, task: Task) -> None:
         """Count ``task`` as done; print a line when one is due."""
@@ -56,7 +58,7 @@ class ProgressLines:
         now = self.clock()
         if now - self.last >= self.interval:
             self.last = now
-            print(self.line(now), file=self.stream, flush=True)
+            print(self.line(now), file=self.stream or sys.stderr, flush=True)
 
     def line(self, now: float) -> str:
         """``gradbench: 12/140 cells, 8m 10s spent, about 20m 05s to finish``."""

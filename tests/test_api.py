@@ -1,0 +1,330 @@
+"""gradbench as a library: the run API, the experiments' registry, per-profile report folders,
+strict data, dry-run validation, the banner and progress lines, and the executors' rows."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from contextlib import redirect_stdout
+from dataclasses import dataclass, fields
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import gradbench
+from gradbench import api
+from gradbench.cli import main
+from gradbench.commands.flags import flag
+from gradbench.execution import progress
+from gradbench.execution.progress import ProgressLines
+from gradbench.execution.task import Task
+from gradbench.experiments import registry
+from gradbench.experiments.base import Experiment
+from gradbench.experiments.metrics import GRAD_VARIANCE, Metric
+from gradbench.profiles import PROFILES, Profile, settable, setting_default
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"models": ["gaussian-vae"], "estimators": ["lr", "reparam"], "executor": "in-process",
+         "progress": False}
+"""A run of seconds: the smoke profile's Gaussian VAE with two estimators, in this process."""
+MEASURED = ["experiment", "model", "estimator", "param_group", "batch_size", "epoch", "metric",
+            "seed", "value", "ci_low", "ci_high"]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> api.RunResult:
+    """The small run's variance and training, through ``gradbench.run``."""
+    root = tmp_path_factory.mktemp("api")
+    with redirect_stdout(io.StringIO()):
+        return gradbench.run("smoke", **SMALL, experiments=["variance", "train"],
+                             out=str(root / "report"), formats="md")
+
+
+def test_run_returns_the_stored_rows_and_where_they_are(small_run: api.RunResult) -> None:
+    rows = small_run.rows
+    assert small_run.status == 0 and small_run.computed == small_run.cells > 0
+    assert set(rows["experiment"]) == {"catalogue", "variance", "train"}
+    assert set(rows["estimator"].dropna()) == {"lr", "reparam"}
+    assert small_run.results == small_run.report / "results"
+    assert len(pd.concat(pd.read_csv(p) for p in small_run.results.rglob("*.csv"))) == len(rows)
+    assert (small_run.report / "tables" / "variance_gaussian_vae.md").is_file()
+    again = gradbench.run("smoke", **SMALL, experiments=["variance", "train"],
+                          out=str(small_run.report), formats="md", verbose=False)
+    assert again.computed == 0 and len(again.rows) == len(rows)
+
+
+def test_every_stored_metric_is_declared_by_its_experiment(small_run: api.RunResult) -> None:
+    experiments = registry.experiments()
+    for (experiment, metric), _ in small_run.rows.groupby(["experiment", "metric"]):
+        assert metric in experiments[experiment].METRICS, (experiment, metric)
+
+
+def python_example(readme: str) -> str:
+    """The Python block of the README's "Python API" section."""
+    section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readmes_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        exec(python_example((ROOT / "README.md").read_text()), {})  # noqa: S102 - our README
+    output = printed.getvalue()
+    assert "reparam" in output and "ci_low" in output
+    assert (tmp_path / "results" / "example" / "train").is_dir()
+    assert not (tmp_path / "reports").exists()  # report=False claims no folder
+
+
+def test_notebook_helpers_return_tidy_rows_of_their_experiment() -> None:
+    rows = gradbench.measure_variance("reparam,lr", "gaussian-vae", variance_draws=8,
+                                      variance_epochs=(0,), variance_batch_sizes=(1, 10))
+    assert set(rows["experiment"]) == {"variance"} and set(rows["estimator"]) == {"reparam", "lr"}
+    variance = rows[(rows["metric"] == GRAD_VARIANCE) & (rows["param_group"] == "all")]
+    assert sorted(variance["batch_size"].unique()) == [1, 10]
+    assert (variance["ci_low"] <= variance["value"]).all()
+    assert (variance["value"] <= variance["ci_high"]).all()
+    trained = gradbench.train(["reparam"], "gaussian-vae", train_epochs=1, seed=3)
+    assert set(trained["seed"]) == {3} and "elbo" in set(trained["metric"])
+
+
+def test_experiments_are_found_in_the_registry() -> None:
+    found = registry.experiments()
+    assert list(found) == ["catalogue", "timing", "variance", "bias", "train"]
+    assert registry.selectable() == ("timing", "variance", "bias", "train")
+    for experiment in found.values():
+        assert experiment.METRICS and all(isinstance(m, Metric) for m in experiment.METRICS)
+        assert all(m.better in ("lower", "higher", "neither") for m in experiment.METRICS)
+        assert set(experiment.settings()) <= set(settable())
+        assert experiment.config(PROFILES["smoke"]) is not None
+    owned = {name for e in found.values() for name in e.settings()}
+    assert {"variance_draws", "bias_draws", "timing_steps", "eval_iw_samples"} <= owned
+
+
+@dataclass(frozen=True)
+class EchoSettings:
+    """The echo experiment reads no setting."""
+
+
+class Echo(Experiment):
+    """A plugin's experiment: one metric, no tasks."""
+
+    name = "echo"
+    summary = "a plugin's experiment"
+    Config = EchoSettings
+    METRICS = (Metric("echo", "", "neither", False, "an echo"),)
+
+    def run_tasks(self, plan, dataset, device, root) -> list[Task]:  # noqa: ANN001
+        return []
+
+
+def test_a_plugins_experiment_is_found_through_its_entry_point(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    point = EntryPoint("echo", f"{__name__}:Echo", registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points",
+                        lambda group: [point] if group == registry.ENTRY_POINT_GROUP else [])
+    registry.experiments.cache_clear()
+    try:
+        assert list(registry.experiments())[-1] == "echo"
+        assert "echo" in registry.selectable() and "echo" in registry.metrics()
+    finally:
+        registry.experiments.cache_clear()
+
+
+def test_every_setting_has_one_flag_one_default_and_one_doc(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["all", "--help"])
+    help_text = capsys.readouterr().out
+    for name in settable():
+        assert flag(name) in help_text, name
+    for spec in fields(Profile):
+        assert spec.metadata.get("doc"), spec.name
+    assert setting_default("eval_iw_samples") == Profile.__dataclass_fields__[
+        "eval_iw_samples"].default
+    flags = api.resolve_profile("smoke", {"variance_draws": "5"})
+    assert flags == api.resolve_profile("smoke", {"variance_draws": 5})
+    assert flags.variance_draws == 5 and flags.name == "smoke+custom"
+
+
+@pytest.mark.parametrize(
+    ("command", "flag_name", "setting"),
+    [("variance", "--draws", "variance_draws"), ("variance", "--at-epochs", "variance_epochs"),
+     ("variance", "--bootstrap", "variance_replicates"),
+     ("train", "--iw-samples", "eval_iw_samples")],
+)
+def test_measurement_commands_default_to_the_profiles_declaration(
+    command: str, flag_name: str, setting: str
+) -> None:
+    from gradbench.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args([command, "--model", "gaussian-vae", "--estimators", "lr"])
+    value = getattr(args, flag_name[2:].replace("-", "_"))
+    declared = setting_default(setting)
+    assert value == (",".join(map(str, declared)) if isinstance(declared, tuple) else declared)
+
+
+def test_each_profile_writes_its_own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = api.run("smoke", **SMALL, experiments=["train"], formats="md", verbose=False)
+    assert result.report == Path("reports/smoke") and result.results == Path(
+        "reports/smoke/results")
+    assert json.loads((tmp_path / "reports/smoke/run.json").read_text()) == {
+        "profile": "smoke", "dataset": "digits", "models": ["gaussian-vae"]}
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["smoke"]
+    custom = api.run("smoke", **SMALL, experiments=["train"], formats="md", verbose=False,
+                     train_epochs=2)
+    assert custom.report == Path("reports/smoke+custom")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--models", "gaussian-vae,bernoulli-vae"], "holds the report of another run (models"),
+        (["--dataset", "mnist"], "(profile 'smoke', this run 'smoke+custom')"),
+    ],
+)
+def test_a_folder_of_another_runs_report_is_refused_unless_overwrite(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    base = ["all", "--profile", "smoke", "--executor", "in-process", "--quiet",
+            "--experiments", "train", "--estimators", "lr", "--formats", "md", "--out", str(out)]
+    assert main([*base, "--models", "gaussian-vae"]) == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    capsys.readouterr()
+    for dry in ([], ["--dry-run"]):
+        assert main([*base, *argv, *dry]) == 2
+        error = capsys.readouterr().err
+        assert message in error and "--overwrite" in error and len(error.splitlines()) == 1
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    if "--models" in argv:
+        assert main([*base, *argv, "--overwrite"]) == 0
+        assert json.loads((out / "run.json").read_text())["models"] == [
+            "bernoulli-vae", "gaussian-vae"]
+
+
+def test_the_committed_paper_report_refuses_another_profile(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["all", "--profile", "smoke", "--out", str(ROOT / "reports" / "paper"),
+                 "--dry-run", "--executor", "in-process"]) == 2
+    assert "(profile 'paper', this run 'smoke')" in capsys.readouterr().err
+
+
+def test_the_committed_reports_have_their_manifests() -> None:
+    for name in ("paper", "quick"):
+        recorded = json.loads((ROOT / "reports" / name / "run.json").read_text())
+        assert recorded == api.manifest(PROFILES[name])
+        assert (ROOT / "reports" / name / "results").is_dir()
+
+
+@pytest.fixture
+def no_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No MNIST anywhere: an empty cache, an unreachable mirror; returns an empty folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("GRADBENCH_MNIST_MIRRORS", "http://127.0.0.1:9")
+    monkeypatch.delenv("GRADBENCH_DATA", raising=False)
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
+
+
+def test_a_profile_asking_for_mnist_runs_on_mnist_or_exits_2(
+    no_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["all", "--profile", "quick", "--data-dir", str(no_mnist), "--dry-run",
+                   "--out", str(tmp_path / "out"), "--executor", "in-process"])
+    error = capsys.readouterr().err
+    assert status == 2 and "Looked in" in error and str(no_mnist) in error
+
+
+def test_a_data_dir_that_does_not_exist_exits_2(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "nonexistent"
+    assert main(["all", "--profile", "smoke", "--data-dir", str(missing), "--dry-run",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"gradbench all: error: --data-dir {missing}: no such folder")
+
+
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--jobs", "0"], "--jobs must be positive, got 0"),
+        (["--executor", "rey"], "unknown executor 'rey'; valid: auto, in-process, process-pool, ray"),
+        (["--estimators", "lr,lr"], "estimator 'lr' given twice"),
+        (["--experiments", "train,train"], "experiment 'train' given twice"),
+        (["--set", "variance_draws=0"], "variance_draws must be positive"),
+    ],
+)
+def test_a_dry_run_validates_exactly_as_a_run(
+    argv: list[str], message: str, dry: list[str], tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "out"
+    status = main(["all", "--profile", "smoke", "--quiet", "--out", str(out), *argv, *dry])
+    error = capsys.readouterr().err
+    assert status == 2 and message in error and len(error.strip().splitlines()) == 1, error
+    assert not out.exists()
+
+
+def test_the_banner_comes_before_the_first_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[str] = []
+    real = api.execute
+
+    def first_cell(*args, **kwargs):  # noqa: ANN002, ANN003
+        seen.append(capsys.readouterr().err)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "execute", first_cell)
+    api.run("smoke", **SMALL, experiments=["train"], out=str(tmp_path / "out"), formats="md")
+    banner = seen[0]
+    for expected in ("profile smoke", "dataset digits", "1 model × 2 estimators (2 pairs) × 1 "
+                     "seed;", "4 cells to run (0 stored)", "on one process", "on 1 worker",
+                     f"results: {tmp_path / 'out' / 'results'}/", f"report:  {tmp_path / 'out'}/"):
+        assert expected in banner, expected
+
+
+def test_progress_lines_say_cells_done_and_the_time_to_finish() -> None:
+    now = [0.0]
+    stream = io.StringIO()
+    lines = ProgressLines({"a": 10.0, "b": 30.0}, cells=2, interval=60.0, stream=stream,
+                          clock=lambda: now[0])
+    now[0] = 20.0
+    lines.finished(Task("a", print, cell=None))
+    assert stream.getvalue() == ""  # not a minute yet
+    now[0] = 60.0
+    lines.finished(Task("a2", print))
+    assert stream.getvalue() == "gradbench: 0/2 cells, 1m 00s spent, about 3m 00s to finish\n"
+
+
+def test_without_a_terminal_a_run_prints_progress_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(progress, "INTERVAL_S", 0.0)
+    options = {**SMALL, "progress": True}
+    api.run("smoke", **options, experiments=["train"], out=str(tmp_path / "out"), formats="md")
+    err = capsys.readouterr().err
+    assert re.search(r"gradbench: 4/4 cells, [0-9.]+s spent", err), err
+    assert "\r" not in err
+
+
+def test_a_process_pool_gives_the_rows_of_this_process(tmp_path: Path) -> None:
+    """Every measured value equal (seconds aside: wall-clock differs between processes)."""
+    seconds = [name for name, metric in registry.metrics().items() if metric.unit == "s"]
+    frames = []
+    for executor in ("in-process", "process-pool"):
+        result = api.run("smoke", **{**SMALL, "executor": executor}, jobs=2, verbose=False,
+                         experiments=["variance", "train"], report=False,
+                         results=str(tmp_path / executor))
+        rows = result.rows[~result.rows["metric"].isin(seconds)]
+        frames.append(rows[MEASURED].sort_values(MEASURED[:8]).reset_index(drop=True))
+    assert len(frames[0]) > 500
+    pd.testing.assert_frame_equal(frames[0], frames[1])
