@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from gradbench.estimators import ESTIMATORS, base_name, estimator_class, make_estimator
+from gradbench.experiments.metrics import APPLIES, EVALUATIONS, UNBIASED
 from gradbench.models import MODELS
 from gradbench.models.toy import PROBLEMS
 
@@ -24,9 +25,9 @@ def estimator_table() -> pd.DataFrame:
         [
             {
                 "estimator": name,
-                "unbiased": cls.unbiased,
+                UNBIASED: cls.unbiased,
                 "nodes": ", ".join(sorted(cls.node_kinds)),
-                "evaluations": default_evaluations(name),
+                EVALUATIONS: default_evaluations(name),
                 "summary": cls.summary,
             }
             for name, cls in ESTIMATORS.items()
@@ -105,13 +106,13 @@ def catalogue_rows(
     evaluations per gradient), so reports need not ask the live registry."""
     cls = estimator_class(label)
     rows: list[dict[str, object]] = [
-        {"param_group": target, "metric": "applies",
+        {"param_group": target, "metric": APPLIES,
          "value": float(base_name(label) in applicable(target))}
         for target in targets
     ]
-    rows.append({"param_group": None, "metric": "unbiased", "value": float(cls.unbiased)})
+    rows.append({"param_group": None, "metric": UNBIASED, "value": float(cls.unbiased)})
     rows += [
-        {"param_group": model, "metric": "evaluations", "value": float(count)}
+        {"param_group": model, "metric": EVALUATIONS, "value": float(count)}
         for model, count in (evaluations or {}).items()
     ]
     return rows

@@ -15,10 +15,12 @@ import math
 
 import pandas as pd
 
+from gradbench.experiments.metrics import WALL_CLOCK_S
+
 KEY = ["experiment", "model", "estimator", "seed", "batch_size", "epoch", "param_group", "metric"]
 """What identifies one statistic across devices (the configuration hash names the device)."""
 TIMING_EXPERIMENT = "timing"
-TIMING_METRICS = frozenset({"wall_clock_s"})
+TIMING_METRICS = frozenset({WALL_CLOCK_S})
 """Timing rows: every row of the timing experiment, and these metrics of the others."""
 EXACT_RTOL = 1e-6
 """Relative tolerance of rows without an interval (configuration-derived values)."""

@@ -23,7 +23,7 @@ from gradbench.execution.progress import ProgressLines
 from gradbench.execution.task import Task
 from gradbench.experiments import registry
 from gradbench.experiments.base import Experiment
-from gradbench.experiments.metrics import GRAD_VARIANCE, Metric
+from gradbench.experiments.metrics import DECLARED, GRAD_VARIANCE, Metric
 from gradbench.profiles import PROFILES, Profile, settable, setting_default
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,8 +96,9 @@ def test_experiments_are_found_in_the_registry() -> None:
     assert list(found) == ["catalogue", "timing", "variance", "bias", "train"]
     assert registry.selectable() == ("timing", "variance", "bias", "train")
     for experiment in found.values():
-        assert experiment.METRICS and all(isinstance(m, Metric) for m in experiment.METRICS)
-        assert all(m.better in ("lower", "higher", "neither") for m in experiment.METRICS)
+        assert experiment.METRICS and all(m in DECLARED for m in experiment.METRICS)
+        assert all(registry.metrics()[m].better in ("lower", "higher", "neither")
+                   for m in experiment.METRICS)
         assert set(experiment.settings()) <= set(settable())
         assert experiment.config(PROFILES["smoke"]) is not None
     owned = {name for e in found.values() for name in e.settings()}
@@ -115,7 +116,7 @@ class Echo(Experiment):
     name = "echo"
     summary = "a plugin's experiment"
     Config = EchoSettings
-    METRICS = (Metric("echo", "", "neither", False, "an echo"),)
+    METRICS = ("echo",)
 
     def run_tasks(self, plan, dataset, device, root) -> list[Task]:  # noqa: ANN001
         return []
@@ -125,6 +126,7 @@ def test_a_plugins_experiment_is_found_through_its_entry_point(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     point = EntryPoint("echo", f"{__name__}:Echo", registry.ENTRY_POINT_GROUP)
+    monkeypatch.setitem(DECLARED, "echo", Metric("echo", "", "neither", False, "an echo"))
     monkeypatch.setattr(registry, "entry_points",
                         lambda group: [point] if group == registry.ENTRY_POINT_GROUP else [])
     registry.experiments.cache_clear()
@@ -328,3 +330,18 @@ def test_a_process_pool_gives_the_rows_of_this_process(tmp_path: Path) -> None:
         frames.append(rows[MEASURED].sort_values(MEASURED[:8]).reset_index(drop=True))
     assert len(frames[0]) > 500
     pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+def test_no_metric_name_is_spelled_in_more_than_one_module() -> None:
+    """Declared once (gradbench/experiments/metrics.py) and imported where used; an estimator's
+    option that shares a name with a metric (gumbel-softmax's temperature) is not a metric, nor
+    is the example in a docstring of estimators/base.py."""
+    spelled: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "gradbench").rglob("*.py")):
+        code = "\n".join(line for line in path.read_text().splitlines()
+                         if not line.lstrip().startswith(("#", "for option, value in")))
+        for name in DECLARED:
+            if re.search(rf"[\"']{re.escape(name)}[\"']", code):
+                spelled.setdefault(name, []).append(path.name)
+    assert {name: files for name, files in spelled.items() if len(files) > 1} == {
+        "temperature": ["base.py", "metrics.py"]}

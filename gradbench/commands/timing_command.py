@@ -26,6 +26,7 @@ from gradbench.commands.common import (
 )
 from gradbench.data import load_dataset
 from gradbench.device import resolve_device
+from gradbench.experiments.metrics import SECONDS_PER_EPOCH, SPEEDUP
 from gradbench.measure.timing import TimingConfig, timing_tasks
 
 
@@ -51,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def timing_table(frame: pd.DataFrame) -> str:
     """One line per estimator: each timing metric as median [min–max]; then the speed-ups."""
-    main = frame[frame["metric"] != "speedup"]
+    main = frame[frame["metric"] != SPEEDUP]
     lines = []
     for estimator, rows in main.groupby("estimator", sort=False):
         line = {"estimator": estimator}
@@ -59,12 +60,12 @@ def timing_table(frame: pd.DataFrame) -> str:
             line[row.metric] = f"{row.value:.4g} [{row.ci_low:.4g}–{row.ci_high:.4g}]"
         first = rows.iloc[0]
         line |= {"n": first["n"], "steps_timed": first["steps_timed"]}
-        per_epoch = rows[rows["metric"] == "seconds_per_epoch"]
+        per_epoch = rows[rows["metric"] == SECONDS_PER_EPOCH]
         line["extrapolated"] = bool(per_epoch["extrapolated"].iloc[0])
         line["status"] = first["status"]
         lines.append(line)
     text = tabulate(lines, headers="keys", tablefmt="github")
-    speedups = frame[frame["metric"] == "speedup"]
+    speedups = frame[frame["metric"] == SPEEDUP]
     if not speedups.empty:
         order = list(dict.fromkeys(speedups["estimator"]))
         matrix = speedups.pivot_table(

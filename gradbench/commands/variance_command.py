@@ -23,6 +23,7 @@ from gradbench.commands.common import (
 )
 from gradbench.data import load_dataset
 from gradbench.device import resolve_device
+from gradbench.experiments.metrics import GRAD_VARIANCE, GRAD_VARIANCE_NOISE, SNR
 from gradbench.measure.checkpoints import TrainingConfig
 from gradbench.measure.variance_stats import INTERVAL_METHOD
 from gradbench.measure.variance import EXPERIMENT, GRADIENT_CONVENTION, variance_tasks
@@ -186,7 +187,7 @@ def _table(frame: pd.DataFrame, args: argparse.Namespace) -> str:
         ["epoch", "estimator", "batch_size", "param_group"], sort=False
     ):
         by_metric = {r["metric"]: r for _, r in part.iterrows()}
-        variance = by_metric["grad_variance"]
+        variance = by_metric[GRAD_VARIANCE]
         entry = {
             "epoch": int(epoch),
             "estimator": estimator,
@@ -194,11 +195,11 @@ def _table(frame: pd.DataFrame, args: argparse.Namespace) -> str:
             "group": group,
             "variance [95% CI]": _interval(variance),
         }
-        if "grad_variance_noise" in by_metric and variance["value"] > 0:
+        if GRAD_VARIANCE_NOISE in by_metric and variance["value"] > 0:
             entry["noise share"] = (
-                f"{by_metric['grad_variance_noise']['value'] / variance['value']:.2f}"
+                f"{by_metric[GRAD_VARIANCE_NOISE]['value'] / variance['value']:.2f}"
             )
-        entry["SNR"] = _interval(by_metric["snr"])
+        entry["SNR"] = _interval(by_metric[SNR])
         entry["path"] = variance.get("draw_path", "")
         table.append(entry)
     lines.append(tabulate(table, headers="keys", tablefmt="github"))

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from gradbench.estimators.base import Estimator, geometric_anneal, register_estimator
 from gradbench.estimators.nodes import CategoricalNode, StochasticNode, gumbel_like, logistic_like
+from gradbench.experiments.metrics import TEMPERATURE
 
 
 @register_estimator
@@ -54,7 +55,7 @@ class GumbelSoftmax(Estimator):
         return geometric_anneal(self.initial_temperature, self.final_temperature, progress)
 
     def schedule(self) -> dict[str, float]:
-        return {"temperature": self.temperature}
+        return {TEMPERATURE: self.temperature}
 
     def relaxed_sample(self, node: StochasticNode) -> Tensor:
         """The Concrete sample y at the current temperature, differentiable in the logits."""

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from gradbench.estimators.base import Estimator, StochasticForward, register_estimator
 from gradbench.estimators.nodes import CategoricalNode, StochasticNode
+from gradbench.experiments.metrics import BETA
 
 
 @register_estimator
@@ -57,7 +58,7 @@ class TargetPropagation(Estimator):
         return self.beta_max * min(1.0, done / self.beta_warmup_fraction)
 
     def schedule(self) -> dict[str, float]:
-        return {"beta": self.beta}
+        return {BETA: self.beta}
 
     def sample(self, node: StochasticNode) -> Tensor:
         self._check_kind(node)

@@ -15,8 +15,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gradbench.experiments.metrics import Metric
-
 if TYPE_CHECKING:
     import torch
 
@@ -35,7 +33,7 @@ class Experiment:
     name: ClassVar[str]
     summary: ClassVar[str]
     Config: ClassVar[type]  # a dataclass whose fields are the Profile fields this reads
-    METRICS: ClassVar[tuple[Metric, ...]]
+    METRICS: ClassVar[tuple[str, ...]]  # names declared in gradbench.experiments.metrics
     TABLES: ClassVar[tuple[Callable[..., Any], ...]] = ()  # gradbench.report table builders
     PLOTS: ClassVar[tuple[Callable[..., Any], ...]] = ()  # gradbench.report.plots figures
     selectable: ClassVar[bool] = True  # False: runs with every run (the catalogue)

@@ -48,7 +48,7 @@ class Catalogue(Experiment):
         for label in plan.profile.estimators:
             evaluations = plan.evaluations.get(label, {})
             config = {"targets": targets, "profile": plan.profile.name, "dataset": dataset.name,
-                      "evaluations": evaluations}
+                      m.EVALUATIONS: evaluations}
             cell = Cell(CATALOGUE, "all", label, config)
             tasks.append(Task(cell_key(cell), partial(_catalogue, label, targets, evaluations),
                               cell=cell, on_driver=True, describe=f"catalogue {label}"))

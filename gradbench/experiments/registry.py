@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 from gradbench.experiments.base import Experiment
 from gradbench.experiments.bias import Bias
 from gradbench.experiments.catalogue import Catalogue
-from gradbench.experiments.metrics import Metric
+from gradbench.experiments.metrics import DECLARED, Metric
 from gradbench.experiments.timing import Timing
 from gradbench.experiments.train import Train
 from gradbench.experiments.variance import Variance
@@ -39,17 +39,15 @@ def _plugins() -> list[type[Experiment]]:
 
 @cache
 def experiments() -> dict[str, Experiment]:
-    """Every experiment by name, in run order; ValueError when two share a name or a metric
-    name is declared twice with different meanings."""
+    """Every experiment by name, in run order; ValueError when two share a name or one lists
+    a metric that is not declared (:func:`gradbench.experiments.metrics.declare`)."""
     registry: dict[str, Experiment] = {}
-    declared: dict[str, Metric] = {}
     for cls in (*BUILTIN, *_plugins()):
         if cls.name in registry:
             raise ValueError(f"two experiments are named {cls.name!r}")
-        for metric in cls.METRICS:
-            if metric in declared and declared[metric].unit != metric.unit:
-                raise ValueError(f"metric {metric!r} declared with two units")
-            declared[metric] = metric
+        undeclared = [name for name in cls.METRICS if name not in DECLARED]
+        if undeclared:
+            raise ValueError(f"experiment {cls.name!r}: metric {undeclared[0]!r} is not declared")
         registry[cls.name] = cls()
     return registry
 
@@ -61,4 +59,4 @@ def selectable() -> tuple[str, ...]:
 
 def metrics() -> dict[str, Metric]:
     """Every metric the registered experiments declare, by name."""
-    return {metric.name: metric for e in experiments().values() for metric in e.METRICS}
+    return {name: DECLARED[name] for e in experiments().values() for name in e.METRICS}

@@ -41,6 +41,7 @@ from torch.func import functional_call
 from gradbench.data import Dataset
 from gradbench.estimators import base_name, estimator_class, variant_options
 from gradbench.experiment import Setting, build_estimator, build_model
+from gradbench.experiments.metrics import COSINE, MSE, RELATIVE_BIAS, RELATIVE_STD
 from gradbench.gradients import gradient_draws
 from gradbench.execution.in_process import execute_here
 from gradbench.execution.task import Context, Resources, Task, Work, cell_key
@@ -57,7 +58,7 @@ from gradbench.options import resolve_options
 from gradbench.results import STATUS_DIVERGED, STATUS_OK, Cell, Provenance, ResultStore
 
 EXPERIMENT = "bias"
-METRICS = ("relative_bias", "cosine", "mse", "relative_std")
+METRICS = (RELATIVE_BIAS, COSINE, MSE, RELATIVE_STD)
 CONFIDENCE = 0.95
 BOOTSTRAP_REPLICATES = 400
 SETTLE_PASSES = 200
@@ -81,10 +82,10 @@ def _raw_statistics(sums: dict[str, Tensor], norm_sq: Tensor, draws: int) -> dic
     bias_sq = sums["bias_square"] - trace / draws
     mean_sq = (sums["mean_square"] - trace / draws).clamp_min(torch.finfo(trace.dtype).tiny)
     return {
-        "relative_bias": bias_sq / norm_sq,
-        "cosine": sums["cross"] / (mean_sq * norm_sq).sqrt(),
-        "mse": sums["error"],
-        "relative_std": trace / norm_sq,
+        RELATIVE_BIAS: bias_sq / norm_sq,
+        COSINE: sums["cross"] / (mean_sq * norm_sq).sqrt(),
+        MSE: sums["error"],
+        RELATIVE_STD: trace / norm_sq,
     }
 
 
@@ -103,10 +104,10 @@ def _parameter_sums(weights: Tensor, draws: Tensor, exact: Tensor) -> dict[str, 
 
 
 _TRANSFORMS = {
-    "relative_bias": lambda v: math.sqrt(max(v, 0.0)),
-    "cosine": lambda v: min(max(v, -1.0), 1.0),
-    "mse": lambda v: max(v, 0.0),
-    "relative_std": lambda v: math.sqrt(max(v, 0.0)),
+    RELATIVE_BIAS: lambda v: math.sqrt(max(v, 0.0)),
+    COSINE: lambda v: min(max(v, -1.0), 1.0),
+    MSE: lambda v: max(v, 0.0),
+    RELATIVE_STD: lambda v: math.sqrt(max(v, 0.0)),
 }
 """Each metric from its raw statistic (monotone, so intervals map through it)."""
 

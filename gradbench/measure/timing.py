@@ -70,6 +70,15 @@ from gradbench.device import clock, synchronize
 from gradbench.estimators.base import Estimator
 from gradbench.execution.task import Context, Resources, Task, Work, cell_key
 from gradbench.experiment import Setting, build_estimator, build_model
+from gradbench.experiments.metrics import (
+    DETERMINISTIC_SECONDS_PER_STEP,
+    EXAMPLES_PER_SECOND,
+    SECONDS_PER_EPOCH,
+    SECONDS_PER_GRADIENT,
+    SECONDS_PER_STEP,
+    SPEEDUP,
+    STEP_RATIO_TO_DETERMINISTIC,
+)
 from gradbench.measure.training import (
     NOISE_SEED_OFFSET,
     dataset_config,
@@ -83,7 +92,7 @@ from gradbench.results import STATUS_DIVERGED, STATUS_OK, Cell, device_name
 
 EXPERIMENT = "timing"
 """Experiment name of the timing cells in the result store."""
-STEP_RATIO = "step_ratio_to_deterministic"
+STEP_RATIO = STEP_RATIO_TO_DETERMINISTIC
 """Metric: the estimator's optimizer step over the deterministic network's, per repeat."""
 
 Batch = tuple[Tensor, Tensor]
@@ -358,14 +367,14 @@ def timing_rows(
         return timing_row(metric, values, config.batch_size, timed, scaled, status, load)
 
     rows = [
-        row("seconds_per_epoch", [s * epoch_steps / timed for s in step_seconds], extrapolated),
-        row("seconds_per_step", [s / timed for s in step_seconds]),
-        row("seconds_per_gradient", [s / timed for s in gradient_seconds]),
-        row("examples_per_second", [examples / s for s in step_seconds]),
+        row(SECONDS_PER_EPOCH, [s * epoch_steps / timed for s in step_seconds], extrapolated),
+        row(SECONDS_PER_STEP, [s / timed for s in step_seconds]),
+        row(SECONDS_PER_GRADIENT, [s / timed for s in gradient_seconds]),
+        row(EXAMPLES_PER_SECOND, [examples / s for s in step_seconds]),
     ]
     if reference is not None:
         rows += [
-            row("deterministic_seconds_per_step", [s / timed for s in reference_seconds]),
+            row(DETERMINISTIC_SECONDS_PER_STEP, [s / timed for s in reference_seconds]),
             row(STEP_RATIO, [s / r for s, r in zip(step_seconds, reference_seconds)]),
         ]
     return rows
@@ -392,7 +401,7 @@ def speedup_rows(
                     "param_group": other_name,
                     "batch_size": own["batch_size"],
                     "epoch": None,
-                    "metric": "speedup",
+                    "metric": SPEEDUP,
                     "value": other["value"] / own["value"],
                     "ci_low": other["ci_low"] / own["ci_high"],
                     "ci_high": other["ci_high"] / own["ci_low"],
@@ -478,7 +487,7 @@ def timing_tasks(
 def _speedup_own(names: list[str], context: Context, *frames: pd.DataFrame) -> list[dict]:
     """The speed-up rows of ``names[0]`` against the others, from their timing cells."""
     per_epoch = {
-        name: frame[frame["metric"] == "seconds_per_epoch"].iloc[0].to_dict()
+        name: frame[frame["metric"] == SECONDS_PER_EPOCH].iloc[0].to_dict()
         for name, frame in zip(names, frames)
     }
     return speedup_rows(per_epoch)[names[0]]

@@ -53,6 +53,7 @@ from gradbench.device import clock
 from gradbench.estimators.base import Estimator
 from gradbench.execution.task import Context, Resources, Task, Work, cell_key
 from gradbench.experiment import Setting, build_estimator, build_model
+from gradbench.experiments.metrics import ERROR_RATE, IW_BOUND, TRAIN_LOSS, WALL_CLOCK_S
 from gradbench.models.base import StochasticModel, get_model_class
 from gradbench.options import resolve_options
 from gradbench.results import STATUS_DIVERGED, STATUS_OK, Cell, atomic_torch_save, code_version
@@ -69,7 +70,7 @@ EVAL_MEMORY_BYTES = 256 * 2**20
 the paper's k = 1000 bound on 784 pixels takes 85 examples per call."""
 Z_95 = 1.959963984540054
 """Two-sided 95% quantile of the standard normal, for the evaluation intervals."""
-METRIC_NAMES = {"error": "error_rate"}
+METRIC_NAMES = {"error": ERROR_RATE}
 """Row names of ``model.evaluate`` keys that differ from them (a 0/1 error averages to a rate)."""
 
 
@@ -287,8 +288,8 @@ def save_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
     state = {
         "code_version": code_version(),
         "epoch": run.epoch,
-        "train_loss": run.train_loss,
-        "wall_clock_s": run.wall_clock_s,
+        TRAIN_LOSS: run.train_loss,
+        WALL_CLOCK_S: run.wall_clock_s,
         "diverged": run.diverged,
         "log": run.log,
         "model": run.model.state_dict(),
@@ -314,8 +315,8 @@ def load_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> bool:
     torch.set_rng_state(state["cpu_rng"].cpu())
     if state["cuda_rng"] is not None:
         torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-    run.epoch, run.train_loss = state["epoch"], state["train_loss"]
-    run.wall_clock_s, run.diverged = state["wall_clock_s"], state["diverged"]
+    run.epoch, run.train_loss = state["epoch"], state[TRAIN_LOSS]
+    run.wall_clock_s, run.diverged = state[WALL_CLOCK_S], state["diverged"]
     run.log = list(state["log"])
     return True
 
@@ -403,13 +404,13 @@ def evaluation_rows(
         metrics = evaluate_split(
             run.model, dataset, split, evaluation.samples, 1, evaluation.chunk_size, seed, limit
         )
-        has_bound = metrics.pop("iw_bound", None) is not None
+        has_bound = metrics.pop(IW_BOUND, None) is not None
         if iw and split == "test" and has_bound:
             bound = evaluate_split(
                 run.model, dataset, split, 1, evaluation.iw_samples, evaluation.chunk_size,
                 seed, evaluation.iw_subset,
             )
-            metrics["iw_bound"] = bound["iw_bound"]
+            metrics[IW_BOUND] = bound[IW_BOUND]
         for name, values in metrics.items():
             mean, low, high, n = summary(values)
             metric = METRIC_NAMES.get(name, name)
@@ -422,8 +423,8 @@ def evaluation_rows(
 def diverged_rows(run: TrainingRun) -> list[dict[str, Any]]:
     """NaN rows with status "diverged" at the run's epoch, one per metric logged at epoch 0."""
     seen = [(r["param_group"], r["metric"]) for r in run.log if r["epoch"] == 0]
-    keys = list(dict.fromkeys([*seen, ("train", "train_loss"), ("train", "wall_clock_s")]))
-    values = {("train", "train_loss"): run.train_loss, ("train", "wall_clock_s"): run.wall_clock_s}
+    keys = list(dict.fromkeys([*seen, ("train", TRAIN_LOSS), ("train", WALL_CLOCK_S)]))
+    values = {("train", TRAIN_LOSS): run.train_loss, ("train", WALL_CLOCK_S): run.wall_clock_s}
     return [
         metric_row(
             metric,
@@ -444,8 +445,8 @@ def epoch_rows(run: TrainingRun, dataset: Dataset, evaluation: EvalConfig) -> li
     rows = evaluation_rows(run, dataset, evaluation)
     batch = run.config.batch_size
     if run.train_loss is not None:
-        rows.append(metric_row("train_loss", "train", run.epoch, batch, run.train_loss))
-    rows.append(metric_row("wall_clock_s", "train", run.epoch, batch, run.wall_clock_s))
+        rows.append(metric_row(TRAIN_LOSS, "train", run.epoch, batch, run.train_loss))
+    rows.append(metric_row(WALL_CLOCK_S, "train", run.epoch, batch, run.wall_clock_s))
     # The annealed settings the epoch's last step trained with (epoch 0: the first step's).
     last_step = max(0, int(run.estimator.steps) - 1)
     for name, value in run.estimator.schedule_at(last_step).items():

@@ -45,6 +45,7 @@ from gradbench.estimators.base import Estimator
 from gradbench.experiment import Setting, build_estimator, build_model
 from gradbench.execution.in_process import execute_here
 from gradbench.execution.task import Context, Resources, Task, Work, cell_key
+from gradbench.experiments.metrics import GRAD_VARIANCE, GRAD_VARIANCE_DATA, GRAD_VARIANCE_NOISE
 from gradbench.measure.checkpoints import (
     TrainingConfig,
     as_checkpoint,
@@ -339,7 +340,7 @@ def _metrics(noise_draws: int) -> list[str]:
     return [
         m
         for m in METRICS
-        if noise_draws > 1 or m not in ("grad_variance_noise", "grad_variance_data")
+        if noise_draws > 1 or m not in (GRAD_VARIANCE_NOISE, GRAD_VARIANCE_DATA)
     ]
 
 
@@ -417,7 +418,7 @@ def slope_rows(frame: pd.DataFrame, confidence: float = CONFIDENCE) -> list[dict
     Fitted on the finite ``grad_variance`` values; status is "diverged" when any batch size
     diverged.
     """
-    variance = frame[frame["metric"] == "grad_variance"]
+    variance = frame[frame["metric"] == GRAD_VARIANCE]
     rows = []
     for (group, epoch), part in variance.groupby(["param_group", "epoch"], sort=False):
         ok = part[part["status"] == STATUS_OK]

@@ -111,17 +111,27 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from gradbench.experiments.metrics import (
+    GRAD_VARIANCE,
+    GRAD_VARIANCE_DATA,
+    GRAD_VARIANCE_NOISE,
+    GRAD_VARIANCE_TRACE,
+    LOG_VARIANCE_SLOPE,
+    SNR,
+    SNR_SQUARED,
+)
+
 METRICS = (
-    "grad_variance",
-    "grad_variance_trace",
-    "grad_variance_noise",
-    "grad_variance_data",
-    "snr",
-    "snr_squared",
+    GRAD_VARIANCE,
+    GRAD_VARIANCE_TRACE,
+    GRAD_VARIANCE_NOISE,
+    GRAD_VARIANCE_DATA,
+    SNR,
+    SNR_SQUARED,
 )
 """Per group and batch size, in the order reports list them."""
 
-SLOPE_METRIC = "log_variance_slope"
+SLOPE_METRIC = LOG_VARIANCE_SLOPE
 _MAX_EXPONENT = 700.0
 """Largest exponent math.exp takes in float64 without overflow (e^709.8 is the limit)."""
 
@@ -144,7 +154,7 @@ MIN_MINIBATCHES_FOR_COVERAGE: int | None = 50
 """Minibatches from which simulated coverage of the variances and the SNR lies in 93–97 % for
 heavy-tailed (Student-t, ν = 5) draws, K = 2 (module docstring); below it (B = 25) the SNR's
 interval over-covers. Rows with fewer minibatches have ``coverage_checked`` False."""
-LOG_SCALE_METRICS = frozenset({"grad_variance", "grad_variance_noise"})
+LOG_SCALE_METRICS = frozenset({GRAD_VARIANCE, GRAD_VARIANCE_NOISE})
 """Positive metrics whose bootstrap-t interval is built on log θ."""
 _BLOCK_ELEMENTS = 2**22
 """Largest (replicates or minibatches) × parameters block held at once by the reductions."""
@@ -452,34 +462,34 @@ def _group_rows(
     # n_w / (n_w − 1): the linearisation of the total as a weighted mean.
     distance = q[None, :] - 2.0 * wg / totals[:, None] + shift_square[:, None]
     h_total = (a[None, :] / k + ratio[:, None] * distance) / n
-    values = {"grad_variance": (total, _weighted_error(weights, totals, h_total), h_total[0])}
+    values = {GRAD_VARIANCE: (total, _weighted_error(weights, totals, h_total), h_total[0])}
     # Bootstrap world truths (the estimators are unbiased for any distribution of minibatches,
     # so E*θ* is θ's value at the empirical distribution: SSB / B in place of SSB / (B − 1)).
     centre_total = (float(a.sum()) / (b * k) + float(q.sum()) / b) / n
-    centres = {"grad_variance": centre_total}
+    centres = {GRAD_VARIANCE: centre_total}
     if k > 1:
         noise = (weights @ a) / (totals * (k - 1)) / n
         h_noise = (a / (k - 1) / n).expand_as(h_total)
         h_data = h_total - h_noise
-        values["grad_variance_noise"] = (
+        values[GRAD_VARIANCE_NOISE] = (
             noise,
             _weighted_error(weights, totals, h_noise),
             h_noise[0],
         )
-        values["grad_variance_data"] = (
+        values[GRAD_VARIANCE_DATA] = (
             total - noise,
             _weighted_error(weights, totals, h_data),
             h_data[0],
         )
-        centres["grad_variance_noise"] = float(noise[0])
-        centres["grad_variance_data"] = centre_total - float(noise[0])
+        centres[GRAD_VARIANCE_NOISE] = float(noise[0])
+        centres[GRAD_VARIANCE_DATA] = centre_total - float(noise[0])
     rows = []
     snr: dict[str, tuple[float, ...]] | None = None
     for metric in METRICS:
-        if metric == "grad_variance_trace":
+        if metric == GRAD_VARIANCE_TRACE:
             low, high = rows[0]["ci_low"] * n, rows[0]["ci_high"] * n
             estimate = rows[0]["value"] * n
-        elif metric in ("snr", "snr_squared"):
+        elif metric in (SNR, SNR_SQUARED):
             snr = snr or _snr_interval(parts, confidence)
             estimate, low, high = snr[metric]
         elif metric in values:
@@ -503,7 +513,7 @@ def _snr_interval(parts: list[_Reduced], confidence: float) -> dict[str, tuple[f
     docstring); the root's within [0, ∞)."""
     count = sum(p.snr_count for p in parts)
     if not count:
-        return {"snr_squared": (math.nan,) * 3, "snr": (math.nan,) * 3}
+        return {SNR_SQUARED: (math.nan,) * 3, SNR: (math.nan,) * 3}
     squared = sum(p.snr_sum for p in parts) / count
     subset = sum(p.subset_sum for p in parts) / sum(p.subset_count for p in parts).clamp(min=1)
     # Replicates as deviations from the subset's own estimate (row 0), around the whole's; the
@@ -512,13 +522,13 @@ def _snr_interval(parts: list[_Reduced], confidence: float) -> dict[str, tuple[f
     deviations = subset[1:] - subset[0] - (world - squared)
     low, high = basic_interval(squared, squared + deviations, confidence)
     if not math.isfinite(low):
-        return {"snr_squared": (squared, math.nan, math.nan),
-                "snr": (math.sqrt(max(0.0, squared)), math.nan, math.nan)}
+        return {SNR_SQUARED: (squared, math.nan, math.nan),
+                SNR: (math.sqrt(max(0.0, squared)), math.nan, math.nan)}
     low, high = min(low, squared), max(high, squared)
     root = math.sqrt(max(0.0, squared))
     return {
-        "snr_squared": (squared, low, high),
-        "snr": (root, math.sqrt(max(0.0, low)), math.sqrt(max(0.0, high))),
+        SNR_SQUARED: (squared, low, high),
+        SNR: (root, math.sqrt(max(0.0, low)), math.sqrt(max(0.0, high))),
     }
 
 

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from gradbench.estimators.base import Estimator, StochasticForward
 from gradbench.estimators.nodes import WeightNoiseNode
+from gradbench.experiments.metrics import ELBO, NLL
 from gradbench.models.base import (
     DataShape,
     DeterministicNetwork,
@@ -403,9 +404,9 @@ class BayesMLP(StochasticModel):
                 noisy_logits.flatten(0, 1), y.repeat(samples), reduction="none"
             ).view(samples, -1)
             return {
-                "elbo": -(noisy_ce.mean(0) + self.kl() / self.n_train),
+                ELBO: -(noisy_ce.mean(0) + self.kl() / self.n_train),
                 "error": (mean_logits.argmax(-1) != y).to(x.dtype),
-                "nll": F.cross_entropy(mean_logits, y, reduction="none"),
+                NLL: F.cross_entropy(mean_logits, y, reduction="none"),
             }
 
     def expected_loss(

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from gradbench.estimators.base import Estimator, StochasticForward
 from gradbench.estimators.nodes import BernoulliNode, configuration_digits
+from gradbench.experiments.metrics import ELBO, IW_BOUND, RECONSTRUCTION_LL
 from gradbench.models.base import (
     DataShape,
     OracleUnavailable,
@@ -219,7 +220,7 @@ class BernoulliVAE(StochasticModel):
             log_px_b, log_ratio = self._log_weights(x, logits, iw_samples)
             iw_bound = torch.logsumexp(log_px_b + log_ratio, dim=0) - math.log(iw_samples)
             return {
-                "elbo": reconstruction_ll - bernoulli_kl_to_uniform(logits),
-                "reconstruction_ll": reconstruction_ll,
-                "iw_bound": iw_bound,
+                ELBO: reconstruction_ll - bernoulli_kl_to_uniform(logits),
+                RECONSTRUCTION_LL: reconstruction_ll,
+                IW_BOUND: iw_bound,
             }

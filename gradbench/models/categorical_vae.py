@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from gradbench.estimators.base import Estimator, StochasticForward
 from gradbench.estimators.nodes import CategoricalNode, configuration_digits
+from gradbench.experiments.metrics import ELBO, IW_BOUND, RECONSTRUCTION_LL
 from gradbench.models.base import (
     DataShape,
     OracleUnavailable,
@@ -176,7 +177,7 @@ class CategoricalVAE(StochasticModel):
             log_px_y, log_ratio = self._log_weights(x, logits, iw_samples)
             iw_bound = torch.logsumexp(log_px_y + log_ratio, dim=0) - math.log(iw_samples)
             return {
-                "elbo": reconstruction_ll - self.kl_to_uniform(logits),
-                "reconstruction_ll": reconstruction_ll,
-                "iw_bound": iw_bound,
+                ELBO: reconstruction_ll - self.kl_to_uniform(logits),
+                RECONSTRUCTION_LL: reconstruction_ll,
+                IW_BOUND: iw_bound,
             }

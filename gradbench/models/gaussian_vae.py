@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from gradbench.estimators.base import Estimator, StochasticForward
 from gradbench.estimators.nodes import GaussianNode
+from gradbench.experiments.metrics import ELBO, IW_BOUND, RECONSTRUCTION_LL
 from gradbench.models.base import (
     DataShape,
     OracleUnavailable,
@@ -197,7 +198,7 @@ class GaussianVAE(StochasticModel):
             log_px_z, log_ratio = self._log_weights(x, node, iw_samples)
             iw_bound = torch.logsumexp(log_px_z + log_ratio, dim=0) - math.log(iw_samples)
             return {
-                "elbo": reconstruction_ll - gaussian_kl(mean, log_var),
-                "reconstruction_ll": reconstruction_ll,
-                "iw_bound": iw_bound,
+                ELBO: reconstruction_ll - gaussian_kl(mean, log_var),
+                RECONSTRUCTION_LL: reconstruction_ll,
+                IW_BOUND: iw_bound,
             }

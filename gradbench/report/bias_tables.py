@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from gradbench.experiments.metrics import COSINE, MSE, RELATIVE_BIAS, RELATIVE_STD
 from gradbench.report import paper
 from gradbench.report.aggregate import over_seeds
 from gradbench.report.notes import EXCLUDED, OTHER_OBJECTIVE, bounds_note, marked
@@ -22,9 +23,9 @@ from gradbench.report.rows import (
 )
 from gradbench.report.table import Column, Compared, Comparison, Table, Value, assemble
 
-METRICS = ("relative_bias", "cosine", "mse", "relative_std")
-LABELS = {"relative_bias": "rel. bias", "cosine": "cosine", "mse": "MSE", "relative_std": "rel. std"}
-KINDS = {"relative_bias": "fixed3", "cosine": "fixed3", "mse": "sci", "relative_std": "fixed3"}
+METRICS = (RELATIVE_BIAS, COSINE, MSE, RELATIVE_STD)
+LABELS = {RELATIVE_BIAS: "rel. bias", COSINE: COSINE, MSE: "MSE", RELATIVE_STD: "rel. std"}
+KINDS = {RELATIVE_BIAS: "fixed3", COSINE: "fixed3", MSE: "sci", RELATIVE_STD: "fixed3"}
 
 
 def bias_table(rows: pd.DataFrame) -> Table | None:
@@ -81,7 +82,7 @@ def bias_table(rows: pd.DataFrame) -> Table | None:
             "another objective, so its bias is expected; the cosine is the figure to read."
         )
     comparison = Comparison(
-        (Compared(LABELS["relative_bias"], False),),
+        (Compared(LABELS[RELATIVE_BIAS], False),),
         "relative bias: lower is better",
         tuple(eligible),
         blocks=tuple(blocks),

@@ -15,6 +15,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gradbench.experiments.metrics import (
+    GRAD_VARIANCE,
+    IW_BOUND,
+    RECONSTRUCTION_LL,
+    SECONDS_PER_EPOCH,
+)
+
 # ---------------------------------------------------------------------------- sources
 
 
@@ -614,9 +621,9 @@ def _table1_ratios() -> tuple[PublishedFigure, ...]:
             f"Table 1, {group} layer, {epochs} epochs: {KINGMA_2015_ROW_NAMES[name]} / local "
             "reparameterization, gradient variance",
             KINGMA_2015_TABLE1[name][(group, epochs)] / local[(group, epochs)],
-            Measure("variance", "bayes-mlp", name, "grad_variance", group, TABLE_BATCH_SIZE,
+            Measure("variance", "bayes-mlp", name, GRAD_VARIANCE, group, TABLE_BATCH_SIZE,
                     epochs),
-            Measure("variance", "bayes-mlp", "local-reparam", "grad_variance", group,
+            Measure("variance", "bayes-mlp", "local-reparam", GRAD_VARIANCE, group,
                     TABLE_BATCH_SIZE, epochs),
             reason=TABLE1_REASON,
         )
@@ -632,9 +639,9 @@ def _timing_speedup() -> PublishedFigure:
         KINGMA_2015,
         "seconds per epoch, separate weight samples / local reparameterization",
         seconds["reparam-per-example"] / seconds["local-reparam"],
-        Measure("timing", "bayes-mlp", "reparam-per-example", "seconds_per_epoch",
+        Measure("timing", "bayes-mlp", "reparam-per-example", SECONDS_PER_EPOCH,
                 batch_size=TABLE_BATCH_SIZE),
-        Measure("timing", "bayes-mlp", "local-reparam", "seconds_per_epoch",
+        Measure("timing", "bayes-mlp", "local-reparam", SECONDS_PER_EPOCH,
                 batch_size=TABLE_BATCH_SIZE),
         reason=TIMING_REASON,
     )
@@ -648,7 +655,7 @@ def _thesis_rows() -> tuple[PublishedFigure, ...]:
             NITTA_2017,
             f"Table 5.1, {row}: reconstruction log-likelihood, {split}",
             values[index],
-            Measure("train", "categorical-vae", estimators[row], "reconstruction_ll", split,
+            Measure("train", "categorical-vae", estimators[row], RECONSTRUCTION_LL, split,
                     epoch=NITTA_2017_EPOCHS),
             distance="difference",
             reason=THESIS_REASON,
@@ -665,7 +672,7 @@ def _arm_rows() -> tuple[PublishedFigure, ...]:
             f"linear 784-200 Bernoulli VAE, {YIN_ZHOU_2019_ROW_NAMES[name]} (ours: {name}): test "
             "log-likelihood",
             -table["linear"],
-            Measure("train", "bernoulli-vae", name, "iw_bound", "test", epoch=NITTA_2017_EPOCHS),
+            Measure("train", "bernoulli-vae", name, IW_BOUND, "test", epoch=NITTA_2017_EPOCHS),
             distance="difference",
             reason=ARM_REASON,
         )

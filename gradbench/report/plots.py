@@ -24,6 +24,17 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from gradbench.experiments.metrics import (  # noqa: E402
+    ELBO,
+    ERROR_RATE,
+    GRAD_VARIANCE,
+    GRAD_VARIANCE_DATA,
+    GRAD_VARIANCE_NOISE,
+    LOG_VARIANCE_SLOPE,
+    SECONDS_PER_EPOCH,
+    SNR,
+    WALL_CLOCK_S,
+)
 from gradbench.report.aggregate import Estimate, curve, over_seeds  # noqa: E402
 from gradbench.report.notes import seed_phrase  # noqa: E402
 from gradbench.report.paper import headline_groups  # noqa: E402
@@ -150,7 +161,7 @@ def _against_batch(
                     labelled = True
                     if label is not None and with_slope:
                         slope = over_seeds(variance, VARIANCE, model, name,
-                                           metric="log_variance_slope", param_group=group,
+                                           metric=LOG_VARIANCE_SLOPE, param_group=group,
                                            epoch=epoch)
                         if slope is not None and slope.n > 0:
                             label = f"{label} (slope {slope.mean:+.2f})"
@@ -187,7 +198,7 @@ def variance_plots(rows: pd.DataFrame) -> Iterator[Plot]:
             "Lines: mean over {seeds}; bands: 95 % t-interval over seeds.",
             "1 seed; bands: that seed's stored 95 % interval.",
         )
-        figure = _against_batch(rows, model, (Series("grad_variance"),),
+        figure = _against_batch(rows, model, (Series(GRAD_VARIANCE),),
                                 "gradient variance (mean over group)", True)
         if figure is not None:
             yield Plot(
@@ -197,8 +208,8 @@ def variance_plots(rows: pd.DataFrame) -> Iterator[Plot]:
                 "seeds; -1: variance falls as 1/M).",
                 figure,
             )
-        parts = (Series("grad_variance_noise", "-", ", noise"),
-                 Series("grad_variance_data", "--", ", data"))
+        parts = (Series(GRAD_VARIANCE_NOISE, "-", ", noise"),
+                 Series(GRAD_VARIANCE_DATA, "--", ", data"))
         figure = _against_batch(rows, model, parts, "variance part (mean over group)", False)
         if figure is not None:
             yield Plot(
@@ -209,7 +220,7 @@ def variance_plots(rows: pd.DataFrame) -> Iterator[Plot]:
                 f"{lines}",
                 figure,
             )
-        figure = _against_batch(rows, model, (Series("snr"),),
+        figure = _against_batch(rows, model, (Series(SNR),),
                                 "signal-to-noise ratio |E g| / std g", False)
         if figure is not None:
             yield Plot(
@@ -224,10 +235,10 @@ def variance_plots(rows: pd.DataFrame) -> Iterator[Plot]:
 def _training_metric(rows: pd.DataFrame) -> tuple[str, str, str] | None:
     """(metric, split, axis label) a model's training curve shows: a classifier's held-out
     error, any other model's held-out ELBO."""
-    if splits_of(rows, "error_rate"):
-        metric, label = "error_rate", "classification error"
+    if splits_of(rows, ERROR_RATE):
+        metric, label = ERROR_RATE, "classification error"
     else:
-        metric, label = "elbo", "ELBO (nats)"
+        metric, label = ELBO, "ELBO (nats)"
     splits = splits_of(rows, metric)
     if not splits:
         return None
@@ -264,7 +275,7 @@ def training_plots(rows: pd.DataFrame) -> Iterator[Plot]:
                 if np.isfinite(low).all():
                     by_epoch.fill_between(epochs, low, high, color=colors[name], alpha=0.15,
                                           linewidth=0)
-                clock = dict(curve(select(cell, metric="wall_clock_s"), "epoch"))
+                clock = dict(curve(select(cell, metric=WALL_CLOCK_S), "epoch"))
                 timed = [(clock[x].mean, e.mean) for x, e in points if x in clock]
                 if timed:
                     seconds, values = zip(*timed)
@@ -296,11 +307,11 @@ def training_plots(rows: pd.DataFrame) -> Iterator[Plot]:
 def timing_plot(rows: pd.DataFrame) -> Iterator[Plot]:
     """Seconds per epoch per model × estimator, as horizontal bars on a log axis, with the
     t-interval over seeds as error bars where there are several seeds."""
-    timing = select(rows, experiment=TIMING, metric="seconds_per_epoch")
+    timing = select(rows, experiment=TIMING, metric=SECONDS_PER_EPOCH)
     bars: list[tuple[str, Estimate]] = []
     for model in models_of(timing, TIMING):
         for name in estimator_order(model, select(timing, model=model)):
-            value = over_seeds(timing, TIMING, model, name, metric="seconds_per_epoch")
+            value = over_seeds(timing, TIMING, model, name, metric=SECONDS_PER_EPOCH)
             if value is not None and value.n > 0 and value.mean > 0:
                 bars.append((f"{model} / {name}", value))
     if not bars:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from gradbench.experiments.metrics import APPLIES, BETA, TEMPERATURE
 from gradbench.report.aggregate import over_seeds
 from gradbench.report.notes import marked, objective_notes
 from gradbench.report.rows import (
@@ -23,7 +24,7 @@ from gradbench.report.rows import (
 from gradbench.report.table import Column, Table, Value, assemble
 from gradbench.results import STATUS_DIVERGED, UNFINISHED
 
-SCHEDULE_METRICS = ("temperature", "beta")
+SCHEDULE_METRICS = (TEMPERATURE, BETA)
 
 
 def schedule_table(rows: pd.DataFrame) -> Table | None:
@@ -54,7 +55,7 @@ def schedule_table(rows: pd.DataFrame) -> Table | None:
         (
             Column("model", key=True), Column("estimator", key=True),
             Column("measurement", key=True), Column("epoch", "int", key=True),
-            Column("temperature", "fixed3"), Column("beta", "fixed3"),
+            Column(TEMPERATURE, "fixed3"), Column(BETA, "fixed3"),
         ),
         table_rows,
         (
@@ -69,7 +70,7 @@ def schedule_table(rows: pd.DataFrame) -> Table | None:
 def applicability_table(rows: pd.DataFrame) -> Table | None:
     """Which estimator (or variant) applied to which model and toy problem, from the stored
     catalogue cells of the run (gradbench.catalogue.catalogue_rows)."""
-    stored = select(rows, experiment=CATALOGUE, metric="applies")
+    stored = select(rows, experiment=CATALOGUE, metric=APPLIES)
     if stored.empty:
         return None
     labels = sorted(set(stored["estimator"].dropna()), key=label_key)

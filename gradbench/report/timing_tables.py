@@ -12,6 +12,12 @@ import math
 
 import pandas as pd
 
+from gradbench.experiments.metrics import (
+    EXAMPLES_PER_SECOND,
+    SECONDS_PER_EPOCH,
+    SECONDS_PER_STEP,
+    SPEEDUP,
+)
 from gradbench.report import paper
 from gradbench.measure.timing import STEP_RATIO
 from gradbench.report.aggregate import derive, estimate, over_seeds
@@ -28,7 +34,7 @@ from gradbench.report.rows import (
 )
 from gradbench.report.table import Column, Compared, Comparison, Table, Value, assemble
 
-SECONDS = "seconds_per_epoch"
+SECONDS = SECONDS_PER_EPOCH
 
 CONTENDED_NOTE = (
     "thr.: torch threads during the measurement; contended: other processes kept more cores busy "
@@ -90,7 +96,7 @@ def own_timing_table(
     floor = bool((timing["metric"] == STEP_RATIO).any())
     table_rows: list[list[Value]] = []
     for name in names:
-        stored = outcomes(timing, TIMING, model, name, metric="speedup",
+        stored = outcomes(timing, TIMING, model, name, metric=SPEEDUP,
                           param_group=comparison.reference)
         ratio = derive(lambda ref, ours: ref / ours if ours > 0 else math.nan,
                        reference, seconds[name])
@@ -142,7 +148,7 @@ def shared_timing_table(rows: pd.DataFrame) -> Table | None:
                 name,
                 float(batch) if batch is not None else None,
                 *(over_seeds(timing, TIMING, model, name, metric=metric)
-                  for metric in (SECONDS, "seconds_per_step", "examples_per_second")),
+                  for metric in (SECONDS, SECONDS_PER_STEP, EXAMPLES_PER_SECOND)),
                 extrapolation(timing, name),
                 timing_conditions(timing, name),
             ])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from gradbench.experiments.metrics import ELBO, ERROR_RATE, IW_BOUND, RECONSTRUCTION_LL
 from gradbench.report import paper
 from gradbench.report.aggregate import over_seeds
 from gradbench.report.notes import EXCLUDED, marked, objective_notes
@@ -26,7 +27,7 @@ from gradbench.report.rows import (
 )
 from gradbench.report.table import Column, Compared, Comparison, Table, Value, assemble
 
-BOUNDS = (("reconstruction_ll", "recon. log-lik."), ("elbo", "ELBO"), ("iw_bound", "IW bound"))
+BOUNDS = ((RECONSTRUCTION_LL, "recon. log-lik."), (ELBO, "ELBO"), (IW_BOUND, "IW bound"))
 """A generative model's figures at the end of training: (metric, label)."""
 
 
@@ -58,7 +59,7 @@ def better(measured: list[Measured]) -> str:
 
 def is_classifier(rows: pd.DataFrame, model: str) -> bool:
     """True when ``model``'s training rows hold a classification error."""
-    return not select(rows, experiment=TRAINING, model=model, metric="error_rate").empty
+    return not select(rows, experiment=TRAINING, model=model, metric=ERROR_RATE).empty
 
 
 def _last_epoch(final: pd.DataFrame, name: str) -> float | None:
@@ -133,11 +134,11 @@ def classification_table(rows: pd.DataFrame, model: str) -> Table | None:
     if final.empty:
         return None
     measured = [
-        Measured("error_rate", "error", split, "percent", False)
-        for split in splits_of(final, "error_rate")
+        Measured(ERROR_RATE, "error", split, "percent", False)
+        for split in splits_of(final, ERROR_RATE)
     ]
     measured += [
-        Measured("elbo", "ELBO", split, "fixed2", True) for split in splits_of(final, "elbo")
+        Measured(ELBO, "ELBO", split, "fixed2", True) for split in splits_of(final, ELBO)
     ]
     return _final_table(
         final, model, measured, paper.classification_beside(model),

@@ -13,6 +13,13 @@ import math
 
 import pandas as pd
 
+from gradbench.experiments.metrics import (
+    GRAD_VARIANCE,
+    GRAD_VARIANCE_DATA,
+    GRAD_VARIANCE_NOISE,
+    LOG_VARIANCE_SLOPE,
+    SNR,
+)
 from gradbench.report import paper
 from gradbench.report.aggregate import Estimate, derive, estimate, over_seeds
 from gradbench.report.notes import (
@@ -45,7 +52,7 @@ GROUP_EPOCH_KEYS = (
 )
 """The key columns of the tables with a row per model × estimator × parameter group × epoch."""
 
-DECOMPOSITION_METRICS = ("grad_variance", "grad_variance_noise", "grad_variance_data", "snr")
+DECOMPOSITION_METRICS = (GRAD_VARIANCE, GRAD_VARIANCE_NOISE, GRAD_VARIANCE_DATA, SNR)
 
 
 def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
@@ -54,7 +61,7 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
     The groups are the model's headline groups (:func:`gradbench.report.paper.headline_groups`);
     the papers' figures sit beside ours where a paper has them.
     """
-    variance = select(rows, experiment=VARIANCE, model=model, metric="grad_variance")
+    variance = select(rows, experiment=VARIANCE, model=model, metric=GRAD_VARIANCE)
     if variance.empty:
         return None
     batch = nearest_batch_size(variance["batch_size"])
@@ -75,7 +82,7 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
         [
             marked(cell_rows, name),
             *(c.values.get(name) for c in beside.leading),
-            *(over_seeds(scoped, VARIANCE, model, name, metric="grad_variance", param_group=g,
+            *(over_seeds(scoped, VARIANCE, model, name, metric=GRAD_VARIANCE, param_group=g,
                          epoch=e) for g, e in ours),
             *(c.values.get(name) for c in beside.trailing),
         ]
@@ -170,7 +177,7 @@ def equal_law_note(law: paper.EqualLaw, rows: pd.DataFrame, model: str) -> str:
     """Where two estimators whose gradients of ``law``'s group share one law were both measured
     (minibatch size × checkpoint): how many interval pairs overlap, and each disjoint pair with
     its values (there one of the two intervals missed its value)."""
-    variance = select(rows, experiment=VARIANCE, model=model, metric="grad_variance")
+    variance = select(rows, experiment=VARIANCE, model=model, metric=GRAD_VARIANCE)
     group = law.group(set(variance["param_group"].dropna()))
     first, second = law.estimators
     head = f"Check on the intervals: {law.what}"
@@ -204,7 +211,7 @@ def equal_law_note(law: paper.EqualLaw, rows: pd.DataFrame, model: str) -> str:
 
 def slope_table(rows: pd.DataFrame) -> Table | None:
     """Fitted slope of log variance against log minibatch size per model × estimator × group."""
-    slopes = select(rows, experiment=VARIANCE, metric="log_variance_slope")
+    slopes = select(rows, experiment=VARIANCE, metric=LOG_VARIANCE_SLOPE)
     if slopes.empty:
         return None
     table_rows: list[list[Value]] = []
@@ -214,7 +221,7 @@ def slope_table(rows: pd.DataFrame) -> Table | None:
             for group in (*paper.headline_groups(model), "all"):
                 epochs = select(cell, param_group=group)["epoch"].dropna()
                 for epoch in sorted({float(e) for e in epochs}):
-                    slope = over_seeds(cell, VARIANCE, model, name, metric="log_variance_slope",
+                    slope = over_seeds(cell, VARIANCE, model, name, metric=LOG_VARIANCE_SLOPE,
                                        param_group=group, epoch=epoch)
                     table_rows.append([model, marked(cell, name), group, epoch,
                                        slope, slope, slope])
@@ -247,11 +254,11 @@ def decomposition_table(rows: pd.DataFrame) -> Table | None:
     batches: set[int] = set()
     for model in models_of(variance, VARIANCE):
         scoped = select(variance, model=model)
-        batch = nearest_batch_size(select(scoped, metric="grad_variance")["batch_size"])
+        batch = nearest_batch_size(select(scoped, metric=GRAD_VARIANCE)["batch_size"])
         if batch is None:
             continue
         batches.add(batch)
-        epochs = select(scoped, metric="grad_variance", batch_size=batch)["epoch"].dropna()
+        epochs = select(scoped, metric=GRAD_VARIANCE, batch_size=batch)["epoch"].dropna()
         epoch = float(epochs.max()) if not epochs.empty else None
         for name in estimator_order(model, scoped):
             for group in paper.headline_groups(model):

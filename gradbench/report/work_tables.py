@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from gradbench.experiments.metrics import EVALUATIONS, GRAD_VARIANCE, SECONDS_PER_GRADIENT
 from gradbench.report import paper
 from gradbench.report.aggregate import derive, estimate
 from gradbench.report.notes import EXCLUDED, marked, objective_notes
@@ -38,7 +39,7 @@ MATCHED_TIME = "variance × s"
 
 def stored_evaluations(rows: pd.DataFrame, model: str, estimator: str) -> float | None:
     """Evaluations per gradient of ``estimator`` on ``model`` from the run's catalogue cells."""
-    match = select(rows, experiment=CATALOGUE, estimator=estimator, metric="evaluations",
+    match = select(rows, experiment=CATALOGUE, estimator=estimator, metric=EVALUATIONS,
                    param_group=model)
     return None if match.empty else float(match["value"].iloc[-1])
 
@@ -47,9 +48,9 @@ def work_normalised_table(rows: pd.DataFrame) -> Table | None:
     """Per model × estimator at minibatch 100 and the last checkpoint: evaluations, seconds per
     gradient, and per headline group the variance, variance × evaluations and variance ×
     seconds; None without catalogue evaluations and variance rows."""
-    if select(rows, experiment=CATALOGUE, metric="evaluations").empty:
+    if select(rows, experiment=CATALOGUE, metric=EVALUATIONS).empty:
         return None
-    variance = select(rows, experiment=VARIANCE, metric="grad_variance")
+    variance = select(rows, experiment=VARIANCE, metric=GRAD_VARIANCE)
     table_rows: list[list[Value]] = []
     blocks: list[tuple[str, str]] = []
     eligible: list[bool] = []
@@ -66,10 +67,10 @@ def work_normalised_table(rows: pd.DataFrame) -> Table | None:
         scoped = at_batch_size(own, batch)
         for name in estimator_order(model, at_batch):
             evaluations = stored_evaluations(rows, model, name)
-            seconds = outcomes(rows, TIMING, model, name, metric="seconds_per_gradient")
+            seconds = outcomes(rows, TIMING, model, name, metric=SECONDS_PER_GRADIENT)
             shown.append(name)
             for group in paper.headline_groups(model):
-                found = outcomes(scoped, VARIANCE, model, name, metric="grad_variance",
+                found = outcomes(scoped, VARIANCE, model, name, metric=GRAD_VARIANCE,
                                  param_group=group, epoch=epoch)
                 per_evaluation = (
                     derive(lambda v, e=evaluations: v * e, found) if evaluations is not None
@@ -107,7 +108,7 @@ def work_normalised_table(rows: pd.DataFrame) -> Table | None:
         "Gradient variance at matched evaluations and matched time",
         (
             Column("model", key=True), Column("estimator", key=True), Column("group", key=True),
-            Column("checkpoint", key=True), Column("evaluations", "int"),
+            Column("checkpoint", key=True), Column(EVALUATIONS, "int"),
             Column("s / gradient", "sci"), Column("variance", "sci"),
             Column(MATCHED_EVALUATIONS, "sci"), Column(MATCHED_TIME, "sci"),
         ),
