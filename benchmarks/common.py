@@ -144,7 +144,7 @@ def bench_device() -> torch.device:
     return resolve_device(os.environ.get(DEVICE_ENV, "cpu"))
 
 
-def _mnist_dir() -> str | None:
+def mnist_dir() -> str | None:
     """The workspace's shared MNIST copy when present; data.py also searches $GRADBENCH_DATA."""
     shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
     return str(shared) if shared.is_dir() else None
@@ -153,7 +153,7 @@ def _mnist_dir() -> str | None:
 @functools.cache
 def load_data(dataset: str, device: str) -> Dataset:
     """The profile's dataset on ``device``, loaded once per process (thresholded, offline)."""
-    data_dir = _mnist_dir() if dataset == "mnist" else None
+    data_dir = mnist_dir() if dataset == "mnist" else None
     return load_dataset(DataConfig(dataset=dataset, data_dir=data_dir, download=False), device)
 
 

@@ -102,7 +102,7 @@ class RunOptions:
     results: str | None = option(None, "results folder, resumable (default: OUT/results/)")
     data_dir: str | None = option(None, "folder holding the dataset files")
     device: str = option("auto", "auto, cpu or cuda")
-    executor: str = option(AUTO, f"where cells run: {', '.join(EXECUTORS)} (auto: every core, "
+    executor: str | Executor = option(AUTO, f"where cells run: {', '.join(EXECUTORS)} (auto: every core, "
                            "on Ray where installed, else a process pool)")
     jobs: int | None = option(None, "worker processes (default: every core)")
     ray_address: str = option(LOCAL, "with executor ray: 'local' (an embedded Ray), 'auto', "
@@ -223,7 +223,10 @@ def check_folder(out: Path, profile: Profile, overwrite: bool) -> None:
 
 
 def make_executor(options: RunOptions, device: torch.device) -> Executor:
-    """The executor the options name (``auto`` resolved); ValueError naming the choices."""
+    """The executor the options name (``auto`` resolved), or the one they hold (a caller's,
+    already started: a benchmark's warm Ray); ValueError naming the choices."""
+    if not isinstance(options.executor, str):
+        return options.executor
     if options.executor not in EXECUTORS:
         raise UsageError(f"unknown executor {options.executor!r}; valid: {', '.join(EXECUTORS)}")
     if options.jobs is not None and options.jobs < 1:
@@ -250,6 +253,8 @@ def workers(executor: Executor, options: RunOptions) -> int:
     """The workers a run's estimate is made for."""
     if isinstance(executor, InProcessExecutor):
         return 1
+    if isinstance(executor, RayExecutor) and executor.jobs:
+        return executor.jobs
     return options.jobs or os.cpu_count() or 1
 
 

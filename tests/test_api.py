@@ -345,3 +345,21 @@ def test_no_metric_name_is_spelled_in_more_than_one_module() -> None:
                 spelled.setdefault(name, []).append(path.name)
     assert {name: files for name, files in spelled.items() if len(files) > 1} == {
         "temperature": ["base.py", "metrics.py"]}
+
+
+def test_calibrated_cells_are_mapped_by_their_experiments_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one gradient costing 1 s, a training cell is estimated at scale × gradients +
+    seconds of the train fit; its checkpoint-free plan has no other cost."""
+    from gradbench.execution import estimate
+
+    monkeypatch.setattr(estimate, "_calibrate", lambda work, dataset, device: (1.0, 0.0))
+    prepared = api.prepare("smoke", {**SMALL, "experiments": ["train"], "dry_run": True,
+                                     "out": str(tmp_path / "out")})
+    scale, overhead = estimate.CALIBRATED_CELLS["train"]
+    trained = [t for t in prepared.schedule.tasks if t.work is not None]
+    assert len(trained) == 2
+    for task in trained:
+        assert prepared.costs[task.key] == (
+            pytest.approx(scale * task.work.gradients + overhead), "calibrated")
