@@ -11,6 +11,7 @@ whole-node task holding all N.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections.abc import Sequence
@@ -118,20 +119,34 @@ def estimate(
 
 
 def makespan(tasks: Sequence[Task], costs: dict[str, tuple[float, str]], workers: int) -> float:
-    """Seconds to run ``tasks`` (in dependency order) on ``workers`` slots: each task starts
-    when its needs are done and enough slots are free (a whole-node task takes them all)."""
-    free = [0.0] * workers
-    done: dict[str, float] = {}
-    for task in tasks:
-        seconds = costs.get(task.key, (0.0, ""))[0]
-        ready = max((done.get(key, 0.0) for key in task.needs), default=0.0)
-        slots = workers if task.resources.whole_node else min(task.resources.cpus, workers)
-        chosen = sorted(range(workers), key=lambda i: free[i])[:slots]
-        start = max(ready, *(free[i] for i in chosen))
-        for i in chosen:
-            free[i] = start + seconds
-        done[task.key] = start + seconds
-    return max(done.values(), default=0.0)
+    """Seconds to run ``tasks`` on ``workers`` slots as the parallel executors do: whenever a
+    slot frees, the first ready task (its needs done) that fits starts; a whole-node task
+    takes every slot and starts only when nothing else runs or is ready
+    (:func:`gradbench.execution.ray_executor._submittable`)."""
+    pending = list(tasks)
+    finished: set[str] = set()
+    running: list[tuple[float, str, int]] = []  # (end, key, slots), a heap
+    now, free = 0.0, workers
+    while pending or running:
+        ready = [t for t in pending if all(key in finished for key in t.needs)]
+        others = [t for t in ready if not t.resources.whole_node]
+        started = False
+        for task in others or (ready[:1] if not running else []):
+            slots = workers if task.resources.whole_node else min(task.resources.cpus, workers)
+            if slots > free:
+                continue
+            free -= slots
+            pending.remove(task)
+            heapq.heappush(running, (now + costs.get(task.key, (0.0, ""))[0], task.key, slots))
+            started = True
+        if started:
+            continue
+        if not running:
+            raise ValueError("tasks wait on results that no task makes")
+        now, key, slots = heapq.heappop(running)
+        finished.add(key)
+        free += slots
+    return now
 
 
 def _duration(seconds: float) -> str:
