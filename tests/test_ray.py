@@ -86,7 +86,8 @@ def assert_same_rows(expected: Path, actual: Path) -> int:
 def in_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The smoke profile with seeds 0 and 1, run in this process."""
     root = tmp_path_factory.mktemp("in-process")
-    assert main(["all", *SMOKE, "--seeds", "0,1", "--results", str(root / "results"),
+    assert main(["all", *SMOKE, "--seeds", "0,1", "--executor", "in-process",
+                 "--results", str(root / "results"),
                  "--out", str(root / "reports")]) == 0
     return root / "results"
 
