@@ -28,6 +28,7 @@ import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +103,9 @@ class RunOptions:
     results: str | None = option(None, "results folder, resumable (default: OUT/results/)")
     data_dir: str | None = option(None, "folder holding the dataset files")
     device: str = option("auto", "auto, cpu or cuda")
-    executor: str | Executor = option(AUTO, f"where cells run: {', '.join(EXECUTORS)} (auto: every core, "
-                           "on Ray where installed, else a process pool)")
+    executor: str | Executor = option(
+        AUTO, f"where cells run: {', '.join(EXECUTORS)} (auto: every core, on Ray where "
+        "installed, else a process pool)")
     jobs: int | None = option(None, "worker processes (default: every core)")
     ray_address: str = option(LOCAL, "with executor ray: 'local' (an embedded Ray), 'auto', "
                               "HOST:PORT or ray://HOST:PORT (an existing cluster)")
@@ -132,7 +134,6 @@ class RunResult:
     estimated_seconds: float = 0.0  # on one process
     estimated_workers_seconds: float = 0.0  # on the run's workers
     dry_run: bool = False
-    interrupted: bool = False
 
     @property
     def status(self) -> int:
@@ -310,10 +311,12 @@ class Prepared:
 
     @property
     def one_process_seconds(self) -> float:
+        """The estimated seconds of the tasks to run, one after the other."""
         return sum(seconds for seconds, _ in self.costs.values())
 
-    @property
+    @cached_property
     def workers_seconds(self) -> float:
+        """The estimated seconds of the tasks to run on the run's workers."""
         return makespan(self.schedule.tasks, self.costs, self.workers)
 
 

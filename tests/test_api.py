@@ -172,7 +172,9 @@ def test_measurement_commands_default_to_the_profiles_declaration(
     assert value == (",".join(map(str, declared)) if isinstance(declared, tuple) else declared)
 
 
-def test_each_profile_writes_its_own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_profile_writes_its_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     result = api.run("smoke", **SMALL, experiments=["train"], formats="md", verbose=False)
     assert result.report == Path("reports/smoke") and result.results == Path(
@@ -259,7 +261,8 @@ def test_a_data_dir_that_does_not_exist_exits_2(tmp_path: Path, capsys) -> None:
     ("argv", "message"),
     [
         (["--jobs", "0"], "--jobs must be positive, got 0"),
-        (["--executor", "rey"], "unknown executor 'rey'; valid: auto, in-process, process-pool, ray"),
+        (["--executor", "rey"],
+         "unknown executor 'rey'; valid: auto, in-process, process-pool, ray"),
         (["--estimators", "lr,lr"], "estimator 'lr' given twice"),
         (["--experiments", "train,train"], "experiment 'train' given twice"),
         (["--set", "variance_draws=0"], "variance_draws must be positive"),

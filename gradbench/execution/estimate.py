@@ -5,14 +5,13 @@ size (another seed, an earlier run) is estimated by the median of its stored ``c
 any other task by a short calibration: the seconds of one gradient of its estimator on its
 model, measured at minibatch sizes 1 and 100 and interpolated linearly, times the gradients its
 :class:`gradbench.execution.task.Work` declares (a forward pass counted as a third of a
-gradient), mapped to a cell's seconds by its experiment's fit (:data:`CALIBRATED_CELLS`). The total for N workers is a list schedule that respects what each task needs, a
-whole-node task holding all N.
+gradient), mapped to a cell's seconds by its experiment's fit (:data:`CALIBRATED_CELLS`). The
+total for N workers simulates the parallel executors (:func:`makespan`).
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 import time
 from collections.abc import Sequence
 
@@ -147,26 +146,3 @@ def makespan(tasks: Sequence[Task], costs: dict[str, tuple[float, str]], workers
         finished.add(key)
         free += slots
     return now
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
-
-
-def print_estimate(tasks: Sequence[Task], costs: dict[str, tuple[float, str]], workers: int) -> None:
-    """The cells still to run with their estimates, and the totals for 1 and ``workers``."""
-    print(f"to run: {sum(t.cell is not None for t in tasks)} cells "
-          f"(and {sum(t.cell is None for t in tasks)} checkpoints)")
-    for task in tasks:
-        if task.key not in costs:
-            continue
-        seconds, source = costs[task.key]
-        print(f"  {seconds:9.1f} s  ({source:10s})  {task.describe or task.key}")
-    total = sum(seconds for seconds, _ in costs.values())
-    print(f"estimated total: {_duration(total)} in one process; "
-          f"{_duration(makespan(tasks, costs, workers))} with {workers} workers "
-          "(estimates: stored cell times where present, else a calibration of one gradient)")

@@ -66,7 +66,8 @@ class ProgressLines:
         total = sum(self.costs.values())
         text = f"gradbench: {self.done_cells}/{self.cells} cells, {duration(spent)} spent"
         if self.done_cost > 0 and total > self.done_cost:
-            text += f", about {duration(spent * (total - self.done_cost) / self.done_cost)} to finish"
+            left = spent * (total - self.done_cost) / self.done_cost
+            text += f", about {duration(left)} to finish"
         return text
 
 
@@ -98,4 +99,5 @@ class WithProgressLines:
         return self.inner.name
 
     def execute(self, schedule: Schedule, driver: Driver) -> None:
-        self.inner.execute(schedule, _ReportingDriver(driver, self.progress))  # type: ignore[arg-type]
+        reporting = _ReportingDriver(driver, self.progress)
+        self.inner.execute(schedule, reporting)  # type: ignore[arg-type]
