@@ -139,7 +139,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--model-arg", action="append", metavar="MODEL:KEY=VALUE",
-        help="model option, e.g. gaussian-vae:latent_dim=10",
+        help="model option, e.g. MODEL:latent_dim=10",
     )
     parser.add_argument(
         "--estimator-arg", action="append", metavar="ESTIMATOR:KEY=VALUE",
@@ -420,7 +420,7 @@ def probe(plan: Plan, dataset: Dataset) -> None:
     pair's evaluations per gradient are recorded (they may depend on the model's latent size).
     Bias runs on the model's own configuration where its oracle is exact there (a categorical
     VAE of 8 × 4), else on its small oracle configuration; a model whose oracle cannot serve
-    the data (bayes-mlp's two-class oracle on ten classes) gets no bias cells, with the reason."""
+    the data (a two-class oracle on ten classes) gets no bias cells, with the reason."""
     x = (dataset.train.images[:1] >= 0.5).float().cpu()
     y = dataset.train.labels[:1].cpu()
     seed = plan.profile.seeds[0]
