@@ -10,6 +10,7 @@ version, so editing one module recomputes exactly the cells that used it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,9 +23,11 @@ import pytest
 from gradbench.code_version import cell_stamp, module_source_hash, plugin_code
 from gradbench.estimators import ESTIMATORS, load_plugins, make_estimator
 from gradbench.measure.toy import toy_draws
+from gradbench.measure.training import checkpoint_path as resume_path
 from gradbench.models import MODELS, DataShape, make_model, profile_model_options
 from gradbench.models import load_plugins as load_model_plugins
 from gradbench.models.toy import make_problem
+from gradbench.results import Cell
 from tests.helpers import Z, assert_unbiased
 from tests.test_oracle import case_scores, worst
 
@@ -98,6 +101,52 @@ def test_a_cell_of_the_plugin_names_it_in_its_code_version(
     assert both["plugins"].split("; ")[1].startswith(f"model {MODEL} from gradbench-example")
     as_reference = cell_stamp("abc", "categorical-vae", "lr", config | {"reference_estimator": NAME})
     assert as_reference == own_model
+
+
+def test_a_training_cell_of_the_plugin_resumes_only_from_the_plugins_code(
+    plugin: tuple[list[str], list[str]],
+) -> None:
+    """An unfinished training cell's resume file is named by the plugins' code too, so that an
+    edited plugin starts the cell afresh; gradbench's own cells keep their names."""
+    own = Cell("train", "categorical-vae", "lr", {"dataset": "digits"})
+    theirs = Cell("train", MODEL, "lr", {"dataset": "digits"})
+    assert resume_path(Path("r"), own).name == f"categorical-vae__lr__{own.config_hash}.pt"
+    version = cell_stamp("abc", MODEL, "lr", theirs.config)["code_version"]
+    assert resume_path(Path("r"), theirs).name == (
+        f"{MODEL}__lr__{theirs.config_hash}{version.removeprefix('abc')}.pt"
+    )
+    assert "+plugins." in version
+
+
+def test_a_dataset_from_an_entry_point_is_part_of_its_cells_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dataset whose entry point (group ``gradbench.datasets``) names a module of another
+    distribution is a plugin of every cell measured on it; gradbench's own datasets are not."""
+    package = tmp_path / "tiny_data_plugin"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "bars.py").write_text('"""Horizontal bars."""\n')
+    info = tmp_path / "tiny_data_plugin-2.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tiny-data-plugin\nVersion: 2.0\n")
+    (info / "top_level.txt").write_text("tiny_data_plugin\n")
+    (info / "entry_points.txt").write_text("[gradbench.datasets]\nbars = tiny_data_plugin.bars\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin_code.cache_clear()
+    try:
+        on_bars = cell_stamp("abc", "categorical-vae", "lr", {"dataset": "bars"})
+        on_digits = cell_stamp("abc", "categorical-vae", "lr", {"dataset": "digits"})
+    finally:
+        plugin_code.cache_clear()
+        for module in [m for m in sys.modules if m.partition(".")[0] == "tiny_data_plugin"]:
+            sys.modules.pop(module)
+    source = hashlib.sha256((package / "bars.py").read_bytes()).hexdigest()[:12]
+    assert on_bars["plugins"] == (
+        f"dataset bars from tiny-data-plugin 2.0 (tiny_data_plugin.bars, source {source})"
+    )
+    assert on_bars["code_version"].startswith("abc+plugins.")
+    assert on_digits == {"code_version": "abc"}
 
 
 def _gradbench(env: dict[str, str], *argv: str) -> str:

@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from gradbench.code_version import cell_stamp
 from gradbench.data import SPLITS, Dataset
 from gradbench.device import clock
 from gradbench.estimators.base import Estimator
@@ -519,9 +520,12 @@ def training_cell(
 def checkpoint_path(root: Path, cell: Cell) -> Path:
     """Where a store under ``root`` keeps the resume checkpoint of an unfinished ``cell``.
 
-    ``<root>/resume/<experiment>/<model>__<estimator>__<hash>.pt``; deleted once the cell is stored.
+    ``<root>/resume/<experiment>/<model>__<estimator>__<hash>.pt``, the hash followed by
+    ``+plugins.<their hash>`` for a cell that uses plugins (an edited plugin starts afresh);
+    deleted once the cell is stored.
     """
-    name = f"{cell.model}__{cell.estimator}__{cell.config_hash}.pt"
+    plugins = cell_stamp("", cell.model, cell.estimator, cell.config)["code_version"]
+    name = f"{cell.model}__{cell.estimator}__{cell.config_hash}{plugins}.pt"
     return root / "resume" / cell.experiment / name
 
 
