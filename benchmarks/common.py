@@ -39,6 +39,7 @@ from gradbench.data import DataConfig, Dataset, load_dataset
 from gradbench.device import resolve_device, synchronize
 from gradbench.estimators import Estimator, NotApplicable, base_name
 from gradbench.experiment import Setting, build_estimator, build_model
+from gradbench.models import profile_model_options
 from gradbench.measure.timing import draw_batches, gradient, reference_steps, steps_per_epoch
 from gradbench.measure.training import (
     NOISE_SEED_OFFSET,
@@ -104,12 +105,7 @@ class BenchProfile:
 FAST = BenchProfile(
     name="fast",
     dataset="digits",
-    model_options={
-        "bayes-mlp": {"hidden_sizes": (32, 32)},
-        "bernoulli-vae": {"latent_dim": 8},
-        "categorical-vae": {"hidden_sizes": (32,), "n_vars": 4, "n_classes": 4},
-        "gaussian-vae": {"hidden_sizes": (32,), "latent_dim": 4},
-    },
+    model_options=profile_model_options("smoke"),  # the smoke profile's sizes
     draws=16,
     ratio_steps=2,
     rounds=3,

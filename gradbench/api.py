@@ -526,7 +526,7 @@ def run(
     """Run a profile: every experiment for every applicable model × estimator × seed (resuming
     from the results folder), then the report; returns the stored rows and where they are.
 
-    ``overrides``: any :class:`Profile` field (``models=["gaussian-vae"]``,
+    ``overrides``: any :class:`Profile` field (``models=["MODEL"]``,
     ``train_epochs=3``, or strings as ``--set`` takes them) and any :class:`RunOptions` field
     (``out``, ``results``, ``executor``, ``jobs``, ``dry_run``, ...). ``model_args`` and
     ``estimator_args``: ``{"MODEL:KEY": "VALUE"}`` options. Raises UsageError (a ValueError)

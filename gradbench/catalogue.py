@@ -36,11 +36,12 @@ def estimator_table() -> pd.DataFrame:
 
 
 def model_table() -> pd.DataFrame:
-    """One row per shared model: name, node kinds, reference estimator, summary."""
+    """One row per shared model: name, task, node kinds, reference estimator, summary."""
     return pd.DataFrame(
         [
             {
                 "model": name,
+                "task": cls.task,
                 "nodes": ", ".join(sorted(cls.node_kinds)),
                 "reference": cls.reference_estimator,
                 "summary": cls.summary,

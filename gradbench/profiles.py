@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from gradbench.models import profile_model_options
+
 VARIANTS = (
     "lr-baseline[baseline=ema]",
     "lr-baseline[baseline=learned]",
@@ -181,12 +183,7 @@ SMOKE = Profile(
     dataset="digits",
     seeds=(0,),
     torch_threads=1,  # tiny tensors: threads cost more than they save, badly so on a busy CPU
-    model_options={
-        "bayes-mlp": {"hidden_sizes": (32, 32)},
-        "bernoulli-vae": {"latent_dim": 8},
-        "categorical-vae": {"hidden_sizes": (32,), "n_vars": 4, "n_classes": 4},
-        "gaussian-vae": {"hidden_sizes": (32,), "latent_dim": 4},
-    },
+    model_options=profile_model_options("smoke"),  # each model's StochasticModel.profile_options
     variance_batch_sizes=(1, 10, 100),
     variance_draws=16,
     variance_noise_draws=2,
@@ -212,11 +209,7 @@ QUICK = Profile(
     subset=5000,
     seeds=(0, 1, 2),
     torch_threads=1,  # predictable on a shared 2-core machine: two threads contend badly there
-    model_options={
-        "bayes-mlp": {"hidden_sizes": (256, 256, 256)},
-        "categorical-vae": {"hidden_sizes": (200,)},
-        "gaussian-vae": {"hidden_sizes": (200,)},
-    },
+    model_options=profile_model_options("quick"),  # each model's StochasticModel.profile_options
     variance_batch_sizes=(1, 10, 100),
     variance_draws=100,
     variance_noise_draws=2,

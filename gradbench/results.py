@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 import pandas as pd
 import torch
 
+from gradbench.code_version import cell_stamp
 from gradbench.estimators import ESTIMATORS, estimator_class
 
 COLUMNS = [
@@ -250,6 +251,7 @@ def stamp(
         "cell_seconds": seconds,
         "peak_memory_bytes": peak_memory,
         **vars(provenance),
+        **cell_stamp(provenance.code_version, cell.model, cell.estimator, cell.config),
     }
     for column, value in stamped.items():
         if column in frame and column in MEASURED_FIRST:
@@ -298,12 +300,14 @@ class ResultStore:
 
     def stored(self, cell: Cell, provenance: Provenance) -> pd.DataFrame | None:
         """The cell's rows when it is finished: stored, not failed or skipped, and made by the
-        running code (or the store reuses stale cells); else None (the cell is to be computed)."""
+        running code, the plugins it uses included (or the store reuses stale cells); else None
+        (the cell is to be computed)."""
         frame = self.read(cell)
         if frame is None or frame["status"].isin(UNFINISHED).any():
             return None
         versions = set(frame["code_version"].dropna().astype(str))
-        return frame if self.reuse_stale or versions == {provenance.code_version} else None
+        expected = cell_stamp(provenance.code_version, cell.model, cell.estimator, cell.config)
+        return frame if self.reuse_stale or versions == {expected["code_version"]} else None
 
     def save(
         self,

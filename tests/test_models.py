@@ -9,29 +9,35 @@ from __future__ import annotations
 import itertools
 import math
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import gradbench
 from gradbench.estimators.nodes import CategoricalNode, GaussianNode, WeightNoiseNode
 from gradbench.models import bayes_mlp, categorical_vae, gaussian_vae
 from gradbench.models.bayes_mlp import weight_noise_statistics
 from gradbench.models.base import (
     MODELS,
+    TASKS,
     DataShape,
     StochasticModel,
     bernoulli_log_likelihood,
     make_model,
+    register_model,
 )
+from gradbench.models.toy import PROBLEMS
+from gradbench.profiles import PROFILES
 
 SHAPE = DataShape(input_dim=12, n_classes=4, n_train=500)
 SMALL_OPTIONS = {
-    "gaussian-vae": {"hidden_sizes": "16,8", "latent_dim": "3", "init_std": "0.3"},
-    "categorical-vae": {"hidden_sizes": "16", "n_vars": "3", "n_classes": "4"},
-    "bayes-mlp": {"hidden_sizes": "16,8"},
+    name: dict(MODELS[name].profile_options["smoke"])
+    for name in ("gaussian-vae", "categorical-vae", "bayes-mlp")
 }
+"""The models' own smoke-profile sizes (their ``profile_options``)."""
 Z_SCORE = 4.0
 
 
@@ -93,7 +99,7 @@ def test_forward_shapes_and_finite_losses(name: str) -> None:
     assert len(forward.nodes) == len(forward.samples) >= 1
     if name == "bayes-mlp":
         assert forward.reconstruction is None
-        assert [s.shape for s in forward.samples] == [(5, 16), (5, 8), (5, SHAPE.n_classes)]
+        assert [s.shape for s in forward.samples] == [(5, 32), (5, 32), (5, SHAPE.n_classes)]
         assert (forward.data_loss > 0).all()
     else:
         assert forward.reconstruction.shape == x.shape
@@ -208,7 +214,9 @@ def test_gaussian_vae_init_is_normal_with_init_std() -> None:
 
 
 def test_gaussian_kl_matches_monte_carlo() -> None:
-    model = _small("gaussian-vae").double()
+    torch.manual_seed(0)
+    options = {**SMALL_OPTIONS["gaussian-vae"], "init_std": 0.3}  # a KL well away from 0
+    model = make_model("gaussian-vae", SHAPE, options).double()
     x, y = _batch(SHAPE, 4, torch.float64)
     forward = model(x, y, _Exact())
     node = forward.nodes[0]
@@ -223,16 +231,17 @@ def test_gaussian_kl_matches_monte_carlo() -> None:
 
 def test_categorical_vae_is_softplus_mlp_on_flattened_one_hots() -> None:
     model = _small("categorical-vae")
+    V, K = model.n_vars, model.n_classes
     x, y = _batch(SHAPE, 5)
     (enc0, enc1), (dec0, dec1) = model.encoder, model.decoder
-    logits = enc1(F.softplus(enc0(x))).view(5, 3, 4)
+    logits = enc1(F.softplus(enc0(x))).view(5, V, K)
     forward = model(x, y, _Exact())
     node, latent = forward.nodes[0], forward.samples[0]
     assert torch.allclose(node.logits, logits) and node.event_dims == 1
-    assert latent.shape == (5, 3, 4) and torch.equal(latent.sum(-1), torch.ones(5, 3))
+    assert latent.shape == (5, V, K) and torch.equal(latent.sum(-1), torch.ones(5, V))
     reconstruction = torch.sigmoid(dec1(F.softplus(dec0(latent.flatten(1)))))
     assert torch.allclose(forward.reconstruction, reconstruction)
-    inverse_logits = enc1(F.softplus(enc0(reconstruction))).view(5, 3, 4)
+    inverse_logits = enc1(F.softplus(enc0(reconstruction))).view(5, V, K)
     assert torch.allclose(node.inverse(reconstruction), inverse_logits)
 
 
@@ -660,3 +669,59 @@ def test_compiled_weight_statistics_match_the_eager_ones(monkeypatch) -> None:
     eager = run()
     for a, b in zip(compiled, eager):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), float((a - b).abs().max())
+
+
+OWN_MODELS = [name for name, cls in MODELS.items() if cls.__module__.startswith("gradbench.")]
+PACKAGE = Path(gradbench.__file__).resolve().parent
+
+
+@pytest.mark.parametrize("name", OWN_MODELS)
+def test_a_model_declares_its_task_small_sizes_and_headline_groups(name: str) -> None:
+    """What the suite needs of a model is on its class: every small profile's options build it,
+    and the groups its tables lead with are among its parameter groups."""
+    cls = MODELS[name]
+    assert cls.task in TASKS
+    assert set(cls.profile_options) <= set(PROFILES) - {"paper"}
+    for profile, options in cls.profile_options.items():
+        model = make_model(name, DataShape(64, 10, 100), options)
+        assert set(cls.headline_groups) <= set(model.parameter_groups()), profile
+        assert PROFILES[profile].options_for(name) == dict(options)
+    assert PROFILES["paper"].options_for(name) == {}
+
+
+def test_the_tasks_are_the_models() -> None:
+    assert {name: MODELS[name].task for name in OWN_MODELS} == {
+        "bayes-mlp": "classifier",
+        "bernoulli-vae": "autoencoder",
+        "categorical-vae": "autoencoder",
+        "gaussian-vae": "autoencoder",
+    }
+
+
+def test_a_model_without_a_valid_task_is_not_registered() -> None:
+    class Untasked(StochasticModel):
+        name = "untasked"
+        task = "regression"
+
+    with pytest.raises(ValueError, match="task 'regression'; valid: classifier, autoencoder"):
+        register_model(Untasked)
+    assert "untasked" not in MODELS
+
+
+def test_no_model_is_named_outside_its_own_file_and_the_papers_module() -> None:
+    """Under gradbench/, a registered model's or toy problem's name appears in its own module
+    and in report/paper.py (which published figure sits beside which row) only."""
+    homes = {name: cls.__module__ for name, cls in [*MODELS.items(), *PROBLEMS.items()]}
+    allowed = {PACKAGE / "report" / "paper.py"}
+    found = []
+    for path in sorted(PACKAGE.rglob("*")):
+        if not path.is_file() or "__pycache__" in path.parts or path in allowed:
+            continue
+        text = path.read_text(errors="replace")
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        found += [
+            f"{path.relative_to(PACKAGE.parent)}: {name}"
+            for name, home in homes.items()
+            if home != module and name in text
+        ]
+    assert not found, found

@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--model-arg", action="append", metavar="MODEL:KEY=VALUE",
-        help="model option, e.g. gaussian-vae:latent_dim=10",
+        help="model option, e.g. MODEL:latent_dim=10",
     )
     parser.add_argument(
         "--estimator-arg", action="append", metavar="ESTIMATOR:KEY=VALUE",

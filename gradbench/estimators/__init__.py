@@ -7,7 +7,6 @@ from the entry-point group ``gradbench.estimators`` (:func:`load_plugins`).
 
 import importlib
 import pkgutil
-from importlib.metadata import entry_points
 
 from gradbench.estimators.base import (
     ESTIMATORS,
@@ -24,6 +23,7 @@ from gradbench.estimators.base import (
     split_labels,
     variant_options,
 )
+from gradbench.plugins import load_entry_points
 
 ENTRY_POINT_GROUP = "gradbench.estimators"
 """Installed packages add estimators here: ``[project.entry-points."gradbench.estimators"]``,
@@ -39,20 +39,9 @@ def _import_modules() -> None:
 
 def load_plugins() -> list[str]:
     """Import every entry point of the group ``gradbench.estimators``; returns the names of
-    the estimators they registered. An entry point naming an unregistered :class:`Estimator`
-    subclass registers it; anything else that fails to load raises ImportError naming it."""
-    before = set(ESTIMATORS)
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            loaded = point.load()
-        except Exception as error:
-            raise ImportError(
-                f"estimator plugin {point.name!r} ({point.value}) failed to load: {error}"
-            ) from error
-        if isinstance(loaded, type) and issubclass(loaded, Estimator):
-            if loaded.name not in ESTIMATORS:
-                register_estimator(loaded)
-    return [name for name in ESTIMATORS if name not in before]
+    the estimators they registered (:func:`gradbench.plugins.load_entry_points`)."""
+    return load_entry_points(ENTRY_POINT_GROUP, Estimator, ESTIMATORS, register_estimator,
+                             "estimator")
 
 
 _import_modules()

@@ -158,8 +158,9 @@ class RayExecutor:
         """Ray options of a task: its cores (all of a node's for a whole-node task), its GPUs on
         CUDA and, on the CPU, the host memory it declares (capped at the smallest node's, so that
         a task larger than any node still runs, alone): Ray then runs no two tasks together
-        whose memory exceeds a node's, where two of the paper's bayes-mlp variance cells (11.6 GB
-        each) on a 24 GB node were killed by Ray's memory monitor and retried without end."""
+        whose memory exceeds a node's, where two of the paper's weight-noise MLP variance cells
+        (11.6 GB each) on a 24 GB node were killed by Ray's memory monitor and retried without
+        end."""
         cpus = whole_node if task.resources.whole_node else task.resources.cpus
         gpus = task.resources.gpus if device == "cuda" else 0
         options = {"num_cpus": cpus, "num_gpus": gpus, "num_returns": 3,

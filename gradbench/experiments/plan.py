@@ -133,8 +133,8 @@ def probe(plan: Plan, dataset: Dataset, bias: str) -> None:
     pair's evaluations per gradient are recorded (they may depend on the model's latent size).
     When the plan runs the experiment named ``bias``, bias runs on the model's own configuration
     where its oracle is exact there (a categorical VAE of 8 × 4), else on its small oracle
-    configuration; a model whose oracle cannot serve the data (bayes-mlp's two-class oracle on
-    ten classes) gets no bias cells, with the reason."""
+    configuration; a model whose oracle cannot serve the data (a two-class oracle on ten
+    classes) gets no bias cells, with the reason."""
     x = (dataset.train.images[:1] >= 0.5).float().cpu()
     y = dataset.train.labels[:1].cpu()
     seed = plan.profile.seeds[0]

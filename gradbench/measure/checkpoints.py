@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradbench.code_version import plugins_of
 from gradbench.data import Dataset
 from gradbench.estimators.base import Estimator
 from gradbench.execution.schedule import ordered
@@ -104,8 +105,9 @@ def checkpoint_config(
     training: TrainingConfig,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Everything that defines a checkpoint's parameters except the epoch."""
-    return {
+    """Everything that defines a checkpoint's parameters except the epoch; the labels of the
+    plugins it is trained with, when there are any (their code is part of it)."""
+    config = {
         "model": setting.model,
         "model_options": resolve_options(get_model_class(setting.model), setting.model_options),
         "seed": setting.seed,
@@ -115,6 +117,10 @@ def checkpoint_config(
         "training": asdict(training),
         "device": device.type,
     }
+    plugins = plugins_of([reference], [setting.model], [dataset.name])
+    if plugins:
+        config["plugins"] = [code.label for code in plugins]
+    return config
 
 
 def checkpoint_path(root: str | os.PathLike[str], config: dict[str, Any], epoch: int) -> Path:

@@ -20,7 +20,7 @@ the minimum and maximum over repeats, not a confidence interval; ``n`` the numbe
   :meth:`~gradbench.models.base.StochasticModel.deterministic_network`): one fused-Adam step of
   the same network without noise, as plain torch layers, timed on the same minibatches in the
   same repeats right after the estimator's steps, and the estimator's step over it per repeat:
-  the estimator's overhead over the deterministic floor (bayes-mlp: the 784-3×1024-10 MLP).
+  the estimator's overhead over the deterministic floor (e.g. a plain 784-3×1024-10 MLP).
 - ``speedup`` (:func:`speedup_rows`): one row per ordered pair of estimators timed together;
   the row of estimator A with ``param_group`` = B holds seconds_per_epoch(B) / seconds_per_epoch(A),
   i.e. how many times faster A trains than B (> 1: A is faster). The speed-up against the slowest

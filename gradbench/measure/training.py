@@ -15,12 +15,12 @@ they do not depend on the estimator; ``param_group`` holds the split they were m
   ``EvalConfig.samples`` draws minus the analytic KL. The training ELBO is this same evaluation on
   the first ``EvalConfig.train_subset`` training examples (all by default), not the running mean
   of the loss, so it is comparable across estimators and with the other splits.
-- ``reconstruction_ll`` (VAEs; train, valid, test): E_q[log p(x|z)], the figure of the thesis'
+- ``reconstruction_ll`` (autoencoders; train, valid, test): E_q[log p(x|z)], the figure of the thesis'
   Table 5.1 (here with exact discrete samples, also for Gumbel-softmax).
-- ``iw_bound`` (VAEs; test): log (1/k) Σ_k p(x, z_k) / q(z_k|x) with k = ``EvalConfig.iw_samples``
+- ``iw_bound`` (autoencoders; test): log (1/k) Σ_k p(x, z_k) / q(z_k|x) with k = ``EvalConfig.iw_samples``
   (Burda et al. 2016), at epoch 0, the last epoch and every ``EvalConfig.iw_every`` epochs, on
   the first ``EvalConfig.iw_subset`` test examples (all when None).
-- ``error_rate`` and ``nll`` (bayes-mlp; train, valid, test): with the mean weights θ.
+- ``error_rate`` and ``nll`` (classifiers; train, valid, test): with the mean weights θ.
 - ``train_loss`` (train; epochs ≥ 1): the mean over the epoch's minibatches of the surrogate's
   value, i.e. the loss the estimator trains on (−ELBO with the estimator's own samples, relaxed
   ones for Gumbel-softmax).
@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from gradbench.code_version import cell_stamp
 from gradbench.data import SPLITS, Dataset
 from gradbench.device import clock
 from gradbench.estimators.base import Estimator
@@ -520,9 +521,12 @@ def training_cell(
 def checkpoint_path(root: Path, cell: Cell) -> Path:
     """Where a store under ``root`` keeps the resume checkpoint of an unfinished ``cell``.
 
-    ``<root>/resume/<experiment>/<model>__<estimator>__<hash>.pt``; deleted once the cell is stored.
+    ``<root>/resume/<experiment>/<model>__<estimator>__<hash>.pt``, the hash followed by
+    ``+plugins.<their hash>`` for a cell that uses plugins (an edited plugin starts afresh);
+    deleted once the cell is stored.
     """
-    name = f"{cell.model}__{cell.estimator}__{cell.config_hash}.pt"
+    plugins = cell_stamp("", cell.model, cell.estimator, cell.config)["code_version"]
+    name = f"{cell.model}__{cell.estimator}__{cell.config_hash}{plugins}.pt"
     return root / "resume" / cell.experiment / name
 
 

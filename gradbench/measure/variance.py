@@ -77,8 +77,8 @@ SUMMARY_MEMORY_BYTES = 4 * 2**30
 """Largest per-minibatch summary (:func:`gradient_summary`) a variance cell keeps in memory. A
 larger one lives on the CPU in a memory-mapped temporary file (in ``$TMPDIR``, removed at once:
 the mapping keeps it until the cell ends), which the operating system pages in and out: the
-same numbers in a bounded resident memory. The paper's bayes-mlp (5.8 M parameters, μ and the
-noise logit of every weight) at 1000 draws needs 2 × 500 × 5.8 M floats, 23 GB: in memory it
+same numbers in a bounded resident memory. The paper's weight-noise MLP (5.8 M parameters, μ and
+the noise logit of every weight) at 1000 draws needs 2 × 500 × 5.8 M floats, 23 GB: in memory it
 was killed on a 24 GB machine."""
 DRAW_MEMORY_BYTES = 128 * 2**20
 """Memory budget of one chunk of draws (the probe's estimate is about half the true peak): small

@@ -4,12 +4,17 @@ A model is an ``nn.Module`` whose forward pass takes a minibatch and an estimato
 stochastic node to ``estimator.sample`` and returns a :class:`StochasticForward` of per-example
 terms. Its parameters and initialisation do not depend on the estimator, so every estimator is
 compared on the same network. Sizes come from the data (:class:`DataShape`) and from keyword
-options with documented defaults.
+options with documented defaults (the papers' sizes).
+
+What the rest of the suite knows of a model are attributes of its class, so that a model (one
+file here, or a plugin's class) needs no edit elsewhere: its ``task``, the small sizes the
+``smoke`` and ``quick`` profiles run it at (``profile_options``) and the parameter groups its
+tables lead with (``headline_groups``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -19,6 +24,12 @@ from torch import Tensor, nn
 
 from gradbench.estimators.base import Estimator, StochasticForward
 from gradbench.options import build_with_options, option_defaults
+
+
+TASKS = ("classifier", "autoencoder")
+"""What a model does with an example (x, y): predict the label y from x (a classifier: its
+evaluation has ``error_rate``), or reconstruct x (an autoencoder, y unused: ``elbo``,
+``reconstruction_ll``, ``iw_bound``)."""
 
 
 class OracleUnavailable(ValueError):
@@ -53,6 +64,13 @@ class StochasticModel(nn.Module):
     oracle_options: ClassVar[dict[str, Any]] = {}
     """A small configuration (model options) in which :meth:`expected_loss` is exact; empty when
     the model has no exact oracle."""
+    task: ClassVar[str]
+    """One of :data:`TASKS`."""
+    profile_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    """Model options by profile name (``smoke``, ``quick``): the smaller sizes that profile runs
+    the model at; a profile not named here runs the defaults."""
+    headline_groups: ClassVar[tuple[str, ...]] = ("top", "bottom")
+    """The groups of :meth:`parameter_groups` the model's variance tables show, in order."""
 
     def forward(self, x: Tensor, y: Tensor, estimator: Estimator) -> StochasticForward:
         """Per-example terms of the loss for inputs ``x`` [batch, input_dim] and labels ``y``."""
@@ -128,11 +146,26 @@ M = TypeVar("M", bound=type[StochasticModel])
 
 
 def register_model(cls: M) -> M:
-    """Class decorator: add a model to the registry under ``cls.name``."""
+    """Class decorator: add a model to the registry under ``cls.name``; ValueError for a name
+    registered twice or a task not in :data:`TASKS`."""
     if cls.name in MODELS:
         raise ValueError(f"model {cls.name!r} registered twice")
+    if getattr(cls, "task", None) not in TASKS:
+        raise ValueError(
+            f"model {cls.name!r} has task {getattr(cls, 'task', None)!r}; valid: {', '.join(TASKS)}"
+        )
     MODELS[cls.name] = cls
     return cls
+
+
+def profile_model_options(profile: str) -> dict[str, dict[str, Any]]:
+    """Model name → the options the profile named ``profile`` runs it at, for every registered
+    model whose ``profile_options`` name that profile."""
+    return {
+        name: dict(cls.profile_options[profile])
+        for name, cls in MODELS.items()
+        if profile in cls.profile_options
+    }
 
 
 def model_options(name: str) -> dict[str, Any]:

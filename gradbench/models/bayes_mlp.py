@@ -306,6 +306,14 @@ class BayesMLP(StochasticModel):
     reference_estimator = "local-reparam"
     oracle_options: ClassVar[dict[str, Any]] = {"hidden_sizes": (1,)}
 
+    task = "classifier"
+    profile_options: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"hidden_sizes": (32, 32)},
+        "quick": {"hidden_sizes": (256, 256, 256)},
+    }
+    headline_groups = ("top", "bottom")
+    """The output and input layers' mean weights, Kingma et al.'s Table 1 rows."""
+
     def __init__(
         self,
         shape: DataShape,

@@ -100,6 +100,10 @@ class BernoulliVAE(StochasticModel):
     hidden layers add coordinates but nothing an estimator acts on (the decoder's gradient is
     pathwise given b for every estimator)."""
 
+    task = "autoencoder"
+    profile_options = {"smoke": {"latent_dim": 8}}
+    headline_groups = ("encoder", "decoder")
+
     def __init__(
         self,
         shape: DataShape,

@@ -49,6 +49,13 @@ class CategoricalVAE(StochasticModel):
     oracle_options = {"hidden_sizes": (8,), "n_vars": 3, "n_classes": 3}
     """27 latent configurations: :meth:`expected_loss` enumerates them all."""
 
+    task = "autoencoder"
+    profile_options = {
+        "smoke": {"hidden_sizes": (32,), "n_vars": 4, "n_classes": 4},
+        "quick": {"hidden_sizes": (200,)},
+    }
+    headline_groups = ("encoder", "decoder")
+
     def __init__(
         self,
         shape: DataShape,

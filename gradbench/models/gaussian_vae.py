@@ -81,6 +81,13 @@ class GaussianVAE(StochasticModel):
     oracle_options = {"hidden_sizes": (8,), "latent_dim": 2}
     """Two latent dimensions: :meth:`expected_loss` integrates them on a 40 × 40 Gauss–Hermite grid."""
 
+    task = "autoencoder"
+    profile_options = {
+        "smoke": {"hidden_sizes": (32,), "latent_dim": 4},
+        "quick": {"hidden_sizes": (200,)},
+    }
+    headline_groups = ("encoder", "decoder")
+
     def __init__(
         self,
         shape: DataShape,

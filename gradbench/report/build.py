@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from gradbench.code_version import PLUGINS_COLUMN, gradbench_version
 from gradbench.measure.variance_stats import INTERVAL_METHOD
 from gradbench.report import paper
 from gradbench.report import plots as plot_builders
@@ -41,11 +42,12 @@ FIGURE_FORMATS = ("png", "pdf")
 
 CONVENTIONS = (
     "A minibatch gradient is the gradient of the *mean* per-example loss over the minibatch "
-    "(negative ELBO for the VAEs; cross-entropy plus KL / N for bayes-mlp).",
+    "(negative ELBO for an autoencoder; cross-entropy plus KL / N for a classifier).",
     "Gradient variance of a parameter group = the mean over the group's parameters of each "
     "parameter's sample variance over independent minibatch gradients (fresh data and fresh "
-    "noise), as in Kingma et al. (2015), Table 1. `top` and `bottom` are bayes-mlp's last and "
-    "first weight matrices (means); `encoder` and `decoder` the VAEs' parameters.",
+    "noise), as in Kingma et al. (2015), Table 1. `top` and `bottom` are a model's last and "
+    "first weight matrices (their means under weight noise); `encoder` and `decoder` an "
+    "autoencoder's parameters.",
     "The Table-1 analogue uses minibatches of 100 (the paper does not state its size) where that "
     "size was measured, otherwise the nearest measured size, stated under each table.",
     "Noise / data parts: law of total variance, "
@@ -249,10 +251,10 @@ def _values(rows: pd.DataFrame, column: str) -> str:
 
 
 def code_versions(rows: pd.DataFrame) -> str:
-    """Every code version the rows come from, with its row count; a warning when several (a run
-    that kept cells of other code with ``--reuse-stale``, or the rows of runs at several
-    commits)."""
-    versions = rows["code_version"].replace("", "unknown").value_counts()
+    """Every version of gradbench's code the rows come from (their plugins' are under
+    ``plugins``), with its row count; a warning when several (a run that kept cells of other
+    code with ``--reuse-stale``, or the rows of runs at several commits)."""
+    versions = rows["code_version"].replace("", "unknown").map(gradbench_version).value_counts()
     listed = ", ".join(f"{v} ({n} rows)" for v, n in sorted(versions.items()))
     if len(versions) > 1:
         listed += (
@@ -260,6 +262,15 @@ def code_versions(rows: pd.DataFrame) -> str:
             "(cells of other code are kept only with --reuse-stale)"
         )
     return listed or "unknown"
+
+
+def plugins_used(rows: pd.DataFrame) -> str:
+    """Every plugin (estimator, model or dataset from another package, with its distribution,
+    version and source hash) the rows come from, with its row count; "" when none."""
+    if PLUGINS_COLUMN not in rows:
+        return ""
+    labels = rows[PLUGINS_COLUMN].dropna().astype(str).str.split("; ").explode()
+    return ", ".join(f"{label} ({n} rows)" for label, n in sorted(labels.value_counts().items()))
 
 
 def provenance_lines(rows: pd.DataFrame) -> list[str]:
@@ -277,6 +288,7 @@ def provenance_lines(rows: pd.DataFrame) -> list[str]:
         ("date (UTC, first to last row)", when),
         ("git commit", _values(rows, "git_commit")),
         ("code versions", code_versions(rows)),
+        *([("plugins", used)] if (used := plugins_used(rows)) else []),
         ("device", "; ".join(devices)),
         ("torch version", _values(rows, "torch_version")),
         ("profile", _values(rows, "profile")),

@@ -3,10 +3,11 @@
 The published figures are the papers' own, typed from the papers, measured on the authors'
 hardware with their code and conventions; they never enter gradbench's result rows and sit in
 columns labelled "published (...)". Besides the figures this module holds every other piece of
-paper knowledge the report uses — row orders (Kingma et al.'s Table 1), the parameter groups a
-model's variance table shows, which model gets a timing table of its own, the variants the
-literature knows by another name — so that a new model or estimator needs no edit in
-:mod:`gradbench.report`: a model or estimator named nowhere here gets the defaults.
+paper knowledge the report uses — row orders (Kingma et al.'s Table 1), which model gets a timing
+table of its own, the variants the literature knows by another name — so that a new model or
+estimator needs no edit in :mod:`gradbench.report`: a model or estimator named nowhere here gets
+the defaults. What a table needs of a model that is not paper knowledge (the parameter groups it
+leads with) is an attribute of the model's class.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gradbench.experiments.metrics import (
     RECONSTRUCTION_LL,
     SECONDS_PER_EPOCH,
 )
+from gradbench.models import MODELS, StochasticModel
 
 # ---------------------------------------------------------------------------- sources
 
@@ -293,11 +295,6 @@ ROW_ORDERS: dict[str, tuple[str, ...]] = {"bayes-mlp": KINGMA_ORDER}
 MODEL_ORDER = ("bayes-mlp", "categorical-vae")
 """Models whose own tables come first, the papers' headline models; the others follow, sorted."""
 
-HEADLINE_GROUPS: dict[str, tuple[str, ...]] = {"bayes-mlp": ("top", "bottom")}
-"""Parameter groups a model's variance tables show; any other model: encoder and decoder."""
-
-DEFAULT_GROUPS = ("encoder", "decoder")
-
 TABLE_BATCH_SIZE = 100
 """Minibatch size of the Table-1 analogue (Kingma et al. 2015 do not state theirs)."""
 
@@ -314,8 +311,9 @@ def row_order(model: str) -> tuple[str, ...]:
 
 
 def headline_groups(model: str) -> tuple[str, ...]:
-    """The parameter groups a model's variance tables show."""
-    return HEADLINE_GROUPS.get(model, DEFAULT_GROUPS)
+    """The parameter groups a model's variance tables show: its class's ``headline_groups``
+    (:class:`gradbench.models.StochasticModel`'s, top and bottom, for a model not installed)."""
+    return MODELS[model].headline_groups if model in MODELS else StochasticModel.headline_groups
 
 
 def model_order(models: Sequence[str]) -> list[str]:

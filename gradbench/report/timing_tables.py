@@ -1,8 +1,8 @@
 """Timing tables: seconds per training epoch per estimator, over seeds.
 
-A model a paper timed (:data:`gradbench.report.paper.TIMING_TABLES`, Kingma et al.'s 1635 s /
-7.4 s for bayes-mlp) gets a table of its own with speed-ups against the paper's reference
-estimator and the published figures beside; every other model shares ``timing_vaes``. Seconds
+A model a paper timed (:data:`gradbench.report.paper.TIMING_TABLES`, e.g. Kingma et al.'s 1635 s
+/ 7.4 s) gets a table of its own with speed-ups against the paper's reference estimator and the
+published figures beside; every other model shares ``timing_vaes``. Seconds
 per epoch compare the rows: lower is better, on log seconds (speed-ups are ratios).
 """
 
@@ -156,7 +156,7 @@ def shared_timing_table(rows: pd.DataFrame) -> Table | None:
         return None
     return assemble(
         "timing_vaes",
-        "Seconds per training epoch of the VAEs, per estimator",
+        "Seconds per training epoch of the models no paper timed, per estimator",
         (
             Column("model", key=True),
             Column("estimator", key=True),
