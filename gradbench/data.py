@@ -275,12 +275,17 @@ class Dataset:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         n = len(self.split(split))
         if shuffle:
-            order = torch.randperm(n, generator=generator, device=self.device)
+            order = self.epoch_order(split, generator)
             for start in range(0, n - batch_size + 1, batch_size):
-                yield self._minibatch(split, order[start : start + batch_size], generator)
+                yield self.minibatch(split, order[start : start + batch_size], generator)
         else:
             for start in range(0, n, batch_size):
-                yield self._minibatch(split, slice(start, start + batch_size), generator)
+                yield self.minibatch(split, slice(start, start + batch_size), generator)
+
+    def epoch_order(self, split: str, generator: torch.Generator) -> torch.Tensor:
+        """A shuffled epoch's order of ``split``'s examples, int64 [N] on the device: the
+        ``torch.randperm`` that :meth:`batches` draws first (a resumable loop keeps it)."""
+        return torch.randperm(len(self.split(split)), generator=generator, device=self.device)
 
     def sample_batch(
         self, split: str, batch_size: int, generator: torch.Generator
@@ -290,7 +295,7 @@ class Dataset:
         if not 1 <= batch_size <= n:
             raise ValueError(f"batch_size must be in 1..{n} for split {split!r}, got {batch_size}")
         index = torch.randperm(n, generator=generator, device=self.device)[:batch_size]
-        return self._minibatch(split, index, generator)
+        return self.minibatch(split, index, generator)
 
     def binarized(self, split: str, generator: torch.Generator | None = None) -> torch.Tensor:
         """The whole split binarized, float32 [N, D] (for evaluation).
@@ -300,12 +305,13 @@ class Dataset:
         """
         if generator is None:
             generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        return self._minibatch(split, slice(None), generator)[0]
+        return self.minibatch(split, slice(None), generator)[0]
 
-    def _minibatch(
+    def minibatch(
         self, split: str, index: torch.Tensor | slice, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Binarized images and labels of ``split`` at ``index`` (a device tensor or a slice)."""
+        """Binarized images and labels of ``split`` at ``index`` (a device tensor or a slice);
+        ``generator`` draws the ``dynamic`` binarization."""
         data = self.split(split)
         if self.binarization == "fixed":
             images = self.fixed[split][index].to(torch.float32)
@@ -314,6 +320,8 @@ class Dataset:
         else:
             images = (data.images[index] >= THRESHOLD).to(torch.float32)
         return images, data.labels[index]
+
+    _minibatch = minibatch  # the name gradbench.measure.variance calls
 
 
 def cache_dir() -> Path:

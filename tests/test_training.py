@@ -9,6 +9,11 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,7 +187,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(
     setting = _setting("categorical-vae")
     expected = training_rows(setting, "lr-baseline", digits, CPU, QUICK, EVAL)
     checkpoint = tmp_path / "run.pt"
-    real_rows, real_epoch = training.epoch_rows, training.train_epoch
+    real_rows, real_epoch = training.epoch_rows, training.continue_epoch
     epochs_trained = []
 
     def interrupting(run: training.TrainingRun, *args: Any) -> list[dict[str, Any]]:
@@ -195,7 +200,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(
         return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(training, "epoch_rows", interrupting)
-    monkeypatch.setattr(training, "train_epoch", counting)
+    monkeypatch.setattr(training, "continue_epoch", counting)
     with pytest.raises(KeyboardInterrupt):
         training_rows(setting, "lr-baseline", digits, CPU, QUICK, EVAL, checkpoint)
     assert checkpoint.is_file() and len(epochs_trained) == 2
@@ -203,6 +208,113 @@ def test_interrupted_run_resumes_from_its_checkpoint(
     resumed = training_rows(setting, "lr-baseline", digits, CPU, QUICK, EVAL, checkpoint)
     assert len(epochs_trained) == 2 + (QUICK.epochs - 1)  # epoch 2 again, then epoch 3
     assert _without_timings(resumed) == _without_timings(expected)
+
+
+# --- a long cell outlives its process -----------------------------------------------------------
+
+ARM_SMALL = {"latent_dim": "8", "prior": "learned", "signal": "elbo"}
+"""The Bernoulli VAE as ARM's and DisARM's codes train it (learned prior by SGD, f with the
+sampled KL), small: resuming must restore Adam and the prior's SGD alike."""
+RESUME_CONFIG = TrainConfig(epochs=3, batch_size=50, learning_rate=3e-3)
+RESUME_EVAL = EvalConfig(samples=1, iw_samples=5, train_subset=200)
+STATEFUL = ["lr-baseline[baseline=learned]", "rebar"]
+"""Estimators with state of their own: NVIL's baseline network and its Adam, REBAR's η and λ
+and their tuner."""
+
+
+@pytest.fixture(scope="module")
+def dynamic_digits() -> Dataset:
+    """Dynamic binarization: the data generator draws inside every minibatch too."""
+    return load_dataset(DataConfig(dataset="digits", binarization="dynamic"), CPU)
+
+
+def _recorded_run(
+    dataset: Dataset, estimator: str, checkpoint: Path | None = None
+) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
+    """Every epoch's rows and the final parameters of a Bernoulli-VAE run saved after every step."""
+    setting = Setting("bernoulli-vae", ARM_SMALL, seed=3)
+
+    def record(run: training.TrainingRun) -> None:
+        run.log.extend(training.epoch_rows(run, dataset, RESUME_EVAL))
+
+    run = train_model(setting, estimator, dataset, CPU, RESUME_CONFIG, record, checkpoint,
+                      save_every_s=0.0)
+    return run.log, {**run.model.state_dict(), **run.estimator.state_dict()}
+
+
+def _assert_identical(
+    got: tuple[list[dict[str, Any]], dict[str, torch.Tensor]],
+    want: tuple[list[dict[str, Any]], dict[str, torch.Tensor]],
+) -> None:
+    assert _without_timings(got[0]) == _without_timings(want[0])
+    assert got[1].keys() == want[1].keys()
+    for name, tensor in want[1].items():
+        assert torch.equal(got[1][name], tensor), name
+
+
+@pytest.mark.parametrize("estimator", STATEFUL)
+def test_a_run_interrupted_mid_epoch_resumes_bit_for_bit(
+    dynamic_digits: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, estimator: str
+) -> None:
+    """Interrupted after 37 steps (12 into the second epoch of 25), saved after every step:
+    the resumed run's rows and final parameters equal an uninterrupted run's bit for bit."""
+    expected = _recorded_run(dynamic_digits, estimator)
+    checkpoint = tmp_path / "run.pt"
+    real_step, taken = training.train_step, []
+
+    def interrupted(*args: Any) -> torch.Tensor:
+        if len(taken) == 37:
+            raise KeyboardInterrupt
+        taken.append(1)
+        return real_step(*args)
+
+    monkeypatch.setattr(training, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _recorded_run(dynamic_digits, estimator, checkpoint)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert (saved["epoch"], saved["position"]) == (1, 12)
+    monkeypatch.setattr(training, "train_step", real_step)
+    _assert_identical(_recorded_run(dynamic_digits, estimator, checkpoint), expected)
+
+
+KILLED_RUN = """
+import sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from tests import test_training as t
+from gradbench.data import DataConfig, load_dataset
+dataset = load_dataset(DataConfig(dataset="digits", binarization="dynamic"), t.CPU)
+t._recorded_run(dataset, sys.argv[1], Path(sys.argv[2]))
+"""
+
+
+def test_a_cell_killed_by_a_signal_resumes_to_the_same_numbers(
+    dynamic_digits: Dataset, tmp_path: Path
+) -> None:
+    """A training process killed (SIGKILL) once it has saved a state inside the second epoch;
+    the run resumed here from what it left gives the uninterrupted run's rows and parameters."""
+    estimator = "rebar"
+    checkpoint = tmp_path / "run.pt"
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, estimator, str(checkpoint)], cwd=Path.cwd(),
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            if checkpoint.is_file() and torch.load(checkpoint, weights_only=True)["epoch"] >= 1:
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it was killed"
+    finally:
+        if process.poll() is None:
+            process.kill()
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["epoch"] < RESUME_CONFIG.epochs
+    expected = _recorded_run(dynamic_digits, estimator)
+    _assert_identical(_recorded_run(dynamic_digits, estimator, checkpoint), expected)
 
 
 def test_on_epoch_sees_every_epoch_and_the_trained_model(digits: Dataset) -> None:
@@ -223,21 +335,21 @@ def test_on_epoch_sees_every_epoch_and_the_trained_model(digits: Dataset) -> Non
 def test_a_diverging_run_is_recorded_not_raised(
     digits: Dataset, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    real_epoch = training.train_epoch
+    real_epoch = training.continue_epoch
     calls = []
 
-    def diverging(model: torch.nn.Module, *args: Any, **kwargs: Any) -> float:
+    def diverging(run: training.TrainingRun, *args: Any) -> float:
         calls.append(1)
-        loss = real_epoch(model, *args, **kwargs)
+        loss = real_epoch(run, *args)
         if len(calls) < 2:
             return loss
         if how == "parameters":
             with torch.no_grad():
-                next(model.parameters()).fill_(math.inf)
+                next(run.model.parameters()).fill_(math.inf)
             return loss
         return math.nan
 
-    monkeypatch.setattr(training, "train_epoch", diverging)
+    monkeypatch.setattr(training, "continue_epoch", diverging)
     rows = training_rows(_setting("gaussian-vae"), "lr", digits, CPU, QUICK, EVAL)
     assert len(calls) == 2 and max(r["epoch"] for r in rows) == 2
     assert {r["status"] for r in rows if r["epoch"] < 2} == {"ok"}
@@ -372,13 +484,13 @@ def test_interrupted_command_resumes_without_recomputing(
 def test_diverged_cell_does_not_stop_the_others(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_epoch = training.train_epoch
+    real_epoch = training.continue_epoch
 
-    def diverging(model: Any, estimator: Any, *args: Any, **kwargs: Any) -> float:
-        loss = real_epoch(model, estimator, *args, **kwargs)
-        return math.inf if estimator.name == "gumbel-softmax" else loss
+    def diverging(run: training.TrainingRun, *args: Any) -> float:
+        loss = real_epoch(run, *args)
+        return math.inf if run.estimator.name == "gumbel-softmax" else loss
 
-    monkeypatch.setattr(training, "train_epoch", diverging)
+    monkeypatch.setattr(training, "continue_epoch", diverging)
     rows = _json_rows(capsys, _train_args(tmp_path, "gumbel-softmax,st-gumbel", "--format=json"))
     status = {(r["estimator"], r["epoch"]): r["status"] for r in rows}
     assert status[("gumbel-softmax", 1)] == "diverged"

@@ -38,6 +38,7 @@ diverges gets rows of NaN with status ``diverged`` at the epoch it diverged, and
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -73,16 +74,64 @@ METRIC_NAMES = {"error": "error_rate"}
 """Row names of ``model.evaluate`` keys that differ from them (a 0/1 error averages to a rate)."""
 
 
-def make_optimizer(model: nn.Module, learning_rate: float) -> torch.optim.Optimizer:
+class Optimizers:
+    """Several torch optimizers stepped as one (Adam for the networks, plain SGD for the
+    parameters a model names in ``sgd_parameters``): the optimizer interface the loop uses."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Every optimizer's parameter groups, in order."""
+        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every optimizer's gradients."""
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        """One step of every optimizer."""
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizers' states, in order."""
+        return {"optimizers": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore states saved by :meth:`state_dict`."""
+        for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+
+
+Optimizer = torch.optim.Optimizer | Optimizers
+
+
+def make_optimizer(model: StochasticModel, learning_rate: float) -> Optimizer:
     """Adam over the model's parameters, the fused implementation (one kernel per step, on the
-    CPU too); an estimator fits its own state in ``observe``."""
-    return torch.optim.Adam(model.parameters(), lr=learning_rate, fused=True)
+    CPU too); an estimator fits its own state in ``observe``. Parameters the model lists in
+    ``sgd_parameters`` (a learned prior: ARM's and DisARM's codes) train by plain SGD at their
+    own rates instead, beside the Adam."""
+    rates = model.sgd_parameters()
+    named = dict(model.named_parameters())
+    unknown = sorted(set(rates) - set(named))
+    if unknown:
+        raise ValueError(f"sgd_parameters names no parameter {', '.join(unknown)}")
+    adam = torch.optim.Adam(
+        [p for name, p in named.items() if name not in rates], lr=learning_rate, fused=True
+    )
+    if not rates:
+        return adam
+    sgd = torch.optim.SGD([{"params": [named[name]], "lr": rate} for name, rate in rates.items()])
+    return Optimizers([adam, sgd])
 
 
 def train_step(
     model: StochasticModel,
     estimator: Estimator,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     x: Tensor,
     y: Tensor,
 ) -> Tensor:
@@ -110,7 +159,7 @@ def steps_per_epoch(dataset: Dataset, batch_size: int, max_steps: int | None = N
 def train_epoch(
     model: StochasticModel,
     estimator: Estimator,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     dataset: Dataset,
     batch_size: int,
     generator: torch.Generator,
@@ -187,12 +236,15 @@ class TrainingRun:
     """A model being trained with one estimator, and where it stands.
 
     ``log`` is for callbacks: rows appended to it are saved with a checkpoint and restored on
-    resume. ``wall_clock_s`` counts optimizer steps only.
+    resume; so is ``best`` (the best-validation tracking of :class:`BestValidation`).
+    ``wall_clock_s`` counts optimizer steps only. Inside an epoch, ``order`` is the epoch's
+    shuffled order of the training examples, ``position`` the steps taken in it and
+    ``epoch_total`` the sum of their minibatch losses (None between epochs).
     """
 
     model: StochasticModel
     estimator: Estimator
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimizer
     generator: torch.Generator  # minibatch order (and dynamic binarization), on the data's device
     setting: Setting
     config: TrainConfig
@@ -201,9 +253,17 @@ class TrainingRun:
     wall_clock_s: float = 0.0
     diverged: bool = False
     log: list[dict[str, Any]] = field(default_factory=list)
+    order: Tensor | None = None
+    position: int = 0
+    epoch_total: Tensor | None = None
+    best: dict[str, Any] = field(default_factory=dict)
 
 
 EpochCallback = Callable[[TrainingRun], None]
+
+SAVE_EVERY_S = 300.0
+"""Default seconds of training between two resumable saves of a run (and one at every epoch's
+end): a 1 M-step cell killed at any moment loses at most this much work."""
 
 
 def start_training(
@@ -235,6 +295,33 @@ def parameters_finite(run: TrainingRun) -> bool:
     return bool(torch.stack([p.isfinite().all() for p in params]).all())
 
 
+SaveCallback = Callable[[], None]
+
+
+def continue_epoch(run: TrainingRun, dataset: Dataset, save: SaveCallback | None) -> float:
+    """Take the steps left in the run's current epoch (drawing its order first when it starts
+    one) and return the epoch's mean minibatch loss; ``save()`` is offered after every step and
+    decides itself whether to write. The draws are :meth:`Dataset.batches`' own (the order,
+    then each minibatch's binarization from the same generator), so an epoch in one piece or in
+    several gives the same numbers. NaN or inf when the run diverged."""
+    run.model.train()
+    batch = run.config.batch_size
+    per_epoch = steps_per_epoch(dataset, batch)
+    if run.order is None:
+        run.order = dataset.epoch_order("train", run.generator)
+        run.position, run.epoch_total = 0, torch.zeros((), device=dataset.device)
+    while run.position < per_epoch:
+        start = run.position * batch
+        x, y = dataset.minibatch("train", run.order[start : start + batch], run.generator)
+        run.epoch_total += train_step(run.model, run.estimator, run.optimizer, x, y)
+        run.position += 1
+        if save is not None and run.position < per_epoch:
+            save()
+    loss = float(run.epoch_total) / per_epoch
+    run.order, run.position, run.epoch_total = None, 0, None
+    return loss
+
+
 def train_model(
     setting: Setting,
     estimator_name: str,
@@ -244,6 +331,7 @@ def train_model(
     on_epoch: EpochCallback | None = None,
     checkpoint: Path | None = None,
     progress: bool = False,
+    save_every_s: float = SAVE_EVERY_S,
 ) -> TrainingRun:
     """Train ``setting``'s model with an estimator for ``config.epochs`` epochs.
 
@@ -251,22 +339,35 @@ def train_model(
     ``run.epoch``, ``run.train_loss`` (the epoch's mean surrogate value) and ``run.diverged``
     set; the model is at that epoch's parameters. When the loss or a parameter becomes NaN or
     infinite, ``run.diverged`` is set, ``on_epoch`` is called once more and training stops.
-    With ``checkpoint``, the run (model, estimator, optimizer, RNG states, ``run.log``) is saved
-    there after every epoch and, when the file exists, resumed from it: a resumed run gives the
-    same figures as an uninterrupted one. Same seed and device give the same run.
+    With ``checkpoint``, the run's whole state (:func:`save_checkpoint`) is written there
+    atomically after every epoch and, inside an epoch, after the first step that ends
+    ``save_every_s`` seconds after the last write; when the file exists the run continues
+    from it, mid-epoch included, to the same figures as an uninterrupted run. Same seed and
+    device give the same run.
     """
+    if not save_every_s >= 0:
+        raise ValueError(f"save_every_s must be >= 0, got {save_every_s}")
     run = start_training(setting, estimator_name, dataset, device, config)
     resumed = checkpoint is not None and checkpoint.is_file()
     if not (resumed and load_checkpoint(run, checkpoint, device)) and on_epoch is not None:
         on_epoch(run)
     epochs = range(run.epoch + 1, config.epochs + 1) if not run.diverged else range(0)
     bar = tqdm(epochs, desc=estimator_name, unit="epoch", disable=not progress, leave=False)
+    segment_start = clock(device)
+    last_save = time.monotonic()
+
+    def save_if_due() -> None:
+        nonlocal segment_start, last_save
+        if checkpoint is None or time.monotonic() - last_save < save_every_s:
+            return
+        run.wall_clock_s += clock(device) - segment_start
+        save_checkpoint(run, checkpoint, device)
+        segment_start, last_save = clock(device), time.monotonic()
+
     for epoch in bar:
-        start = clock(device)
-        loss = train_epoch(
-            run.model, run.estimator, run.optimizer, dataset, config.batch_size, run.generator
-        )
-        run.wall_clock_s += clock(device) - start
+        segment_start = clock(device)
+        loss = continue_epoch(run, dataset, save_if_due)
+        run.wall_clock_s += clock(device) - segment_start
         run.epoch, run.train_loss = epoch, loss
         run.diverged = not math.isfinite(loss) or not parameters_finite(run)
         for group in run.optimizer.param_groups:
@@ -275,6 +376,7 @@ def train_model(
             on_epoch(run)
         if checkpoint is not None:
             save_checkpoint(run, checkpoint, device)
+            last_save = time.monotonic()
         bar.set_postfix(loss=f"{loss:.4g}")
         if run.diverged:
             break
@@ -282,8 +384,21 @@ def train_model(
     return run
 
 
+def inner_optimizers(module: nn.Module) -> dict[str, torch.optim.Optimizer]:
+    """The torch optimizers held as attributes of ``module`` or its submodules (a learned
+    baseline's Adam, REBAR's tuner), by ``path.attribute``: state that ``state_dict`` misses."""
+    found = {}
+    for path, sub in module.named_modules():
+        for attribute, value in vars(sub).items():
+            if isinstance(value, torch.optim.Optimizer):
+                found[f"{path}.{attribute}" if path else attribute] = value
+    return found
+
+
 def save_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
-    """Write the run's full state to ``path`` atomically (temporary file, then rename)."""
+    """Write the run's full state to ``path`` atomically (temporary file, then rename): model,
+    optimizer, estimator (its state dict and its own optimizers), the epoch's order and
+    position, the data generator's and the noise RNG's states, the rows logged so far."""
     state = {
         "code_version": code_version(),
         "epoch": run.epoch,
@@ -291,8 +406,16 @@ def save_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
         "wall_clock_s": run.wall_clock_s,
         "diverged": run.diverged,
         "log": run.log,
+        "best": run.best,
+        "order": run.order,
+        "position": run.position,
+        "epoch_total": run.epoch_total,
         "model": run.model.state_dict(),
         "estimator": run.estimator.state_dict(),
+        "estimator_optimizers": {
+            name: optimizer.state_dict()
+            for name, optimizer in inner_optimizers(run.estimator).items()
+        },
         "optimizer": run.optimizer.state_dict(),
         "generator": run.generator.get_state(),
         "cpu_rng": torch.get_rng_state(),
@@ -309,6 +432,8 @@ def load_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> bool:
         return False
     run.model.load_state_dict(state["model"])
     run.estimator.load_state_dict(state["estimator"])
+    for name, optimizer in inner_optimizers(run.estimator).items():
+        optimizer.load_state_dict(state["estimator_optimizers"][name])
     run.optimizer.load_state_dict(state["optimizer"])
     run.generator.set_state(state["generator"].cpu())
     torch.set_rng_state(state["cpu_rng"].cpu())
@@ -317,6 +442,8 @@ def load_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> bool:
     run.epoch, run.train_loss = state["epoch"], state["train_loss"]
     run.wall_clock_s, run.diverged = state["wall_clock_s"], state["diverged"]
     run.log = list(state["log"])
+    run.best = dict(state["best"])
+    run.order, run.position, run.epoch_total = state["order"], state["position"], state["epoch_total"]
     return True
 
 
