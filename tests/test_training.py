@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -315,6 +316,74 @@ def test_a_cell_killed_by_a_signal_resumes_to_the_same_numbers(
     assert saved["epoch"] < RESUME_CONFIG.epochs
     expected = _recorded_run(dynamic_digits, estimator)
     _assert_identical(_recorded_run(dynamic_digits, estimator, checkpoint), expected)
+
+
+BEST_EVAL = EvalConfig(samples=1, iw_samples=5, iw_every=1, train_subset=200,
+                       best_valid_iw_samples=(5, 50))
+
+
+def test_the_test_bound_is_taken_at_the_best_validation_epoch(
+    dynamic_digits: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ARM's and DisARM's protocol: the validation bound (k = 5) at every checked epoch, the
+    test bounds (k = 5, 50) at the parameters of the best one (epoch 1, made best by a shift of
+    its validation bound), equal to evaluating a run stopped at that epoch; interrupted
+    mid-epoch and resumed, the same rows bit for bit."""
+    setting = Setting("bernoulli-vae", ARM_SMALL, seed=3)
+    config = TrainConfig(epochs=4, batch_size=50, learning_rate=0.05)
+    real_bound = training._iw_bound
+    shift = {0: 0.0, 1: 30.0, 2: 0.0, 3: 0.0, 4: 0.0}  # epoch 1 made the best on validation
+
+    def shifted(model: Any, dataset: Dataset, split: str, *args: Any) -> torch.Tensor:
+        bound = real_bound(model, dataset, split, *args)
+        epoch = len([r for r in rows_so_far if r == split])
+        rows_so_far.append(split)
+        return bound + shift[epoch] if split == "valid" else bound
+
+    rows_so_far: list[str] = []
+    monkeypatch.setattr(training, "_iw_bound", shifted)
+    rows = training_rows(setting, "disarm", dynamic_digits, CPU, config, BEST_EVAL)
+    valid = {r["epoch"]: r["value"] for r in rows if r["metric"] == "iw_bound_k5"}
+    assert sorted(valid) == [0, 1, 2, 3, 4] and max(valid, key=valid.get) == 1
+    assert valid[4] > valid[2] > valid[0]  # the unshifted bounds still improve with training
+    assert _find(rows, 4, "valid", "best_valid_epoch")["value"] == 1
+    rows_so_far.clear()
+    stopped = training_rows(setting, "disarm", dynamic_digits, CPU, replace(config, epochs=1),
+                            EvalConfig(samples=1, iw_samples=50, train_subset=200))
+    at_best = _find(rows, 4, "test", "iw_bound_k50_at_best_valid")
+    assert at_best["value"] == _find(stopped, 1, "test", "iw_bound")["value"]
+    k5 = _find(rows, 4, "test", "iw_bound_k5_at_best_valid")
+    assert at_best["value"] > k5["value"]  # more draws, a tighter bound
+    checkpoint = tmp_path / "run.pt"
+    real_step, taken = training.train_step, []
+    rows_so_far.clear()
+
+    def interrupted(*args: Any) -> torch.Tensor:
+        if len(taken) == 62:
+            raise KeyboardInterrupt
+        taken.append(1)
+        return real_step(*args)
+
+    monkeypatch.setattr(training, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        training_rows(setting, "disarm", dynamic_digits, CPU, config, BEST_EVAL, checkpoint,
+                      save_every_s=0.0)
+    assert torch.load(checkpoint, weights_only=True)["best"]["epoch"] == 1
+    monkeypatch.setattr(training, "train_step", real_step)
+    rows_so_far[:] = ["valid", "valid"]  # epochs 0 and 1 were checked before the interruption
+    resumed = training_rows(setting, "disarm", dynamic_digits, CPU, config, BEST_EVAL, checkpoint)
+    assert _without_timings(resumed) == _without_timings(rows)
+
+
+def test_best_validation_enters_the_cell_hash_only_when_set(digits: Dataset) -> None:
+    setting = _setting("gaussian-vae")
+    plain = training_cell(setting, "lr", digits, CPU, QUICK, EVAL, "custom")
+    assert "best_valid_iw_samples" not in plain.config["evaluation"]
+    tracked = training_cell(setting, "lr", digits, CPU, QUICK, BEST_EVAL, "custom")
+    assert tracked.config["evaluation"]["best_valid_iw_samples"] == (5, 50)
+    assert tracked.config_hash != training_cell(
+        setting, "lr", digits, CPU, QUICK, replace(BEST_EVAL, best_valid_iw_samples=()), "custom"
+    ).config_hash
 
 
 def test_on_epoch_sees_every_epoch_and_the_trained_model(digits: Dataset) -> None:

@@ -4,8 +4,17 @@ The loop every measurement shares: one step is a forward pass of the model with 
 the surrogate's mean over the minibatch backpropagated, an Adam update, then
 ``estimator.observe`` (baselines, annealing clocks). :func:`train_model` runs whole epochs from a
 :class:`~gradbench.experiment.Setting`, calls back after each (for evaluations or checkpoints of
-other measurements), can resume from a checkpoint, and stops, without raising, when a run
-diverges (a non-finite loss or parameter).
+other measurements) and stops, without raising, when a run diverges (a non-finite loss or
+parameter).
+
+Long cells resume. With a checkpoint path, the run's whole state is written there atomically
+every ``save_every_s`` seconds (:data:`SAVE_EVERY_S`, 5 minutes) and at every epoch's end:
+parameters, the model's optimizer (Adam, and plain SGD for a model's ``sgd_parameters``), the
+estimator's state dict and its own optimizers (NVIL's baseline fitter, REBAR's tuner), the
+epoch's shuffled order and position in it, the data generator's and the noise RNG's states, the
+rows logged so far and the best-validation parameters. A run killed at any moment continues
+from the last write to the same numbers, bit for bit on the CPU, as an uninterrupted run; a
+store's cells (and a Ray task's retry) keep theirs under ``<results>/resume/`` until stored.
 
 The training measurement (:func:`training_rows`) records, per epoch (epoch 0 = before training),
 one tidy row per metric. Evaluation metrics come from ``model.evaluate`` with exact samples, so
@@ -27,6 +36,11 @@ they do not depend on the estimator; ``param_group`` holds the split they were m
 - ``wall_clock_s`` (train): seconds spent in optimizer steps so far, evaluation excluded.
 - ``temperature`` / ``beta`` (param_group ``schedule``; annealed estimators): the setting the
   epoch's last optimizer step used (epoch 0: the first step's), from ``estimator.schedule``.
+
+- ``iw_bound_k<k>`` (valid), ``best_valid_epoch`` (valid) and ``iw_bound_k<k>_at_best_valid``
+  (test), with ``EvalConfig.best_valid_iw_samples``: ARM's and DisARM's test figure, the test
+  bound with each k at the parameters of the epoch whose validation bound (the first k) was
+  best among the epochs where the iw bound is computed; the last two at the last epoch.
 
 Evaluation rows carry the mean over the split's examples in ``value``, a 95% normal interval
 (mean ± 1.96 standard errors over examples) in ``ci_low``/``ci_high`` and the number of
@@ -214,6 +228,9 @@ class EvalConfig:
     train_subset: int | None = None  # first N training examples for the training ELBO (None: all)
     chunk_size: int = 500  # examples per model.evaluate call, to bound memory
     iw_subset: int | None = None  # first N test examples for the iw bound (None: all)
+    # ARM's and DisARM's test figure: the test iw bound with each of these k at the epoch of the
+    # best validation iw bound (k = the first), checked where iw_at is true; empty: not tracked
+    best_valid_iw_samples: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("samples", "iw_samples", "chunk_size"):
@@ -224,6 +241,16 @@ class EvalConfig:
         for name in ("train_subset", "iw_subset"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be None or >= 1, got {getattr(self, name)}")
+        if any(k < 1 for k in self.best_valid_iw_samples):
+            raise ValueError(f"best_valid_iw_samples must be >= 1, got {self.best_valid_iw_samples}")
+
+    def hashed(self) -> dict[str, Any]:
+        """The fields that define a cell's figures: every field, less ``best_valid_iw_samples``
+        when empty (cells stored before it existed keep their hash)."""
+        fields = asdict(self)
+        if not self.best_valid_iw_samples:
+            del fields["best_valid_iw_samples"]
+        return fields
 
     def iw_at(self, epoch: int, last_epoch: int) -> bool:
         """Whether the importance-weighted bound is computed at ``epoch``."""
@@ -589,16 +616,77 @@ def training_rows(
     evaluation: EvalConfig,
     checkpoint: Path | None = None,
     progress: bool = False,
+    save_every_s: float = SAVE_EVERY_S,
 ) -> list[dict[str, Any]]:
-    """Train and evaluate one model × estimator; every epoch's rows (see the module docstring)."""
+    """Train and evaluate one model × estimator; every epoch's rows (see the module docstring),
+    then those of :func:`best_validation_rows`. With ``checkpoint``: resumable, saved every
+    ``save_every_s`` seconds (:func:`train_model`)."""
 
     def record(run: TrainingRun) -> None:
         run.log.extend(epoch_rows(run, dataset, evaluation))
+        if evaluation.best_valid_iw_samples and not run.diverged:
+            if evaluation.iw_at(run.epoch, config.epochs):
+                run.log.extend(track_best_validation(run, dataset, evaluation))
 
     run = train_model(
-        setting, estimator_name, dataset, device, config, record, checkpoint, progress
+        setting, estimator_name, dataset, device, config, record, checkpoint, progress,
+        save_every_s,
     )
-    return run.log
+    return run.log + best_validation_rows(run, dataset, evaluation)
+
+
+def _iw_bound(
+    model: StochasticModel, dataset: Dataset, split: str, k: int, evaluation: EvalConfig,
+    seed: int,
+) -> Tensor:
+    """Per-example iw bounds with k draws on the first ``evaluation.iw_subset`` examples."""
+    values = evaluate_split(
+        model, dataset, split, 1, k, evaluation.chunk_size, seed, evaluation.iw_subset
+    )
+    return values["iw_bound"]
+
+
+def track_best_validation(
+    run: TrainingRun, dataset: Dataset, evaluation: EvalConfig
+) -> list[dict[str, Any]]:
+    """The validation iw bound (k = ``best_valid_iw_samples[0]``) at the run's epoch, as a row
+    ``iw_bound_k<k>`` [valid]; when it beats every earlier one, the parameters are kept in
+    ``run.best`` (saved and resumed with the run)."""
+    k = evaluation.best_valid_iw_samples[0]
+    run.model.eval()
+    bound = _iw_bound(
+        run.model, dataset, "valid", k, evaluation, run.setting.seed + EVAL_SEED_OFFSET
+    )
+    mean, low, high, n = summary(bound)
+    if not run.best or mean > run.best["value"]:
+        state = {name: value.detach().clone() for name, value in run.model.state_dict().items()}
+        run.best = {"epoch": run.epoch, "value": mean, "model": state}
+    row = metric_row(f"iw_bound_k{k}", "valid", run.epoch, run.config.batch_size, mean,
+                     (low, high), n)
+    return [row]
+
+
+def best_validation_rows(
+    run: TrainingRun, dataset: Dataset, evaluation: EvalConfig
+) -> list[dict[str, Any]]:
+    """ARM's and DisARM's test figure, at the run's last epoch: for each k of
+    ``best_valid_iw_samples`` the test iw bound at the parameters of the best validation bound
+    (``iw_bound_k<k>_at_best_valid`` [test]) and that epoch (``best_valid_epoch``). Empty when not
+    tracked or nothing was checked."""
+    if not evaluation.best_valid_iw_samples or not run.best:
+        return []
+    model = build_model(run.setting, dataset, dataset.device)
+    model.load_state_dict(run.best["model"])
+    model.eval()
+    batch, epoch = run.config.batch_size, run.epoch
+    rows = [metric_row("best_valid_epoch", "valid", epoch, batch, float(run.best["epoch"]))]
+    for k in evaluation.best_valid_iw_samples:
+        bound = _iw_bound(model, dataset, "test", k, evaluation,
+                          run.setting.seed + EVAL_SEED_OFFSET)
+        mean, low, high, n = summary(bound)
+        rows.append(metric_row(f"iw_bound_k{k}_at_best_valid", "test", epoch, batch, mean,
+                               (low, high), n))
+    return rows
 
 
 def setting_config(setting: Setting, estimator_name: str) -> dict[str, Any]:
@@ -636,7 +724,7 @@ def training_cell(
         **setting_config(setting, estimator_name),
         **dataset_config(dataset),
         **asdict(config),
-        "evaluation": asdict(evaluation),
+        "evaluation": evaluation.hashed(),
         "device": device.type,
         "profile": profile,
     }
@@ -666,13 +754,14 @@ def _training_task(
     config: TrainConfig,
     evaluation: EvalConfig,
     resume_name: str,
+    save_every_s: float,
     context: Context,
 ) -> list[dict[str, Any]]:
     """A training cell's rows, resumable from a checkpoint in the context's scratch folder
-    (deleted once the rows are made)."""
+    (deleted once the rows are made): a rerun, or a Ray task's retry, continues from it."""
     resume = context.scratch / resume_name
     rows = training_rows(setting, estimator_name, context.dataset, context.device, config,
-                         evaluation, resume, context.progress)
+                         evaluation, resume, context.progress, save_every_s)
     discard_checkpoint(resume)
     return rows
 
@@ -686,8 +775,10 @@ def training_tasks(
     evaluation: EvalConfig,
     profile: str,
     resources: Resources = Resources(),
+    save_every_s: float = SAVE_EVERY_S,
 ) -> list[Task]:
-    """One training cell per estimator, each resumable per epoch (:func:`checkpoint_path`)."""
+    """One training cell per estimator, each resumable (:func:`checkpoint_path`), its state
+    saved every ``save_every_s`` seconds and at every epoch's end."""
     per_epoch = steps_per_epoch(dataset, config.batch_size)
     evaluated = len(dataset.valid) + len(dataset.test) + min(
         len(dataset.train), evaluation.train_subset or len(dataset.train)
@@ -700,7 +791,8 @@ def training_tasks(
         cell = training_cell(setting, name, dataset, device, config, evaluation, profile)
         resume = checkpoint_path(Path("."), cell).as_posix()
         tasks.append(Task(
-            cell_key(cell), partial(_training_task, setting, name, config, evaluation, resume),
+            cell_key(cell),
+            partial(_training_task, setting, name, config, evaluation, resume, save_every_s),
             cell=cell, resources=resources,
             describe=f"train {setting.model} / {name} / seed {setting.seed}",
             work=Work(setting, name, config.batch_size, config.epochs * per_epoch, forward),
