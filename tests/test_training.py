@@ -6,6 +6,7 @@ networks gain nothing from more, and lose much when the cores are shared).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -253,6 +254,24 @@ def _assert_identical(
         assert torch.equal(got[1][name], tensor), name
 
 
+@contextlib.contextmanager
+def _interrupted_after(steps: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Training inside the block raises KeyboardInterrupt at its step ``steps + 1`` (expected);
+    afterwards the real step is back."""
+    real_step, taken = training.train_step, []
+
+    def interrupted(*args: Any) -> torch.Tensor:
+        if len(taken) == steps:
+            raise KeyboardInterrupt
+        taken.append(1)
+        return real_step(*args)
+
+    monkeypatch.setattr(training, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        yield
+    monkeypatch.setattr(training, "train_step", real_step)
+
+
 @pytest.mark.parametrize("estimator", STATEFUL)
 def test_a_run_interrupted_mid_epoch_resumes_bit_for_bit(
     dynamic_digits: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, estimator: str
@@ -261,20 +280,10 @@ def test_a_run_interrupted_mid_epoch_resumes_bit_for_bit(
     the resumed run's rows and final parameters equal an uninterrupted run's bit for bit."""
     expected = _recorded_run(dynamic_digits, estimator)
     checkpoint = tmp_path / "run.pt"
-    real_step, taken = training.train_step, []
-
-    def interrupted(*args: Any) -> torch.Tensor:
-        if len(taken) == 37:
-            raise KeyboardInterrupt
-        taken.append(1)
-        return real_step(*args)
-
-    monkeypatch.setattr(training, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with _interrupted_after(37, monkeypatch):
         _recorded_run(dynamic_digits, estimator, checkpoint)
     saved = torch.load(checkpoint, weights_only=True)
     assert (saved["epoch"], saved["position"]) == (1, 12)
-    monkeypatch.setattr(training, "train_step", real_step)
     _assert_identical(_recorded_run(dynamic_digits, estimator, checkpoint), expected)
 
 
@@ -355,21 +364,11 @@ def test_the_test_bound_is_taken_at_the_best_validation_epoch(
     k5 = _find(rows, 4, "test", "iw_bound_k5_at_best_valid")
     assert at_best["value"] > k5["value"]  # more draws, a tighter bound
     checkpoint = tmp_path / "run.pt"
-    real_step, taken = training.train_step, []
     rows_so_far.clear()
-
-    def interrupted(*args: Any) -> torch.Tensor:
-        if len(taken) == 62:
-            raise KeyboardInterrupt
-        taken.append(1)
-        return real_step(*args)
-
-    monkeypatch.setattr(training, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with _interrupted_after(62, monkeypatch):
         training_rows(setting, "disarm", dynamic_digits, CPU, config, BEST_EVAL, checkpoint,
                       save_every_s=0.0)
     assert torch.load(checkpoint, weights_only=True)["best"]["epoch"] == 1
-    monkeypatch.setattr(training, "train_step", real_step)
     rows_so_far[:] = ["valid", "valid"]  # epochs 0 and 1 were checked before the interruption
     resumed = training_rows(setting, "disarm", dynamic_digits, CPU, config, BEST_EVAL, checkpoint)
     assert _without_timings(resumed) == _without_timings(rows)
