@@ -591,3 +591,18 @@ def test_checkpoint_path_is_per_cell(digits: Dataset, tmp_path: Path) -> None:
     two = training_cell(_setting("gaussian-vae"), "reparam", digits, CPU, QUICK, EVAL, "custom")
     assert checkpoint_path(tmp_path, one) != checkpoint_path(tmp_path, two)
     assert checkpoint_path(tmp_path, one).is_relative_to(tmp_path)
+
+
+def test_the_arm_profile_is_the_released_codes_protocol() -> None:
+    """ARM's b_mnist_linear_slim.py and DisARM's launcher: static binarized MNIST, batch 50,
+    Adam at a constant 1e-4, 1 M steps, learned prior and the sampled-KL signal, test bounds
+    k = 100 and 1000 at the best validation epoch."""
+    from gradbench.profiles import get_profile
+
+    arm = get_profile("arm")
+    assert (arm.dataset, arm.models) == ("binarized-mnist", ("bernoulli-vae",))
+    assert (arm.train_batch_size, arm.train_learning_rate, arm.train_lr_decay) == (50, 1e-4, 1.0)
+    assert arm.train_epochs * 50_000 // arm.train_batch_size == 1_000_000
+    assert arm.model_options["bernoulli-vae"] == {"prior": "learned", "signal": "elbo"}
+    assert arm.eval_best_valid_iw_samples == (100, 1000) and arm.eval_iw_every > 0
+    assert {"arm", "disarm", "rloo", "rebar", "lr-baseline[baseline=learned]"} <= set(arm.estimators)

@@ -308,6 +308,7 @@ def experiment_tasks(
     evaluation = EvalConfig(
         profile.eval_samples, profile.eval_iw_samples, profile.eval_iw_every,
         profile.eval_train_subset, iw_subset=profile.eval_iw_subset,
+        best_valid_iw_samples=profile.eval_best_valid_iw_samples,
     )
     return training_tasks(setting, names, dataset, device, config, evaluation, profile.name,
                           resources)

@@ -637,26 +637,24 @@ def training_rows(
 
 def _iw_bound(
     model: StochasticModel, dataset: Dataset, split: str, k: int, evaluation: EvalConfig,
-    seed: int,
+    seed: int, limit: int | None,
 ) -> Tensor:
-    """Per-example iw bounds with k draws on the first ``evaluation.iw_subset`` examples."""
-    values = evaluate_split(
-        model, dataset, split, 1, k, evaluation.chunk_size, seed, evaluation.iw_subset
-    )
+    """Per-example iw bounds with k draws on the first ``limit`` examples (None: all)."""
+    values = evaluate_split(model, dataset, split, 1, k, evaluation.chunk_size, seed, limit)
     return values["iw_bound"]
 
 
 def track_best_validation(
     run: TrainingRun, dataset: Dataset, evaluation: EvalConfig
 ) -> list[dict[str, Any]]:
-    """The validation iw bound (k = ``best_valid_iw_samples[0]``) at the run's epoch, as a row
+    """The validation iw bound (k = ``best_valid_iw_samples[0]``, on the first ``iw_subset``
+    examples) at the run's epoch, as a row
     ``iw_bound_k<k>`` [valid]; when it beats every earlier one, the parameters are kept in
     ``run.best`` (saved and resumed with the run)."""
     k = evaluation.best_valid_iw_samples[0]
     run.model.eval()
-    bound = _iw_bound(
-        run.model, dataset, "valid", k, evaluation, run.setting.seed + EVAL_SEED_OFFSET
-    )
+    bound = _iw_bound(run.model, dataset, "valid", k, evaluation,
+                      run.setting.seed + EVAL_SEED_OFFSET, evaluation.iw_subset)
     mean, low, high, n = summary(bound)
     if not run.best or mean > run.best["value"]:
         state = {name: value.detach().clone() for name, value in run.model.state_dict().items()}
@@ -670,7 +668,7 @@ def best_validation_rows(
     run: TrainingRun, dataset: Dataset, evaluation: EvalConfig
 ) -> list[dict[str, Any]]:
     """ARM's and DisARM's test figure, at the run's last epoch: for each k of
-    ``best_valid_iw_samples`` the test iw bound at the parameters of the best validation bound
+    ``best_valid_iw_samples`` the iw bound on the whole test split at the parameters of the best validation bound
     (``iw_bound_k<k>_at_best_valid`` [test]) and that epoch (``best_valid_epoch``). Empty when not
     tracked or nothing was checked."""
     if not evaluation.best_valid_iw_samples or not run.best:
@@ -682,7 +680,7 @@ def best_validation_rows(
     rows = [metric_row("best_valid_epoch", "valid", epoch, batch, float(run.best["epoch"]))]
     for k in evaluation.best_valid_iw_samples:
         bound = _iw_bound(model, dataset, "test", k, evaluation,
-                          run.setting.seed + EVAL_SEED_OFFSET)
+                          run.setting.seed + EVAL_SEED_OFFSET, None)
         mean, low, high, n = summary(bound)
         rows.append(metric_row(f"iw_bound_k{k}_at_best_valid", "test", epoch, batch, mean,
                                (low, high), n))
