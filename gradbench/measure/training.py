@@ -123,12 +123,12 @@ class Optimizers:
 Optimizer = torch.optim.Optimizer | Optimizers
 
 
-def make_optimizer(model: StochasticModel, learning_rate: float) -> Optimizer:
+def make_optimizer(model: nn.Module, learning_rate: float) -> Optimizer:
     """Adam over the model's parameters, the fused implementation (one kernel per step, on the
-    CPU too); an estimator fits its own state in ``observe``. Parameters the model lists in
-    ``sgd_parameters`` (a learned prior: ARM's and DisARM's codes) train by plain SGD at their
-    own rates instead, beside the Adam."""
-    rates = model.sgd_parameters()
+    CPU too); an estimator fits its own state in ``observe``. Parameters a
+    :class:`StochasticModel` lists in ``sgd_parameters`` (a learned prior: ARM's and DisARM's
+    codes) train by plain SGD at their own rates instead, beside the Adam."""
+    rates = model.sgd_parameters() if isinstance(model, StochasticModel) else {}
     named = dict(model.named_parameters())
     unknown = sorted(set(rates) - set(named))
     if unknown:

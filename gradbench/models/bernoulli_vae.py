@@ -63,6 +63,7 @@ from gradbench.estimators.base import Estimator, StochasticForward
 from gradbench.estimators.nodes import BernoulliNode, configuration_digits
 from gradbench.models.base import (
     DataShape,
+    DeterministicNetwork,
     OracleUnavailable,
     StochasticModel,
     bernoulli_log_likelihood,
@@ -101,6 +102,11 @@ def bernoulli_kl(logits: Tensor, prior_logits: Tensor) -> Tensor:
     log_p, log_not_p = F.logsigmoid(logits), F.logsigmoid(-logits)
     to_prior = log_p.exp() * (log_p - F.logsigmoid(prior_logits))
     return (to_prior + log_not_p.exp() * (log_not_p - F.logsigmoid(-prior_logits))).sum(-1)
+
+
+def _reconstruction_loss(network: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """−log p(x | network(x)) per example, [B]: Bernoulli logits of x from x."""
+    return -bernoulli_log_likelihood(network(x), x)
 
 
 def _mlp(sizes: list[int]) -> nn.ModuleList:
@@ -228,6 +234,23 @@ class BernoulliVAE(StochasticModel):
             samples=[latent],
             reconstruction=torch.sigmoid(decoder_logits),
         )
+
+    def deterministic_network(self) -> DeterministicNetwork:
+        """The encoder and the decoder as plain torch layers of the same sizes with the latent's
+        mean σ(l) between them, and the reconstruction loss −log p(x|σ(l)) per example: the
+        network without the latent's noise and without the KL, the floor a step is timed
+        against."""
+        encoder = [layer.weight.shape for layer in self.encoder]
+        decoder = [layer.weight.shape for layer in self.decoder]
+        modules: list[nn.Module] = []
+        for n_out, n_in in encoder:
+            modules += [nn.Linear(n_in, n_out), nn.LeakyReLU(LEAKY_SLOPE)]
+        modules[-1] = nn.Sigmoid()
+        for n_out, n_in in decoder:
+            modules += [nn.Linear(n_in, n_out), nn.LeakyReLU(LEAKY_SLOPE)]
+        weight = self.encoder[0].weight
+        network = nn.Sequential(*modules[:-1]).to(weight.device, weight.dtype)
+        return DeterministicNetwork(network, _reconstruction_loss)
 
     def parameter_groups(self) -> dict[str, list[str]]:
         """Each parameter alone (``encoder.0.weight``, …); bottom, top, encoder, decoder, all."""
