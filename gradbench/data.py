@@ -2,6 +2,14 @@
 
 Every model in gradbench trains on binarized images, as the papers it reproduces do.
 
+The registry
+    Every dataset is a :class:`DatasetSource` class registered by ``@register_dataset`` under its
+    name: ``mnist``, ``fashion-mnist`` and ``digits`` here, one module each in
+    :mod:`gradbench.datasets` (``binarized-mnist``, Larochelle & Murray's static binarization),
+    and those of installed packages through the entry-point group ``gradbench.datasets``
+    (:func:`load_plugins`, run at import). ``DataConfig(dataset=NAME)`` accepts ``auto`` and
+    every registered name (:func:`dataset_names`); an unknown one raises ValueError listing them.
+
 Where the files come from
     MNIST and Fashion-MNIST are read from the four official IDX ``.gz`` files, each verified
     against its official MD5 before use. For every file the first valid copy is taken from, in

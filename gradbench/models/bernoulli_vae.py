@@ -47,8 +47,11 @@ Options
 gradbench's choices
     Nonlinear hidden units are LeakyReLU with negative slope 0.3 (DisARM's). Weights
     Glorot-uniform, biases zero (the default of the TensorFlow layers ARM's and DisARM's codes
-    build on). Inputs enter the networks as they are (0/1); ARM's scripts feed 2x − 1 and 2b − 1,
-    the same function class with other initial biases.
+    build on). Inputs enter the networks as they are (0/1) and every bias starts at zero; ARM's
+    scripts feed 2x − 1 and 2b − 1, and DisARM's README launches with ``--demean_input``
+    (encoder input x minus the training mean, decoder input 2b − 1) and
+    ``--initialize_with_bias`` (the decoder's output bias at the logit of the training mean):
+    the same function class, started elsewhere.
 """
 
 from __future__ import annotations
