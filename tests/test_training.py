@@ -219,9 +219,9 @@ ARM_SMALL = {"latent_dim": "8", "prior": "learned", "signal": "elbo"}
 sampled KL), small: resuming must restore Adam and the prior's SGD alike."""
 RESUME_CONFIG = TrainConfig(epochs=3, batch_size=50, learning_rate=3e-3)
 RESUME_EVAL = EvalConfig(samples=1, iw_samples=5, train_subset=200)
-STATEFUL = ["lr-baseline[baseline=learned]", "rebar"]
+STATEFUL = ["lr-baseline[baseline=learned]", "rebar", "relax"]
 """Estimators with state of their own: NVIL's baseline network and its Adam, REBAR's η and λ
-and their tuner."""
+and their tuner, RELAX's surrogate network ψ, built at the first step, in that tuner too."""
 
 
 @pytest.fixture(scope="module")

@@ -411,15 +411,35 @@ def train_model(
     return run
 
 
-def inner_optimizers(module: nn.Module) -> dict[str, torch.optim.Optimizer]:
+def inner_optimizers(module: nn.Module) -> dict[str, tuple[nn.Module, torch.optim.Optimizer]]:
     """The torch optimizers held as attributes of ``module`` or its submodules (a learned
-    baseline's Adam, REBAR's tuner), by ``path.attribute``: state that ``state_dict`` misses."""
+    baseline's Adam, REBAR's tuner), by ``path.attribute``, each with the module that holds it:
+    state that ``state_dict`` misses."""
     found = {}
     for path, sub in module.named_modules():
         for attribute, value in vars(sub).items():
             if isinstance(value, torch.optim.Optimizer):
-                found[f"{path}.{attribute}" if path else attribute] = value
+                found[f"{path}.{attribute}" if path else attribute] = (sub, value)
     return found
+
+
+def restore_inner_optimizers(module: nn.Module, saved: dict[str, dict[str, Any]]) -> None:
+    """Load the states :func:`inner_optimizers` saved into ``module``'s optimizers. A saved
+    optimizer with one parameter group more than the fresh one (RELAX's tuner, which takes the
+    surrogate network ψ as a second group once ψ is built) gets that group back first: the
+    parameters of the module holding it that no inner optimizer tracks, in module order."""
+    found = inner_optimizers(module)
+    tracked = {
+        id(p) for _, optimizer in found.values() for group in optimizer.param_groups
+        for p in group["params"]
+    }
+    for name, (owner, optimizer) in found.items():
+        state = saved[name]
+        if len(state["param_groups"]) == len(optimizer.param_groups) + 1:
+            untracked = [p for p in owner.parameters() if id(p) not in tracked]
+            optimizer.add_param_group({"params": untracked})
+            tracked.update(id(p) for p in untracked)
+        optimizer.load_state_dict(state)
 
 
 def save_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
@@ -441,7 +461,7 @@ def save_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
         "estimator": run.estimator.state_dict(),
         "estimator_optimizers": {
             name: optimizer.state_dict()
-            for name, optimizer in inner_optimizers(run.estimator).items()
+            for name, (_, optimizer) in inner_optimizers(run.estimator).items()
         },
         "optimizer": run.optimizer.state_dict(),
         "generator": run.generator.get_state(),
@@ -459,8 +479,7 @@ def load_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> bool:
         return False
     run.model.load_state_dict(state["model"])
     run.estimator.load_state_dict(state["estimator"])
-    for name, optimizer in inner_optimizers(run.estimator).items():
-        optimizer.load_state_dict(state["estimator_optimizers"][name])
+    restore_inner_optimizers(run.estimator, state["estimator_optimizers"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.generator.set_state(state["generator"].cpu())
     torch.set_rng_state(state["cpu_rng"].cpu())
