@@ -394,7 +394,7 @@ def test_the_elbo_signal_keeps_the_analytic_kl_models_expectation() -> None:
 @pytest.mark.parametrize(
     ("signal", "estimator"),
     [("elbo", "arm"), ("elbo", "disarm"), ("elbo", "rloo"), ("elbo", "lr-baseline"),
-     ("analytic-kl", "disarm")],
+     ("elbo", "rebar"), ("analytic-kl", "disarm")],
 )
 def test_unbiased_estimators_match_the_oracle_with_a_learned_prior(
     signal: str, estimator: str
