@@ -2,6 +2,14 @@
 
 Every model in gradbench trains on binarized images, as the papers it reproduces do.
 
+The registry
+    Every dataset is a :class:`DatasetSource` class registered by ``@register_dataset`` under its
+    name: ``mnist``, ``fashion-mnist`` and ``digits`` here, one module each in
+    :mod:`gradbench.datasets` (``binarized-mnist``, Larochelle & Murray's static binarization),
+    and those of installed packages through the entry-point group ``gradbench.datasets``
+    (:func:`load_plugins`, run at import). ``DataConfig(dataset=NAME)`` accepts ``auto`` and
+    every registered name (:func:`dataset_names`); an unknown one raises ValueError listing them.
+
 Where the files come from
     MNIST and Fashion-MNIST are read from the four official IDX ``.gz`` files, each verified
     against its official MD5 before use. For every file the first valid copy is taken from, in
@@ -41,9 +49,12 @@ import urllib.error
 import urllib.request
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import platformdirs
@@ -51,7 +62,9 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-DATASETS: tuple[str, ...] = ("auto", "mnist", "fashion-mnist", "digits")
+ENTRY_POINT_GROUP = "gradbench.datasets"
+"""Installed packages add datasets here: ``[project.entry-points."gradbench.datasets"]``,
+``NAME = "package.module"`` (a module that registers its classes) or ``"package.module:Class"``."""
 BINARIZATIONS: tuple[str, ...] = ("threshold", "dynamic", "fixed")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
@@ -66,6 +79,11 @@ MNIST_MIRRORS: tuple[str, ...] = (
 FASHION_MNIST_MIRRORS: tuple[str, ...] = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
 )
+#: Each downloadable dataset's mirrors, tried in turn (a dataset module adds its own).
+DEFAULT_MIRRORS: dict[str, tuple[str, ...]] = {
+    "mnist": MNIST_MIRRORS,
+    "fashion-mnist": FASHION_MNIST_MIRRORS,
+}
 #: Environment variables that replace a dataset's mirror list (URLs separated by commas or spaces).
 MIRRORS_ENV: dict[str, str] = {
     "mnist": "GRADBENCH_MNIST_MIRRORS",
@@ -175,7 +193,7 @@ class DatasetFallbackWarning(UserWarning):
 class DataConfig:
     """Which data to load and how to binarize it; validated when built."""
 
-    dataset: str = "auto"  # one of DATASETS; "auto": MNIST if found or downloadable, else digits
+    dataset: str = "auto"  # dataset_names(); "auto": MNIST if found or downloadable, else digits
     binarization: str = "threshold"  # one of BINARIZATIONS
     data_dir: str | None = None  # searched first; then $GRADBENCH_DATA, cache, system, download
     n_train: int = 50_000  # MNIST-like training images (the thesis' split); digits use 70%
@@ -185,8 +203,9 @@ class DataConfig:
     download: bool = True  # allow downloading missing files into the cache
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; valid: {', '.join(DATASETS)}")
+        if self.dataset not in dataset_names():
+            valid = ", ".join(dataset_names())
+            raise ValueError(f"unknown dataset {self.dataset!r}; valid: {valid}")
         if self.binarization not in BINARIZATIONS:
             raise ValueError(
                 f"unknown binarization {self.binarization!r}; valid: {', '.join(BINARIZATIONS)}"
@@ -205,7 +224,7 @@ class Split:
     """One split on the device: grey levels and labels."""
 
     images: torch.Tensor  # float32 [N, D], grey levels in [0, 1]
-    labels: torch.Tensor  # int64 [N]
+    labels: torch.Tensor  # int64 [N]; NO_LABEL for a dataset without labels
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -215,7 +234,7 @@ class Split:
 class Dataset:
     """Three splits on one device, with the binarization applied as minibatches are drawn."""
 
-    name: str  # the dataset actually used: "mnist", "fashion-mnist" or "digits"
+    name: str  # the dataset actually used (a registered name; "auto" resolved)
     train: Split
     valid: Split
     test: Split
@@ -275,12 +294,17 @@ class Dataset:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         n = len(self.split(split))
         if shuffle:
-            order = torch.randperm(n, generator=generator, device=self.device)
+            order = self.epoch_order(split, generator)
             for start in range(0, n - batch_size + 1, batch_size):
-                yield self._minibatch(split, order[start : start + batch_size], generator)
+                yield self.minibatch(split, order[start : start + batch_size], generator)
         else:
             for start in range(0, n, batch_size):
-                yield self._minibatch(split, slice(start, start + batch_size), generator)
+                yield self.minibatch(split, slice(start, start + batch_size), generator)
+
+    def epoch_order(self, split: str, generator: torch.Generator) -> torch.Tensor:
+        """A shuffled epoch's order of ``split``'s examples, int64 [N] on the device: the
+        ``torch.randperm`` that :meth:`batches` draws first (a resumable loop keeps it)."""
+        return torch.randperm(len(self.split(split)), generator=generator, device=self.device)
 
     def sample_batch(
         self, split: str, batch_size: int, generator: torch.Generator
@@ -290,7 +314,7 @@ class Dataset:
         if not 1 <= batch_size <= n:
             raise ValueError(f"batch_size must be in 1..{n} for split {split!r}, got {batch_size}")
         index = torch.randperm(n, generator=generator, device=self.device)[:batch_size]
-        return self._minibatch(split, index, generator)
+        return self.minibatch(split, index, generator)
 
     def binarized(self, split: str, generator: torch.Generator | None = None) -> torch.Tensor:
         """The whole split binarized, float32 [N, D] (for evaluation).
@@ -300,12 +324,13 @@ class Dataset:
         """
         if generator is None:
             generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        return self._minibatch(split, slice(None), generator)[0]
+        return self.minibatch(split, slice(None), generator)[0]
 
-    def _minibatch(
+    def minibatch(
         self, split: str, index: torch.Tensor | slice, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Binarized images and labels of ``split`` at ``index`` (a device tensor or a slice)."""
+        """Binarized images and labels of ``split`` at ``index`` (a device tensor or a slice);
+        ``generator`` draws the ``dynamic`` binarization."""
         data = self.split(split)
         if self.binarization == "fixed":
             images = self.fixed[split][index].to(torch.float32)
@@ -314,6 +339,8 @@ class Dataset:
         else:
             images = (data.images[index] >= THRESHOLD).to(torch.float32)
         return images, data.labels[index]
+
+    _minibatch = minibatch  # the name gradbench.measure.variance calls
 
 
 def cache_dir() -> Path:
@@ -360,7 +387,7 @@ def mirrors_for(name: str, mirrors: Sequence[str] | None = None) -> list[str]:
     env_value = os.environ.get(MIRRORS_ENV[name])
     if env_value is not None:
         return env_value.replace(",", " ").split()
-    return list(MNIST_MIRRORS if name == "mnist" else FASHION_MNIST_MIRRORS)
+    return list(DEFAULT_MIRRORS[name])
 
 
 def _md5(data: bytes) -> str:
@@ -407,17 +434,21 @@ def read_verified(path: Path, spec: IdxFile, role: str, dataset: str) -> np.ndar
     return _parse_idx(raw, _IDX_NDIM[role], str(path))
 
 
-def _download(
-    spec: IdxFile, role: str, dataset: str, target_dir: Path, mirrors: Sequence[str],
+T = TypeVar("T")
+
+
+def download_verified(
+    filename: str, verify: Callable[[Path], T], target_dir: Path, mirrors: Sequence[str],
     timeout_s: float, failures: list[str], unreachable: set[str],
-) -> tuple[np.ndarray, Path] | None:
-    """Fetch ``spec`` from the first mirror that serves a verified copy into ``target_dir``.
+) -> tuple[T, Path] | None:
+    """Fetch ``filename`` from the first mirror that serves a copy ``verify`` accepts (it returns
+    the file's data, or raises :class:`ChecksumError`) into ``target_dir``.
 
     Each try streams to a temporary file in ``target_dir``, verifies it and only then renames it
     to its final name; a failed try removes its temporary file and appends its reason to
     ``failures``. A mirror that cannot be reached at all joins ``unreachable`` and is not tried
     again for the other files (so an offline run waits at most one timeout per mirror). Returns
-    the array and the final path, or None when every mirror failed.
+    the verified data and the final path, or None when every mirror failed.
     """
     try:
         target_dir.mkdir(parents=True, exist_ok=True)
@@ -427,15 +458,15 @@ def _download(
     for mirror in mirrors:
         if mirror in unreachable:
             continue
-        url = mirror.rstrip("/") + "/" + spec.filename
-        fd, tmp_name = tempfile.mkstemp(dir=target_dir, prefix=f".{spec.filename}.", suffix=".part")
+        url = mirror.rstrip("/") + "/" + filename
+        fd, tmp_name = tempfile.mkstemp(dir=target_dir, prefix=f".{filename}.", suffix=".part")
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as resp:
                 while chunk := resp.read(_CHUNK_BYTES):
                     out.write(chunk)
-            array = read_verified(tmp, spec, role, dataset)
-            final = target_dir / spec.filename
+            verified = verify(tmp)
+            final = target_dir / filename
             os.replace(tmp, final)
         except (urllib.error.HTTPError, ChecksumError) as exc:  # this file is bad or absent
             failures.append(f"download {url}: {exc}")
@@ -447,7 +478,7 @@ def _download(
         finally:
             tmp.unlink(missing_ok=True)  # gone already after a successful rename
         logger.info("downloaded %s into %s", url, final)
-        return array, final
+        return verified, final
     return None
 
 
@@ -505,23 +536,37 @@ def _load_idx_dataset(
         for role, spec in IDX_FILES[name].items():
             if role in arrays or not urls:
                 continue
-            fetched = _download(
-                spec, role, name, cache_dir() / name, urls, timeout_s, failures, unreachable
+            fetched = download_verified(
+                spec.filename, partial(read_verified, spec=spec, role=role, dataset=name),
+                cache_dir() / name, urls, timeout_s, failures, unreachable,
             )
             if fetched is not None:
                 arrays[role], paths[role] = fetched
         missing = [spec.filename for role, spec in IDX_FILES[name].items() if role not in arrays]
+    looked = [f"{folder} ({label})" for folder, label in dirs]
+    raise_unless_found(
+        name, missing, rejected, failures,
+        lambda: _not_found_message(name, missing, looked, failures, download),
+    )
+    return arrays, paths
+
+
+def raise_unless_found(
+    name: str, missing: Sequence[str], rejected: Sequence[str], failures: Sequence[str],
+    not_found: Callable[[], str],
+) -> None:
+    """After a dataset's search: :class:`ChecksumError` listing the rejected copies when files
+    are missing and corrupt copies were found, :class:`DataNotFoundError` (message
+    ``not_found()``) when files are missing, else a warning for each corrupt copy skipped."""
     if missing and rejected:
         raise ChecksumError(
             f"{name}: no valid copy of {', '.join(missing)}; rejected:\n  - "
-            + "\n  - ".join(rejected + failures)
+            + "\n  - ".join([*rejected, *failures])
         )
     if missing:
-        looked = [f"{folder} ({label})" for folder, label in dirs]
-        raise DataNotFoundError(_not_found_message(name, missing, looked, failures, download))
+        raise DataNotFoundError(not_found())
     for reason in rejected:
-        warnings.warn(f"skipped a corrupt data file: {reason}", stacklevel=3)
-    return arrays, paths
+        warnings.warn(f"skipped a corrupt data file: {reason}", stacklevel=4)
 
 
 def mnist_arrays(
@@ -586,29 +631,132 @@ def _digits_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {name: (images[idx], labels[idx]) for name, idx in zip(SPLITS, parts)}
 
 
-def _resolve(
-    config: DataConfig,
-) -> tuple[str, dict[str, tuple[np.ndarray, np.ndarray]], float, str]:
-    """Load the configured dataset: the name actually used, uint8 splits, pixel scale, source."""
-    if config.dataset == "digits":
-        return "digits", _digits_splits(), DIGITS_PIXEL_MAX, DIGITS_SOURCE
-    name = "mnist" if config.dataset == "auto" else config.dataset
-    try:
+NO_LABEL = -1
+"""The label of every example of a dataset without labels (``LoadedData.n_classes`` 0)."""
+
+
+@dataclass
+class LoadedData:
+    """What a registered dataset's loader hands to :func:`load_dataset`."""
+
+    name: str  # the dataset actually used
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (uint8 images [N, D], labels [N])
+    pixel_max: float  # grey level = pixel / pixel_max
+    source: str  # where the data were read from, for provenance
+    n_classes: int = N_CLASSES  # 0: no labels (every label NO_LABEL)
+
+
+class DatasetSource:
+    """A dataset of the registry: a class with ``name``, ``summary`` and :meth:`load`.
+
+    Add one with ``@register_dataset`` in a module of :mod:`gradbench.datasets` or of an
+    installed package (entry-point group ``gradbench.datasets``); ``DataConfig(dataset=name)``
+    then loads it and every command accepts ``--dataset name``.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+
+    def load(self, config: DataConfig) -> LoadedData:
+        """The three splits of the dataset as ``config`` asks for them (before ``subset``)."""
+        raise NotImplementedError
+
+
+DATASET_SOURCES: dict[str, type[DatasetSource]] = {}
+"""Registered datasets by name, in registration order."""
+
+S = TypeVar("S", bound=type[DatasetSource])
+
+
+def register_dataset(cls: S) -> S:
+    """Class decorator: add a dataset to the registry under ``cls.name``."""
+    if cls.name in DATASET_SOURCES or cls.name == "auto":
+        raise ValueError(f"dataset {cls.name!r} registered twice (or named auto)")
+    DATASET_SOURCES[cls.name] = cls
+    return cls
+
+
+def dataset_names() -> tuple[str, ...]:
+    """``auto`` and every registered dataset, the values ``DataConfig.dataset`` accepts."""
+    return ("auto", *DATASET_SOURCES)
+
+
+def load_plugins() -> list[str]:
+    """Import every entry point of the group ``gradbench.datasets``; returns the names of the
+    datasets they registered. An entry point naming an unregistered :class:`DatasetSource`
+    subclass registers it; anything else that fails to load raises ImportError naming it."""
+    before = set(DATASET_SOURCES)
+    points = entry_points(group=ENTRY_POINT_GROUP)
+    if points:
+        # A plugin package may add estimators too, importing their registry at its top: that
+        # registry loads its own plugins from the same package, so it must come first.
+        import gradbench.estimators  # noqa: F401
+    for point in points:
+        try:
+            loaded = point.load()
+        except Exception as error:
+            raise ImportError(
+                f"dataset plugin {point.name!r} ({point.value}) failed to load: {error}"
+            ) from error
+        if isinstance(loaded, type) and issubclass(loaded, DatasetSource):
+            if loaded.name not in DATASET_SOURCES:
+                register_dataset(loaded)
+    return [name for name in DATASET_SOURCES if name not in before]
+
+
+class _IdxSource(DatasetSource):
+    """An MNIST-like dataset of four official IDX files (:data:`IDX_FILES`), split as the
+    thesis: the first ``n_train`` training images, the next ``n_valid``, the official test."""
+
+    def load(self, config: DataConfig) -> LoadedData:
         arrays, paths = _load_idx_dataset(
-            name, config.data_dir, config.download, None, DOWNLOAD_TIMEOUT_S
+            self.name, config.data_dir, config.download, None, DOWNLOAD_TIMEOUT_S
         )
+        source = ", ".join(sorted({str(path.parent) for path in paths.values()}))
+        return LoadedData(self.name, _mnist_splits(arrays, config), MNIST_PIXEL_MAX, source)
+
+
+@register_dataset
+class Mnist(_IdxSource):
+    """LeCun, Cortes & Burges' MNIST."""
+
+    name = "mnist"
+    summary = "MNIST 28x28 digits, 50,000 / 10,000 / 10,000 (the thesis' split)"
+
+
+@register_dataset
+class FashionMnist(_IdxSource):
+    """Xiao, Rasul & Vollgraf's Fashion-MNIST."""
+
+    name = "fashion-mnist"
+    summary = "Fashion-MNIST 28x28 clothes, 50,000 / 10,000 / 10,000"
+
+
+@register_dataset
+class Digits(DatasetSource):
+    """scikit-learn's 8x8 handwritten digits: no files, no network."""
+
+    name = "digits"
+    summary = "scikit-learn's 8x8 digits, 70 / 15 / 15 % of 1,797 (shipped, no download)"
+
+    def load(self, config: DataConfig) -> LoadedData:
+        return LoadedData(self.name, _digits_splits(), DIGITS_PIXEL_MAX, DIGITS_SOURCE)
+
+
+def _resolve(config: DataConfig) -> LoadedData:
+    """Load the configured dataset; ``auto``: MNIST, else (with a warning) the digits."""
+    if config.dataset != "auto":
+        return DATASET_SOURCES[config.dataset]().load(config)
+    try:
+        return Mnist().load(config)
     except DataNotFoundError as exc:
-        if config.dataset != "auto":
-            raise
         warnings.warn(
             "MNIST was not found, so scikit-learn's 8x8 handwritten digits "
             f"({DIGITS_SOURCE}) are used instead.\n{exc}",
             DatasetFallbackWarning,
             stacklevel=3,
         )
-        return "digits", _digits_splits(), DIGITS_PIXEL_MAX, DIGITS_SOURCE
-    source = ", ".join(sorted({str(path.parent) for path in paths.values()}))
-    return name, _mnist_splits(arrays, config), MNIST_PIXEL_MAX, source
+        return Digits().load(config)
 
 
 def load_dataset(config: DataConfig, device: torch.device | str = "cpu") -> Dataset:
@@ -618,7 +766,8 @@ def load_dataset(config: DataConfig, device: torch.device | str = "cpu") -> Data
     drawn here, once, on the CPU with ``config.seed`` (so it is the same on every device).
     """
     device = torch.device(device)
-    name, parts, scale, source = _resolve(config)
+    loaded = _resolve(config)
+    parts, scale = loaded.splits, loaded.pixel_max
     if config.subset is not None:
         parts = {k: (x[: config.subset], y[: config.subset]) for k, (x, y) in parts.items()}
     splits = {k: _to_device(x, y, scale, device) for k, (x, y) in parts.items()}
@@ -629,14 +778,22 @@ def load_dataset(config: DataConfig, device: torch.device | str = "cpu") -> Data
             grey = torch.from_numpy(np.ascontiguousarray(parts[k][0])).to(torch.float32) / scale
             fixed[k] = torch.bernoulli(grey, generator=generator).to(torch.bool).to(device)
     return Dataset(
-        name=name,
+        name=loaded.name,
         train=splits["train"],
         valid=splits["valid"],
         test=splits["test"],
         input_dim=int(splits["train"].images.shape[1]),
-        n_classes=N_CLASSES,
+        n_classes=loaded.n_classes,
         binarization=config.binarization,
         seed=config.seed,
-        source=source,
+        source=loaded.source,
         fixed=fixed,
     )
+
+
+import gradbench.datasets  # noqa: E402  (its modules register their datasets: binarized-mnist)
+
+load_plugins()
+DATASETS: tuple[str, ...] = dataset_names()
+"""The dataset names at import (built-in and installed plugins), for help texts; the registry
+itself is :data:`DATASET_SOURCES`."""

@@ -126,6 +126,9 @@ class Profile:
                                             "examples; none: all")
     eval_iw_subset: int | None = setting(None, "the bound on the first N test examples; "
                                          "none: all")
+    eval_best_valid_iw_samples: tuple[int, ...] = setting(
+        (), "k of the test bounds computed at the epoch of the best validation bound (its first "
+        "k); empty: none")
     max_cell_hours: float | None = setting(
         None, "on a CPU, cells estimated over this many hours are stored as skipped with "
         "their estimate; none: no limit")
@@ -238,7 +241,38 @@ PAPER = Profile(
     max_cell_hours=2.0,
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, QUICK, PAPER)}
+ARM = Profile(
+    name="arm",
+    summary="ARM's and DisARM's Bernoulli VAE protocol: static binarized MNIST, batch 50, "
+    "Adam 1e-4, 1 M steps per cell (0.5-2 h on a core; resumable)",
+    # Yin & Zhou's (2019) b_mnist_linear_slim.py and Dong et al.'s (2020) launcher, setting by
+    # setting: Larochelle's static binarization (DisARM's launcher defaults to dynamic:
+    # --set dataset=mnist --set binarization=dynamic); minibatch 50; Adam at a constant 1e-4 for
+    # encoder and decoder; the prior's logits learned from zero by plain SGD at 0.01 and the
+    # learning signal f = log p(x, b) - log q(b|x) (the model options below); DisARM's 1 M steps
+    # (1,000 epochs of 50,000 / 50; ARM's script runs 1,200); linear 784-200-784 here,
+    # nonlinear with --model-arg MODEL:architecture=nonlinear. Test figure: the iw bound
+    # with k = 100 and 1000 on the whole test split at the epoch of the best validation bound
+    # (k = 100 on the first 2,000 validation images, every 10 epochs = 10,000 steps, as
+    # DisARM's launcher evaluates every 1,000 steps with 100 samples).
+    dataset="binarized-mnist",
+    seeds=(0,),
+    torch_threads=1,
+    models=tuple(profile_model_options("arm")),  # the models whose profile_options name it
+    estimators=("lr", "lr-baseline[baseline=learned]", "gumbel-softmax", "rebar", "arm",
+                "disarm", "rloo"),
+    model_options=profile_model_options("arm"),
+    train_epochs=1000,
+    train_batch_size=50,
+    train_learning_rate=1e-4,
+    eval_iw_samples=100,
+    eval_iw_every=10,
+    eval_iw_subset=2000,
+    eval_train_subset=10_000,
+    eval_best_valid_iw_samples=(100, 1000),
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, QUICK, PAPER, ARM)}
 """The named profiles, in order of size."""
 
 

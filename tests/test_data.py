@@ -26,6 +26,7 @@ import pytest
 import torch
 
 from gradbench import data
+from gradbench.datasets import binarized_mnist
 from gradbench.data import (
     BINARIZATIONS,
     DATASETS,
@@ -74,6 +75,7 @@ def data_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     dead = _closed_port_url()
     monkeypatch.setenv("GRADBENCH_MNIST_MIRRORS", dead)
     monkeypatch.setenv("GRADBENCH_FASHION_MNIST_MIRRORS", dead)
+    monkeypatch.setenv("GRADBENCH_BINARIZED_MNIST_MIRRORS", dead)
     monkeypatch.setattr(data, "SYSTEM_DIRS", {})
     return cache_home / "gradbench"
 
@@ -129,7 +131,7 @@ def test_config_defaults_are_the_thesis_split() -> None:
     config = DataConfig()
     assert (config.dataset, config.binarization) == ("auto", "threshold")
     assert (config.n_train, config.n_valid) == (50_000, 10_000)
-    assert DATASETS == ("auto", "mnist", "fashion-mnist", "digits")
+    assert DATASETS == ("auto", "mnist", "fashion-mnist", "digits", "binarized-mnist")
     assert BINARIZATIONS == ("threshold", "dynamic", "fixed")
 
 
@@ -592,3 +594,158 @@ def test_split_sizes_beyond_the_training_images_are_refused() -> None:
     config = DataConfig(dataset="mnist", data_dir=str(SHARED_MNIST), n_train=55_000)
     with pytest.raises(ValueError, match="60000"):
         load_dataset(config)
+
+
+# --- the registry and its plugins ---------------------------------------------------------------
+
+PLUGIN_DIR = Path(__file__).parent / "example_plugin"
+
+
+def test_every_dataset_is_registered_with_a_summary() -> None:
+    assert data.dataset_names() == DATASETS
+    for name, source in data.DATASET_SOURCES.items():
+        assert source.name == name and source.summary
+
+
+def test_a_dataset_registered_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="registered twice"):
+        data.register_dataset(data.Digits)
+
+
+def test_the_plugin_dataset_is_registered_and_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
+    try:
+        assert data.load_plugins() == ["bars-and-stripes"]
+        assert "bars-and-stripes" in data.dataset_names()
+        ds = load_dataset(DataConfig(dataset="bars-and-stripes", binarization="dynamic"))
+    finally:
+        data.DATASET_SOURCES.pop("bars-and-stripes", None)
+        sys.modules.pop("gradbench_example_plugin.dataset", None)
+        sys.modules.pop("gradbench_example_plugin", None)
+    assert (len(ds.train), len(ds.valid), len(ds.test)) == (300, 30, 30)
+    assert (ds.name, ds.input_dim, ds.n_classes) == ("bars-and-stripes", 16, 2)
+    images = ds.test.images.view(30, 4, 4)
+    rows_equal = (images == images[:, :, :1]).all(-1).all(-1)
+    columns_equal = (images == images[:, :1, :]).all(-1).all(-1)
+    assert torch.equal(rows_equal | columns_equal, torch.ones(30, dtype=torch.bool))
+    assert images.unique(dim=0).shape[0] == 30
+    with pytest.raises(ValueError, match="valid: auto, mnist, fashion-mnist, digits, binarized-mnist$"):
+        DataConfig(dataset="bars-and-stripes")
+
+
+# --- Larochelle & Murray's binarized MNIST -----------------------------------------------------
+
+SHARED_BINARIZED = SHARED_MNIST.parent / "binarized-mnist"
+needs_binarized = pytest.mark.skipif(
+    not SHARED_BINARIZED.is_dir(), reason=f"the shared binarized MNIST is absent ({SHARED_BINARIZED})"
+)
+BINARIZED_PIXEL_MEANS = {"train": 0.13056, "valid": 0.13113, "test": 0.13251}  # its README's
+
+
+@pytest.fixture(scope="module")
+def plain_test_amat(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test split's original .amat, uncompressed from the shared copy."""
+    if not SHARED_BINARIZED.is_dir():
+        pytest.skip(f"the shared binarized MNIST is absent ({SHARED_BINARIZED})")
+    folder = tmp_path_factory.mktemp("amat")
+    name = binarized_mnist.filename("test")
+    (folder / name).write_bytes(gzip.decompress((SHARED_BINARIZED / f"{name}.gz").read_bytes()))
+    return folder / name
+
+
+@needs_binarized
+def test_binarized_mnist_checksums_are_the_shared_sha256sums() -> None:
+    listed = dict(
+        reversed(line.split()) for line in (SHARED_BINARIZED / "SHA256SUMS").read_text().splitlines()
+    )
+    assert {binarized_mnist.filename(s): h for s, h in binarized_mnist.SHA256.items()} == listed
+
+
+@needs_binarized
+def test_binarized_mnist_from_the_shared_copy_has_larochelles_splits() -> None:
+    ds = load_dataset(DataConfig(dataset="binarized-mnist", data_dir=str(SHARED_BINARIZED.parent)))
+    assert ds.name == "binarized-mnist" and ds.source == str(SHARED_BINARIZED)
+    assert (len(ds.train), len(ds.valid), len(ds.test)) == (50_000, 10_000, 10_000)
+    assert (ds.input_dim, ds.n_classes) == (784, 0)
+    for split, mean in BINARIZED_PIXEL_MEANS.items():
+        images = ds.split(split).images
+        assert images.double().mean().item() == pytest.approx(mean, abs=5e-6)
+        assert set(images.unique().tolist()) == {0.0, 1.0}
+        assert (ds.split(split).labels == data.NO_LABEL).all()
+    for binarization in BINARIZATIONS:  # the pixels are 0 or 1 already: every binarization keeps them
+        config = DataConfig(dataset="binarized-mnist", data_dir=str(SHARED_BINARIZED),
+                            binarization=binarization, subset=100)
+        kept = load_dataset(config)
+        assert torch.equal(kept.binarized("test", torch.Generator().manual_seed(1)),
+                           ds.test.images[:100])
+
+
+@needs_binarized
+def test_binarized_mnist_reads_the_plain_amat_like_its_gzip(plain_test_amat: Path) -> None:
+    plain = binarized_mnist.read_verified(plain_test_amat, "test")
+    packed = binarized_mnist.read_verified(SHARED_BINARIZED / f"{plain_test_amat.name}.gz", "test")
+    assert plain.shape == (10_000, 784) and plain.dtype == np.uint8
+    assert np.array_equal(plain, packed)
+    first_line = plain_test_amat.read_bytes()[: 2 * 784].decode()
+    assert plain[0].tolist() == [int(v) for v in first_line.split()]
+
+
+@needs_binarized
+@pytest.mark.parametrize("damage", ["bit-flip", "truncated", "wrong-split"])
+def test_binarized_mnist_checksum_mismatch_names_the_file(
+    tmp_path: Path, plain_test_amat: Path, damage: str
+) -> None:
+    blob = plain_test_amat.read_bytes()
+    if damage == "bit-flip":
+        blob = blob[:1000] + (b"1" if blob[1000:1001] == b"0" else b"0") + blob[1001:]
+    elif damage == "truncated":
+        blob = blob[: len(blob) // 2]
+    bad = tmp_path / plain_test_amat.name
+    bad.write_bytes(gzip.compress(blob) if damage == "truncated" else blob)
+    split = "valid" if damage == "wrong-split" else "test"
+    with pytest.raises(ChecksumError, match=re.escape(str(bad)) + ".*" + binarized_mnist.SHA256[split]):
+        binarized_mnist.read_verified(bad, split)
+    for name in ("train", "valid"):
+        (tmp_path / f"{binarized_mnist.filename(name)}.gz").symlink_to(
+            SHARED_BINARIZED / f"{binarized_mnist.filename(name)}.gz"
+        )
+    if damage != "wrong-split":
+        with pytest.raises(ChecksumError, match=re.escape(str(bad))):
+            load_dataset(DataConfig(dataset="binarized-mnist", data_dir=str(tmp_path), download=False))
+
+
+@needs_binarized
+def test_binarized_mnist_download_verifies_and_caches(
+    tmp_path: Path, plain_test_amat: Path, monkeypatch: pytest.MonkeyPatch, data_isolated: Path
+) -> None:
+    """The test split missing locally: a corrupt mirror is rejected, the good one (a file://
+    folder serving the original .amat) is verified and cached; then the cache alone serves it."""
+    local = tmp_path / "local"
+    local.mkdir()
+    for name in ("train", "valid"):
+        (local / f"{binarized_mnist.filename(name)}.gz").symlink_to(
+            SHARED_BINARIZED / f"{binarized_mnist.filename(name)}.gz"
+        )
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    (good / plain_test_amat.name).symlink_to(plain_test_amat)
+    _corrupt_copy(plain_test_amat, bad / plain_test_amat.name)
+    monkeypatch.setenv("GRADBENCH_BINARIZED_MNIST_MIRRORS", f"{bad.as_uri()}/ {good.as_uri()}/")
+    ds = load_dataset(DataConfig(dataset="binarized-mnist", data_dir=str(local)))
+    cached = data_isolated / "binarized-mnist"
+    assert sorted(os.listdir(cached)) == [plain_test_amat.name]
+    assert ds.source == ", ".join(sorted([str(cached), str(local)]))
+    assert ds.test.images.double().mean().item() == pytest.approx(0.13251, abs=5e-6)
+    monkeypatch.setenv("GRADBENCH_BINARIZED_MNIST_MIRRORS", _closed_port_url())
+    again = load_dataset(DataConfig(dataset="binarized-mnist", data_dir=str(local), download=False))
+    assert torch.equal(again.test.images, ds.test.images)
+
+
+def test_binarized_mnist_not_found_lists_the_places_and_the_mirror(data_isolated: Path) -> None:
+    with pytest.raises(DataNotFoundError) as excinfo:
+        load_dataset(DataConfig(dataset="binarized-mnist"))
+    message = str(excinfo.value)
+    assert str(data_isolated / "binarized-mnist") in message
+    assert "binarized_mnist_train.amat" in message and "GRADBENCH_BINARIZED_MNIST_MIRRORS" in message
+    assert binarized_mnist.MIRRORS[0].startswith("http://www.cs.toronto.edu/~larocheh/")

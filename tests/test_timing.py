@@ -18,12 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import torch
 
 from gradbench import cli
 from gradbench.data import DataConfig, Dataset, load_dataset
-from gradbench.experiment import Setting
+from gradbench.experiment import Setting, build_model
 from gradbench.measure import timing
 from gradbench.measure.timing import (
     TimingConfig,
@@ -384,3 +385,38 @@ def test_bad_input_exits_2_with_one_line(
     err = capsys.readouterr().err
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_the_bernoulli_vae_is_timed_against_its_deterministic_network_and_the_table_shows_it(
+    digits: Dataset,
+) -> None:
+    """A model without a paper's timing (no model named in the report code): its rows carry
+    the step over the deterministic step, and the shared table shows that ratio per estimator,
+    beside the estimator's evaluations when the catalogue stored them."""
+    from gradbench.report.timing_tables import shared_timing_table
+    from gradbench.results import Provenance, stamp
+
+    setting = Setting("bernoulli-vae", {"latent_dim": "8"})
+    model = build_model(setting, digits, CPU)
+    reference = model.deterministic_network()
+    sizes = [tuple(m.weight.shape) for m in reference.network if isinstance(m, torch.nn.Linear)]
+    assert sizes == [tuple(layer.weight.shape) for layer in [*model.encoder, *model.decoder]]
+    x = digits.binarized("train")[:5]
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        reference.network(x), x, reduction="none").sum(-1)
+    torch.testing.assert_close(reference.loss(reference.network, x, None), expected)
+    config = TimingConfig(batch_size=50, steps=3, repeats=2, warmup_steps=1)
+    provenance = Provenance.collect(CPU, "custom")
+    frames, ratios = [], {}
+    for name in ("arm", "rloo"):
+        rows = _by_metric(timing_rows(setting, name, digits, CPU, config))
+        assert "deterministic_seconds_per_step" in rows
+        ratios[name] = rows[timing.STEP_RATIO]["value"]
+        cell = timing.timing_cell(setting, name, digits, CPU, config, "custom")
+        frames.append(stamp(list(rows.values()), cell, provenance))
+    table = shared_timing_table(pd.concat(frames, ignore_index=True))
+    headers = [column.label for column in table.columns]
+    ratio_at = headers.index("step / deterministic step")
+    assert headers[ratio_at + 1] == "evaluations"
+    shown = {row[1]: row[ratio_at].values[0] for row in table.rows}
+    assert shown == pytest.approx(ratios, rel=1e-12)

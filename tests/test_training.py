@@ -6,10 +6,17 @@ networks gain nothing from more, and lose much when the cores are shared).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +189,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(
     setting = _setting("categorical-vae")
     expected = training_rows(setting, "lr-baseline", digits, CPU, QUICK, EVAL)
     checkpoint = tmp_path / "run.pt"
-    real_rows, real_epoch = training.epoch_rows, training.train_epoch
+    real_rows, real_epoch = training.epoch_rows, training.continue_epoch
     epochs_trained = []
 
     def interrupting(run: training.TrainingRun, *args: Any) -> list[dict[str, Any]]:
@@ -195,7 +202,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(
         return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(training, "epoch_rows", interrupting)
-    monkeypatch.setattr(training, "train_epoch", counting)
+    monkeypatch.setattr(training, "continue_epoch", counting)
     with pytest.raises(KeyboardInterrupt):
         training_rows(setting, "lr-baseline", digits, CPU, QUICK, EVAL, checkpoint)
     assert checkpoint.is_file() and len(epochs_trained) == 2
@@ -203,6 +210,179 @@ def test_interrupted_run_resumes_from_its_checkpoint(
     resumed = training_rows(setting, "lr-baseline", digits, CPU, QUICK, EVAL, checkpoint)
     assert len(epochs_trained) == 2 + (QUICK.epochs - 1)  # epoch 2 again, then epoch 3
     assert _without_timings(resumed) == _without_timings(expected)
+
+
+# --- a long cell outlives its process -----------------------------------------------------------
+
+ARM_SMALL = {"latent_dim": "8", "prior": "learned", "signal": "elbo"}
+"""The Bernoulli VAE as ARM's and DisARM's codes train it (learned prior by SGD, f with the
+sampled KL), small: resuming must restore Adam and the prior's SGD alike."""
+RESUME_CONFIG = TrainConfig(epochs=3, batch_size=50, learning_rate=3e-3)
+RESUME_EVAL = EvalConfig(samples=1, iw_samples=5, train_subset=200)
+STATEFUL = ["lr-baseline[baseline=learned]", "rebar", "relax"]
+"""Estimators with state of their own: NVIL's baseline network and its Adam, REBAR's η and λ
+and their tuner, RELAX's surrogate network ψ, built at the first step, in that tuner too."""
+
+
+@pytest.fixture(scope="module")
+def dynamic_digits() -> Dataset:
+    """Dynamic binarization: the data generator draws inside every minibatch too."""
+    return load_dataset(DataConfig(dataset="digits", binarization="dynamic"), CPU)
+
+
+def _recorded_run(
+    dataset: Dataset, estimator: str, checkpoint: Path | None = None
+) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
+    """Every epoch's rows and the final parameters of a Bernoulli-VAE run saved after every step."""
+    setting = Setting("bernoulli-vae", ARM_SMALL, seed=3)
+
+    def record(run: training.TrainingRun) -> None:
+        run.log.extend(training.epoch_rows(run, dataset, RESUME_EVAL))
+
+    run = train_model(setting, estimator, dataset, CPU, RESUME_CONFIG, record, checkpoint,
+                      save_every_s=0.0)
+    return run.log, {**run.model.state_dict(), **run.estimator.state_dict()}
+
+
+def _assert_identical(
+    got: tuple[list[dict[str, Any]], dict[str, torch.Tensor]],
+    want: tuple[list[dict[str, Any]], dict[str, torch.Tensor]],
+) -> None:
+    assert _without_timings(got[0]) == _without_timings(want[0])
+    assert got[1].keys() == want[1].keys()
+    for name, tensor in want[1].items():
+        assert torch.equal(got[1][name], tensor), name
+
+
+@contextlib.contextmanager
+def _interrupted_after(steps: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Training inside the block raises KeyboardInterrupt at its step ``steps + 1`` (expected);
+    afterwards the real step is back."""
+    real_step, taken = training.train_step, []
+
+    def interrupted(*args: Any) -> torch.Tensor:
+        if len(taken) == steps:
+            raise KeyboardInterrupt
+        taken.append(1)
+        return real_step(*args)
+
+    monkeypatch.setattr(training, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        yield
+    monkeypatch.setattr(training, "train_step", real_step)
+
+
+@pytest.mark.parametrize("estimator", STATEFUL)
+def test_a_run_interrupted_mid_epoch_resumes_bit_for_bit(
+    dynamic_digits: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, estimator: str
+) -> None:
+    """Interrupted after 37 steps (12 into the second epoch of 25), saved after every step:
+    the resumed run's rows and final parameters equal an uninterrupted run's bit for bit."""
+    expected = _recorded_run(dynamic_digits, estimator)
+    checkpoint = tmp_path / "run.pt"
+    with _interrupted_after(37, monkeypatch):
+        _recorded_run(dynamic_digits, estimator, checkpoint)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert (saved["epoch"], saved["position"]) == (1, 12)
+    _assert_identical(_recorded_run(dynamic_digits, estimator, checkpoint), expected)
+
+
+KILLED_RUN = """
+import sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from tests import test_training as t
+from gradbench.data import DataConfig, load_dataset
+dataset = load_dataset(DataConfig(dataset="digits", binarization="dynamic"), t.CPU)
+t._recorded_run(dataset, sys.argv[1], Path(sys.argv[2]))
+"""
+
+
+def test_a_cell_killed_by_a_signal_resumes_to_the_same_numbers(
+    dynamic_digits: Dataset, tmp_path: Path
+) -> None:
+    """A training process killed (SIGKILL) once it has saved a state inside the second epoch;
+    the run resumed here from what it left gives the uninterrupted run's rows and parameters."""
+    estimator = "rebar"
+    checkpoint = tmp_path / "run.pt"
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, estimator, str(checkpoint)], cwd=Path.cwd(),
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            if checkpoint.is_file() and torch.load(checkpoint, weights_only=True)["epoch"] >= 1:
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it was killed"
+    finally:
+        if process.poll() is None:
+            process.kill()
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["epoch"] < RESUME_CONFIG.epochs
+    expected = _recorded_run(dynamic_digits, estimator)
+    _assert_identical(_recorded_run(dynamic_digits, estimator, checkpoint), expected)
+
+
+BEST_EVAL = EvalConfig(samples=1, iw_samples=5, iw_every=1, train_subset=200,
+                       best_valid_iw_samples=(5, 50))
+
+
+def test_the_test_bound_is_taken_at_the_best_validation_epoch(
+    dynamic_digits: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ARM's and DisARM's protocol: the validation bound (k = 5) at every checked epoch, the
+    test bounds (k = 5, 50) at the parameters of the best one (epoch 1, made best by a shift of
+    its validation bound), equal to evaluating a run stopped at that epoch; interrupted
+    mid-epoch and resumed, the same rows bit for bit."""
+    setting = Setting("bernoulli-vae", ARM_SMALL, seed=3)
+    config = TrainConfig(epochs=4, batch_size=50, learning_rate=0.05)
+    real_bound = training._iw_bound
+    shift = {0: 0.0, 1: 30.0, 2: 0.0, 3: 0.0, 4: 0.0}  # epoch 1 made the best on validation
+
+    def shifted(model: Any, dataset: Dataset, split: str, *args: Any) -> torch.Tensor:
+        bound = real_bound(model, dataset, split, *args)
+        epoch = len([r for r in rows_so_far if r == split])
+        rows_so_far.append(split)
+        return bound + shift[epoch] if split == "valid" else bound
+
+    rows_so_far: list[str] = []
+    monkeypatch.setattr(training, "_iw_bound", shifted)
+    rows = training_rows(setting, "disarm", dynamic_digits, CPU, config, BEST_EVAL)
+    valid = {r["epoch"]: r["value"] for r in rows if r["metric"] == "iw_bound_k5"}
+    assert sorted(valid) == [0, 1, 2, 3, 4] and max(valid, key=valid.get) == 1
+    assert valid[4] > valid[2] > valid[0]  # the unshifted bounds still improve with training
+    assert _find(rows, 4, "valid", "best_valid_epoch")["value"] == 1
+    rows_so_far.clear()
+    stopped = training_rows(setting, "disarm", dynamic_digits, CPU, replace(config, epochs=1),
+                            EvalConfig(samples=1, iw_samples=50, train_subset=200))
+    at_best = _find(rows, 4, "test", "iw_bound_k50_at_best_valid")
+    assert at_best["value"] == _find(stopped, 1, "test", "iw_bound")["value"]
+    k5 = _find(rows, 4, "test", "iw_bound_k5_at_best_valid")
+    assert at_best["value"] > k5["value"]  # more draws, a tighter bound
+    checkpoint = tmp_path / "run.pt"
+    rows_so_far.clear()
+    with _interrupted_after(62, monkeypatch):
+        training_rows(setting, "disarm", dynamic_digits, CPU, config, BEST_EVAL, checkpoint,
+                      save_every_s=0.0)
+    assert torch.load(checkpoint, weights_only=True)["best"]["epoch"] == 1
+    rows_so_far[:] = ["valid", "valid"]  # epochs 0 and 1 were checked before the interruption
+    resumed = training_rows(setting, "disarm", dynamic_digits, CPU, config, BEST_EVAL, checkpoint)
+    assert _without_timings(resumed) == _without_timings(rows)
+
+
+def test_best_validation_enters_the_cell_hash_only_when_set(digits: Dataset) -> None:
+    setting = _setting("gaussian-vae")
+    plain = training_cell(setting, "lr", digits, CPU, QUICK, EVAL, "custom")
+    assert "best_valid_iw_samples" not in plain.config["evaluation"]
+    tracked = training_cell(setting, "lr", digits, CPU, QUICK, BEST_EVAL, "custom")
+    assert tracked.config["evaluation"]["best_valid_iw_samples"] == (5, 50)
+    assert tracked.config_hash != training_cell(
+        setting, "lr", digits, CPU, QUICK, replace(BEST_EVAL, best_valid_iw_samples=()), "custom"
+    ).config_hash
 
 
 def test_on_epoch_sees_every_epoch_and_the_trained_model(digits: Dataset) -> None:
@@ -223,21 +403,21 @@ def test_on_epoch_sees_every_epoch_and_the_trained_model(digits: Dataset) -> Non
 def test_a_diverging_run_is_recorded_not_raised(
     digits: Dataset, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    real_epoch = training.train_epoch
+    real_epoch = training.continue_epoch
     calls = []
 
-    def diverging(model: torch.nn.Module, *args: Any, **kwargs: Any) -> float:
+    def diverging(run: training.TrainingRun, *args: Any) -> float:
         calls.append(1)
-        loss = real_epoch(model, *args, **kwargs)
+        loss = real_epoch(run, *args)
         if len(calls) < 2:
             return loss
         if how == "parameters":
             with torch.no_grad():
-                next(model.parameters()).fill_(math.inf)
+                next(run.model.parameters()).fill_(math.inf)
             return loss
         return math.nan
 
-    monkeypatch.setattr(training, "train_epoch", diverging)
+    monkeypatch.setattr(training, "continue_epoch", diverging)
     rows = training_rows(_setting("gaussian-vae"), "lr", digits, CPU, QUICK, EVAL)
     assert len(calls) == 2 and max(r["epoch"] for r in rows) == 2
     assert {r["status"] for r in rows if r["epoch"] < 2} == {"ok"}
@@ -372,13 +552,13 @@ def test_interrupted_command_resumes_without_recomputing(
 def test_diverged_cell_does_not_stop_the_others(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_epoch = training.train_epoch
+    real_epoch = training.continue_epoch
 
-    def diverging(model: Any, estimator: Any, *args: Any, **kwargs: Any) -> float:
-        loss = real_epoch(model, estimator, *args, **kwargs)
-        return math.inf if estimator.name == "gumbel-softmax" else loss
+    def diverging(run: training.TrainingRun, *args: Any) -> float:
+        loss = real_epoch(run, *args)
+        return math.inf if run.estimator.name == "gumbel-softmax" else loss
 
-    monkeypatch.setattr(training, "train_epoch", diverging)
+    monkeypatch.setattr(training, "continue_epoch", diverging)
     rows = _json_rows(capsys, _train_args(tmp_path, "gumbel-softmax,st-gumbel", "--format=json"))
     status = {(r["estimator"], r["epoch"]): r["status"] for r in rows}
     assert status[("gumbel-softmax", 1)] == "diverged"
@@ -411,3 +591,18 @@ def test_checkpoint_path_is_per_cell(digits: Dataset, tmp_path: Path) -> None:
     two = training_cell(_setting("gaussian-vae"), "reparam", digits, CPU, QUICK, EVAL, "custom")
     assert checkpoint_path(tmp_path, one) != checkpoint_path(tmp_path, two)
     assert checkpoint_path(tmp_path, one).is_relative_to(tmp_path)
+
+
+def test_the_arm_profile_is_the_released_codes_protocol() -> None:
+    """ARM's b_mnist_linear_slim.py and DisARM's launcher: static binarized MNIST, batch 50,
+    Adam at a constant 1e-4, 1 M steps, learned prior and the sampled-KL signal, test bounds
+    k = 100 and 1000 at the best validation epoch."""
+    from gradbench.profiles import get_profile
+
+    arm = get_profile("arm")
+    assert (arm.dataset, arm.models) == ("binarized-mnist", ("bernoulli-vae",))
+    assert (arm.train_batch_size, arm.train_learning_rate, arm.train_lr_decay) == (50, 1e-4, 1.0)
+    assert arm.train_epochs * 50_000 // arm.train_batch_size == 1_000_000
+    assert arm.model_options["bernoulli-vae"] == {"prior": "learned", "signal": "elbo"}
+    assert arm.eval_best_valid_iw_samples == (100, 1000) and arm.eval_iw_every > 0
+    assert {"arm", "disarm", "rloo", "rebar", "lr-baseline[baseline=learned]"} <= set(arm.estimators)

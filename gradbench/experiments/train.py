@@ -33,6 +33,7 @@ class TrainSettings:
     eval_iw_every: int
     eval_train_subset: int | None
     eval_iw_subset: int | None
+    eval_best_valid_iw_samples: tuple[int, ...]
 
 
 def train_config(settings: TrainSettings) -> TrainConfig:
@@ -44,7 +45,8 @@ def train_config(settings: TrainSettings) -> TrainConfig:
 def eval_config(settings: TrainSettings) -> EvalConfig:
     """The evaluation's configuration."""
     return EvalConfig(settings.eval_samples, settings.eval_iw_samples, settings.eval_iw_every,
-                      settings.eval_train_subset, iw_subset=settings.eval_iw_subset)
+                      settings.eval_train_subset, iw_subset=settings.eval_iw_subset,
+                      best_valid_iw_samples=settings.eval_best_valid_iw_samples)
 
 
 class Train(Experiment):

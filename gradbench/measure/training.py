@@ -4,8 +4,17 @@ The loop every measurement shares: one step is a forward pass of the model with 
 the surrogate's mean over the minibatch backpropagated, an Adam update, then
 ``estimator.observe`` (baselines, annealing clocks). :func:`train_model` runs whole epochs from a
 :class:`~gradbench.experiment.Setting`, calls back after each (for evaluations or checkpoints of
-other measurements), can resume from a checkpoint, and stops, without raising, when a run
-diverges (a non-finite loss or parameter).
+other measurements) and stops, without raising, when a run diverges (a non-finite loss or
+parameter).
+
+Long cells resume. With a checkpoint path, the run's whole state is written there atomically
+every ``save_every_s`` seconds (:data:`SAVE_EVERY_S`, 5 minutes) and at every epoch's end:
+parameters, the model's optimizer (Adam, and plain SGD for a model's ``sgd_parameters``), the
+estimator's state dict and its own optimizers (NVIL's baseline fitter, REBAR's tuner), the
+epoch's shuffled order and position in it, the data generator's and the noise RNG's states, the
+rows logged so far and the best-validation parameters. A run killed at any moment continues
+from the last write to the same numbers, bit for bit on the CPU, as an uninterrupted run; a
+store's cells (and a Ray task's retry) keep theirs under ``<results>/resume/`` until stored.
 
 The training measurement (:func:`training_rows`) records, per epoch (epoch 0 = before training),
 one tidy row per metric. Evaluation metrics come from ``model.evaluate`` with exact samples, so
@@ -28,6 +37,11 @@ they do not depend on the estimator; ``param_group`` holds the split they were m
 - ``temperature`` / ``beta`` (param_group ``schedule``; annealed estimators): the setting the
   epoch's last optimizer step used (epoch 0: the first step's), from ``estimator.schedule``.
 
+- ``iw_bound_k<k>`` (valid), ``best_valid_epoch`` (valid) and ``iw_bound_k<k>_at_best_valid``
+  (test), with ``EvalConfig.best_valid_iw_samples``: ARM's and DisARM's test figure, the test
+  bound with each k at the parameters of the epoch whose validation bound (the first k) was
+  best among the epochs where the iw bound is computed; the last two at the last epoch.
+
 Evaluation rows carry the mean over the split's examples in ``value``, a 95% normal interval
 (mean ± 1.96 standard errors over examples) in ``ci_low``/``ci_high`` and the number of
 examples in ``n``. Every evaluation uses the same seed (common random numbers across epochs and
@@ -38,6 +52,7 @@ diverges gets rows of NaN with status ``diverged`` at the epoch it diverged, and
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -75,16 +90,64 @@ METRIC_NAMES = {"error": ERROR_RATE}
 """Row names of ``model.evaluate`` keys that differ from them (a 0/1 error averages to a rate)."""
 
 
-def make_optimizer(model: nn.Module, learning_rate: float) -> torch.optim.Optimizer:
+class Optimizers:
+    """Several torch optimizers stepped as one (Adam for the networks, plain SGD for the
+    parameters a model names in ``sgd_parameters``): the optimizer interface the loop uses."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Every optimizer's parameter groups, in order."""
+        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every optimizer's gradients."""
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        """One step of every optimizer."""
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizers' states, in order."""
+        return {"optimizers": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore states saved by :meth:`state_dict`."""
+        for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+
+
+Optimizer = torch.optim.Optimizer | Optimizers
+
+
+def make_optimizer(model: nn.Module, learning_rate: float) -> Optimizer:
     """Adam over the model's parameters, the fused implementation (one kernel per step, on the
-    CPU too); an estimator fits its own state in ``observe``."""
-    return torch.optim.Adam(model.parameters(), lr=learning_rate, fused=True)
+    CPU too); an estimator fits its own state in ``observe``. Parameters a
+    :class:`StochasticModel` lists in ``sgd_parameters`` (a learned prior: ARM's and DisARM's
+    codes) train by plain SGD at their own rates instead, beside the Adam."""
+    rates = model.sgd_parameters() if isinstance(model, StochasticModel) else {}
+    named = dict(model.named_parameters())
+    unknown = sorted(set(rates) - set(named))
+    if unknown:
+        raise ValueError(f"sgd_parameters names no parameter {', '.join(unknown)}")
+    adam = torch.optim.Adam(
+        [p for name, p in named.items() if name not in rates], lr=learning_rate, fused=True
+    )
+    if not rates:
+        return adam
+    sgd = torch.optim.SGD([{"params": [named[name]], "lr": rate} for name, rate in rates.items()])
+    return Optimizers([adam, sgd])
 
 
 def train_step(
     model: StochasticModel,
     estimator: Estimator,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     x: Tensor,
     y: Tensor,
 ) -> Tensor:
@@ -112,7 +175,7 @@ def steps_per_epoch(dataset: Dataset, batch_size: int, max_steps: int | None = N
 def train_epoch(
     model: StochasticModel,
     estimator: Estimator,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     dataset: Dataset,
     batch_size: int,
     generator: torch.Generator,
@@ -167,6 +230,9 @@ class EvalConfig:
     train_subset: int | None = None  # first N training examples for the training ELBO (None: all)
     chunk_size: int = 500  # examples per model.evaluate call, to bound memory
     iw_subset: int | None = None  # first N test examples for the iw bound (None: all)
+    # ARM's and DisARM's test figure: the test iw bound with each of these k at the epoch of the
+    # best validation iw bound (k = the first), checked where iw_at is true; empty: not tracked
+    best_valid_iw_samples: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("samples", "iw_samples", "chunk_size"):
@@ -177,6 +243,16 @@ class EvalConfig:
         for name in ("train_subset", "iw_subset"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be None or >= 1, got {getattr(self, name)}")
+        if any(k < 1 for k in self.best_valid_iw_samples):
+            raise ValueError(f"best_valid_iw_samples must be >= 1, got {self.best_valid_iw_samples}")
+
+    def hashed(self) -> dict[str, Any]:
+        """The fields that define a cell's figures: every field, less ``best_valid_iw_samples``
+        when empty (cells stored before it existed keep their hash)."""
+        fields = asdict(self)
+        if not self.best_valid_iw_samples:
+            del fields["best_valid_iw_samples"]
+        return fields
 
     def iw_at(self, epoch: int, last_epoch: int) -> bool:
         """Whether the importance-weighted bound is computed at ``epoch``."""
@@ -189,12 +265,15 @@ class TrainingRun:
     """A model being trained with one estimator, and where it stands.
 
     ``log`` is for callbacks: rows appended to it are saved with a checkpoint and restored on
-    resume. ``wall_clock_s`` counts optimizer steps only.
+    resume; so is ``best`` (the best-validation tracking of :class:`BestValidation`).
+    ``wall_clock_s`` counts optimizer steps only. Inside an epoch, ``order`` is the epoch's
+    shuffled order of the training examples, ``position`` the steps taken in it and
+    ``epoch_total`` the sum of their minibatch losses (None between epochs).
     """
 
     model: StochasticModel
     estimator: Estimator
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimizer
     generator: torch.Generator  # minibatch order (and dynamic binarization), on the data's device
     setting: Setting
     config: TrainConfig
@@ -203,9 +282,17 @@ class TrainingRun:
     wall_clock_s: float = 0.0
     diverged: bool = False
     log: list[dict[str, Any]] = field(default_factory=list)
+    order: Tensor | None = None
+    position: int = 0
+    epoch_total: Tensor | None = None
+    best: dict[str, Any] = field(default_factory=dict)
 
 
 EpochCallback = Callable[[TrainingRun], None]
+
+SAVE_EVERY_S = 300.0
+"""Default seconds of training between two resumable saves of a run (and one at every epoch's
+end): a 1 M-step cell killed at any moment loses at most this much work."""
 
 
 def start_training(
@@ -237,6 +324,33 @@ def parameters_finite(run: TrainingRun) -> bool:
     return bool(torch.stack([p.isfinite().all() for p in params]).all())
 
 
+SaveCallback = Callable[[], None]
+
+
+def continue_epoch(run: TrainingRun, dataset: Dataset, save: SaveCallback | None) -> float:
+    """Take the steps left in the run's current epoch (drawing its order first when it starts
+    one) and return the epoch's mean minibatch loss; ``save()`` is offered after every step and
+    decides itself whether to write. The draws are :meth:`Dataset.batches`' own (the order,
+    then each minibatch's binarization from the same generator), so an epoch in one piece or in
+    several gives the same numbers. NaN or inf when the run diverged."""
+    run.model.train()
+    batch = run.config.batch_size
+    per_epoch = steps_per_epoch(dataset, batch)
+    if run.order is None:
+        run.order = dataset.epoch_order("train", run.generator)
+        run.position, run.epoch_total = 0, torch.zeros((), device=dataset.device)
+    while run.position < per_epoch:
+        start = run.position * batch
+        x, y = dataset.minibatch("train", run.order[start : start + batch], run.generator)
+        run.epoch_total += train_step(run.model, run.estimator, run.optimizer, x, y)
+        run.position += 1
+        if save is not None and run.position < per_epoch:
+            save()
+    loss = float(run.epoch_total) / per_epoch
+    run.order, run.position, run.epoch_total = None, 0, None
+    return loss
+
+
 def train_model(
     setting: Setting,
     estimator_name: str,
@@ -246,6 +360,7 @@ def train_model(
     on_epoch: EpochCallback | None = None,
     checkpoint: Path | None = None,
     progress: bool = False,
+    save_every_s: float = SAVE_EVERY_S,
 ) -> TrainingRun:
     """Train ``setting``'s model with an estimator for ``config.epochs`` epochs.
 
@@ -253,22 +368,35 @@ def train_model(
     ``run.epoch``, ``run.train_loss`` (the epoch's mean surrogate value) and ``run.diverged``
     set; the model is at that epoch's parameters. When the loss or a parameter becomes NaN or
     infinite, ``run.diverged`` is set, ``on_epoch`` is called once more and training stops.
-    With ``checkpoint``, the run (model, estimator, optimizer, RNG states, ``run.log``) is saved
-    there after every epoch and, when the file exists, resumed from it: a resumed run gives the
-    same figures as an uninterrupted one. Same seed and device give the same run.
+    With ``checkpoint``, the run's whole state (:func:`save_checkpoint`) is written there
+    atomically after every epoch and, inside an epoch, after the first step that ends
+    ``save_every_s`` seconds after the last write; when the file exists the run continues
+    from it, mid-epoch included, to the same figures as an uninterrupted run. Same seed and
+    device give the same run.
     """
+    if not save_every_s >= 0:
+        raise ValueError(f"save_every_s must be >= 0, got {save_every_s}")
     run = start_training(setting, estimator_name, dataset, device, config)
     resumed = checkpoint is not None and checkpoint.is_file()
     if not (resumed and load_checkpoint(run, checkpoint, device)) and on_epoch is not None:
         on_epoch(run)
     epochs = range(run.epoch + 1, config.epochs + 1) if not run.diverged else range(0)
     bar = tqdm(epochs, desc=estimator_name, unit="epoch", disable=not progress, leave=False)
+    segment_start = clock(device)
+    last_save = time.monotonic()
+
+    def save_if_due() -> None:
+        nonlocal segment_start, last_save
+        if checkpoint is None or time.monotonic() - last_save < save_every_s:
+            return
+        run.wall_clock_s += clock(device) - segment_start
+        save_checkpoint(run, checkpoint, device)
+        segment_start, last_save = clock(device), time.monotonic()
+
     for epoch in bar:
-        start = clock(device)
-        loss = train_epoch(
-            run.model, run.estimator, run.optimizer, dataset, config.batch_size, run.generator
-        )
-        run.wall_clock_s += clock(device) - start
+        segment_start = clock(device)
+        loss = continue_epoch(run, dataset, save_if_due)
+        run.wall_clock_s += clock(device) - segment_start
         run.epoch, run.train_loss = epoch, loss
         run.diverged = not math.isfinite(loss) or not parameters_finite(run)
         for group in run.optimizer.param_groups:
@@ -277,6 +405,7 @@ def train_model(
             on_epoch(run)
         if checkpoint is not None:
             save_checkpoint(run, checkpoint, device)
+            last_save = time.monotonic()
         bar.set_postfix(loss=f"{loss:.4g}")
         if run.diverged:
             break
@@ -284,8 +413,41 @@ def train_model(
     return run
 
 
+def inner_optimizers(module: nn.Module) -> dict[str, tuple[nn.Module, torch.optim.Optimizer]]:
+    """The torch optimizers held as attributes of ``module`` or its submodules (a learned
+    baseline's Adam, REBAR's tuner), by ``path.attribute``, each with the module that holds it:
+    state that ``state_dict`` misses."""
+    found = {}
+    for path, sub in module.named_modules():
+        for attribute, value in vars(sub).items():
+            if isinstance(value, torch.optim.Optimizer):
+                found[f"{path}.{attribute}" if path else attribute] = (sub, value)
+    return found
+
+
+def restore_inner_optimizers(module: nn.Module, saved: dict[str, dict[str, Any]]) -> None:
+    """Load the states :func:`inner_optimizers` saved into ``module``'s optimizers. A saved
+    optimizer with one parameter group more than the fresh one (RELAX's tuner, which takes the
+    surrogate network ψ as a second group once ψ is built) gets that group back first: the
+    parameters of the module holding it that no inner optimizer tracks, in module order."""
+    found = inner_optimizers(module)
+    tracked = {
+        id(p) for _, optimizer in found.values() for group in optimizer.param_groups
+        for p in group["params"]
+    }
+    for name, (owner, optimizer) in found.items():
+        state = saved[name]
+        if len(state["param_groups"]) == len(optimizer.param_groups) + 1:
+            untracked = [p for p in owner.parameters() if id(p) not in tracked]
+            optimizer.add_param_group({"params": untracked})
+            tracked.update(id(p) for p in untracked)
+        optimizer.load_state_dict(state)
+
+
 def save_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
-    """Write the run's full state to ``path`` atomically (temporary file, then rename)."""
+    """Write the run's full state to ``path`` atomically (temporary file, then rename): model,
+    optimizer, estimator (its state dict and its own optimizers), the epoch's order and
+    position, the data generator's and the noise RNG's states, the rows logged so far."""
     state = {
         "code_version": code_version(),
         "epoch": run.epoch,
@@ -293,8 +455,16 @@ def save_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
         WALL_CLOCK_S: run.wall_clock_s,
         "diverged": run.diverged,
         "log": run.log,
+        "best": run.best,
+        "order": run.order,
+        "position": run.position,
+        "epoch_total": run.epoch_total,
         "model": run.model.state_dict(),
         "estimator": run.estimator.state_dict(),
+        "estimator_optimizers": {
+            name: optimizer.state_dict()
+            for name, (_, optimizer) in inner_optimizers(run.estimator).items()
+        },
         "optimizer": run.optimizer.state_dict(),
         "generator": run.generator.get_state(),
         "cpu_rng": torch.get_rng_state(),
@@ -311,6 +481,7 @@ def load_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> bool:
         return False
     run.model.load_state_dict(state["model"])
     run.estimator.load_state_dict(state["estimator"])
+    restore_inner_optimizers(run.estimator, state["estimator_optimizers"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.generator.set_state(state["generator"].cpu())
     torch.set_rng_state(state["cpu_rng"].cpu())
@@ -319,6 +490,8 @@ def load_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> bool:
     run.epoch, run.train_loss = state["epoch"], state[TRAIN_LOSS]
     run.wall_clock_s, run.diverged = state[WALL_CLOCK_S], state["diverged"]
     run.log = list(state["log"])
+    run.best = dict(state["best"])
+    run.order, run.position, run.epoch_total = state["order"], state["position"], state["epoch_total"]
     return True
 
 
@@ -464,16 +637,75 @@ def training_rows(
     evaluation: EvalConfig,
     checkpoint: Path | None = None,
     progress: bool = False,
+    save_every_s: float = SAVE_EVERY_S,
 ) -> list[dict[str, Any]]:
-    """Train and evaluate one model × estimator; every epoch's rows (see the module docstring)."""
+    """Train and evaluate one model × estimator; every epoch's rows (see the module docstring),
+    then those of :func:`best_validation_rows`. With ``checkpoint``: resumable, saved every
+    ``save_every_s`` seconds (:func:`train_model`)."""
 
     def record(run: TrainingRun) -> None:
         run.log.extend(epoch_rows(run, dataset, evaluation))
+        if evaluation.best_valid_iw_samples and not run.diverged:
+            if evaluation.iw_at(run.epoch, config.epochs):
+                run.log.extend(track_best_validation(run, dataset, evaluation))
 
     run = train_model(
-        setting, estimator_name, dataset, device, config, record, checkpoint, progress
+        setting, estimator_name, dataset, device, config, record, checkpoint, progress,
+        save_every_s,
     )
-    return run.log
+    return run.log + best_validation_rows(run, dataset, evaluation)
+
+
+def _iw_bound(
+    model: StochasticModel, dataset: Dataset, split: str, k: int, evaluation: EvalConfig,
+    seed: int, limit: int | None,
+) -> Tensor:
+    """Per-example iw bounds with k draws on the first ``limit`` examples (None: all)."""
+    values = evaluate_split(model, dataset, split, 1, k, evaluation.chunk_size, seed, limit)
+    return values["iw_bound"]
+
+
+def track_best_validation(
+    run: TrainingRun, dataset: Dataset, evaluation: EvalConfig
+) -> list[dict[str, Any]]:
+    """The validation iw bound (k = ``best_valid_iw_samples[0]``, on the first ``iw_subset``
+    examples) at the run's epoch, as a row
+    ``iw_bound_k<k>`` [valid]; when it beats every earlier one, the parameters are kept in
+    ``run.best`` (saved and resumed with the run)."""
+    k = evaluation.best_valid_iw_samples[0]
+    run.model.eval()
+    bound = _iw_bound(run.model, dataset, "valid", k, evaluation,
+                      run.setting.seed + EVAL_SEED_OFFSET, evaluation.iw_subset)
+    mean, low, high, n = summary(bound)
+    if not run.best or mean > run.best["value"]:
+        state = {name: value.detach().clone() for name, value in run.model.state_dict().items()}
+        run.best = {"epoch": run.epoch, "value": mean, "model": state}
+    row = metric_row(f"iw_bound_k{k}", "valid", run.epoch, run.config.batch_size, mean,
+                     (low, high), n)
+    return [row]
+
+
+def best_validation_rows(
+    run: TrainingRun, dataset: Dataset, evaluation: EvalConfig
+) -> list[dict[str, Any]]:
+    """ARM's and DisARM's test figure, at the run's last epoch: for each k of
+    ``best_valid_iw_samples`` the iw bound on the whole test split at the parameters of the best validation bound
+    (``iw_bound_k<k>_at_best_valid`` [test]) and that epoch (``best_valid_epoch``). Empty when not
+    tracked or nothing was checked."""
+    if not evaluation.best_valid_iw_samples or not run.best:
+        return []
+    model = build_model(run.setting, dataset, dataset.device)
+    model.load_state_dict(run.best["model"])
+    model.eval()
+    batch, epoch = run.config.batch_size, run.epoch
+    rows = [metric_row("best_valid_epoch", "valid", epoch, batch, float(run.best["epoch"]))]
+    for k in evaluation.best_valid_iw_samples:
+        bound = _iw_bound(model, dataset, "test", k, evaluation,
+                          run.setting.seed + EVAL_SEED_OFFSET, None)
+        mean, low, high, n = summary(bound)
+        rows.append(metric_row(f"iw_bound_k{k}_at_best_valid", "test", epoch, batch, mean,
+                               (low, high), n))
+    return rows
 
 
 def setting_config(setting: Setting, estimator_name: str) -> dict[str, Any]:
@@ -511,7 +743,7 @@ def training_cell(
         **setting_config(setting, estimator_name),
         **dataset_config(dataset),
         **asdict(config),
-        "evaluation": asdict(evaluation),
+        "evaluation": evaluation.hashed(),
         "device": device.type,
         "profile": profile,
     }
@@ -544,13 +776,14 @@ def _training_task(
     config: TrainConfig,
     evaluation: EvalConfig,
     resume_name: str,
+    save_every_s: float,
     context: Context,
 ) -> list[dict[str, Any]]:
     """A training cell's rows, resumable from a checkpoint in the context's scratch folder
-    (deleted once the rows are made)."""
+    (deleted once the rows are made): a rerun, or a Ray task's retry, continues from it."""
     resume = context.scratch / resume_name
     rows = training_rows(setting, estimator_name, context.dataset, context.device, config,
-                         evaluation, resume, context.progress)
+                         evaluation, resume, context.progress, save_every_s)
     discard_checkpoint(resume)
     return rows
 
@@ -564,8 +797,10 @@ def training_tasks(
     evaluation: EvalConfig,
     profile: str,
     resources: Resources = Resources(),
+    save_every_s: float = SAVE_EVERY_S,
 ) -> list[Task]:
-    """One training cell per estimator, each resumable per epoch (:func:`checkpoint_path`)."""
+    """One training cell per estimator, each resumable (:func:`checkpoint_path`), its state
+    saved every ``save_every_s`` seconds and at every epoch's end."""
     per_epoch = steps_per_epoch(dataset, config.batch_size)
     evaluated = len(dataset.valid) + len(dataset.test) + min(
         len(dataset.train), evaluation.train_subset or len(dataset.train)
@@ -578,7 +813,8 @@ def training_tasks(
         cell = training_cell(setting, name, dataset, device, config, evaluation, profile)
         resume = checkpoint_path(Path("."), cell).as_posix()
         tasks.append(Task(
-            cell_key(cell), partial(_training_task, setting, name, config, evaluation, resume),
+            cell_key(cell),
+            partial(_training_task, setting, name, config, evaluation, resume, save_every_s),
             cell=cell, resources=resources,
             describe=f"train {setting.model} / {name} / seed {setting.seed}",
             work=Work(setting, name, config.batch_size, config.epochs * per_epoch, forward),

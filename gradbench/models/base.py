@@ -89,6 +89,11 @@ class StochasticModel(nn.Module):
         """Per-example evaluation metrics, independent of any estimator (exact samples)."""
         raise NotImplementedError
 
+    def sgd_parameters(self) -> dict[str, float]:
+        """Parameters (``named_parameters`` names) that train by plain SGD at their own learning
+        rate instead of the run's Adam, name → rate; empty by default."""
+        return {}
+
     def deterministic_network(self) -> DeterministicNetwork | None:
         """The model's network with its noise off, as plain torch layers of the same sizes (new
         parameters), and its per-example loss: the estimator-free floor a training step is timed

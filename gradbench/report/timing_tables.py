@@ -33,6 +33,7 @@ from gradbench.report.rows import (
     texts,
 )
 from gradbench.report.table import Column, Compared, Comparison, Table, Value, assemble
+from gradbench.report.work_tables import stored_evaluations
 
 SECONDS = SECONDS_PER_EPOCH
 
@@ -47,6 +48,13 @@ FLOOR_NOTE = (
     "step / deterministic step: the estimator's optimizer step over one step of the model's "
     "network without noise (the same layer sizes as plain torch layers, fused Adam), timed on "
     "the same minibatches in the same repeats: the estimator's cost over the deterministic floor."
+)
+
+
+EVALUATIONS_NOTE = (
+    "evaluations: the estimator's evaluations of the model's sample-dependent part (the decoder) "
+    "per gradient (the catalogue's); a step within 2x evaluations of the deterministic step costs "
+    "what its evaluations need."
 )
 
 
@@ -135,20 +143,27 @@ def own_timing_table(
 
 
 def shared_timing_table(rows: pd.DataFrame) -> Table | None:
-    """Seconds per epoch and per step, examples per second, of every model no paper timed."""
+    """Seconds per epoch and per step, examples per second, of every model no paper timed; where
+    a model was timed against its deterministic network, each estimator's step over that step
+    beside its decoder evaluations per gradient (the catalogue's), the cost it should stay near."""
     models = [m for m in models_of(rows, TIMING) if paper.timing_comparison(m) is None]
+    floor = any(not select(rows, experiment=TIMING, model=m, metric=STEP_RATIO).empty
+                for m in models)
     table_rows: list[list[Value]] = []
     for model in models:
         timing = select(rows, experiment=TIMING, model=model)
         batch = nearest_batch_size(timing["batch_size"])
         timing = at_batch_size(timing, batch)
         for name in estimator_order(model, timing):
+            over_floor = [over_seeds(timing, TIMING, model, name, metric=STEP_RATIO),
+                          stored_evaluations(rows, model, name)]
             table_rows.append([
                 model,
                 name,
                 float(batch) if batch is not None else None,
                 *(over_seeds(timing, TIMING, model, name, metric=metric)
                   for metric in (SECONDS, SECONDS_PER_STEP, EXAMPLES_PER_SECOND)),
+                *(over_floor if floor else []),
                 extrapolation(timing, name),
                 timing_conditions(timing, name),
             ])
@@ -164,6 +179,8 @@ def shared_timing_table(rows: pd.DataFrame) -> Table | None:
             Column("s/epoch", "fixed2"),
             Column("s/step", "sci"),
             Column("examples/s", "int"),
+            *((Column("step / deterministic step", "ratio"), Column("evaluations", "int"))
+              if floor else ()),
             Column("extrapolated"),
             Column("conditions"),
         ),
@@ -171,6 +188,7 @@ def shared_timing_table(rows: pd.DataFrame) -> Table | None:
         (
             "Median over repeats; an epoch is a full pass of optimizer steps over the training "
             "set.",
+            *((FLOOR_NOTE, EVALUATIONS_NOTE) if floor else ()),
             CONTENDED_NOTE,
         ),
         Comparison(
