@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from gradbench.estimators import ESTIMATORS
-from gradbench.report import plots
+from gradbench.report import build, plots
 from gradbench.report.aggregate import BEST, Estimate, Rank
 from gradbench.report.bias_tables import bias_table
 from gradbench.report.build import Section, front_page, pages, placement, shared_notes
@@ -194,6 +194,13 @@ def test_each_table_and_figure_on_one_page_and_shared_notes_said_once() -> None:
     assert isinstance(placed, dict) and all(isinstance(s, Section) for s in placed)
 
 
+def test_an_item_that_two_sections_claim_lands_on_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    claim = (Section("a.md", "A", "", lambda name: True), Section("b.md", "B", "", lambda name: True))
+    monkeypatch.setattr(build, "SECTIONS", claim)
+    table = Table("t", "T", (Column("x"),), (("1",),))
+    assert [s.page for s in build.placement([table], [])] == ["a.md"]
+
+
 @pytest.fixture(scope="module")
 def quick() -> pd.DataFrame:
     if not QUICK.is_dir():
@@ -236,3 +243,26 @@ def test_every_estimator_keeps_one_distinct_colour(quick: pd.DataFrame) -> None:
                     drawn.setdefault(label, set()).add(line.get_color())
         plt.close(plot.figure)
     assert drawn and all(colors == {styles[name].color} for name, colors in drawn.items())
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_opens_with_the_two_commands_and_its_example_runs() -> None:
+    text = README.read_text()
+    first_screen = text.splitlines()[:25]
+    cpu = first_screen.index(
+        "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu")
+    assert first_screen[cpu + 1] == "pip install -e . && python -m gradbench all"
+    assert "\n## Python API\n" in text and len(text.splitlines()) < 200
+    example = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(example) == 1
+    namespace: dict[str, object] = {}
+    try:
+        exec(compile(example[0], str(README), "exec"), namespace)
+        result = namespace["result"]
+        for name, exact in result.exact.items():  # unbiased: the mean within 4 standard errors
+            for want, mean, error in zip(exact, result.mean[name], result.stderr[name]):
+                assert abs(mean - want) < 4 * error
+    finally:
+        ESTIMATORS.pop("half-baseline", None)
