@@ -360,14 +360,17 @@ def seeds_line(rows: pd.DataFrame) -> str:
     if not seeds:
         return ""
     sets = seed_sets(rows)
+    listed = ", ".join(str(s) for s in seeds)
     if len(sets) > 1:
         sizes = sorted(len(k) for k in sets)
-        count = f"{sizes[0]} to {seed_phrase(sizes[-1])}, cell by cell"
+        count = f"{sizes[0]} to {seed_phrase(sizes[-1])}** ({listed}), cell by cell: " + "; ".join(
+            f"{n} cell{'s' * (n > 1)} of {seed_phrase(len(k))} ({_listed(k)})"
+            for k, n in sets.items())
     else:
-        count = seed_phrase(len(seeds))
+        count = f"{seed_phrase(len(seeds))}** ({listed})"
     interval = ("± the seed's own stored 95 % interval" if len(seeds) == 1 else
                 "± the 95 % t-interval over seeds (a one-seed cell: its own stored interval)")
-    return f"Seeds: {count} ({', '.join(str(s) for s in seeds)}); every number {interval}."
+    return f"Seeds: **{count}; every number {interval}."
 
 
 def _own_notes(table: Table, shared: set[str]) -> list[str]:

@@ -211,8 +211,12 @@ def _against_batch(
     return figure
 
 
-def variance_plots(rows: pd.DataFrame, styles: dict[str, Style]) -> Iterator[Plot]:
-    """Variance, its noise and data parts, and SNR against minibatch size, per model."""
+def variance_plots(
+    rows: pd.DataFrame, styles: dict[str, Style] | None = None
+) -> Iterator[Plot]:
+    """Variance, its noise and data parts, and SNR against minibatch size, per model; ``styles``:
+    the report's (default: :func:`estimator_styles` of ``rows``)."""
+    styles = styles if styles is not None else estimator_styles(rows)
     for model in models_of(rows, VARIANCE):
         stem = model.replace("-", "_")
         lines = seeds_caption(
@@ -280,9 +284,12 @@ def later_range(values: list[np.ndarray]) -> tuple[float, float] | None:
     return float(later.min() - margin), float(later.max() + margin)
 
 
-def training_plots(rows: pd.DataFrame, styles: dict[str, Style]) -> Iterator[Plot]:
+def training_plots(
+    rows: pd.DataFrame, styles: dict[str, Style] | None = None
+) -> Iterator[Plot]:
     """Per model: the training curve against epochs and against wall-clock seconds, the y-axis
-    fitted to the epochs after the first."""
+    fitted to the epochs after the first; ``styles`` as in :func:`variance_plots`."""
+    styles = styles if styles is not None else estimator_styles(rows)
     for model in models_of(rows, TRAINING):
         training = select(rows, experiment=TRAINING, model=model)
         chosen = _training_metric(training)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gradbench.estimators import ESTIMATORS, base_name
+from gradbench.estimators import ESTIMATORS
 from gradbench.report import render
 from gradbench.report.aggregate import Estimate, Mark, Rank, average_ranks, compare
 from gradbench.report.render import CELL
@@ -133,7 +133,7 @@ def estimator_label(row: Sequence[Value], columns: Sequence[Column]) -> str:
 
 def is_biased(label: str) -> bool:
     """True when the registered estimator of ``label`` is not unbiased (unknown names: False)."""
-    name = base_name(label) if label else ""
+    name = label.partition("[")[0]
     return name in ESTIMATORS and not ESTIMATORS[name].unbiased
 
 
