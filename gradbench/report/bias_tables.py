@@ -162,7 +162,7 @@ def bias_table(rows: pd.DataFrame) -> Table | None:
         f"Exact gradient g at each model's small oracle configuration, one fixed minibatch of "
         f"{_list(batches)} examples, {_list(draws)} draws with fresh noise; rel. bias = "
         "||E g^ - g|| / ||g||, MSE = E||g^ - g||^2 = bias^2 + tr Var, rel. std = sqrt(tr Var) "
-        "/ ||g||; 95% bootstrap intervals over draws with one seed (docs: bias.md).",
+        "/ ||g||; 95% bootstrap intervals over draws with one seed.",
         f"{BIASED_LABEL}: the rel. bias interval excludes 0 (beyond {ROUND_OFF:g} round-off); an "
         "interval reaching 0 leaves the bias unresolved. Over seeds the squared bias is averaged "
         "unclamped, then clamped once (where its t-interval lies wholly below 0, the largest "

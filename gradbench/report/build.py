@@ -538,7 +538,9 @@ def conventions_page(tables: list[Table]) -> str:
     shared = shared_notes(tables)
     if shared:
         lines += ["", "## Notes shared by several tables", ""]
-        lines += [f"- {note}" for note in shared]
+        for note in shared:
+            under = ", ".join(f"`{t.name}`" for t in tables if note in t.notes)
+            lines.append(f"- {note} *(Under {under}.)*")
     return "\n".join(lines) + "\n"
 
 

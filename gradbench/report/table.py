@@ -82,7 +82,8 @@ class Table:
         return render.markdown(self)
 
     def latex(self) -> str:
-        """A booktabs ``tabular``, ready to ``\\input``; best cells in ``\\textbf``."""
+        """A complete ``table`` float (caption, label, booktabs rules); best cells in ``\\textbf``,
+        the runner-up underlined."""
         return render.latex(self)
 
     def csv(self) -> str:
