@@ -33,8 +33,8 @@ from gradbench.report.bias_tables import ROUND_OFF
 from gradbench.report.notes import seed_phrase
 from gradbench.report.plots import Plot
 from gradbench.report.render import TIED_MARK, display
-from gradbench.report.rows import VARIANCE, models_of, prepare_rows, seeds_of
-from gradbench.report.summary_tables import Headline, summary_table
+from gradbench.report.rows import models_of, prepare_rows, seeds_of
+from gradbench.report.summary_tables import SUMMARISED, Headline, summary_table
 from gradbench.report.table import BIASED, BIASED_NOTE, Table
 from gradbench.report.tables import all_tables
 
@@ -474,7 +474,8 @@ def front_page(
 ) -> str:
     """The report's README: headlines, one summary table per model, links to every section,
     the provenance and how to cite."""
-    summaries = [found for m in paper.model_order(models_of(rows, VARIANCE))
+    models = sorted({m for e in SUMMARISED for m in models_of(rows, e)})
+    summaries = [found for m in paper.model_order(models)
                  if (found := summary_table(rows, m)) is not None]
     headlines = [h for _, found in summaries for h in found]
     lines = [

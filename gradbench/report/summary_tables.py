@@ -4,9 +4,10 @@ Columns: gradient variance of each headline group at the headline minibatch size
 nearest 100) and the last measured checkpoint; the relative bias of the first headline group on
 the oracle configuration (its interval, and "biased" only where that interval excludes 0); the
 ELBO on the test split (classification error for a classifier) at the end of training; seconds
-per optimizer step. Rows compete on variance alone, so a biased estimator (‡) takes no part and
-the bold row of each variance column is the lowest-variance unbiased estimator (the exact
-gradient first wherever it runs).
+per optimizer step; each where the model has it. Rows compete on variance alone, so a biased
+estimator (‡) takes no part and the bold row of each variance column is the lowest-variance
+unbiased estimator (the exact gradient first wherever it runs); a model without variance rows
+competes on its end-of-training figure, which every estimator optimises alike.
 """
 
 from __future__ import annotations
@@ -79,22 +80,28 @@ def _endpoint(rows: pd.DataFrame, model: str) -> tuple[str, str, bool, str, str]
     return None
 
 
+SUMMARISED = (VARIANCE, BIAS, TRAINING, TIMING)
+"""The experiments a summary table draws on."""
+
+
 def summary_table(rows: pd.DataFrame, model: str) -> tuple[Table, list[Headline]] | None:
-    """The model's summary table and its headlines; None when the model has no variance rows."""
-    variance = select(rows, experiment=VARIANCE, model=model, metric="grad_variance")
-    if variance.empty:
+    """The model's summary table and its headlines; None when the model has none of the
+    summarised measurements."""
+    measured = rows[(rows["model"] == model) & rows["experiment"].isin(SUMMARISED)]
+    if measured.empty:
         return None
+    variance = select(rows, experiment=VARIANCE, model=model, metric="grad_variance")
     batch = nearest_batch_size(variance["batch_size"])
     at_batch = variance[variance["batch_size"] == batch]
-    epoch = float(at_batch["epoch"].max())
+    epoch = float(at_batch["epoch"].max()) if not at_batch.empty else math.nan
     groups = [g for g in paper.headline_groups(model)
               if not select(at_batch, param_group=g, epoch=epoch).empty]
     scoped = at_batch_size(select(rows, experiment=VARIANCE, model=model), batch)
-    names = estimator_order(model, select(rows, model=model))
-    names = [n for n in names if n in set(select(rows, model=model, experiment=VARIANCE)["estimator"])]
+    names = estimator_order(model, measured)
     endpoint = _endpoint(rows, model)
     final = final_epoch_rows(rows, model)
-    timing = at_batch_size(select(rows, experiment=TIMING, model=model), batch)
+    timing = at_batch_size(select(rows, experiment=TIMING, model=model),
+                           batch if batch is not None else paper.TABLE_BATCH_SIZE)
     bias_group = groups[0] if groups else ""
     has_bias = not select(rows, experiment=BIAS, model=model).empty
     labels = [f"var. {g} (M={batch}, {epoch_label(epoch)})" for g in groups]
@@ -103,7 +110,9 @@ def summary_table(rows: pd.DataFrame, model: str) -> tuple[Table, list[Headline]
         columns.append(Column(f"rel. bias {bias_group} (oracle)"))
     if endpoint is not None:
         columns.append(Column(endpoint[1], endpoint[3]))
-    columns.append(Column("s / step", "sci"))
+    has_timing = not timing.empty
+    if has_timing:
+        columns.append(Column("s / step", "sci"))
     table_rows: list[list[Value]] = []
     for name in names:
         row: list[Value] = [marked(rows, name)]
@@ -114,14 +123,22 @@ def summary_table(rows: pd.DataFrame, model: str) -> tuple[Table, list[Headline]
         if endpoint is not None:
             row.append(over_seeds(final, TRAINING, model, name, metric=endpoint[0],
                                   param_group=endpoint[4]))
-        row.append(over_seeds(timing, TIMING, model, name, metric="seconds_per_step"))
+        if has_timing:
+            row.append(over_seeds(timing, TIMING, model, name, metric="seconds_per_step"))
         table_rows.append(row)
-    comparison = Comparison(
-        tuple(Compared(label, False, log=True) for label in labels),
-        "gradient variance: lower is better, the exact gradient first",
-        tuple(not other_objective(rows, n) for n in names),
-        biased_apart=True,
-    )
+    eligible = tuple(not other_objective(rows, n) for n in names)
+    if labels:
+        comparison = Comparison(
+            tuple(Compared(label, False, log=True) for label in labels),
+            "gradient variance: lower is better, the exact gradient first", eligible,
+            biased_apart=True,
+        )
+    elif endpoint is not None:
+        comparison = Comparison((Compared(endpoint[1], endpoint[2]),),
+                                f"{endpoint[1]}: {'higher' if endpoint[2] else 'lower'} is better",
+                                eligible)
+    else:
+        comparison = None
     table = assemble(f"summary_{model.replace('-', '_')}", f"{model}: summary", columns,
                      table_rows, (), comparison)
     headlines = []
