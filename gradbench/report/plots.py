@@ -91,9 +91,9 @@ MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h", "p")
 
 
 def palette() -> list[str]:
-    """Distinct colours, strongest first: tab10, then tab20's light shades, then Dark2's."""
-    found = [*plt.get_cmap("tab10").colors, *plt.get_cmap("tab20").colors[1::2],
-             *plt.get_cmap("Dark2").colors]
+    """Distinct colours, strongest first: tab10, then Dark2's, then tab20's light shades."""
+    found = [*plt.get_cmap("tab10").colors, *plt.get_cmap("Dark2").colors,
+             *plt.get_cmap("tab20").colors[1::2]]
     return list(dict.fromkeys(matplotlib.colors.to_hex(c) for c in found))
 
 
