@@ -9,6 +9,7 @@ import math
 import re
 import shutil
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -19,14 +20,21 @@ from gradbench.estimators import ESTIMATORS
 from gradbench.report import build, plots
 from gradbench.report.aggregate import BEST, Estimate, Rank
 from gradbench.report.bias_tables import bias_table
-from gradbench.report.build import Section, front_page, pages, placement, shared_notes
+from gradbench.report.build import (
+    Section,
+    cell_count,
+    front_page,
+    pages,
+    placement,
+    shared_notes,
+)
 from gradbench.report.plots import Plot
 from gradbench.report.render import display
 from gradbench.report.rows import prepare_rows, select
 from gradbench.report.summary_tables import summary_table
 from gradbench.report.table import Column, Compared, Comparison, Table, assemble
-from gradbench.results import ResultStore
-from tests.test_report import assert_balanced_latex
+from gradbench.results import Cell, ResultStore
+from tests.test_report import assert_balanced_latex, provenance
 
 QUICK = Path(__file__).resolve().parents[1] / "reports" / "quick" / "results"
 NORM_SQ = 4.0  # ‖g‖² of the synthetic oracle block, the same for every estimator
@@ -266,3 +274,17 @@ def test_readme_opens_with_the_two_commands_and_its_example_runs() -> None:
                 assert abs(mean - want) < 4 * error
     finally:
         ESTIMATORS.pop("half-baseline", None)
+
+
+def test_each_stored_row_carries_its_cells_finish_time_and_cells_count_once(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    started = provenance(created_at="2000-01-01T00:00:00+00:00")  # the run's start
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    for seed in (0, 1):
+        cell = Cell("train", "gaussian-vae", "reparam", {"seed": seed})
+        store.save(cell, [{"metric": "elbo", "value": -100.0, "param_group": "test"},
+                          {"metric": "elbo", "value": -99.0, "param_group": "valid"}], started)
+    rows = store.load()
+    stamped = {datetime.fromisoformat(v) for v in rows["created_at"]}
+    assert all(before <= when <= datetime.now(timezone.utc) for when in stamped)
+    assert cell_count(prepare_rows(rows)) == 2
