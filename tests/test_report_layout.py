@@ -152,6 +152,10 @@ def test_exact_ranks_first_and_diverged_cells_are_never_ranked() -> None:
     assert table.rows[0][2].mean == 2.0
     assert (2, 1) not in table.marks and table.rows[2][2] is None
     assert (3, 1) not in table.marks and table.rows[3][2].per_seed == {1: 3.0}
+    zero = [["rloo", Estimate({0: 1.0, 1: 1.1})], ["exact", Estimate({0: 0.0, 1: 0.0})]]
+    logged = assemble("v", "variance", [Column("estimator", key=True), Column("var", "sci")], zero,
+                      (), Comparison((Compared("var", False, log=True),), "variance", (True, True)))
+    assert logged.marks[(1, 1)].kind == BEST and logged.rows[1][2].mean == 1.0
 
 
 def test_one_seed_shows_its_own_interval() -> None:

@@ -213,14 +213,15 @@ def compare(
     exactly that mean are best too); a ``first`` row (the exact gradient) is best wherever it has
     a value. The runner-up is the next such row by mean. Every other row is tested against the
     best on the seeds both measured (at least two), paired by seed, on log values when ``log`` (a
-    row with a non-positive value then takes no part): p ≥ ``alpha`` marks it :data:`TIED`, else
-    :data:`DISTINCT`; with fewer shared seeds it is :data:`UNTESTED`.
+    row with a non-positive value then takes no part, the exact gradient's round-off zero aside):
+    p ≥ ``alpha`` marks it :data:`TIED`, else :data:`DISTINCT`; with fewer shared seeds, or
+    against the exact gradient (a reference, not a rival), it is :data:`UNTESTED`.
     """
     leading = [bool(f) for f in first] or [False] * len(cells)
     candidates: dict[int, Estimate] = {
         i: cell for i, cell in enumerate(cells)
         if eligible[i] and isinstance(cell, Estimate) and cell.finite
-        and not (log and min(cell.values.values()) <= 0)
+        and not (log and min(cell.values.values()) <= 0 and not leading[i])
     }
     complete = [i for i, cell in candidates.items() if not cell.lost]
     if not complete:
@@ -241,7 +242,7 @@ def compare(
             continue
         second = bool(runners) and i == runners[0]
         shared = sorted(set(cell.values) & set(reference.values))
-        if len(shared) < 2:
+        if len(shared) < 2 or leading[best]:
             marks[i] = Mark(UNTESTED, None, second)
             continue
         ours = scale(np.array([cell.values[s] for s in shared]))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from gradbench.report import paper
-from gradbench.report.aggregate import Estimate, over_seeds
+from gradbench.report.aggregate import BEST, Estimate, over_seeds
 from gradbench.report.bias_tables import gradient_norms, relative_bias, verdict
 from gradbench.report.notes import marked
 from gradbench.report.rows import (
@@ -144,7 +144,7 @@ def summary_table(rows: pd.DataFrame, model: str) -> tuple[Table, list[Headline]
     headlines = []
     for label, group in zip(labels, groups):
         j = table.headers.index(label)
-        best = [i for (i, col), mark in table.marks.items() if col == j and mark.kind == "best"]
+        best = [i for (i, col), mark in table.marks.items() if col == j and mark.kind == BEST]
         for i in best:
             cell = table.rows[i][j]
             if isinstance(cell, Estimate) and math.isfinite(cell.mean):
