@@ -231,8 +231,10 @@ def stamp(
     provenance: Provenance,
     seconds: float = math.nan,
     peak_memory: float = math.nan,
+    finished_at: str | None = None,
 ) -> pd.DataFrame:
-    """Rows of a cell as a DataFrame with every column of ``COLUMNS``, stamped with provenance,
+    """Rows of a cell as a DataFrame with every column of ``COLUMNS``, stamped with provenance
+    (``created_at``: ``finished_at``, the cell's own finish, where given; else the run's start),
     the seconds the cell took to compute (``cell_seconds``: ``all --dry-run`` estimates from
     it) and its peak device memory (``peak_memory_bytes``: on CUDA; NaN on the CPU). A failed or
     skipped row takes the :data:`LOST_SCOPE` values the cell's configuration fixes."""
@@ -252,6 +254,7 @@ def stamp(
         "peak_memory_bytes": peak_memory,
         **vars(provenance),
         **cell_stamp(provenance.code_version, cell.model, cell.estimator, cell.config),
+        "created_at": finished_at or provenance.created_at,
     }
     for column, value in stamped.items():
         if column in frame and column in MEASURED_FIRST:
@@ -317,8 +320,10 @@ class ResultStore:
         seconds: float = math.nan,
         peak_memory: float = math.nan,
     ) -> pd.DataFrame:
-        """Stamp and store a cell's rows (atomically); returns the stored frame."""
-        frame = stamp(rows, cell, provenance, seconds, peak_memory)
+        """Stamp and store a cell's rows (atomically), dated now, when the cell finished; returns
+        the stored frame."""
+        finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        frame = stamp(rows, cell, provenance, seconds, peak_memory, finished)
         self.write(cell, frame)
         return frame
 

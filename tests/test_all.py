@@ -186,7 +186,8 @@ def test_readme_has_provenance(smoke) -> None:
     text = (reports / "README.md").read_text()
     for expected in ("| profile | smoke |", "| dataset | digits |", "| seeds | 0 |",
                      f"| torch version | {torch.__version__} |", "| git commit |", "| device | cpu (",
-                     "| date (UTC, first to last row) |", "## How to cite", "## Conventions"):
+                     "| cells finished (UTC, first to last) |", "## How to cite",
+                     "[conventions](conventions.md)"):
         assert expected in text, expected
     rows = ResultStore(smoke[0]).load()
     assert set(rows["dataset"]) == {"digits"} and set(rows["profile"]) == {"smoke"}
@@ -277,7 +278,7 @@ def test_diverging_estimators_are_recorded_and_the_run_goes_on(tmp_path: Path) -
     assert {r["ELBO, test"] for r in elbo} == {"diverged"}
     listed = read_csv(reports / "tables" / "diverged.csv")
     assert {r["estimator"] for r in listed} == set(rows["estimator"])
-    assert "## Diverged, failed and skipped cells" in (reports / "README.md").read_text()
+    assert "[Diverged, failed and skipped cells](lost_cells.md)" in (reports / "README.md").read_text()
 
 
 @pytest.mark.parametrize(

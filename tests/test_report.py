@@ -114,8 +114,14 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def assert_balanced_latex(text: str, n_columns: int) -> None:
-    """One booktabs tabular, every row with n_columns cells, no unescaped specials."""
+    """One complete table float (caption, label, booktabs rules) around one tabular, every row
+    with n_columns cells, no unescaped specials."""
     body = [line for line in text.splitlines() if not line.startswith("%")]
+    assert body[0] == "\\begin{table}[htbp]" and body[-1] == "\\end{table}"
+    assert any(line.startswith("\\caption{") for line in body[:6])
+    assert any(re.fullmatch(r"\\label\{tab:gradbench-[a-z0-9-]+\}", line) for line in body[:6])
+    start = next(i for i, line in enumerate(body) if line.startswith("\\begin{tabular}"))
+    body = body[start:-1]
     spec = re.fullmatch(r"\\begin\{tabular\}\{([lr]+)\}", body[0])
     assert spec and len(spec.group(1)) == n_columns
     assert body[-1] == "\\end{tabular}"
@@ -181,7 +187,7 @@ def test_every_report_file_is_written(built: Path) -> None:
 def test_variance_table_is_table_1_with_published_figures_beside(built: Path) -> None:
     rows = read_csv(built / "tables" / "variance_bayes_mlp.csv")
     assert [r["estimator"] for r in rows] == ["local-reparam", "reparam-per-example", "reparam",
-                                              "no-noise †"]
+                                              "no-noise † ‡"]
     label = pub.published_label(pub.KINGMA_2015, "top, 10 ep")
     assert label == "published top, 10 ep (Kingma et al. 2015, their hardware)"
     assert list(rows[0]) == [
@@ -190,7 +196,7 @@ def test_variance_table_is_table_1_with_published_figures_beside(built: Path) ->
         pub.published_label(pub.KINGMA_2015, "bottom, 10 ep"),
         pub.published_label(pub.KINGMA_2015, "bottom, 100 ep"),
     ]
-    by_name = {r["estimator"].removesuffix(" †"): r for r in rows}
+    by_name = {r["estimator"].split(" ")[0]: r for r in rows}
     index = BAYES.index("reparam")
     assert float(by_name["reparam"]["top, 1 ep"]) == variance_value(index, 100)
     assert float(by_name["local-reparam"][label]) == 7.8e3
@@ -258,10 +264,13 @@ def test_readme_has_provenance_conventions_and_citation(built: Path) -> None:
     text = (built / "README.md").read_text()
     for expected in ("| git commit | abc123 |", "| profile | smoke |", "| dataset | digits |",
                      "| torch version | 2.0 |", "| seeds | 0 |", "Test CPU (2 cores)",
-                     "2025-01-02T03:04:05+00:00", "## Conventions", "gradient of the *mean*",
-                     "## How to cite", "@misc{gradbench", "@inproceedings{kingma2015variational",
-                     "tables/variance_bayes_mlp.tex", "figures/variance_vs_batch_bayes_mlp.png"):
+                     "2025-01-02T03:04:05+00:00", "[conventions](conventions.md)",
+                     "## How to cite", "references.bib", "[Gradient variance](variance.md)"):
         assert expected in text, expected
+    assert "gradient of the *mean*" in (built / "conventions.md").read_text()
+    variance = (built / "variance.md").read_text()
+    assert "tables/variance_bayes_mlp.tex" in variance
+    assert "figures/variance_vs_batch_bayes_mlp.png" in (built / "batch_size.md").read_text()
     bib = (built / "references.bib").read_text()
     assert all(source.key in bib for source in pub.SOURCES)
 
@@ -497,7 +506,7 @@ def test_parameters_notes_say_where_compared_cells_saw_other_parameters() -> Non
 
 
 def test_variance_table_checks_kingmas_order(built: Path) -> None:
-    readme = (built / "README.md").read_text()
+    readme = (built / "variance.md").read_text()
     value = {name: display(variance_value(i, 100), "sci") for i, name in enumerate(BAYES)}
     assert (
         "order, variance rising no-noise < local-reparam < reparam-per-example < reparam: kept in "

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from gradbench.report import build_reports
+from gradbench.report.build import CONVENTIONS
 from gradbench.report.aggregate import Estimate, compare, t_interval
 from gradbench.report.plots import training_plots, variance_plots
 from gradbench.report.rows import Outcome, outcomes, prepare_rows
@@ -169,14 +170,14 @@ def test_average_rank_and_its_standard_error(elbo_table: Table) -> None:
     assert elbo_table.headers[3] == "avg. rank"
 
 
-def test_notes_state_three_seeds_the_test_and_the_direction(elbo_table: Table) -> None:
+def test_notes_state_the_direction_and_the_conventions_the_test(elbo_table: Table) -> None:
     notes = " ".join(elbo_table.notes)
-    assert "3 seeds: each cell is the mean over its n seeds ± the half-width of the 95 % " \
-           "t-interval" in notes
-    assert "paired t-test over seeds (scipy.stats.ttest_rel, two-sided, α = 0.05)" in notes
-    assert "ELBO: higher is better" in notes
-    assert "standard error, sd / √n over the n seeds" in notes
-    assert "1 seed" not in notes
+    assert "Compared: ELBO: higher is better." in notes
+    assert "seed" not in notes  # what seeds, intervals and ranks mean: once, on conventions.md
+    said = " ".join(CONVENTIONS)
+    assert "a cell is the mean over its n seeds ± the half-width of the 95 % t-interval" in said
+    assert "paired t-test over seeds (scipy.stats.ttest_rel, two-sided, α = 0.05" in said
+    assert "standard error sd/√n" in said
 
 
 def test_latex_marks_the_best_in_bold_and_the_indistinguishable(elbo_table: Table) -> None:
@@ -193,15 +194,16 @@ def test_variances_are_paired_on_log_values() -> None:
     """B is twice A at every seed: on log values a constant difference, told apart at once; on
     raw values the differences 1, 10, 100 would leave it indistinguishable (p ≈ 0.37)."""
     values = {"lr": [1.0, 10.0, 100.0], "lr-baseline": [2.0, 20.0, 200.0],
-              "gumbel-softmax": [1.5, 7.0, 140.0]}
+              "rloo": [1.5, 7.0, 140.0]}
     table = table_named(variance_cells(values), "variance_categorical_vae")
     lines = tidy(table)
     assert lines[("lr", "encoder, 1 ep")]["best"] == "true"
     assert lines[("lr-baseline", "encoder, 1 ep")]["indistinguishable"] == "false"
-    assert lines[("gumbel-softmax", "encoder, 1 ep")]["indistinguishable"] == "true"
+    assert lines[("rloo", "encoder, 1 ep")]["indistinguishable"] == "true"
     raw = compare([Estimate(dict(enumerate(v))) for v in values.values()], [True] * 3, False)
     assert raw[1].kind == "tied"  # the same rows on raw values: not told apart
-    assert any("on log values" in note and "lower is better" in note for note in table.notes)
+    assert any("lower is better" in note for note in table.notes)
+    assert "variances and seconds on log values" in " ".join(CONVENTIONS)
 
 
 def test_one_seed_keeps_todays_cells_and_says_1_seed() -> None:
@@ -211,11 +213,7 @@ def test_one_seed_keeps_todays_cells_and_says_1_seed() -> None:
     assert cells["gumbel-softmax"][2] == "**-99.00**"
     assert cells["lr"][2] == "-100.00"  # 1 nat below the best, and no test can say more
     assert cells["lr"][3] == "2.00"  # rank without SE
-    notes = " ".join(table.notes)
-    assert "1 seed: each number is that seed's measurement" in notes
-    assert "1 seed: no test is possible with one seed, so only the best is marked" in notes
-    assert "1 seed: no standard error with one seed" in notes
-    assert "3 seeds" not in notes
+    assert "seeds" not in " ".join(table.notes)
     lr = tidy(table)[("lr", "ELBO, test")]
     assert lr["interval"] == "" and lr["n"] == "1"
     assert lr["indistinguishable"] == lr["p_value"] == ""  # no test was run
@@ -234,18 +232,18 @@ def test_seed_counts_that_differ_are_shown_per_cell_and_lost_seeds_are_not_avera
     assert cells["lr-baseline"][2] == f"**-95.00 ± {half:.2f} (n=2)**"
     assert cells["lr"][2].endswith("(n=3)")
     assert cells["gumbel-softmax"][2] == "-10.00 ± 0.00 (n=2, 1 failed)"
-    assert "2 to 3 seeds" in " ".join(table.notes)
     listed = table_named(rows, "diverged")
     assert listed.rows == (("train", MODEL, "gumbel-softmax", 2.0, "failed", None,
                             "RuntimeError: out of memory"),)
 
 
-def test_a_diverged_seed_ranks_last_within_its_seed() -> None:
+def test_a_diverged_seed_is_never_ranked() -> None:
     rows = training_cells({"lr": [-100.0, -100.0], "lr-baseline": [-90.0, -90.0]})
     broken = (rows["estimator"] == "lr-baseline") & (rows["seed"] == 1) & (rows["epoch"] == 1)
     rows.loc[broken, ["value", "status"]] = [math.inf, "diverged"]
     lines = tidy(table_named(rows, "elbo_categorical_vae"))
-    assert float(lines[("lr-baseline", "avg. rank")]["mean"]) == pytest.approx(1.5)  # 1, then 2
+    assert float(lines[("lr-baseline", "avg. rank")]["mean"]) == pytest.approx(1.0)  # seed 0 only
+    assert lines[("lr-baseline", "avg. rank")]["n"] == "1"
     assert float(lines[("lr", "avg. rank")]["mean"]) == pytest.approx(1.5)  # 2, then 1
     assert lines[("lr-baseline", "ELBO, test")]["lost"] == "1:diverged"
     assert lines[("lr", "ELBO, test")]["best"] == "true"  # lr-baseline lost a seed
@@ -255,7 +253,7 @@ def test_the_index_says_how_many_seeds(tmp_path: Path) -> None:
     build_reports(training_cells(ELBO), tmp_path / "three", formats=("md", "csv"))
     text = (tmp_path / "three" / "README.md").read_text()
     assert "**3 seeds** (0, 1, 2)" in text and "| seeds | 0, 1, 2 |" in text
-    assert "tables/elbo_categorical_vae.tidy.csv" in text
+    assert "tables/elbo_categorical_vae.tidy.csv" in (tmp_path / "three" / "training.md").read_text()
     tidy_file = tmp_path / "three" / "tables" / "elbo_categorical_vae.tidy.csv"
     assert {"mean", "ci_low", "ci_high", "n"} <= set(tidy_file.read_text().splitlines()[0].split(","))
     build_reports(training_cells({k: v[:1] for k, v in ELBO.items()}), tmp_path / "one",
@@ -271,7 +269,8 @@ def test_the_index_says_which_cells_have_which_seeds(tmp_path: Path) -> None:
     build_reports(training_cells(values), tmp_path, formats=("md",))
     text = (tmp_path / "README.md").read_text()
     assert ("**1 to 3 seeds** (0, 1, 2), cell by cell: 2 cells of 3 seeds (0, 1, 2); 1 cell of 1 "
-            "seed (0); 1 cell of 2 seeds (0, 1). A cell of several seeds is the mean") in text
+            "seed (0); 1 cell of 2 seeds (0, 1); every number ± the 95 % t-interval over seeds (a "
+            "one-seed cell: its own stored interval)") in text
     assert "| seeds | 0, 1, 2 (by cell: 0, 1, 2 in 2 cells; 0 in 1 cell; 0, 1 in 1 cell) |" in text
     assert "every cell is the mean over seeds" not in text
 

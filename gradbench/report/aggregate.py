@@ -31,6 +31,7 @@ from gradbench.report.rows import (
 )
 from gradbench.results import STATUS_OK
 
+
 def lost_status(statuses: Iterable[str]) -> str:
     """The status that names lost seeds: ``diverged`` before ``failed`` before ``skipped``."""
     met = set(statuses)
@@ -49,7 +50,9 @@ ROUNDING = 1e-12
 BEST = "best"
 TIED = "tied"
 DISTINCT = "distinct"
-"""A compared cell's mark: the best, not distinguishable from it, or distinguishable."""
+UNTESTED = "untested"
+"""A compared cell's mark: the best, not distinguishable from it, distinguishable, or not
+tested (fewer than two seeds shared with the best)."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,15 @@ class Estimate:
 
     @property
     def half_width(self) -> float:
-        """Half the width of the interval over seeds (NaN with one seed)."""
-        return (self.high - self.low) / 2 if self.over_seeds else math.nan
+        """Half the width of the cell's interval: over seeds with n ≥ 2, the seed's own stored
+        interval with one seed (NaN where it has none)."""
+        return (self.high - self.low) / 2 if self.n > 0 else math.nan
+
+    @property
+    def finite(self) -> bool:
+        """True when some seed has a value and every value is finite (a cell that may be
+        compared and ranked)."""
+        return self.n > 0 and all(math.isfinite(v) for v in self.values.values())
 
     @property
     def status(self) -> str:
@@ -123,10 +133,13 @@ class Rank:
 @dataclass(frozen=True)
 class Mark:
     """A compared cell's standing: :data:`BEST`, :data:`TIED` (the paired test cannot tell it
-    from the best) or :data:`DISTINCT`, with the test's p-value (None for the best)."""
+    from the best), :data:`DISTINCT` or :data:`UNTESTED` (fewer than two shared seeds), with the
+    test's p-value (None when none was made); ``second``: the runner-up by mean (underlined in
+    LaTeX)."""
 
     kind: str
     p_value: float | None = None
+    second: bool = False
 
 
 def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
@@ -190,51 +203,68 @@ def compare(
     higher_is_better: bool,
     log: bool = False,
     alpha: float = ALPHA,
+    first: Sequence[bool] = (),
 ) -> dict[int, Mark]:
-    """Marks of one compared column: the best row and the rows a paired test cannot tell from it.
+    """Marks of one compared column: the best row, the runner-up, and the rows a paired test
+    cannot tell from the best.
 
-    The best is the eligible row with the best mean among those with no lost seed (rows with
-    exactly that mean are best too). Every other eligible row is tested against it on the seeds
-    both measured (at least two), paired by seed, on log values when ``log`` (a row with a
-    non-positive value then takes no part): p ≥ ``alpha`` marks it :data:`TIED`, else
-    :data:`DISTINCT`.
+    Only eligible rows with finite values take part (a diverged or non-finite cell is never
+    marked). The best is the row with the best mean among those with no lost seed (rows with
+    exactly that mean are best too); a ``first`` row (the exact gradient) is best wherever it has
+    a value. The runner-up is the next such row by mean. Every other row is tested against the
+    best on the seeds both measured (at least two), paired by seed, on log values when ``log`` (a
+    row with a non-positive value then takes no part, the exact gradient's round-off zero aside):
+    p ≥ ``alpha`` marks it :data:`TIED`, else :data:`DISTINCT`; with fewer shared seeds, or
+    against the exact gradient (a reference, not a rival), it is :data:`UNTESTED`.
     """
+    leading = [bool(f) for f in first] or [False] * len(cells)
     candidates: dict[int, Estimate] = {
         i: cell for i, cell in enumerate(cells)
-        if eligible[i] and isinstance(cell, Estimate) and cell.n > 0
-        and not (log and min(cell.values.values()) <= 0)
+        if eligible[i] and isinstance(cell, Estimate) and cell.finite
+        and not (log and min(cell.values.values()) <= 0 and not leading[i])
     }
     complete = [i for i, cell in candidates.items() if not cell.lost]
     if not complete:
         return {}
     sign = -1.0 if higher_is_better else 1.0
-    best = min(complete, key=lambda i: (sign * candidates[i].mean, i))
-    marks = {i: Mark(BEST) for i in complete if candidates[i].mean == candidates[best].mean}
+
+    def order(i: int) -> tuple[bool, float, int]:
+        return (not leading[i], sign * candidates[i].mean, i)
+
+    ranked = sorted(complete, key=order)
+    best = ranked[0]
+    marks = {i: Mark(BEST) for i in complete if order(i)[:2] == order(best)[:2]}
+    runners = [i for i in ranked if i not in marks]
     scale = np.log if log else np.asarray
     reference = candidates[best]
     for i, cell in candidates.items():
         if i in marks:
             continue
+        second = bool(runners) and i == runners[0]
         shared = sorted(set(cell.values) & set(reference.values))
-        if len(shared) < 2:
+        if len(shared) < 2 or leading[best]:
+            marks[i] = Mark(UNTESTED, None, second)
             continue
         ours = scale(np.array([cell.values[s] for s in shared]))
         theirs = scale(np.array([reference.values[s] for s in shared]))
         p_value = paired_p_value(ours, theirs)
-        marks[i] = Mark(TIED if p_value >= alpha else DISTINCT, p_value)
+        marks[i] = Mark(TIED if p_value >= alpha else DISTINCT, p_value, second)
     return marks
 
 
 def average_ranks(
-    columns: Sequence[tuple[Sequence[object], bool]], eligible: Sequence[bool]
+    columns: Sequence[tuple[Sequence[object], bool]],
+    eligible: Sequence[bool],
+    first: Sequence[bool] = (),
 ) -> dict[int, Rank]:
     """Each eligible row's average rank over ``columns`` (cells, higher_is_better).
 
-    Within each seed and column the eligible rows with a value or a diverged seed are ranked,
-    1 = best, ties sharing their mean rank, a diverged seed ranking below every value (failed
-    and unmeasured seeds are not ranked); a row's rank in a seed is the mean over the columns,
-    and its average rank the mean over seeds.
+    Within each seed and column the eligible rows with a finite value are ranked, 1 = best, ties
+    sharing their mean rank, a ``first`` row (the exact gradient) ahead of every other; diverged,
+    failed and unmeasured seeds are not ranked, so a row that diverged on every seed has no rank.
+    A row's rank in a seed is the mean over the columns, and its average rank the mean over seeds.
     """
+    leading = [bool(f) for f in first] or [False] * len(eligible)
     per_row: dict[int, dict[int, list[float]]] = {}
     for cells, higher_is_better in columns:
         sign = -1.0 if higher_is_better else 1.0
@@ -243,10 +273,8 @@ def average_ranks(
             if not (eligible[i] and isinstance(cell, Estimate)):
                 continue
             for seed, value in cell.values.items():
-                scores.setdefault(seed, {})[i] = sign * value
-            for seed, status in cell.lost.items():
-                if status == DIVERGED:
-                    scores.setdefault(seed, {})[i] = math.inf
+                if math.isfinite(value):
+                    scores.setdefault(seed, {})[i] = -math.inf if leading[i] else sign * value
         for seed, by_row in scores.items():
             rows = sorted(by_row)
             ranks = stats.rankdata([by_row[i] for i in rows])
@@ -279,3 +307,26 @@ def curve(rows: pd.DataFrame, along: str) -> list[tuple[float, Estimate]]:
         if summary is not None and summary.n > 0:
             points.append((float(x), summary))
     return points
+
+
+@dataclass(frozen=True)
+class Clamped(Estimate):
+    """A cell aggregated on an unclamped scale and mapped once onto the shown one: ``values``
+    are the per-seed unclamped estimates (a debiased squared relative bias may be negative);
+    ``point``, ``low`` and ``high`` the mapped mean and interval (``t(x̄)``, ``t(low)``,
+    ``t(high)`` for a monotone clamp ``t`` such as √max(·, 0)), so clamped zeros never make an
+    interval [0, 0]."""
+
+    point: float = math.nan
+
+    @property
+    def mean(self) -> float:
+        """The mapped mean of the unclamped estimates."""
+        return self.point
+
+
+def clamp_once(cell: Estimate, transform: Callable[[float], float]) -> Clamped:
+    """``cell`` (over seeds, unclamped) mapped once through the monotone ``transform``."""
+    point = transform(statistics.fmean(cell.values.values())) if cell.values else math.nan
+    low, high = (transform(b) if math.isfinite(b) else math.nan for b in (cell.low, cell.high))
+    return Clamped(cell.values, low, high, cell.lost, point)

@@ -2,9 +2,12 @@
 
 Layout of the output folder::
 
-    README.md          index: provenance header, conventions, one section per report, citation
+    README.md          front page: headlines, one summary table per model, provenance, links
+    conventions.md     what every number, interval, mark and rank means, said once
+    SECTION.md         one page per section (variance.md, bias.md, timing.md, training.md, ...):
+                       its tables, each with at most two notes of its own, and its figures
     references.bib     BibTeX for gradbench and every paper quoted
-    tables/NAME.md     Markdown (tabulate)      tables/NAME.tex  booktabs tabular, for \\input
+    tables/NAME.md     Markdown (tabulate)      tables/NAME.tex  a complete LaTeX table float
     tables/NAME.csv    the table as shown, full precision
     tables/NAME.tidy.csv  one line per measured cell: mean, ci_low, ci_high, n, seeds, marks
     figures/NAME.png   figures/NAME.pdf
@@ -27,10 +30,13 @@ from gradbench.measure.variance_stats import INTERVAL_METHOD
 from gradbench.report import paper
 from gradbench.report import plots as plot_builders
 from gradbench.report.aggregate import ALPHA, LEVEL
+from gradbench.report.bias_tables import ROUND_OFF
 from gradbench.report.notes import seed_phrase
 from gradbench.report.plots import Plot
-from gradbench.report.rows import prepare_rows, seeds_of
-from gradbench.report.table import Table
+from gradbench.report.render import TIED_MARK, display
+from gradbench.report.rows import models_of, prepare_rows, seeds_of
+from gradbench.report.summary_tables import SUMMARISED, Headline, summary_table
+from gradbench.report.table import BIASED, BIASED_NOTE, Table
 from gradbench.report.tables import all_tables
 
 TABLES_DIR = "tables"
@@ -66,83 +72,106 @@ CONVENTIONS = (
     "otherwise. `diverged` marks a cell whose gradients or losses became NaN or inf.",
     "Columns labelled *published* hold the papers' own figures, measured on the authors' "
     "hardware with their code and conventions: they sit beside ours and are not our results.",
-    f"Seeds: with several, a cell is the mean over seeds ± the half-width of its "
-    f"{100 * LEVEL:.0f} % t-interval over the n seeds (Student's t, n − 1 degrees of freedom); "
-    "with one, that seed's value. In each table with a comparison metric (its notes say which, "
-    "and which way is better) the best row is in bold and, over several seeds, the rows a "
-    f"paired t-test over seeds (scipy.stats.ttest_rel, two-sided, α = {ALPHA:g}; variances "
-    "and seconds on log values) cannot tell from it carry ≈; `avg. rank` is the mean over seeds "
-    "of each row's rank within the seed, with its standard error sd/√n. Diverged and failed "
-    "seeds are never averaged in.",
+    "Every number comes with its 95 % interval. With several seeds a cell is the mean over its n "
+    f"seeds ± the half-width of the {100 * LEVEL:.0f} % t-interval over them (Student's t, "
+    "n − 1 degrees of freedom), \"(n=2)\" where a table's seed counts differ; with one seed it is "
+    "that seed's value ± half the width of the seed's own stored interval (for variances the "
+    "interval over minibatches, for bias the bootstrap over draws; it may be asymmetric, and "
+    "the tidy CSV beside each table gives its bounds). Diverged and failed seeds are never "
+    "averaged in: a cell says how many it lost.",
+    "Bold: the best row of a compared column (each table says what it compares and which way is "
+    "better); ≈: a paired t-test over seeds (scipy.stats.ttest_rel, two-sided, "
+    f"α = {ALPHA:g}, pairs formed by seed, variances and seconds on log values) cannot tell it "
+    "from the best; LaTeX underlines the runner-up. `avg. rank`: the mean over seeds of each "
+    "row's rank within the seed (1 = best, averaged over the compared columns), with its "
+    "standard error sd/√n in parentheses. The exact gradient ranks first wherever it runs. A "
+    "diverged or non-finite cell is never marked or ranked, and an estimator that diverged on "
+    "every seed has no rank.",
+    f"Like with like: a table that compares variance alone leaves biased estimators ({BIASED}) "
+    "out of best and ranks; where bias and variance were measured on the same (oracle) "
+    "configuration, estimators are ranked by MSE. A relative bias is judged by its interval: "
+    f"`biased` only where it excludes 0 (beyond {ROUND_OFF:g}, float64 round-off); over seeds "
+    "the unclamped squared bias is averaged and clamped at 0 once.",
 )
 
-SECTIONS: tuple[tuple[str, str, Callable[[str], bool]], ...] = (
-    (
-        "Ours against the papers",
+@dataclass(frozen=True)
+class Section:
+    """A page of the report: its file, title, one-line introduction and which tables and
+    figures (by name) it holds."""
+
+    page: str
+    title: str
+    intro: str
+    belongs: Callable[[str], bool]
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section(
+        "comparison.md", "Ours against the papers",
         "Each published figure beside the same quantity of this run at the papers' settings, and "
         "the distance: ratios for Kingma et al.'s Table 1 and the per-epoch speed-up, nats for "
-        "log-likelihoods; the notes say why they may differ.",
+        "log-likelihoods.",
         lambda name: name == "comparison",
     ),
-    (
-        "Timing",
-        "Seconds per training epoch, as in Kingma, Salimans & Welling (2015): separate weight "
-        "samples per example against the local reparameterization trick.",
-        lambda name: name.startswith("timing"),
+    Section(
+        "variance.md", "Gradient variance",
+        "Variance of minibatch gradient estimates by estimator and training checkpoint, like "
+        "Kingma et al.'s Table 1.",
+        lambda name: name.startswith("variance_") and "_vs_batch_" not in name
+        and name not in ("variance_slopes", "variance_decomposition"),
     ),
-    (
-        "Gradient variance",
-        "Average variance of minibatch gradient estimates by estimator and training checkpoint, "
-        "like Kingma et al.'s Table 1; the VAEs' encoder and decoder likewise.",
-        lambda name: name.startswith("variance_") and name not in (
-            "variance_slopes", "variance_decomposition"
-        ),
-    ),
-    (
-        "Variance against minibatch size",
-        "Log–log plots of variance against minibatch size with fitted slopes; the noise / data "
-        "decomposition; the signal-to-noise ratio.",
+    Section(
+        "batch_size.md", "Variance against minibatch size",
+        "Log–log plots of variance against minibatch size with fitted slopes, the noise / data "
+        "decomposition and the signal-to-noise ratio.",
         lambda name: name in ("variance_slopes", "variance_decomposition")
         or "_vs_batch_" in name,
     ),
-    (
-        "Bias against the exact gradient",
-        "Relative bias, cosine to the exact gradient, MSE and relative standard deviation of each "
-        "estimator on the models' small oracle configurations (enumeration or quadrature).",
+    Section(
+        "bias.md", "Bias against the exact gradient",
+        "Relative bias, cosine, MSE and relative standard deviation against the exact gradient "
+        "on the models' small oracle configurations, ranked by MSE.",
         lambda name: name == "bias",
     ),
-    (
-        "Variance at matched cost",
-        "Each estimator's gradient variance times its decoder evaluations per gradient (matched "
-        "evaluations) and times its seconds per gradient (matched wall-clock).",
+    Section(
+        "matched_cost.md", "Variance at matched cost",
+        "Gradient variance times decoder evaluations per gradient and times seconds per "
+        "gradient.",
         lambda name: name == "work_normalised_variance",
     ),
-    (
-        "ELBO and training",
-        "Final reconstruction log-likelihood, ELBO and importance-weighted bound (the categorical "
-        "VAE like the thesis' Table 5.1), classification error, and training curves against "
-        "epochs and wall-clock time.",
+    Section(
+        "timing.md", "Timing",
+        "Seconds per training epoch and per step (Kingma, Salimans & Welling 2015: separate "
+        "weight samples against the local reparameterization trick).",
+        lambda name: name.startswith("timing"),
+    ),
+    Section(
+        "training.md", "ELBO and training",
+        "Bounds and classification error at the end of training, and training curves.",
         lambda name: name.startswith(("elbo_", "classification_", "training_")),
     ),
-    (
-        "Annealing schedules",
-        "The Gumbel-softmax temperature and target propagation's KL weight actually in force at "
-        "each reported epoch and checkpoint.",
+    Section(
+        "schedules.md", "Annealing schedules",
+        "The temperature and KL weight in force at each reported epoch and checkpoint.",
         lambda name: name == "schedules",
     ),
-    (
-        "Applicability",
-        "Which estimator applies to which model (from the node kinds each supports).",
+    Section(
+        "applicability.md", "Applicability",
+        "Which estimator applies to which model.",
         lambda name: name == "applicability",
     ),
-    (
-        "Diverged, failed and skipped cells",
+    Section(
+        "lost_cells.md", "Diverged, failed and skipped cells",
         "Cells whose gradients or losses became NaN or inf, tasks that failed after their "
-        "retries, and cells skipped as too long for the device they were planned on (with their "
-        "estimated time), per seed; recorded, and the run went on.",
+        "retries, and cells skipped as too long for their device, per seed.",
         lambda name: name == "diverged",
     ),
 )
+OTHER = Section("other.md", "Other tables and figures", "Tables and figures of no section above.",
+                lambda name: True)
+CONVENTIONS_PAGE = "conventions.md"
+NOTES_SHOWN = 2
+"""How many of its own notes a table shows under it; the rest fold away."""
 
 
 @dataclass
@@ -215,9 +244,10 @@ def build_reports(
     report.plots = [p.name for p in plots]
     bib = root / "references.bib"
     write_text(bib, references(prepared))
-    index = root / "README.md"
-    write_text(index, index_markdown(prepared, report.tables, plots, table_formats, figure_formats))
-    report.paths += [bib, index]
+    report.paths.append(bib)
+    for name, text in pages(prepared, report.tables, plots, table_formats, figure_formats).items():
+        write_text(root / name, text)
+        report.paths.append(root / name)
     return report
 
 
@@ -274,7 +304,8 @@ def plugins_used(rows: pd.DataFrame) -> str:
 
 
 def provenance_lines(rows: pd.DataFrame) -> list[str]:
-    """The provenance header: when, which commit, device, torch, profile, dataset and seeds."""
+    """The provenance header: when the run's cells finished, which commit, device, torch,
+    profile, dataset, seeds, and how many rows and stored cells."""
     if rows.empty:
         return ["No stored results: run `python -m gradbench all` first."]
     created = sorted(v for v in rows["created_at"] if v)
@@ -283,9 +314,8 @@ def provenance_lines(rows: pd.DataFrame) -> list[str]:
     devices = sorted(
         {f"{d} ({n})" for d, n in zip(rows["device"].astype(str), rows["device_name"].astype(str))}
     )
-    cells = rows[["experiment", "model", "estimator"]].drop_duplicates()
     fields = [
-        ("date (UTC, first to last row)", when),
+        ("cells finished (UTC, first to last)", when),
         ("git commit", _values(rows, "git_commit")),
         ("code versions", code_versions(rows)),
         *([("plugins", used)] if (used := plugins_used(rows)) else []),
@@ -294,11 +324,21 @@ def provenance_lines(rows: pd.DataFrame) -> list[str]:
         ("profile", _values(rows, "profile")),
         ("dataset", _values(rows, "dataset")),
         ("seeds", ", ".join(str(s) for s in seeds) + _seeds_by_cell(rows) or "unknown"),
-        ("result rows", f"{len(rows)} rows in {len(cells)} cells"),
+        ("result rows", f"{len(rows)} rows in {cell_count(rows)} stored cells (one file each: "
+                        "an experiment × model × estimator × seed × configuration)"),
     ]
     lines = ["| provenance | |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in fields]
     return lines
+
+
+def cell_count(rows: pd.DataFrame) -> int:
+    """The number of stored cells the rows come from: one per configuration hash (a cell's file;
+    rows stored without one count by experiment × model × estimator × seed)."""
+    keys = rows["config_hash"].where(rows["config_hash"] != "", None)
+    fallback = (rows["experiment"].astype(str) + "/" + rows["model"].astype(str) + "/"
+                + rows["estimator"].astype(str) + "/" + rows["seed"].astype(str))
+    return int(keys.fillna(fallback).nunique())
 
 
 def seed_sets(rows: pd.DataFrame) -> dict[tuple[int, ...], int]:
@@ -326,40 +366,38 @@ def _seeds_by_cell(rows: pd.DataFrame) -> str:
     ) + ")"
 
 
-def seeds_lines(rows: pd.DataFrame) -> list[str]:
-    """The header's statement of how many seeds the reports aggregate and what that means."""
+def seeds_line(rows: pd.DataFrame) -> str:
+    """One line: how many seeds the reports aggregate, and which interval a number carries."""
     seeds = seeds_of(rows)
     if not seeds:
-        return []
-    listed = ", ".join(str(s) for s in seeds)
+        return ""
     sets = seed_sets(rows)
+    listed = ", ".join(str(s) for s in seeds)
     if len(sets) > 1:
         sizes = sorted(len(k) for k in sets)
-        text = (
-            f"**{sizes[0]} to {seed_phrase(sizes[-1])}** ({listed}), cell by cell: "
-            + "; ".join(f"{count} cell{'s' * (count > 1)} of {seed_phrase(len(k))} ({_listed(k)})"
-                        for k, count in sets.items())
-            + f". A cell of several seeds is the mean over them ± the half-width of its "
-            f"{100 * LEVEL:.0f} % t-interval; a cell of one seed is that seed's value (each "
-            "table's notes say which)."
-        )
-    elif len(seeds) == 1:
-        text = (
-            f"**1 seed** ({listed}): every number is that seed's measurement; no interval over "
-            "seeds and no test between rows is possible with one seed."
-        )
+        count = f"{sizes[0]} to {seed_phrase(sizes[-1])}** ({listed}), cell by cell: " + "; ".join(
+            f"{n} cell{'s' * (n > 1)} of {seed_phrase(len(k))} ({_listed(k)})"
+            for k, n in sets.items())
     else:
-        text = (
-            f"**{seed_phrase(len(seeds))}** ({listed}): every cell is the mean over seeds ± the "
-            f"half-width of its {100 * LEVEL:.0f} % t-interval over them; rows are compared by "
-            "paired t-tests over seeds (see Conventions and each table's notes)."
-        )
-    return [text, ""]
+        count = f"{seed_phrase(len(seeds))}** ({listed})"
+    interval = ("± the seed's own stored 95 % interval" if len(seeds) == 1 else
+                "± the 95 % t-interval over seeds (a one-seed cell: its own stored interval)")
+    return f"Seeds: **{count}; every number {interval}."
 
 
-def _table_block(table: Table, formats: tuple[str, ...]) -> list[str]:
-    lines = [f"### {table.title}", "", table.markdown().rstrip("\n"), ""]
-    lines += [f"*{note}*" + "  " for note in table.notes]
+def _own_notes(table: Table, shared: set[str]) -> list[str]:
+    """A table's notes that no other table repeats."""
+    return [note for note in table.notes if note not in shared]
+
+
+def _table_block(table: Table, formats: tuple[str, ...], shared: set[str]) -> list[str]:
+    lines = [f"## {table.title}", "", table.markdown().rstrip("\n"), ""]
+    own = _own_notes(table, shared)
+    lines += [f"*{note}*  " for note in own[:NOTES_SHOWN]]
+    if own[NOTES_SHOWN:]:
+        lines += ["", "<details><summary>More about this table</summary>", ""]
+        lines += [f"- {note}" for note in own[NOTES_SHOWN:]]
+        lines += ["", "</details>", ""]
     if formats:
         suffixes = [*formats, *([TIDY_SUFFIX] if "csv" in formats and table.measured else [])]
         links = ", ".join(
@@ -371,11 +409,35 @@ def _table_block(table: Table, formats: tuple[str, ...]) -> list[str]:
 
 def _plot_block(plot: Plot, formats: tuple[str, ...]) -> list[str]:
     stem = f"{FIGURES_DIR}/{plot.name}"
-    lines = [f"### {plot.title}", ""]
+    lines = [f"## {plot.title}", ""]
     if "png" in formats:
         lines += [f"![{plot.title}]({stem}.png)", ""]
     links = ", ".join(f"[{s}]({stem}.{s})" for s in formats)
     return lines + [f"*{plot.caption}* Files: {links}.", ""]
+
+
+def shared_notes(tables: Iterable[Table]) -> list[str]:
+    """Notes that stand under more than one table, in first-seen order: said once, on the
+    conventions page."""
+    seen: dict[str, int] = {}
+    for table in tables:
+        for note in dict.fromkeys(table.notes):
+            seen[note] = seen.get(note, 0) + 1
+    return [note for note, count in seen.items() if count > 1]
+
+
+def placement(
+    tables: list[Table], plots: list[Plot]
+) -> dict[Section, tuple[list[Table], list[Plot]]]:
+    """Each table and figure on exactly one page: the first section it belongs to, else
+    :data:`OTHER`; sections with nothing are left out."""
+    placed: dict[Section, tuple[list[Table], list[Plot]]] = {}
+    for item in [*tables, *plots]:
+        section = next((s for s in SECTIONS if s.belongs(item.name)), OTHER)
+        chosen_tables, chosen_plots = placed.setdefault(section, ([], []))
+        (chosen_tables if isinstance(item, Table) else chosen_plots).append(item)
+    order = [*SECTIONS, OTHER]
+    return {s: placed[s] for s in order if s in placed}
 
 
 def gradbench_bibtex(rows: pd.DataFrame) -> str:
@@ -402,63 +464,137 @@ def references(rows: pd.DataFrame | None = None) -> str:
     return "\n\n".join(entries) + "\n"
 
 
-def index_markdown(
+def headline_lines(headlines: list[Headline]) -> list[str]:
+    """The front page's answers: per model and group, the lowest-variance unbiased estimator."""
+    lines = []
+    for h in headlines:
+        cell = display(h.cell, "sci")
+        count = f"{seed_phrase(h.cell.n)}" + (", t-interval over seeds" if h.cell.over_seeds
+                                              else ", the seed's own interval")
+        lines.append(
+            f"- **{h.model}**, {h.group}, M = {h.batch}, after {int(h.epoch)} epochs: lowest "
+            f"gradient variance among unbiased estimators: **{h.estimator}**, {cell} (95 %, "
+            f"{count})."
+        )
+    return lines
+
+
+def front_page(
+    rows: pd.DataFrame,
+    pages_made: dict[Section, tuple[list[Table], list[Plot]]],
+    comparison: Table | None,
+) -> str:
+    """The report's README: headlines, one summary table per model, links to every section,
+    the provenance and how to cite."""
+    models = sorted({m for e in SUMMARISED for m in models_of(rows, e)})
+    summaries = [found for m in paper.model_order(models)
+                 if (found := summary_table(rows, m)) is not None]
+    headlines = [h for _, found in summaries for h in found]
+    lines = [
+        "# gradbench report",
+        "",
+        "Built from the stored result rows alone (`python -m gradbench report`). "
+        + seeds_line(rows)
+        + f" What every number means: [conventions]({CONVENTIONS_PAGE}).",
+        "",
+        *headline_lines(headlines),
+        "",
+    ]
+    if summaries:
+        lines += [
+            "## Summary by model",
+            "",
+            "Variance at the headline minibatch size and last checkpoint (bold: lowest among "
+            f"unbiased estimators; {TIED_MARK}: not distinguishable from it); relative bias on "
+            "the oracle configuration ([interval], `biased` where it excludes 0); the "
+            f"end-of-training bound or error; seconds per step. {BIASED_NOTE}",
+            "",
+        ]
+        for table, _ in summaries:
+            lines += [f"### {table.title.split(':')[0]}", "", table.markdown().rstrip("\n"), ""]
+    if comparison is not None:
+        lines += [
+            "## Ours against the papers",
+            "",
+            f"{len(comparison.rows)} published figures beside ours at the papers' settings: "
+            "[comparison](comparison.md).",
+            "",
+        ]
+    lines += ["## Every table and figure", ""]
+    for section, (tables, plots) in pages_made.items():
+        count = ", ".join(p for p in (
+            f"{len(tables)} table{'s' * (len(tables) != 1)}" if tables else "",
+            f"{len(plots)} figure{'s' * (len(plots) != 1)}" if plots else "") if p)
+        lines.append(f"- [{section.title}]({section.page}) ({count}): {section.intro}")
+    lines += [
+        f"- [Conventions]({CONVENTIONS_PAGE}): definitions, intervals, marks and ranks, and "
+        "the notes several tables share.",
+        "",
+        "## Provenance",
+        "",
+        *provenance_lines(rows),
+        "",
+        "## How to cite",
+        "",
+        "Cite gradbench with the commit above and the papers whose settings and published "
+        "figures appear beside ours (their figures are the authors' own, on their hardware). "
+        "BibTeX: [references.bib](references.bib).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def conventions_page(tables: list[Table]) -> str:
+    """Every convention, said once, and the notes that stand under several tables."""
+    lines = ["# Conventions", "", "[Back to the report](README.md)", ""]
+    lines += [f"- {c}" for c in CONVENTIONS]
+    shared = shared_notes(tables)
+    if shared:
+        lines += ["", "## Notes shared by several tables", ""]
+        for note in shared:
+            under = ", ".join(f"`{t.name}`" for t in tables if note in t.notes)
+            lines.append(f"- {note} *(Under {under}.)*")
+    return "\n".join(lines) + "\n"
+
+
+def section_page(
+    section: Section,
+    tables: list[Table],
+    plots: list[Plot],
+    shared: set[str],
+    table_formats: tuple[str, ...],
+    figure_formats: tuple[str, ...],
+) -> str:
+    """One section's page: its tables (each with at most two notes of its own) and figures."""
+    lines = [
+        f"# {section.title}",
+        "",
+        f"{section.intro} [Back to the report](README.md); what the numbers, intervals and marks "
+        f"mean: [conventions]({CONVENTIONS_PAGE}).",
+        "",
+    ]
+    for table in tables:
+        lines += _table_block(table, table_formats, shared)
+    for plot in plots:
+        lines += _plot_block(plot, figure_formats)
+    return "\n".join(lines)
+
+
+def pages(
     rows: pd.DataFrame,
     tables: list[Table],
     plots: Iterable[Plot],
     table_formats: tuple[str, ...] = TABLE_FORMATS,
     figure_formats: tuple[str, ...] = FIGURE_FORMATS,
-) -> str:
-    """The reports' README: provenance, conventions, one section per report, how to cite."""
-    plots = list(plots)
-    lines = [
-        "# gradbench reports",
-        "",
-        "Generated by `python -m gradbench all` (rebuild with `python -m gradbench report`) from "
-        "the stored result rows alone.",
-        "",
-        *seeds_lines(rows),
-        *provenance_lines(rows),
-        "",
-        "## Conventions",
-        "",
-        *(f"- {c}" for c in CONVENTIONS),
-        "",
-    ]
-    placed: set[str] = set()
-    for title, intro, belongs in SECTIONS:
-        chosen_tables = [t for t in tables if belongs(t.name)]
-        chosen_plots = [p for p in plots if belongs(p.name)]
-        if not chosen_tables and not chosen_plots:
-            continue
-        lines += [f"## {title}", "", intro, ""]
-        for table in chosen_tables:
-            lines += _table_block(table, table_formats)
-            placed.add(table.name)
-        for plot in chosen_plots:
-            lines += _plot_block(plot, figure_formats)
-            placed.add(plot.name)
-    rest_tables = [t for t in tables if t.name not in placed]
-    rest_plots = [p for p in plots if p.name not in placed]
-    if rest_tables or rest_plots:
-        lines += ["## Other", ""]
-        for table in rest_tables:
-            lines += _table_block(table, table_formats)
-        for plot in rest_plots:
-            lines += _plot_block(plot, figure_formats)
-    lines += [
-        "## How to cite",
-        "",
-        "If you use these measurements, cite gradbench (with the commit above) and the papers "
-        "whose settings and published figures appear beside ours. The published figures are the "
-        "authors' own, on their hardware; our numbers come from the run stamped above. All entries "
-        "are in [references.bib](references.bib).",
-        "",
-        "```bibtex",
-        gradbench_bibtex(rows),
-        "",
-        *("\n".join([source.bibtex, ""]) for source in paper.SOURCES),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+) -> dict[str, str]:
+    """Every page of the report by file name: the front page (README.md), the conventions and
+    one page per section; each table and figure on exactly one page."""
+    made = placement(tables, list(plots))
+    shared = set(shared_notes(tables))
+    comparison = next((t for t in tables if t.name == "comparison"), None)
+    found = {"README.md": front_page(rows, made, comparison),
+             CONVENTIONS_PAGE: conventions_page(tables)}
+    for section, (chosen_tables, chosen_plots) in made.items():
+        found[section.page] = section_page(section, chosen_tables, chosen_plots, shared,
+                                           table_formats, figure_formats)
+    return found

@@ -4,9 +4,11 @@ Variance against minibatch size on log–log axes (one line per estimator, the f
 the legend), its noise and data parts, the signal-to-noise ratio, training curves against epochs
 and wall-clock time, and seconds per epoch. Over several seeds a line is the mean over seeds and
 its band the 95 % t-interval over seeds (:mod:`gradbench.report.aggregate`); with one seed the
-line is that seed's and the band its stored within-seed interval, where it has one. Matplotlib
-runs with the Agg backend; files carry no creation date or software stamp, so the same rows give
-the same files.
+line is that seed's and the band its stored within-seed interval, where it has one. Each
+estimator keeps one colour and marker in every figure (:func:`estimator_styles`, distinct for 28
+estimators), legends sit outside the axes and files are cropped to what is drawn, so nothing is
+clipped. Matplotlib runs with the Agg backend; files carry no creation date or software stamp, so
+the same rows give the same files.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from gradbench.report.rows import (  # noqa: E402
     VARIANCE,
     estimator_order,
     is_diverged,
+    label_key,
     models_of,
     seeds_of,
     select,
@@ -72,7 +75,8 @@ class Plot:
         for suffix in formats:
             path = folder / f"{self.name}.{suffix}"
             metadata = PNG_METADATA if suffix == "png" else PDF_METADATA
-            self.figure.savefig(path, dpi=DPI, metadata=metadata)
+            self.figure.savefig(path, dpi=DPI, metadata=metadata, bbox_inches="tight",
+                                pad_inches=0.05)
             paths.append(path)
         plt.close(self.figure)
         return paths
@@ -94,9 +98,38 @@ def _margins(
     )
 
 
-def _colors(names: list[str]) -> dict[str, str]:
-    palette = plt.get_cmap("tab10").colors
-    return {n: matplotlib.colors.to_hex(palette[i % len(palette)]) for i, n in enumerate(names)}
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h", "p")
+
+
+def palette() -> list[str]:
+    """Distinct colours, strongest first: tab10, then Dark2's, then tab20's light shades."""
+    found = [*plt.get_cmap("tab10").colors, *plt.get_cmap("Dark2").colors,
+             *plt.get_cmap("tab20").colors[1::2]]
+    return list(dict.fromkeys(matplotlib.colors.to_hex(c) for c in found))
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one estimator is drawn in every figure of a report."""
+
+    color: str
+    marker: str
+
+
+def estimator_styles(rows: pd.DataFrame) -> dict[str, Style]:
+    """One colour and marker per estimator label of the rows (every experiment), in registry
+    order: the same in every figure; colours are distinct up to the palette's size, and
+    (colour, marker) pairs beyond it."""
+    names = sorted({str(n) for n in rows["estimator"].dropna()}, key=label_key)
+    colors = palette()
+    return {name: Style(colors[i % len(colors)], MARKERS[i % len(MARKERS)])
+            for i, name in enumerate(names)}
+
+
+def _legend_outside(axis: plt.Axes) -> None:
+    """The axis' legend to its right, outside the data."""
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 def last_epoch(rows: pd.DataFrame) -> float | None:
@@ -131,7 +164,8 @@ class Series:
 
 
 def _against_batch(
-    rows: pd.DataFrame, model: str, series: tuple[Series, ...], ylabel: str, with_slope: bool
+    rows: pd.DataFrame, model: str, series: tuple[Series, ...], ylabel: str, with_slope: bool,
+    styles: dict[str, Style],
 ) -> Figure | None:
     """Per headline group, metrics against minibatch size on log–log axes, a colour per estimator.
 
@@ -145,9 +179,8 @@ def _against_batch(
     epoch = last_epoch(measured)
     groups = headline_groups(model)
     names = estimator_order(model, variance)
-    colors = _colors(names)
     with plt.rc_context(_style()):
-        figure, axes = plt.subplots(1, len(groups), figsize=(4.4 * len(groups), 3.5), squeeze=False)
+        figure, axes = plt.subplots(1, len(groups), figsize=(7.6 * len(groups), 3.5), squeeze=False)
         for axis, group in zip(axes[0], groups):
             for name in names:
                 cell = select(variance, estimator=name)
@@ -166,11 +199,12 @@ def _against_batch(
                         if slope is not None and slope.n > 0:
                             label = f"{label} (slope {slope.mean:+.2f})"
                     x = np.array([x for x, _ in points])
-                    axis.plot(x, [e.mean for _, e in points], line.style, marker="o",
-                              markersize=3, color=colors[name], label=label)
+                    style = styles[name]
+                    axis.plot(x, [e.mean for _, e in points], line.style, marker=style.marker,
+                              markersize=4, color=style.color, label=label)
                     bounds = band(points)
                     if bounds is not None:
-                        axis.fill_between(x, *bounds, color=colors[name], alpha=0.15, linewidth=0)
+                        axis.fill_between(x, *bounds, color=style.color, alpha=0.12, linewidth=0)
                 if not labelled and is_diverged(cell):
                     axis.plot([], [], " ", label=f"{name}: {DIVERGED}")
             if len(series) > 1:
@@ -183,14 +217,17 @@ def _against_batch(
             axis.set_ylabel(ylabel)
             title = f"{model}, {group}" + (f", epoch {int(epoch)}" if epoch is not None else "")
             axis.set_title(title)
-            if axis.get_legend_handles_labels()[0]:
-                axis.legend(fontsize=6.5)
-        _margins(figure)
+            _legend_outside(axis)
+        _margins(figure, right=2.8, wspace=1.05)
     return figure
 
 
-def variance_plots(rows: pd.DataFrame) -> Iterator[Plot]:
-    """Variance, its noise and data parts, and SNR against minibatch size, per model."""
+def variance_plots(
+    rows: pd.DataFrame, styles: dict[str, Style] | None = None
+) -> Iterator[Plot]:
+    """Variance, its noise and data parts, and SNR against minibatch size, per model; ``styles``:
+    the report's (default: :func:`estimator_styles` of ``rows``)."""
+    styles = styles if styles is not None else estimator_styles(rows)
     for model in models_of(rows, VARIANCE):
         stem = model.replace("-", "_")
         lines = seeds_caption(
@@ -199,7 +236,7 @@ def variance_plots(rows: pd.DataFrame) -> Iterator[Plot]:
             "1 seed; bands: that seed's stored 95 % interval.",
         )
         figure = _against_batch(rows, model, (Series(GRAD_VARIANCE),),
-                                "gradient variance (mean over group)", True)
+                                "gradient variance (mean over group)", True, styles)
         if figure is not None:
             yield Plot(
                 f"variance_vs_batch_{stem}",
@@ -210,7 +247,8 @@ def variance_plots(rows: pd.DataFrame) -> Iterator[Plot]:
             )
         parts = (Series(GRAD_VARIANCE_NOISE, "-", ", noise"),
                  Series(GRAD_VARIANCE_DATA, "--", ", data"))
-        figure = _against_batch(rows, model, parts, "variance part (mean over group)", False)
+        figure = _against_batch(rows, model, parts, "variance part (mean over group)", False,
+                                styles)
         if figure is not None:
             yield Plot(
                 f"variance_parts_vs_batch_{stem}",
@@ -221,7 +259,7 @@ def variance_plots(rows: pd.DataFrame) -> Iterator[Plot]:
                 figure,
             )
         figure = _against_batch(rows, model, (Series(SNR),),
-                                "signal-to-noise ratio |E g| / std g", False)
+                                "signal-to-noise ratio |E g| / std g", False, styles)
         if figure is not None:
             yield Plot(
                 f"snr_vs_batch_{stem}",
@@ -246,8 +284,23 @@ def _training_metric(rows: pd.DataFrame) -> tuple[str, str, str] | None:
     return metric, split, f"{label}, {split}"
 
 
-def training_plots(rows: pd.DataFrame) -> Iterator[Plot]:
-    """Per model: the training curve against epochs and against wall-clock seconds."""
+def later_range(values: list[np.ndarray]) -> tuple[float, float] | None:
+    """The y-range of the curves after their first point (the jump from the initial epoch
+    would squeeze every estimator into one line), with a 5 % margin; None with too few."""
+    later = np.concatenate([v[1:] for v in values if len(v) > 1] or [np.array([])])
+    later = later[np.isfinite(later)]
+    if later.size < 2 or later.max() == later.min():
+        return None
+    margin = 0.05 * (later.max() - later.min())
+    return float(later.min() - margin), float(later.max() + margin)
+
+
+def training_plots(
+    rows: pd.DataFrame, styles: dict[str, Style] | None = None
+) -> Iterator[Plot]:
+    """Per model: the training curve against epochs and against wall-clock seconds, the y-axis
+    fitted to the epochs after the first; ``styles`` as in :func:`variance_plots`."""
+    styles = styles if styles is not None else estimator_styles(rows)
     for model in models_of(rows, TRAINING):
         training = select(rows, experiment=TRAINING, model=model)
         chosen = _training_metric(training)
@@ -255,9 +308,9 @@ def training_plots(rows: pd.DataFrame) -> Iterator[Plot]:
             continue
         metric, split, ylabel = chosen
         names = estimator_order(model, training)
-        colors = _colors(names)
+        drawn: list[np.ndarray] = []
         with plt.rc_context(_style()):
-            figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(8.4, 3.4))
+            figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(9.0, 3.6))
             for name in names:
                 cell = select(training, estimator=name)
                 points = curve(select(cell, metric=metric, param_group=split), "epoch")
@@ -267,28 +320,34 @@ def training_plots(rows: pd.DataFrame) -> Iterator[Plot]:
                     continue
                 epochs = np.array([x for x, _ in points])
                 means = np.array([e.mean for _, e in points])
-                by_epoch.plot(epochs, means, marker="o", markersize=3, color=colors[name],
+                style = styles[name]
+                drawn.append(means)
+                by_epoch.plot(epochs, means, marker=style.marker, markersize=4, color=style.color,
                               label=label)
                 spread = [(e.low, e.high) if e.over_seeds else (np.nan, np.nan)
                           for _, e in points]
                 low, high = np.array(spread).T
                 if np.isfinite(low).all():
-                    by_epoch.fill_between(epochs, low, high, color=colors[name], alpha=0.15,
+                    by_epoch.fill_between(epochs, low, high, color=style.color, alpha=0.12,
                                           linewidth=0)
                 clock = dict(curve(select(cell, metric=WALL_CLOCK_S), "epoch"))
                 timed = [(clock[x].mean, e.mean) for x, e in points if x in clock]
                 if timed:
                     seconds, values = zip(*timed)
-                    by_time.plot(seconds, values, marker="o", markersize=3, color=colors[name],
-                                 label=label)
+                    by_time.plot(seconds, values, marker=style.marker, markersize=4,
+                                 color=style.color)
             by_epoch.set_xlabel("epoch")
             by_time.set_xlabel("wall-clock time (s)")
+            limits = later_range(drawn)
             for axis in (by_epoch, by_time):
                 axis.set_ylabel(ylabel)
-                if axis.get_legend_handles_labels()[0]:
-                    axis.legend(fontsize=7)
+                if limits is not None:
+                    axis.set_ylim(*limits)
+            if by_epoch.get_legend_handles_labels()[0]:
+                figure.legend(*by_epoch.get_legend_handles_labels(), fontsize=6.5,
+                              loc="upper left", bbox_to_anchor=(1.0, 0.9))
             figure.suptitle(f"Training curves, {model}")
-            _margins(figure, top=0.5)
+            _margins(figure, top=0.5, wspace=0.35)
         lines = seeds_caption(
             training,
             "Lines: mean over {seeds} (wall-clock: mean seconds at each epoch); band (left): "
@@ -298,7 +357,8 @@ def training_plots(rows: pd.DataFrame) -> Iterator[Plot]:
         yield Plot(
             f"training_{model.replace('-', '_')}",
             f"Training curves of {model}",
-            f"{ylabel} against epochs (left) and cumulative training wall-clock seconds (right). "
+            f"{ylabel} against epochs (left) and cumulative training wall-clock seconds (right); "
+            f"the y-axis spans the epochs after the first, so the first point may lie below it. "
             f"{lines}",
             figure,
         )
@@ -329,7 +389,7 @@ def timing_plot(rows: pd.DataFrame) -> Iterator[Plot]:
         axis.set_xscale("log")
         axis.set_xlim(left=means.min() / 3)  # a whisker below 0 runs off the log axis
         axis.set_xlabel("seconds per epoch (median)")
-        _margins(figure, left=2.4)
+        _margins(figure, left=0.3)
     yield Plot(
         "timing",
         "Seconds per training epoch",
@@ -343,5 +403,6 @@ def timing_plot(rows: pd.DataFrame) -> Iterator[Plot]:
 def all_plots(rows: pd.DataFrame) -> Iterator[Plot]:
     """Every figure the rows support, in report order, built one at a time."""
     yield from timing_plot(rows)
-    yield from variance_plots(rows)
-    yield from training_plots(rows)
+    styles = estimator_styles(rows)
+    yield from variance_plots(rows, styles)
+    yield from training_plots(rows, styles)

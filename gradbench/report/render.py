@@ -1,10 +1,12 @@
 """Renderers of a :class:`~gradbench.report.table.Table`: Markdown, LaTeX, CSV and tidy CSV.
 
 Numbers are written as in the papers' tables (``sci``: 7.8e3; ``fixed2``: -101.30; ...). A cell
-over several seeds reads "mean ± half-width" of its 95 % t-interval, with "(n=2)" where the seed
-counts of a table differ and the seeds it lost ("1 diverged"); the best cell of a compared column
-is bold (LaTeX ``\\textbf``), a cell the paired test cannot tell from it carries ≈. Rendering is
-deterministic: the same table gives the same bytes.
+reads "mean ± half-width" of its 95 % interval: over seeds (t-interval) with several, the seed's
+own stored interval with one; "(n=2)" where the seed counts of a table differ and the seeds it
+lost ("1 diverged"). The best cell of a compared column is bold, a cell the paired test cannot
+tell from it carries ≈, and LaTeX underlines the runner-up. LaTeX tables are complete floats
+(caption, label, booktabs rules) that compile on their own. Rendering is deterministic: the same
+table gives the same bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
-from gradbench.report.aggregate import BEST, TIED, Estimate, Mark, Rank
+from gradbench.report.aggregate import BEST, TIED, UNTESTED, Estimate, Mark, Rank
 from gradbench.report.rows import DIVERGED
 
 if TYPE_CHECKING:
@@ -44,7 +46,8 @@ TIDY_FIELDS = ("quantity", "status", "mean", "ci_low", "ci_high", "interval", "n
 
 
 def latex_escape(text: str) -> str:
-    """Escape LaTeX's special characters in plain text."""
+    """Escape LaTeX's special characters in plain text; symbols pdfLaTeX lacks become math (a
+    character it has no form for, beyond Latin, becomes "?")."""
     replacements = {
         "\\": "\\textbackslash{}",
         "&": "\\&",
@@ -57,8 +60,32 @@ def latex_escape(text: str) -> str:
         "~": "\\textasciitilde{}",
         "†": "\\textsuperscript{\\dag}",
         "^": "\\textasciicircum{}",
+        "‡": "\\textsuperscript{\\ddag}",
+        "—": "---",
+        "–": "--",
+        "−": "$-$",
+        "±": "$\\pm$",
+        "×": "$\\times$",
+        "≈": "$\\approx$",
+        "·": "$\\cdot$",
+        "√": "$\\surd$",
+        "≥": "$\\geq$",
+        "≤": "$\\leq$",
+        "²": "$^2$",
+        "μ": "$\\mu$",
+        "σ": "$\\sigma$",
+        "τ": "$\\tau$",
+        "α": "$\\alpha$",
+        "β": "$\\beta$",
+        "ε": "$\\varepsilon$",
+        "θ": "$\\theta$",
+        "η": "$\\eta$",
+        "λ": "$\\lambda$",
+        "ψ": "$\\psi$",
+        "φ": "$\\phi$",
+        "‖": "$\\|$",
     }
-    return "".join(replacements.get(ch, ch) for ch in text)
+    return "".join(replacements.get(ch, ch if ord(ch) < 0x180 else "?") for ch in text)
 
 
 def digits(number: float, kind: str, latex: bool = False) -> str:
@@ -128,9 +155,13 @@ def display(
         text = _estimate(value, kind, latex, part, show_n)
     else:
         text = number(float(value), kind, latex)
-    if mark is not None and mark.kind == BEST:
+    if mark is None:
+        return text
+    if mark.kind == BEST:
         return f"\\textbf{{\\boldmath{text}}}" if latex else f"**{text}**"
-    if mark is not None and mark.kind == TIED:
+    if latex and mark.second:
+        text = f"\\underline{{{text}}}"
+    if mark.kind == TIED:
         return f"{text}$^{{\\approx}}$" if latex else f"{text} {TIED_MARK}"
     return text
 
@@ -141,7 +172,7 @@ def _estimate(value: Estimate, kind: str, latex: bool, part: str, show_n: bool) 
     if part in (LOW, HIGH):
         bound = value.low if part == LOW else value.high
         return number(bound, kind, latex) if math.isfinite(bound) else ("--" if latex else "—")
-    if part == CELL and value.over_seeds:
+    if part == CELL and math.isfinite(value.half_width):
         text = plus_minus(value.mean, value.half_width, kind, latex)
     else:
         text = number(value.mean, kind, latex)
@@ -179,20 +210,45 @@ def markdown(table: Table) -> str:
     return text + "\n"
 
 
+LATEX_PACKAGES = ("booktabs",)
+"""The packages a LaTeX table needs beyond LaTeX itself (``\\usepackage{booktabs}``)."""
+
+
+def latex_label(table: Table) -> str:
+    """The table's ``\\label``: ``tab:gradbench-NAME``."""
+    return f"tab:gradbench-{table.name.replace('_', '-')}"
+
+
 def latex(table: Table) -> str:
-    """A booktabs ``tabular``, ready to ``\\input`` inside a ``table`` environment."""
+    """A complete ``table`` float: caption, label, booktabs rules, ± intervals, the best in bold
+    and the runner-up underlined; it compiles with ``\\usepackage{booktabs}`` alone."""
     spec = "".join("l" if _is_text(c) else "r" for c in table.columns)
     lines = [
-        f"% gradbench: {table.title}",
+        f"% gradbench: {table.title}. Needs \\usepackage{{{','.join(LATEX_PACKAGES)}}}.",
         *(f"% {note}" for note in table.notes),
+        "\\begin{table}[htbp]",
+        "\\centering",
+        "\\small",
+        f"\\caption{{{latex_escape(table.title)}.{_caption_marks(table)}}}",
+        f"\\label{{{latex_label(table)}}}",
         f"\\begin{{tabular}}{{{spec}}}",
         "\\toprule",
         " & ".join(latex_escape(h) for h in table.headers) + " \\\\",
         "\\midrule",
     ]
     lines += [" & ".join(cells) + " \\\\" for cells in _body(table, latex=True)]
-    lines += ["\\bottomrule", "\\end{tabular}"]
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def _caption_marks(table: Table) -> str:
+    """What the marks of a compared table mean, for its caption."""
+    if not table.marks:
+        return ""
+    several = any(m.p_value is not None for m in table.marks.values())
+    tied = " $^{\\approx}$: not distinguishable from the best (paired t-test over seeds)." if (
+        several) else ""
+    return f" Mean $\\pm$ 95\\,\\% interval; best in bold, second underlined.{tied}"
 
 
 def _float(value: float | None) -> str:
@@ -248,9 +304,10 @@ def tidy_csv(table: Table) -> str:
             if column.part not in (CELL, MEAN) or j in keys:
                 continue
             mark = table.marks.get((i, j))
+            tested = mark is not None and mark.kind != UNTESTED
             flags = [
                 "" if mark is None else str(mark.kind == BEST).lower(),
-                "" if mark is None else str(mark.kind == TIED).lower(),
+                str(mark.kind == TIED).lower() if tested else "",
                 _float(mark.p_value) if mark is not None else "",
             ]
             if isinstance(value, Estimate):

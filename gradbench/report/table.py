@@ -13,10 +13,22 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gradbench.report import notes as wording
+from gradbench.estimators import ESTIMATORS
 from gradbench.report import render
 from gradbench.report.aggregate import Estimate, Mark, Rank, average_ranks, compare
-from gradbench.report.render import CELL, MEAN
+from gradbench.report.render import CELL
+
+EXACT = "exact"
+"""The exact gradient's estimator: the reference, ranked first wherever it runs."""
+
+BIASED = "‡"
+"""Marks a biased estimator in a table that compares variance alone: it takes no part in the
+best and the ranks there (its bias is in the bias table)."""
+
+BIASED_NOTE = (
+    f"{BIASED} Biased estimator: this table compares variance alone, so it is shown but left out "
+    "of best and ranks (bias and MSE, on the oracle configurations, are in the bias table)."
+)
 
 Value = Estimate | Rank | float | str | None
 """A table cell: our measurement over seeds, an average rank, a published number, a text, or
@@ -70,7 +82,8 @@ class Table:
         return render.markdown(self)
 
     def latex(self) -> str:
-        """A booktabs ``tabular``, ready to ``\\input``; best cells in ``\\textbf``."""
+        """A complete ``table`` float (caption, label, booktabs rules); best cells in ``\\textbf``,
+        the runner-up underlined."""
         return render.latex(self)
 
     def csv(self) -> str:
@@ -108,6 +121,21 @@ class Comparison:
     scope: str = ""
     excluded: str = ""  # why the ineligible rows are left out, for the notes
     rank_after: str = ""  # the column the rank column follows; default: the last compared one
+    biased_apart: bool = False  # variance alone: biased estimators take no part (marked ‡)
+
+
+def estimator_label(row: Sequence[Value], columns: Sequence[Column]) -> str:
+    """The estimator a row names (its ``estimator`` column, marks stripped); empty if none."""
+    labels = [c.label for c in columns]
+    if "estimator" not in labels or not isinstance(row[labels.index("estimator")], str):
+        return ""
+    return str(row[labels.index("estimator")]).split(" ")[0]
+
+
+def is_biased(label: str) -> bool:
+    """True when the registered estimator of ``label`` is not unbiased (unknown names: False)."""
+    name = label.partition("[")[0]
+    return name in ESTIMATORS and not ESTIMATORS[name].unbiased
 
 
 def judge(
@@ -119,17 +147,24 @@ def judge(
     labels = [c.label for c in columns]
     indices = [labels.index(c.label) for c in comparison.columns]
     blocks = comparison.blocks or tuple(None for _ in rows)
+    names = [estimator_label(row, columns) for row in rows]
+    taking_part = [
+        allowed and not (comparison.biased_apart and is_biased(name))
+        for allowed, name in zip(comparison.eligible, names)
+    ]
     marks: dict[tuple[int, int], Mark] = {}
     ranks: dict[int, Rank] = {}
     for block in dict.fromkeys(blocks):
         members = [i for i, b in enumerate(blocks) if b == block]
-        eligible = [comparison.eligible[i] for i in members]
+        eligible = [taking_part[i] for i in members]
+        first = [names[i] == EXACT for i in members]
         judged = [([rows[i][j] for i in members], c.higher_is_better, c.log, j)
                   for c, j in zip(comparison.columns, indices)]
         for cells, higher_is_better, log, j in judged:
-            found = compare(cells, eligible, higher_is_better, log)
+            found = compare(cells, eligible, higher_is_better, log, first=first)
             marks.update({(members[k], j): mark for k, mark in found.items()})
-        ranked = average_ranks([(cells, higher) for cells, higher, _, _ in judged], eligible)
+        ranked = average_ranks([(cells, higher) for cells, higher, _, _ in judged], eligible,
+                               first)
         ranks.update({members[k]: rank for k, rank in ranked.items()})
     return marks, ranks
 
@@ -143,18 +178,15 @@ def assemble(
     comparison: Comparison | None = None,
 ) -> Table:
     """The table with its comparison applied: marks, the average-rank column (after the last
-    compared column unless ``rank_after`` says otherwise), and the notes on seeds, the
-    comparison and the ranks."""
+    compared column unless ``rank_after`` says otherwise), a biased row marked ‡ where the table
+    compares variance alone, and one note saying what is compared. What seeds, intervals, marks
+    and ranks mean is said once for every table, on the report's conventions page."""
     header, body = list(columns), [list(row) for row in rows]
-    apart = any(c.part == MEAN for c in header)
-    extra = list(wording.seeds([v for row in body for v in row if isinstance(v, Estimate)], apart))
+    extra: list[str] = []
     marks: dict[tuple[int, int], Mark] = {}
     if comparison is not None and body:
         labels = [c.label for c in header]
         compared = [labels.index(c.label) for c in comparison.columns]
-        several = any(
-            isinstance(row[j], Estimate) and row[j].n >= 2 for row in body for j in compared
-        )
         found, ranks = judge(header, body, comparison)
         after = labels.index(comparison.rank_after) if comparison.rank_after else max(compared)
         at = after + 1
@@ -162,7 +194,16 @@ def assemble(
         for i, row in enumerate(body):
             row.insert(at, ranks.get(i))
         marks = {(i, j + 1 if j >= at else j): mark for (i, j), mark in found.items()}
-        extra += wording.comparison(comparison, several)
-        extra.append(wording.ranks(several, comparison.scope))
+        within = f", within each {comparison.scope}" if comparison.scope else ""
+        extra.append(f"Compared: {comparison.better}{within}.")
+        if comparison.biased_apart and "estimator" in labels:
+            column = labels.index("estimator")
+            biased = [row for row in body if is_biased(estimator_label(row, header))]
+            for row in biased:
+                row[column] = f"{row[column]} {BIASED}"
+            if biased:
+                extra.append(BIASED_NOTE)
+        if comparison.excluded:
+            extra.append(comparison.excluded)
     return Table(name, title, tuple(header), tuple(tuple(row) for row in body),
                  (*notes, *extra), marks)

@@ -112,6 +112,7 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
         "gradient variance: lower is better",
         tuple(not other for other in others),
         excluded=EXCLUDED if any(others) else "",
+        biased_apart=True,
     )
     return assemble(
         f"variance_{model.replace('-', '_')}",

@@ -102,6 +102,7 @@ def work_normalised_table(rows: pd.DataFrame) -> Table | None:
         blocks=tuple(blocks),
         scope="model and group",
         excluded=EXCLUDED if not all(eligible) else "",
+        biased_apart=True,
     )
     return assemble(
         "work_normalised_variance",
