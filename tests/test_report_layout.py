@@ -267,7 +267,8 @@ def test_readme_opens_with_the_two_commands_and_its_example_runs() -> None:
         "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu")
     assert first_screen[cpu + 1] == "pip install -e . && python -m gradbench all"
     assert "\n## Python API\n" in text and len(text.splitlines()) < 200
-    example = re.findall(r"```python\n(.*?)```", text, re.S)
+    section = text.split("\n## Add an estimator\n", 1)[1].split("\n## ", 1)[0]
+    example = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(example) == 1
     namespace: dict[str, object] = {}
     try:

@@ -417,6 +417,6 @@ def test_the_bernoulli_vae_is_timed_against_its_deterministic_network_and_the_ta
     table = shared_timing_table(pd.concat(frames, ignore_index=True))
     headers = [column.label for column in table.columns]
     ratio_at = headers.index("step / deterministic step")
-    assert headers[ratio_at + 1] == "evaluations"
+    assert headers[ratio_at + 1] == "evaluations per gradient"
     shown = {row[1]: row[ratio_at].values[0] for row in table.rows}
     assert shown == pytest.approx(ratios, rel=1e-12)

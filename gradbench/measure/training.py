@@ -662,7 +662,7 @@ def _iw_bound(
 ) -> Tensor:
     """Per-example iw bounds with k draws on the first ``limit`` examples (None: all)."""
     values = evaluate_split(model, dataset, split, 1, k, evaluation.chunk_size, seed, limit)
-    return values["iw_bound"]
+    return values[IW_BOUND]
 
 
 def track_best_validation(

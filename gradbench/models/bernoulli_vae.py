@@ -23,7 +23,7 @@ The papers and their setups
     (``prior_lr`` 1e-2, ``tf.keras.optimizers.SGD``), as REBAR's code (and RELAX, built on it)
     learns them too. Hidden units: tanh in REBAR's code, LeakyReLU in ARM's (negative slope 0.2)
     and DisARM's (0.3). The papers put log p(b) − log q(b|x) inside the function whose gradient
-    is estimated (``signal="elbo"`` here); gradbench's default takes the KL analytically (the
+    is estimated (``signal="sampled-kl"`` here); gradbench's default takes the KL analytically (the
     regularizer), so an estimator sees f(b) = −log p(x|b) only: the same gradient in
     expectation, usually less variance in the encoder's (so gradbench's default variance figures
     are not comparable with theirs).
@@ -35,7 +35,7 @@ Options
     released codes do and trained by plain SGD at ``prior_learning_rate`` (0.01, theirs) beside
     the run's Adam (:meth:`BernoulliVAE.sgd_parameters`).
     ``signal``: ``"analytic-kl"`` (default): data_loss = −log p(x|b), regularizer =
-    KL(q(b|x) ‖ p(b)) in closed form. ``"elbo"``: the released codes' learning signal, data_loss
+    KL(q(b|x) ‖ p(b)) in closed form. ``"sampled-kl"``: the released codes' learning signal, data_loss
     = −f(b) with f(b) = log p(x|b) + log p(b) − log q(b|x) on the estimator's sample, regularizer
     0. The encoder's logits inside log q are held constant (detached), as those codes
     differentiate log q only through the estimator's term: the direct term E_q[∇ log q] is zero,
@@ -79,7 +79,7 @@ from gradbench.models.base import (
 ARCHITECTURES = ("linear", "nonlinear")
 PRIORS = ("uniform", "learned")
 """``prior``: fixed Bern(½)^d, or factorised logits learned from zero (the released codes)."""
-SIGNALS = ("analytic-kl", "elbo")
+SIGNALS = ("analytic-kl", "sampled-kl")
 """``signal``: what the estimator's f is; see the module docstring."""
 PRIOR_LEARNING_RATE = 0.01
 """Plain SGD step of the learned prior's logits in ARM's and DisARM's released codes."""
@@ -127,7 +127,7 @@ class BernoulliVAE(StochasticModel):
     layer and two after it (input_dim-h-h-latent_dim-h-h-input_dim); ``hidden_size`` is unused
     by the linear architecture. Defaults: linear, 200 latents, 200 hidden units, the uniform
     prior and the analytic KL; ``prior``, ``prior_learning_rate`` and ``signal`` as in the module
-    docstring (``prior="learned", signal="elbo"``: ARM's and DisARM's released codes).
+    docstring (``prior="learned", signal="sampled-kl"``: ARM's and DisARM's released codes).
     """
 
     name = "bernoulli-vae"
@@ -146,7 +146,7 @@ class BernoulliVAE(StochasticModel):
     profile_options = {
         "smoke": {"latent_dim": 8},
         # ARM's and DisARM's released codes: the prior's logits learned, f = log p(x,b) - log q(b|x)
-        "arm": {"prior": "learned", "signal": "elbo"},
+        "arm": {"prior": "learned", "signal": "sampled-kl"},
     }
     headline_groups = ("encoder", "decoder")
 
@@ -226,14 +226,14 @@ class BernoulliVAE(StochasticModel):
 
     def forward(self, x: Tensor, y: Tensor, estimator: Estimator) -> StochasticForward:
         """``signal="analytic-kl"``: data_loss = −log p(x|b) [*sample_shape, B], regularizer =
-        KL(q(b|x) ‖ p(b)) [B]. ``"elbo"``: data_loss = −[log p(x|b) + log p(b) − log q(b|x)]
+        KL(q(b|x) ‖ p(b)) [B]. ``"sampled-kl"``: data_loss = −[log p(x|b) + log p(b) − log q(b|x)]
         with q's logits detached, regularizer 0 [B]."""
         logits = self.encode(x)
         node = BernoulliNode(logits, event_dims=1, context=x)
         latent = estimator.sample(node)  # [*sample_shape, B, latent_dim]
         decoder_logits = self.decode(latent)  # [*sample_shape, B, input_dim]
         data_loss = -bernoulli_log_likelihood(decoder_logits, x)
-        if self.signal == "elbo":
+        if self.signal == "sampled-kl":
             log_q = bernoulli_log_likelihood(logits.detach(), latent)
             data_loss = data_loss - self.log_prior(latent) + log_q
             regularizer = torch.zeros(logits.shape[:-1], dtype=logits.dtype, device=logits.device)

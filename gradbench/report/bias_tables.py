@@ -184,7 +184,7 @@ def bias_table(rows: pd.DataFrame) -> Table | None:
         blocks=tuple(blocks),
         scope="model, checkpoint and group",
         excluded=EXCLUDED if not all(eligible) else "",
-        rank_after=f"{LABELS['mse']} high",
+        rank_after=f"{LABELS[MSE]} high",
     )
     return assemble(
         "bias",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from gradbench.experiments.metrics import ELBO, ERROR_RATE, GRAD_VARIANCE, SECONDS_PER_STEP
 from gradbench.report import paper
 from gradbench.report.aggregate import BEST, Estimate, over_seeds
 from gradbench.report.bias_tables import gradient_norms, relative_bias, verdict
@@ -37,7 +38,7 @@ from gradbench.report.rows import (
 )
 from gradbench.report.table import Column, Compared, Comparison, Table, Value, assemble
 
-ENDPOINTS = (("elbo", "ELBO", True, "fixed2"), ("error_rate", "error", False, "percent"))
+ENDPOINTS = ((ELBO, "ELBO", True, "fixed2"), (ERROR_RATE, "error", False, "percent"))
 """The end-of-training figure of a model: (metric, label, higher is better, kind); the first
 one it has."""
 
@@ -90,7 +91,7 @@ def summary_table(rows: pd.DataFrame, model: str) -> tuple[Table, list[Headline]
     measured = rows[(rows["model"] == model) & rows["experiment"].isin(SUMMARISED)]
     if measured.empty:
         return None
-    variance = select(rows, experiment=VARIANCE, model=model, metric="grad_variance")
+    variance = select(rows, experiment=VARIANCE, model=model, metric=GRAD_VARIANCE)
     batch = nearest_batch_size(variance["batch_size"])
     at_batch = variance[variance["batch_size"] == batch]
     epoch = float(at_batch["epoch"].max()) if not at_batch.empty else math.nan
@@ -116,7 +117,7 @@ def summary_table(rows: pd.DataFrame, model: str) -> tuple[Table, list[Headline]
     table_rows: list[list[Value]] = []
     for name in names:
         row: list[Value] = [marked(rows, name)]
-        row += [over_seeds(scoped, VARIANCE, model, name, metric="grad_variance", param_group=g,
+        row += [over_seeds(scoped, VARIANCE, model, name, metric=GRAD_VARIANCE, param_group=g,
                            epoch=epoch) for g in groups]
         if has_bias:
             row.append(_bias_text(rows, model, name, bias_group))
@@ -124,7 +125,7 @@ def summary_table(rows: pd.DataFrame, model: str) -> tuple[Table, list[Headline]
             row.append(over_seeds(final, TRAINING, model, name, metric=endpoint[0],
                                   param_group=endpoint[4]))
         if has_timing:
-            row.append(over_seeds(timing, TIMING, model, name, metric="seconds_per_step"))
+            row.append(over_seeds(timing, TIMING, model, name, metric=SECONDS_PER_STEP))
         table_rows.append(row)
     eligible = tuple(not other_objective(rows, n) for n in names)
     if labels:

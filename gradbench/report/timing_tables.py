@@ -179,7 +179,7 @@ def shared_timing_table(rows: pd.DataFrame) -> Table | None:
             Column("s/epoch", "fixed2"),
             Column("s/step", "sci"),
             Column("examples/s", "int"),
-            *((Column("step / deterministic step", "ratio"), Column("evaluations", "int"))
+            *((Column("step / deterministic step", "ratio"), Column("evaluations per gradient", "int"))
               if floor else ()),
             Column("extrapolated"),
             Column("conditions"),
