@@ -25,8 +25,13 @@ from typing import Any
 import torch
 
 from gradbench.catalogue import CATALOGUE, applicable, catalogue_rows
-from gradbench.commands.common import key_values, progress_enabled
-from gradbench.data import DataConfig, DataNotFoundError, Dataset, load_dataset
+from gradbench.commands.common import (
+    check_estimator_args,
+    key_values,
+    load_data,
+    progress_enabled,
+)
+from gradbench.data import DataConfig, DataNotFoundError, Dataset
 from gradbench.device import resolve_device
 from gradbench.estimators import (
     ESTIMATORS,
@@ -39,7 +44,12 @@ from gradbench.execution.driver import Driver, Executor, execute
 from gradbench.execution.estimate import estimate, print_estimate
 from gradbench.execution.in_process import InProcessExecutor
 from gradbench.execution.limits import skip_too_long
-from gradbench.execution.ray_executor import LOCAL, RayExecutor, import_ray
+from gradbench.execution.ray_executor import (
+    LOCAL,
+    RayExecutor,
+    import_ray,
+    validate_ray_address,
+)
 from gradbench.execution.schedule import plan_schedule
 from gradbench.execution.task import Context, Resources, Task, cell_key
 from gradbench.experiment import Setting, data_shape
@@ -366,10 +376,11 @@ def make_executor(args: argparse.Namespace) -> Executor:
             raise ValueError("--ray-address needs --executor ray")
         return InProcessExecutor()
     import_ray()
-    return RayExecutor(args.ray_address, args.jobs)
+    return RayExecutor(validate_ray_address(args.ray_address), args.jobs)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_estimator_args(args.estimator_arg)
     profile = resolve_profile(args)
     plan = make_plan(args, profile)
     formats = check_formats(split_names(args.formats))
@@ -383,7 +394,7 @@ def run(args: argparse.Namespace) -> int:
         out = check_writable(args.out)
         check_writable(args.results)
     try:
-        dataset = load_dataset(data, device)
+        dataset = load_data(data, device)
     except DataNotFoundError as error:
         print(f"gradbench all: error: {error}", file=sys.stderr)
         return 2

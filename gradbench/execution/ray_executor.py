@@ -14,6 +14,7 @@ run goes on. Install with ``pip install -e ".[ray]"``.
 
 from __future__ import annotations
 
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -25,7 +26,7 @@ import torch
 
 from gradbench.data import Dataset
 from gradbench.device import peak_memory_bytes, reset_peak_memory, torch_threads
-from gradbench.execution.driver import Driver, Failure, Outcome, run_here
+from gradbench.execution.driver import POLL_SECONDS, Driver, Failure, Held, Outcome, run_here
 from gradbench.execution.schedule import Schedule
 from gradbench.execution.task import Context, Task
 from gradbench.results import Provenance
@@ -40,8 +41,33 @@ SCRATCH = Path(tempfile.gettempdir()) / "gradbench-scratch"
 """A worker's folder for resume files of unfinished training cells (its own disk)."""
 
 
+RAY_ANSWER_SECONDS = 15.0
+"""How long a Ray address (HOST:PORT) has to accept a connection before the run is refused."""
+
+
 class RayUnavailable(ValueError):
     """``--executor ray`` without Ray installed, or a cluster that cannot be reached."""
+
+
+def validate_ray_address(address: str, timeout_s: float = RAY_ANSWER_SECONDS) -> str:
+    """``address`` when it is ``local``, ``auto`` (Ray finds its running cluster), or a
+    ``[ray://]HOST:PORT`` that accepts a TCP connection within ``timeout_s``; else
+    RayUnavailable (one line, exit 2), before any work: Ray itself retries an address that does
+    not answer for minutes."""
+    if address in (LOCAL, "auto"):
+        return address
+    host, colon, port_text = address.removeprefix("ray://").rpartition(":")
+    if not colon or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise RayUnavailable(f"bad --ray-address {address!r}; expected local, auto, HOST:PORT or "
+                             "ray://HOST:PORT with a port in 1..65535")
+    try:
+        socket.create_connection((host, int(port_text)), timeout=timeout_s).close()
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        raise RayUnavailable(
+            f"Ray at {address!r} does not answer within {timeout_s:g} s: {reason}"
+        ) from None
+    return address
 
 
 def import_ray() -> Any:
@@ -180,13 +206,17 @@ class RayExecutor:
         uses = Counter(key for task in schedule.tasks for key in task.needs)
         waiting = list(schedule.tasks)
         running: dict[Any, tuple[Task, Any, Any]] = {}
-        while waiting or running:
+        elsewhere: list[Task] = []  # cells another run holds (Driver.claim)
+        while waiting or running or elsewhere:
             ready = _submittable(
                 [t for t in waiting if all(key in values for key in t.needs)],
                 [task for task, _, _ in running.values()],
             )
             for task in ready:
                 waiting.remove(task)
+                if not driver.claim(task):
+                    elsewhere.append(task)
+                    continue
                 needed = [values[key] for key in task.needs]
                 if task.on_driver or any(isinstance(v, Failure) for v in needed):
                     local = [ray.get(v) if isinstance(v, ray.ObjectRef) else v for v in needed]
@@ -204,11 +234,18 @@ class RayExecutor:
                     task.run, [dataset], device, threads, profile, *needed
                 )
                 running[refs[0]] = (task, refs[1], refs[2])
+            if elsewhere:
+                _settle(elsewhere, waiting, values, uses, driver)
             if not running:
-                if waiting and not ready:
+                if elsewhere:
+                    time.sleep(POLL_SECONDS)
+                elif waiting and not ready:
                     raise RuntimeError("tasks wait on results that no task makes")
                 continue
-            done, _ = ray.wait(list(running), num_returns=1)
+            done, _ = ray.wait(list(running), num_returns=1,
+                               timeout=POLL_SECONDS if elsewhere else None)
+            if not done:
+                continue
             task, provenance_ref, measured_ref = running.pop(done[0])
             try:
                 result = ray.get(done[0])
@@ -241,6 +278,22 @@ def _submittable(ready: list[Task], running: list[Task]) -> list[Task]:
     if others or running:
         return others
     return [t for t in ready if t.resources.whole_node][:1]
+
+
+def _settle(elsewhere: list[Task], waiting: list[Task], values: dict[str, Any], uses: Counter,
+            driver: Driver) -> None:
+    """Collect the cells another run has finished (:meth:`Driver.collect`); one it left
+    unusable goes back to ``waiting``, to be claimed and run here."""
+    for task in list(elsewhere):
+        found = driver.collect(task)
+        if found is Held.ELSEWHERE:
+            continue
+        elsewhere.remove(task)
+        if found is None:
+            waiting.append(task)
+        else:
+            values[task.key] = found
+            _release(task, uses, values)
 
 
 def _import_measurements() -> None:
