@@ -112,6 +112,8 @@ REQUIRED_NUMBERS = ("value",)
 NUMERIC_COLUMNS = ("value", "ci_low", "ci_high", "n", "batch_size", "epoch", "seed",
                    "steps_timed", "cell_seconds", "peak_memory_bytes")
 """Columns that hold numbers wherever a cell has them."""
+INTEGER_COLUMNS = frozenset({"n", "batch_size", "epoch", "seed", "steps_timed"})
+"""Numeric columns that hold counts: never infinite."""
 UNDEFINED_ALLOWED = frozenset({"snr", "snr_squared", "log_variance_slope"})
 """Metrics whose value may be NaN in a finished row: a ratio over a variance that is zero (an
 exact estimator's SNR) or a slope over fewer than two minibatch sizes. Any other NaN, and every
@@ -281,9 +283,18 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write a file all at once or not at all: a temporary file beside it, then a rename.
 
     An interruption (Ctrl-C, a crash) leaves either the old file or none, never a partial one.
+    A folder that another run removes between its creation and the temporary file's (an empty
+    resume folder, cleaned up) is created again.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=path.suffix)
+    for attempt in range(WRITE_RETRIES):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-",
+                                                 suffix=path.suffix)
+            break
+        except FileNotFoundError:
+            if attempt == WRITE_RETRIES - 1:
+                raise
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
@@ -365,7 +376,8 @@ def mark_diverged(frame: pd.DataFrame, input_dim: int | None = None) -> pd.DataF
     absurd = np.zeros(len(frame), dtype=bool)
     if input_dim is not None:
         bound = PLAUSIBLE_NATS_PER_DIMENSION * input_dim
-        absurd = ok & frame["metric"].isin(BOUND_METRICS).to_numpy() & (np.abs(values) > bound)
+        absurd = (ok & frame["metric"].isin(BOUND_METRICS).to_numpy() & np.isfinite(values)
+                  & (np.abs(values) > bound))
     if not (infinite | missing | absurd).any():
         return frame
     frame = frame.copy()
@@ -394,26 +406,31 @@ def check_schema(frame: pd.DataFrame, path: Path) -> None:
     if missing:
         raise CellDamaged(path, f"missing column(s) {', '.join(missing)}")
     for column in REQUIRED_TEXT:
-        empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
-        if empty.any():
-            raise CellDamaged(path, f"empty {column} in row {int(np.argmax(empty.to_numpy())) + 2}")
+        cells = frame[column].to_numpy(dtype=object)
+        empty = [i for i, v in enumerate(cells) if pd.isna(v) or not str(v).strip()]
+        if empty:
+            raise CellDamaged(path, f"empty {column} in row {empty[0] + 2}")
     for column in NUMERIC_COLUMNS:
         if column not in frame:
             continue
         given = frame[column]
-        numbers = pd.to_numeric(given, errors="coerce")
-        wrong = numbers.isna() & given.notna()
-        if column in ("n", "batch_size", "epoch", "seed", "steps_timed"):
-            wrong |= numbers.notna() & np.isinf(numbers.to_numpy(float))
+        if pd.api.types.is_numeric_dtype(given):
+            numbers = given.to_numpy(dtype=float)
+            wrong = np.zeros(len(given), dtype=bool)
+        else:  # text where a number belongs (or numbers and text mixed)
+            numbers = pd.to_numeric(given, errors="coerce").to_numpy(dtype=float)
+            wrong = np.isnan(numbers) & given.notna().to_numpy()
+        if column in INTEGER_COLUMNS:
+            wrong |= np.isinf(numbers)
         if wrong.any():
-            row = int(np.argmax(wrong.to_numpy()))
+            row = int(np.argmax(wrong))
             raise CellDamaged(path, f"not a number in column {column}, row {row + 2}: "
                                     f"{str(given.iloc[row])[:40]!r}")
-    unknown = sorted(set(frame["status"].astype(str)) - STATUSES)
+    unknown = sorted({str(status) for status in frame["status"].unique()} - STATUSES)
     if unknown:
         raise CellDamaged(path, f"unknown status {unknown[0][:40]!r}; valid: "
                                 f"{', '.join(sorted(STATUSES))}")
-    experiments = set(frame["experiment"].astype(str))
+    experiments = {str(name) for name in frame["experiment"].unique()}
     if experiments != {path.parent.name}:
         raise CellDamaged(path, f"rows of experiment {sorted(experiments)[0][:40]!r} in folder "
                                 f"{path.parent.name!r}")

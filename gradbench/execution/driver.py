@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 import sys
 import time
-from enum import Enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol
 
 import pandas as pd
@@ -104,16 +104,26 @@ class Driver:
     collected: int = 0  # cells another run computed while this one waited for them
     held: dict[str, Cell] = field(default_factory=dict)  # the cells this run has claimed
     said_waiting: bool = False
+    started_at: float = field(default_factory=time.time)  # cells stored since: another run's
 
-    def claim(self, task: Task) -> bool:
-        """Take ``task``'s cell for this run (its lock); False when another live run holds it.
-        Intermediate tasks need no claim."""
+    def claim(self, task: Task) -> pd.DataFrame | Held | None:
+        """Take ``task``'s cell for this run (its lock): None when this run is to compute it
+        (intermediate tasks need no claim), :attr:`Held.ELSEWHERE` when another live run holds
+        it, or the rows another run stored since this one started (collected, not computed)."""
         if task.cell is None or task.key in self.held:
-            return True
+            return None
         if not self.store.lock(task.cell).acquire():
-            return False
+            return Held.ELSEWHERE
         self.held[task.key] = task.cell
-        return True
+        path = self.store.path(task.cell)
+        if path.is_file() and path.stat().st_mtime >= self.started_at:
+            frame = self.store.stored(task.cell, self.provenance)
+            if frame is not None:
+                self.store.lock(task.cell).release()
+                del self.held[task.key]
+                self._collected()
+                return frame
+        return None
 
     def collect(self, task: Task) -> pd.DataFrame | Held | None:
         """A cell left to another run: :attr:`Held.ELSEWHERE` while that run holds it, then its
@@ -128,10 +138,13 @@ class Driver:
             return Held.ELSEWHERE
         frame = self.store.stored(task.cell, self.provenance)
         if frame is not None:
-            self.collected += 1
-            if self.bar is not None:
-                self.bar.update()
+            self._collected()
         return frame
+
+    def _collected(self) -> None:
+        self.collected += 1
+        if self.bar is not None:
+            self.bar.update()
 
     def release_all(self) -> None:
         """Give up every lock this run holds (the run ends or is interrupted)."""
@@ -183,10 +196,11 @@ def execute(
 ) -> Driver:
     """Run what ``tasks`` still need (resuming from ``store``) on ``executor``; the driver holds
     the failures and the count of computed cells."""
+    started_at = time.time()
     schedule = plan_schedule(tasks, store, provenance, force)
     store.check_writable({task.cell.experiment for task in schedule.tasks if task.cell})
     bar = tqdm(total=schedule.cells, desc=describe, unit="cell", disable=not context.progress)
-    driver = Driver(store, provenance, context, bar)
+    driver = Driver(store, provenance, context, bar, started_at=started_at)
     try:
         executor.execute(schedule, driver)
     finally:

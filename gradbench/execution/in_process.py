@@ -43,10 +43,10 @@ class InProcessExecutor:
         for task in schedule.tasks:
             if task.cell is None:
                 continue  # run on demand by the first claimed cell that needs it
-            if any(key in {t.key for t in later} for key in task.needs) or not driver.claim(task):
+            if any(key in {t.key for t in later} for key in task.needs):
                 later.append(task)
-                continue
-            self._run(task, values, uses, by_key, driver)
+            elif not self._claim_and_run(task, values, uses, by_key, driver):
+                later.append(task)
         while later:
             progressed = False
             for task in list(later):
@@ -58,14 +58,26 @@ class InProcessExecutor:
                 if found is not None:
                     values[task.key] = found
                     self._release(task, values, uses)
-                elif driver.claim(task):
-                    self._run(task, values, uses, by_key, driver)
-                else:
+                elif not self._claim_and_run(task, values, uses, by_key, driver):
                     continue
                 later.remove(task)
                 progressed = True
             if later and not progressed:
                 time.sleep(POLL_SECONDS)
+
+    def _claim_and_run(self, task: Task, values: dict[str, Any], uses: Counter,
+                       by_key: dict[str, Task], driver: Driver) -> bool:
+        """Claim ``task``'s cell and run it, or take the rows another run stored meanwhile;
+        False when another run holds it."""
+        claimed = driver.claim(task)
+        if claimed is Held.ELSEWHERE:
+            return False
+        if claimed is None:
+            self._run(task, values, uses, by_key, driver)
+        else:
+            values[task.key] = claimed
+            self._release(task, values, uses)
+        return True
 
     def _run(self, task: Task, values: dict[str, Any], uses: Counter, by_key: dict[str, Task],
              driver: Driver) -> None:

@@ -214,8 +214,13 @@ class RayExecutor:
             )
             for task in ready:
                 waiting.remove(task)
-                if not driver.claim(task):
+                claimed = driver.claim(task)
+                if claimed is Held.ELSEWHERE:
                     elsewhere.append(task)
+                    continue
+                if claimed is not None:  # another run stored it meanwhile
+                    values[task.key] = claimed
+                    _release(task, uses, values)
                     continue
                 needed = [values[key] for key in task.needs]
                 if task.on_driver or any(isinstance(v, Failure) for v in needed):
