@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -68,6 +69,28 @@ def validate_ray_address(address: str, timeout_s: float = RAY_ANSWER_SECONDS) ->
             f"Ray at {address!r} does not answer within {timeout_s:g} s: {reason}"
         ) from None
     return address
+
+
+def connect_within(ray: Any, address: str, timeout_s: float) -> None:
+    """``ray.init(address=...)``, given ``timeout_s`` to connect: Ray retries a cluster that
+    accepts the connection but does not answer (behind a proxy) for minutes; past the time it
+    is RayUnavailable. The attempt goes on in a daemon thread, which the exit ends."""
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+            outcome.append(None)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            outcome.append(error)
+
+    attempt = threading.Thread(target=connect, daemon=True, name="ray-connect")
+    attempt.start()
+    attempt.join(timeout_s)
+    if not outcome:
+        raise RayUnavailable(f"Ray at {address!r} does not answer within {timeout_s:g} s")
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def import_ray() -> Any:
@@ -145,7 +168,7 @@ class RayExecutor:
                 ray.init(num_cpus=self.jobs, include_dashboard=False, logging_level="ERROR",
                          log_to_driver=False)
             else:
-                ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+                connect_within(ray, self.address, RAY_ANSWER_SECONDS)
         except (ConnectionError, RuntimeError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise RayUnavailable(f"cannot reach Ray at {self.address!r}: {first}") from None
