@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from gradbench.cli import main
+from gradbench.commands import common
+from gradbench.measure import toy
 from gradbench.execution import ray_executor
 from gradbench.execution.ray_executor import RayExecutor, RayUnavailable, validate_ray_address
 
@@ -73,10 +75,16 @@ BAD_INPUTS = {
 }
 
 
+def _work_began(*args: object, **kwargs: object) -> None:
+    raise AssertionError("work began on a bad input")
+
+
 @pytest.mark.parametrize(("argv", "message"), list(BAD_INPUTS.values()), ids=list(BAD_INPUTS))
 def test_a_bad_input_exits_2_with_one_line_before_any_cell(
-    argv: tuple[str, ...], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    argv: tuple[str, ...], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(toy, "gradient_draws", _work_began)  # a toy input passed: no draws
     command = argv[0]
     folders = {"all": ["--results", str(tmp_path / "results"), "--out", str(tmp_path / "out")],
                "device-check": ["--results", str(tmp_path / "results")]}
@@ -91,8 +99,10 @@ def test_a_bad_input_exits_2_with_one_line_before_any_cell(
 @pytest.mark.parametrize("results", ["/proc/x", "/etc/hostname"])
 @pytest.mark.parametrize("command", ["train", "timing", "variance"])
 def test_a_results_folder_that_cannot_be_written_exits_2_before_the_data(
-    command: str, results: str, capsys: pytest.CaptureFixture[str]
+    command: str, results: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(common, "load_dataset", _work_began)
     flag = "--estimator" if command == "train" else "--estimators"
     argv = [command, "--model", "gaussian-vae", flag, "reparam", "--dataset", "digits",
             "--quiet", "--results", results]
