@@ -57,8 +57,6 @@ def check_arguments(args: argparse.Namespace) -> None:
 
     for device in (args.device, args.reference):
         choose(device, [d for d in DEVICES if d != "auto"], "device")
-    if args.device == args.reference:
-        raise ValueError(f"--device and --reference are both {args.device!r}; nothing to compare")
     seeds(args)
     for model in (m.strip() for m in (args.models or "").split(",") if m.strip()):
         choose(model, list(MODELS), "model")
