@@ -37,14 +37,14 @@ import torch
 
 from gradbench.data import DataConfig, Dataset, load_dataset
 from gradbench.device import resolve_device
-from gradbench.estimators import ESTIMATORS, split_labels
+from gradbench.estimators import ESTIMATORS, make_estimator, split_labels
 from gradbench.execution.driver import Driver, Executor, execute
 from gradbench.execution.estimate import estimate, makespan
 from gradbench.execution.in_process import InProcessExecutor
 from gradbench.execution.limits import skip_too_long
 from gradbench.execution.process_pool import PoolExecutor, one_line_warning
 from gradbench.execution.progress import ProgressLines, WithProgressLines, duration
-from gradbench.execution.ray_executor import LOCAL, RayExecutor, import_ray
+from gradbench.execution.ray_executor import LOCAL, RayExecutor, import_ray, validate_ray_address
 from gradbench.execution.schedule import Schedule, plan_schedule
 from gradbench.execution.task import Context, Task
 from gradbench.experiments.bias import Bias
@@ -159,6 +159,19 @@ def _typed(value: Any, name: str) -> Any:
     return value
 
 
+def check_estimator_args(estimator_args: Mapping[str, str]) -> None:
+    """Build each estimator named by ``ESTIMATOR:KEY`` options with those options alone, so that
+    its own validation rejects a bad value even where the profile's variants override the option
+    (``gumbel-softmax:temperature=-1`` beside ``gumbel-softmax[temperature=0.5]``)."""
+    given: dict[str, dict[str, str]] = {}
+    for key, value in estimator_args.items():
+        name, _, option = key.rpartition(":")
+        if name in ESTIMATORS:
+            given.setdefault(name, {})[option] = value
+    for name, options in given.items():
+        make_estimator(name, options)
+
+
 def resolve_profile(
     profile: str | Profile,
     settings: Mapping[str, Any],
@@ -172,6 +185,7 @@ def resolve_profile(
     ``NAME+custom``, so its rows and reports are not mistaken for the named profile's.
     """
     base = get_profile(profile) if isinstance(profile, str) else profile
+    check_estimator_args(estimator_args or {})
     raw = {k: v for k, v in settings.items() if isinstance(v, str)}
     typed = {k: _typed(v, k) for k, v in settings.items() if not isinstance(v, str)}
     resolved = replace(override(base, raw), **typed)
@@ -247,7 +261,7 @@ def make_executor(options: RunOptions, device: torch.device) -> Executor:
     if name == POOL:
         return PoolExecutor(options.jobs)
     import_ray()
-    return RayExecutor(options.ray_address, options.jobs)
+    return RayExecutor(validate_ray_address(options.ray_address), options.jobs)
 
 
 def workers(executor: Executor, options: RunOptions) -> int:

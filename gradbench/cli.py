@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from gradbench.commands import COMMANDS
+from gradbench.commands.common import one_line
 from gradbench.data import DataNotFoundError
 from gradbench.device import torch_threads
 from gradbench.execution.process_pool import one_line_warning
@@ -54,6 +55,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gradbench {args.command}: error: {error}", file=sys.stderr)
         return 2
     except (ValueError, LookupError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        print(f"gradbench {args.command}: error: {message}", file=sys.stderr)
+        # One line, every reason kept (a rejected data file's several lines joined).
+        print(f"gradbench {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2

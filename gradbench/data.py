@@ -791,7 +791,7 @@ def load_dataset(config: DataConfig, device: torch.device | str = "cpu") -> Data
     )
 
 
-import gradbench.datasets  # noqa: E402  (its modules register their datasets: binarized-mnist)
+import gradbench.datasets  # noqa: E402, F401  (its modules register their datasets: binarized-mnist)
 
 load_plugins()
 DATASETS: tuple[str, ...] = dataset_names()

@@ -8,6 +8,7 @@ into those types and rejects unknown keys with a message that lists the valid on
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Iterable
 from typing import Any, TypeVar, get_type_hints
 
@@ -47,14 +48,19 @@ def _convert(raw: str, annotation: Any, key: str) -> Any:
         if annotation is int or text == "int":
             return int(raw)
         if annotation is float or text == "float":
-            return float(raw)
-        if "tuple[int" in text:
+            numbers: tuple[float, ...] = (float(raw),)
+        elif "tuple[float" in text:
+            numbers = tuple(float(v) for v in raw.split(",") if v.strip())
+        elif "tuple[int" in text:
             return tuple(int(v) for v in raw.split(",") if v.strip())
-        if "tuple[float" in text:
-            return tuple(float(v) for v in raw.split(",") if v.strip())
+        else:
+            return raw
     except ValueError:
         raise ValueError(f"bad value {raw!r} for {key}: expected {text}") from None
-    return raw
+    # No option of gradbench takes NaN or an infinity (temperature=inf: zero gradients).
+    if not all(math.isfinite(v) for v in numbers):
+        raise ValueError(f"bad value {raw!r} for {key}: expected a finite number")
+    return numbers[0] if annotation is float or text == "float" else numbers
 
 
 def _typed_options(cls: type, options: dict[str, Any], what: str) -> dict[str, Any]:

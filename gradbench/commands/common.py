@@ -11,12 +11,12 @@ import pandas as pd
 import torch
 
 from gradbench.catalogue import applicable, check_applicable
-from gradbench.data import BINARIZATIONS, DATASETS, DataConfig, Dataset
+from gradbench.data import BINARIZATIONS, DATASETS, ChecksumError, DataConfig, Dataset, load_dataset
 from gradbench.estimators import ESTIMATORS, base_name, make_estimator, split_labels
-from gradbench.execution.in_process import execute_here
+from gradbench.execution.in_process import CellsFailed, execute_here
 from gradbench.execution.task import Context, Task
-from gradbench.experiment import Setting
-from gradbench.models import MODELS
+from gradbench.experiment import Setting, data_shape
+from gradbench.models import MODELS, make_model
 from gradbench.options import option_defaults, parse_key_values
 from gradbench.profiles import default_profile_name, get_profile
 from gradbench.results import Provenance, ResultStore
@@ -125,6 +125,34 @@ def result_store(args: argparse.Namespace) -> ResultStore:
     return ResultStore(args.results, reuse_stale=args.reuse_stale)
 
 
+def check_results(args: argparse.Namespace, experiments: tuple[str, ...]) -> None:
+    """Fail at once (one line, exit 2) when ``--results`` or one of its ``experiments``'
+    folders cannot be written: before the data are loaded or any cell runs."""
+    result_store(args).check_writable(experiments)
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (its lines joined by "; "), so that the reason of a
+    several-line message (a rejected data file's) is not cut off."""
+    lines = [line.strip(" -") for line in str(error).splitlines() if line.strip(" -")]
+    return " ".join(lines[:1] + ["; ".join(lines[1:])]).strip() or type(error).__name__
+
+
+def load_data(config: DataConfig, device: torch.device) -> Dataset:
+    """:func:`load_dataset`; a data file that fails its checksum (a truncated download) is a
+    ValueError whose one line keeps every rejected file's reason."""
+    try:
+        return load_dataset(config, device)
+    except ChecksumError as error:
+        raise ValueError(one_line(error)) from None
+
+
+def check_model(args: argparse.Namespace, dataset: Dataset) -> None:
+    """Build the ``--model`` with its ``--model-arg`` options once, on this data, so that the
+    model's own validation rejects a bad option (``latent_dim=0``) before any cell runs."""
+    make_model(args.model, data_shape(dataset), key_values(args.model_arg, "--model-arg"))
+
+
 def thread_policy(args: argparse.Namespace) -> int | None:
     """Torch threads of a measurement command: ``--threads``, else the default profile's
     (``quick``'s 1 thread on a CPU, ``paper``'s torch default with CUDA)."""
@@ -157,14 +185,20 @@ def seeds(args: argparse.Namespace) -> list[int]:
 
 def run_here(
     args: argparse.Namespace, tasks: list[Task], dataset: Dataset, device: torch.device
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, int]:
     """Run ``tasks`` in this process against the ``--results`` store (resuming unless
-    ``--force``) and return the rows of their cells; a failed cell raises RuntimeError."""
+    ``--force``); the rows of their cells and the exit status: 1 when a cell failed (said in
+    one line on stderr; stored as failed, retried by a rerun), else 0."""
     store = result_store(args)
     provenance = Provenance.collect(device, args.profile)
     context = Context(dataset, device, store.root, progress_enabled(args))
-    return execute_here(tasks, store, provenance, context, force=args.force,
-                        describe=args.command)
+    try:
+        return execute_here(tasks, store, provenance, context, force=args.force,
+                            describe=args.command), 0
+    except CellsFailed as failure:
+        print(f"gradbench {args.command}: {failure}; stored as failed, a rerun retries",
+              file=sys.stderr)
+        return failure.rows, 1
 
 
 def estimator_list(args: argparse.Namespace, model: str) -> list[str]:

@@ -3,7 +3,8 @@
 Runs ``all --profile smoke`` twice at the same seeds, on the reference device (the CPU) and on
 the device checked, each into its own results folder under ``--results``, then compares the
 rows (:mod:`gradbench.device_check`): statistics within their intervals, timings side by side
-(each synchronised on its device), the checked device's peak memory per experiment. Without
+(each synchronised on its device), the checked device's peak memory per experiment. Every
+argument is checked first, with or without CUDA (bad ones exit 2 with one line); then without
 CUDA it says so and exits 0 (nothing to check). Exit 1 when the devices disagree.
 """
 
@@ -15,7 +16,11 @@ from pathlib import Path
 from tabulate import tabulate
 
 from gradbench import api, device_check
-from gradbench.device import resolve_device
+from gradbench.commands.common import choose, seeds
+from gradbench.device import DEVICES, resolve_device
+from gradbench.estimators import make_estimator, split_labels
+from gradbench.experiments.registry import selectable
+from gradbench.models import MODELS
 from gradbench.results import ResultStore
 
 
@@ -46,7 +51,22 @@ def _run_smoke(args: argparse.Namespace, device: str, folder: Path) -> int:
     return result.status
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """ValueError (one line, exit 2) for a bad argument, before anything runs: the devices'
+    names, the seeds, and every model, estimator and experiment named."""
+    for device in (args.device, args.reference):
+        choose(device, [d for d in DEVICES if d != "auto"], "device")
+    seeds(args)
+    for model in (m.strip() for m in (args.models or "").split(",") if m.strip()):
+        choose(model, list(MODELS), "model")
+    for label in split_labels(args.estimators) if args.estimators else []:
+        make_estimator(label)
+    for name in (e.strip() for e in (args.experiments or "").split(",") if e.strip()):
+        choose(name, selectable(), "experiment")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     checked = args.device
     if checked.startswith("cuda") and resolve_device("auto").type != "cuda":
         print("gradbench device-check: skipped: no CUDA device here (torch.cuda.is_available() "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 
 from tabulate import tabulate
 
@@ -23,6 +25,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the registry; a reader that stops early (``list | head -1``) ends it quietly."""
+    try:
+        status = _print(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader is gone: later writes (the interpreter's final flush) go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return status
+
+
+def _print(args: argparse.Namespace) -> int:
     fmt = output_format(args)
     matrix = applicability()
     tables = {

@@ -1,5 +1,9 @@
 """``gradbench report``: rebuild every report from stored results, recomputing nothing.
 
+A damaged cell (:class:`gradbench.results.CellDamaged`: its digest or schema fails) stops it
+with exit 2 naming the file, before any table is written: ``gradbench all`` sets it aside and
+computes it again.
+
 Reads the tidy rows of a result store and writes the same tables (byte for byte), figures, index
 and references that ``gradbench all`` writes; see :mod:`gradbench.report.build`. Rows of several
 seeds (cells that differ only in their seed) are aggregated over the seeds.
@@ -35,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     formats = check_formats(f for f in args.formats.split(","))
-    rows = ResultStore(args.results).load()
+    rows = ResultStore(args.results).load(refuse_damaged=True)
     if rows.empty:
         raise ValueError(
             f"no stored results in {args.results!r}; run `python -m gradbench all` first "

@@ -16,15 +16,17 @@ from gradbench.commands.common import (
     FORMATS,
     add_format,
     add_setting_args,
+    check_model,
+    check_results,
     data_config,
     emit_rows,
     estimator_list,
+    load_data,
     output_format,
     run_here,
     seeds,
     setting,
 )
-from gradbench.data import load_dataset
 from gradbench.device import resolve_device
 from gradbench.experiments.metrics import SECONDS_PER_EPOCH, SPEEDUP
 from gradbench.measure.timing import TimingConfig, timing_tasks
@@ -83,13 +85,15 @@ def run(args: argparse.Namespace) -> int:
     names = estimator_list(args, args.model)
     config = TimingConfig(args.batch_size, args.steps, args.repeats, args.warmup_steps)
     device = resolve_device(args.device)
-    dataset = load_dataset(data_config(args), device)
+    check_results(args, ("timing",))
+    dataset = load_data(data_config(args), device)
+    check_model(args, dataset)
     tasks = [
         task
         for seed in seeds(args)
         for task in timing_tasks(setting(args, names, seed), names, dataset, device, config,
                                  args.profile)
     ]
-    frame = run_here(args, tasks, dataset, device)
+    frame, status = run_here(args, tasks, dataset, device)
     emit_rows(frame, fmt, timing_table(frame) if fmt == "table" else "")
-    return 0
+    return status

@@ -9,7 +9,7 @@ from tabulate import tabulate
 
 from gradbench.commands.common import add_format, key_values, output_format
 from gradbench.estimators import make_estimator, split_labels
-from gradbench.measure.toy import ToyResult, check_applicable, run_toy
+from gradbench.measure.toy import ToyResult, check_applicable, check_samples, run_toy
 from gradbench.models.toy import make_problem
 
 
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     estimators = [make_estimator(label, options) for label in labels]
     for estimator in estimators:
         check_applicable(problem, estimator)
+    check_samples(problem, args.samples)
     results = [run_toy(problem, e, samples=args.samples, seed=args.seed) for e in estimators]
     if fmt == "json":
         payload = [r.as_dict() for r in results]

@@ -16,15 +16,17 @@ from gradbench.commands.common import (
     FORMATS,
     add_format,
     add_setting_args,
+    check_model,
+    check_results,
     data_config,
     emit_rows,
     estimator_list,
+    load_data,
     output_format,
     run_here,
     seeds,
     setting,
 )
-from gradbench.data import load_dataset
 from gradbench.device import resolve_device
 from gradbench.measure.training import EvalConfig, TrainConfig, training_tasks
 from gradbench.profiles import setting_default
@@ -107,13 +109,15 @@ def run(args: argparse.Namespace) -> int:
         args.iw_subset,
     )
     device = resolve_device(args.device)
-    dataset = load_dataset(data_config(args), device)
+    check_results(args, ("train",))
+    dataset = load_data(data_config(args), device)
+    check_model(args, dataset)
     tasks = [
         task
         for seed in seeds(args)
         for task in training_tasks(setting(args, names, seed), names, dataset, device, config,
                                    evaluation, args.profile)
     ]
-    frame = run_here(args, tasks, dataset, device)
+    frame, status = run_here(args, tasks, dataset, device)
     emit_rows(frame, fmt, training_table(frame) if fmt == "table" else "")
-    return 0
+    return status

@@ -13,15 +13,17 @@ from gradbench.commands.common import (
     FORMATS,
     add_format,
     add_setting_args,
+    check_model,
+    check_results,
     data_config,
     emit_rows,
     estimator_list,
+    load_data,
     output_format,
     run_here,
     seeds,
     setting,
 )
-from gradbench.data import load_dataset
 from gradbench.device import resolve_device
 from gradbench.experiments.metrics import GRAD_VARIANCE, GRAD_VARIANCE_NOISE, SNR
 from gradbench.measure.checkpoints import TrainingConfig
@@ -30,6 +32,10 @@ from gradbench.measure.variance import EXPERIMENT, GRADIENT_CONVENTION, variance
 from gradbench.measure.variance_stats import SLOPE_METRIC
 from gradbench.models import MODELS
 from gradbench.profiles import setting_default
+
+MIN_BOOTSTRAP = 2
+"""Fewest bootstrap replicates of an interval: its ends are quantiles of the replicates, which
+one replicate collapses to a point (and none leaves undefined)."""
 
 SUMMARY_GROUPS = ("bottom", "top", "all")
 """Groups the table shows (Kingma et al.'s Table 1 reports bottom and top); JSON/CSV have all."""
@@ -124,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
     names = estimator_list(args, args.model)
     reference = args.reference_estimator or MODELS[args.model].reference_estimator
     check_applicable(reference, args.model)
+    if args.bootstrap < MIN_BOOTSTRAP:
+        raise ValueError(f"--bootstrap needs at least {MIN_BOOTSTRAP} replicates for an "
+                         f"interval, got {args.bootstrap}")
     batch_sizes = _int_list(args.batch_sizes, "--batch-sizes", 1)
     epochs = _int_list(args.at_epochs, "--at-epochs", 0)
     training = TrainingConfig(
@@ -133,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
         args.horizon_epochs or max(1, *epochs),
     )
     device = resolve_device(args.device)
-    dataset = load_dataset(data_config(args), device)
+    check_results(args, ("variance",))
+    dataset = load_data(data_config(args), device)
+    check_model(args, dataset)
     # --estimator-arg reaches the reference estimator too (it trains the checkpoints).
     everyone = list(dict.fromkeys([*names, reference]))
     tasks = [
@@ -146,10 +157,10 @@ def run(args: argparse.Namespace) -> int:
             vectorize=not args.no_vmap,
         )
     ]
-    frame = run_here(args, tasks, dataset, device)
+    frame, status = run_here(args, tasks, dataset, device)
     frame["batch_size"] = frame["batch_size"].astype("Int64")  # empty for the slope rows
     emit_rows(frame, fmt, _table(frame, args) if fmt == "table" else "")
-    return 0
+    return status
 
 
 def _interval(row: pd.Series) -> str:

@@ -303,6 +303,8 @@ def parse_label(label: str) -> tuple[str, dict[str, str]]:
                 f"unknown option {key!r} for estimator {name!r} in {label!r}; "
                 f"valid: {', '.join(valid) or 'none'}"
             )
+        if key in options:
+            raise ValueError(f"option {key!r} given twice in estimator variant {label!r}")
         options[key] = value
     if not options:
         raise ValueError(f"empty estimator variant {label!r}; expected NAME[KEY=VALUE,...]")

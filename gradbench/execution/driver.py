@@ -4,6 +4,16 @@ Executors hand each finished task back through :meth:`Driver.finish`: rows are s
 provenance of the process that made them and stored at once (an interrupted run keeps every
 finished cell), an intermediate result is persisted, and a task that failed (after its
 executor's retries) is stored as one ``failed`` row with its error, which a rerun retries.
+
+Before the first task the store's folder and each experiment's are checked writable
+(:meth:`ResultStore.check_writable`: one line, exit 2). A write that still fails later is retried,
+then its rows are dumped to the temporary directory and the cell counted as failed, naming where
+they are: the run goes on, no traceback.
+
+One writer per cell: an executor claims a cell (:meth:`Driver.claim`, the store's lock file)
+before running it; a cell another live run holds is left to that run and collected
+(:meth:`Driver.collect`) once it is stored, so two runs on one folder share the work and finish
+with the same rows. A lock left by a run that died is taken over.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol
 
 import pandas as pd
@@ -21,7 +32,16 @@ from tqdm import tqdm
 from gradbench.device import peak_memory_bytes, reset_peak_memory
 from gradbench.execution.schedule import Schedule, plan_schedule
 from gradbench.execution.task import Context, Task
-from gradbench.results import STATUS_FAILED, Provenance, ResultStore
+from gradbench.results import STATUS_FAILED, Cell, Provenance, ResultStore, RowsNotStored
+
+POLL_SECONDS = 0.5
+"""How often a run looks again at the cells another run is computing."""
+
+
+class Held(Enum):
+    """What :meth:`Driver.collect` says of a cell another live run still holds."""
+
+    ELSEWHERE = "elsewhere"
 
 
 @dataclass(frozen=True)
@@ -81,26 +101,87 @@ class Driver:
     bar: tqdm | None = None
     failed: list[str] = field(default_factory=list)
     computed: int = 0
+    collected: int = 0  # cells another run computed while this one waited for them
+    held: dict[str, Cell] = field(default_factory=dict)  # the cells this run has claimed
+    said_waiting: bool = False
+    started_at: float = field(default_factory=time.time)  # cells stored since: another run's
+
+    def claim(self, task: Task) -> pd.DataFrame | Held | None:
+        """Take ``task``'s cell for this run (its lock): None when this run is to compute it
+        (intermediate tasks need no claim), :attr:`Held.ELSEWHERE` when another live run holds
+        it, or the rows another run stored since this one started (collected, not computed)."""
+        if task.cell is None or task.key in self.held:
+            return None
+        if not self.store.lock(task.cell).acquire():
+            return Held.ELSEWHERE
+        self.held[task.key] = task.cell
+        path = self.store.path(task.cell)
+        if path.is_file() and path.stat().st_mtime >= self.started_at:
+            frame = self.store.stored(task.cell, self.provenance)
+            if frame is not None:
+                self.store.lock(task.cell).release()
+                del self.held[task.key]
+                self._collected()
+                return frame
+        return None
+
+    def collect(self, task: Task) -> pd.DataFrame | Held | None:
+        """A cell left to another run: :attr:`Held.ELSEWHERE` while that run holds it, then its
+        stored rows, or None when it stored none this run can use (failed, or the run died):
+        this run computes it (after :meth:`claim`)."""
+        lock = self.store.lock(task.cell)
+        if lock.owner() is not None and not lock.mine() and not lock.stale():
+            if not self.said_waiting:
+                print(f"gradbench: waiting for cells another run is computing "
+                      f"({task.describe or task.key}, ...)", file=sys.stderr)
+                self.said_waiting = True
+            return Held.ELSEWHERE
+        frame = self.store.stored(task.cell, self.provenance)
+        if frame is not None:
+            self._collected()
+        return frame
+
+    def _collected(self) -> None:
+        self.collected += 1
+        if self.bar is not None:
+            self.bar.update()
+
+    def release_all(self) -> None:
+        """Give up every lock this run holds (the run ends or is interrupted)."""
+        for cell in self.held.values():
+            self.store.lock(cell).release()
+        self.held.clear()
 
     def finish(self, task: Task, outcome: Outcome) -> Any:
         """Store or persist what ``task`` gave back; returns the value the tasks that need it get
-        (its stored frame, the intermediate itself, or the Failure)."""
+        (its stored frame, the intermediate itself, or the Failure). A cell whose rows cannot be
+        written is counted as failed, its rows dumped (:meth:`ResultStore.save`)."""
         result = outcome.result
         if isinstance(result, Failure):
-            self.failed.append(f"{task.describe or task.key}: {result.message}")
-            print(f"gradbench: task failed: {task.describe or task.key}: {result.message}",
-                  file=sys.stderr)
+            self._fail(task, result.message)
         if task.cell is None:
             if not isinstance(result, Failure) and task.persist is not None:
                 task.persist(result)
             return result
         rows = failed_rows(result.message) if isinstance(result, Failure) else result
-        frame = self.store.save(task.cell, rows, outcome.provenance or self.provenance,
-                                seconds=outcome.seconds, peak_memory=outcome.peak_memory)
+        try:
+            frame = self.store.save(task.cell, rows, outcome.provenance or self.provenance,
+                                    seconds=outcome.seconds, peak_memory=outcome.peak_memory,
+                                    input_dim=self.context.dataset.input_dim)
+        except RowsNotStored as error:
+            self._fail(task, str(error))
+            return Failure(str(error))
+        finally:
+            self.store.lock(task.cell).release()
+            self.held.pop(task.key, None)
         self.computed += 1
         if self.bar is not None:
             self.bar.update()
         return result if isinstance(result, Failure) else frame
+
+    def _fail(self, task: Task, message: str) -> None:
+        self.failed.append(f"{task.describe or task.key}: {message}")
+        print(f"gradbench: task failed: {task.describe or task.key}: {message}", file=sys.stderr)
 
 
 def execute(
@@ -115,12 +196,15 @@ def execute(
 ) -> Driver:
     """Run what ``tasks`` still need (resuming from ``store``) on ``executor``; the driver holds
     the failures and the count of computed cells."""
+    started_at = time.time()
     schedule = plan_schedule(tasks, store, provenance, force)
+    store.check_writable({task.cell.experiment for task in schedule.tasks if task.cell})
     bar = tqdm(total=schedule.cells, desc=describe, unit="cell", disable=not context.progress)
-    driver = Driver(store, provenance, context, bar)
+    driver = Driver(store, provenance, context, bar, started_at=started_at)
     try:
         executor.execute(schedule, driver)
     finally:
+        driver.release_all()
         bar.close()
     return driver
 

@@ -14,7 +14,9 @@ run goes on. Install with ``pip install -e ".[ray]"``.
 
 from __future__ import annotations
 
+import socket
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ import torch
 
 from gradbench.data import Dataset
 from gradbench.device import peak_memory_bytes, reset_peak_memory, torch_threads
-from gradbench.execution.driver import Driver, Failure, Outcome, run_here
+from gradbench.execution.driver import POLL_SECONDS, Driver, Failure, Held, Outcome, run_here
 from gradbench.execution.schedule import Schedule
 from gradbench.execution.task import Context, Task
 from gradbench.results import Provenance
@@ -40,8 +42,55 @@ SCRATCH = Path(tempfile.gettempdir()) / "gradbench-scratch"
 """A worker's folder for resume files of unfinished training cells (its own disk)."""
 
 
+RAY_ANSWER_SECONDS = 15.0
+"""How long a Ray address (HOST:PORT) has to accept a connection before the run is refused."""
+
+
 class RayUnavailable(ValueError):
     """``--executor ray`` without Ray installed, or a cluster that cannot be reached."""
+
+
+def validate_ray_address(address: str, timeout_s: float = RAY_ANSWER_SECONDS) -> str:
+    """``address`` when it is ``local``, ``auto`` (Ray finds its running cluster), or a
+    ``[ray://]HOST:PORT`` that accepts a TCP connection within ``timeout_s``; else
+    RayUnavailable (one line, exit 2), before any work: Ray itself retries an address that does
+    not answer for minutes."""
+    if address in (LOCAL, "auto"):
+        return address
+    host, colon, port_text = address.removeprefix("ray://").rpartition(":")
+    if not colon or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise RayUnavailable(f"bad --ray-address {address!r}; expected local, auto, HOST:PORT or "
+                             "ray://HOST:PORT with a port in 1..65535")
+    try:
+        socket.create_connection((host, int(port_text)), timeout=timeout_s).close()
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        raise RayUnavailable(
+            f"Ray at {address!r} does not answer within {timeout_s:g} s: {reason}"
+        ) from None
+    return address
+
+
+def connect_within(ray: Any, address: str, timeout_s: float) -> None:
+    """``ray.init(address=...)``, given ``timeout_s`` to connect: Ray retries a cluster that
+    accepts the connection but does not answer (behind a proxy) for minutes; past the time it
+    is RayUnavailable. The attempt goes on in a daemon thread, which the exit ends."""
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+            outcome.append(None)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            outcome.append(error)
+
+    attempt = threading.Thread(target=connect, daemon=True, name="ray-connect")
+    attempt.start()
+    attempt.join(timeout_s)
+    if not outcome:
+        raise RayUnavailable(f"Ray at {address!r} does not answer within {timeout_s:g} s")
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def import_ray() -> Any:
@@ -119,7 +168,7 @@ class RayExecutor:
                 ray.init(num_cpus=self.jobs, include_dashboard=False, logging_level="ERROR",
                          log_to_driver=False)
             else:
-                ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+                connect_within(ray, self.address, RAY_ANSWER_SECONDS)
         except (ConnectionError, RuntimeError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise RayUnavailable(f"cannot reach Ray at {self.address!r}: {first}") from None
@@ -181,13 +230,22 @@ class RayExecutor:
         uses = Counter(key for task in schedule.tasks for key in task.needs)
         waiting = list(schedule.tasks)
         running: dict[Any, tuple[Task, Any, Any]] = {}
-        while waiting or running:
+        elsewhere: list[Task] = []  # cells another run holds (Driver.claim)
+        while waiting or running or elsewhere:
             ready = _submittable(
                 [t for t in waiting if all(key in values for key in t.needs)],
                 [task for task, _, _ in running.values()],
             )
             for task in ready:
                 waiting.remove(task)
+                claimed = driver.claim(task)
+                if claimed is Held.ELSEWHERE:
+                    elsewhere.append(task)
+                    continue
+                if claimed is not None:  # another run stored it meanwhile
+                    values[task.key] = claimed
+                    _release(task, uses, values)
+                    continue
                 needed = [values[key] for key in task.needs]
                 if task.on_driver or any(isinstance(v, Failure) for v in needed):
                     local = [ray.get(v) if isinstance(v, ray.ObjectRef) else v for v in needed]
@@ -205,11 +263,18 @@ class RayExecutor:
                     task.run, [dataset], device, threads, profile, *needed
                 )
                 running[refs[0]] = (task, refs[1], refs[2])
+            if elsewhere:
+                _settle(elsewhere, waiting, values, uses, driver)
             if not running:
-                if waiting and not ready:
+                if elsewhere:
+                    time.sleep(POLL_SECONDS)
+                elif waiting and not ready:
                     raise RuntimeError("tasks wait on results that no task makes")
                 continue
-            done, _ = ray.wait(list(running), num_returns=1)
+            done, _ = ray.wait(list(running), num_returns=1,
+                               timeout=POLL_SECONDS if elsewhere else None)
+            if not done:
+                continue
             task, provenance_ref, measured_ref = running.pop(done[0])
             try:
                 result = ray.get(done[0])
@@ -242,6 +307,22 @@ def _submittable(ready: list[Task], running: list[Task]) -> list[Task]:
     if others or running:
         return others
     return [t for t in ready if t.resources.whole_node][:1]
+
+
+def _settle(elsewhere: list[Task], waiting: list[Task], values: dict[str, Any], uses: Counter,
+            driver: Driver) -> None:
+    """Collect the cells another run has finished (:meth:`Driver.collect`); one it left
+    unusable goes back to ``waiting``, to be claimed and run here."""
+    for task in list(elsewhere):
+        found = driver.collect(task)
+        if found is Held.ELSEWHERE:
+            continue
+        elsewhere.remove(task)
+        if found is None:
+            waiting.append(task)
+        else:
+            values[task.key] = found
+            _release(task, uses, values)
 
 
 def _import_measurements() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,38 @@ from gradbench.gradients import gradient_draws
 from gradbench.models.toy import ToyProblem
 
 BASELINE_WARMUP_DRAWS = 1000
+DRAW_COPIES = 3
+"""Copies of the draws held at the peak of :func:`run_toy`: the chunks, their concatenation,
+and a reduction's temporary."""
+
+
+def available_memory_bytes() -> int:
+    """This machine's physical memory not in use (``SC_AVPHYS_PAGES``; all of it where the
+    system does not say)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def draws_memory_bytes(problem: ToyProblem, samples: int) -> int:
+    """Memory the draws take at their peak: samples × parameters × bytes per element ×
+    :data:`DRAW_COPIES`."""
+    params = problem.parameters()
+    per_draw = sum(p.numel() * p.element_size() for p in params.values())
+    return samples * per_draw * DRAW_COPIES
+
+
+def check_samples(problem: ToyProblem, samples: int) -> None:
+    """ValueError unless ``samples`` ≥ 2 and their draws fit in the available memory."""
+    if samples < 2:
+        raise ValueError(f"samples must be at least 2, got {samples}")
+    needed, available = draws_memory_bytes(problem, samples), available_memory_bytes()
+    if needed > available:
+        raise ValueError(
+            f"--samples {samples} needs about {needed / 2**30:.1f} GiB for its draws, over the "
+            f"{available / 2**30:.1f} GiB of memory available; draw fewer"
+        )
 
 
 @dataclass
@@ -67,8 +100,7 @@ def toy_draws(
 
 def run_toy(problem: ToyProblem, estimator: Estimator, samples: int = 10_000, seed: int = 0) -> ToyResult:
     """Draw ``samples`` gradients and summarise them against the exact gradient."""
-    if samples < 2:
-        raise ValueError(f"samples must be at least 2, got {samples}")
+    check_samples(problem, samples)
     draws = toy_draws(problem, estimator, samples, seed)
     exact = problem.exact_gradient()
     return ToyResult(

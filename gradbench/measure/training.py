@@ -51,6 +51,7 @@ diverges gets rows of NaN with status ``diverged`` at the epoch it diverged, and
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -767,7 +768,8 @@ def discard_checkpoint(path: Path) -> None:
     path.unlink(missing_ok=True)
     for folder in (path.parent, path.parent.parent):
         if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+            with contextlib.suppress(OSError):  # another run's file appeared meanwhile
+                folder.rmdir()
 
 
 def _training_task(
