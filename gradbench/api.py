@@ -384,6 +384,8 @@ def prepare(
     probe(plan, dataset, bias=Bias.name)
     tasks = plan_tasks(plan, dataset, device, results)
     store = ResultStore(results, reuse_stale=options.reuse_stale)
+    if not options.dry_run:  # every experiment's folder, before the banner and the first cell
+        store.check_writable({task.cell.experiment for task in tasks if task.cell})
     provenance = Provenance.collect(device, resolved.name)
     verb = "would skip" if options.dry_run else "skipping"
     tasks = within_limits(tasks, resolved, store, provenance, dataset, device, options.force,

@@ -195,7 +195,7 @@ def test_the_schema_checks_statuses_numbers_and_the_folder(
 
 
 def test_cells_written_before_digests_still_load() -> None:
-    folders = sorted(REPO.glob("reports/results/*")) + sorted(REPO.glob("reports/quick/results/*"))
+    folders = sorted(REPO.glob("reports/paper/results/*")) + sorted(REPO.glob("reports/quick/results/*"))
     committed = [path for folder in folders for path in sorted(folder.glob("*.csv"))[:25]]
     assert len(folders) >= 6 and not any(digest_path(p).exists() for p in committed)
     assert sum(len(read_cell(path)) for path in committed) > 1000
