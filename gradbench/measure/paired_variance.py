@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from scipy import stats
 from torch import Tensor
+from tqdm import tqdm
 
 from gradbench.data import Dataset
 from gradbench.estimators.nodes import StochasticNode, WeightNoiseNode
@@ -139,15 +140,16 @@ def paired_sums(
     units: int,
     groups: Mapping[str, int],
     generator: torch.Generator,
+    progress: bool = False,
 ) -> dict[str, UnitSums]:
     """Draw ``units`` pairs of minibatches of M = ``batch_size`` training examples (two
     single-sample draws on each) and sum, per group (name → weight-noise layer index), the
-    unit's statistics (:class:`UnitSums`)."""
+    unit's statistics (:class:`UnitSums`); ``progress``: a tqdm bar over units."""
     if units < 2:
         raise ValueError(f"need at least 2 units (pairs of minibatches), got {units}")
     index = minibatch_indices(len(dataset.train), batch_size, 2 * units, generator)
     sums = {name: UnitSums([], [], [], 0) for name in groups}
-    for unit in range(units):
+    for unit in tqdm(range(units), desc="paired units", disable=not progress, mininterval=30):
         means: dict[str, list[Tensor]] = {name: [] for name in groups}
         single = dict.fromkeys(groups, 0.0)
         separate = dict.fromkeys(groups, 0.0)
@@ -226,6 +228,7 @@ def paired_variance_rows(
     *,
     confidence: float = CONFIDENCE,
     replicates: int = BOOTSTRAP_REPLICATES,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Rows {param_group, batch_size, metric, value, ci_low, ci_high, n, cell_seconds} of the
     paired estimate at the model's parameters: ``units`` pairs of minibatches of ``batch_size``
@@ -233,7 +236,7 @@ def paired_variance_rows(
     start = time.perf_counter()
     torch.manual_seed(seed)
     generator = torch.Generator(device=dataset.device).manual_seed(seed)
-    sums = paired_sums(model, dataset, batch_size, units, groups, generator)
+    sums = paired_sums(model, dataset, batch_size, units, groups, generator, progress)
     seconds = time.perf_counter() - start
     return [
         {"param_group": name, "batch_size": batch_size, **row, "cell_seconds": seconds}
