@@ -181,6 +181,10 @@ class Cell:
     model: str
     estimator: str
     config: dict[str, Any]
+    required: tuple[str, ...] = ()
+    """Columns every measured row of the cell fills (not part of its hash): a stored cell
+    without them (older rows, say a variance cell before the parameters' digest) is computed
+    again, even where the store reuses stale cells."""
 
     @property
     def config_hash(self) -> str:
@@ -297,10 +301,14 @@ class ResultStore:
         return read_cell(self.path(cell)) if self.has(cell) else None
 
     def stored(self, cell: Cell, provenance: Provenance) -> pd.DataFrame | None:
-        """The cell's rows when it is finished: stored, not failed or skipped, and made by the
-        running code (or the store reuses stale cells); else None (the cell is to be computed)."""
+        """The cell's rows when it is finished: stored, not failed or skipped, its measured rows
+        filling the cell's ``required`` columns, and made by the running code (or the store
+        reuses stale cells); else None (the cell is to be computed)."""
         frame = self.read(cell)
         if frame is None or frame["status"].isin(UNFINISHED).any():
+            return None
+        measured = frame[frame["status"].isin([STATUS_OK, STATUS_DIVERGED])]
+        if any(c not in frame or measured[c].isna().any() for c in cell.required):
             return None
         versions = set(frame["code_version"].dropna().astype(str))
         return frame if self.reuse_stale or versions == {provenance.code_version} else None

@@ -12,6 +12,7 @@ import pytest
 from gradbench.report import paper as pub
 from gradbench.report.comparison_tables import comparison_table
 from gradbench.report.rows import prepare_rows
+from gradbench.report.variance_tables import variance_table
 from gradbench.results import Cell, Provenance, stamp
 
 LOCAL_VARIANCE = {0: 2.0, 1: 4.0}
@@ -33,15 +34,20 @@ def provenance(profile: str) -> Provenance:
                       "2025-01-02T03:04:05+00:00")
 
 
-def paper_rows(profile: str = pub.COMPARED_PROFILE) -> pd.DataFrame:
+def paper_rows(profile: str = pub.COMPARED_PROFILE,
+               digests: dict[tuple[str, int], str | None] | None = None) -> pd.DataFrame:
+    """The synthetic run; ``digests``: the checkpoint digest of a variance cell (estimator,
+    seed) other than the seed's own (None: no digest, as older rows)."""
     frames = []
     for seed in (0, 1):
         config = {"seed": seed, "dataset": "mnist"}
         for name in ("local-reparam", *MULTIPLE):
             value = LOCAL_VARIANCE[seed] * MULTIPLE.get(name, {seed: 1.0})[seed]
+            digest = (digests or {}).get((name, seed), f"seed{seed}")
             rows = [{"param_group": "top", "batch_size": size, "epoch": 10,
                      "metric": "grad_variance", "value": value * other, "ci_low": value,
                      "ci_high": value, "n": 1000}
+                    | ({"checkpoint": digest} if digest is not None else {})
                     for size, other in ((100, 1.0), (1000, 0.3 if name == "reparam" else 0.1))]
             frames.append(stamp(rows, Cell("variance", "bayes-mlp", name, config),
                                 provenance(profile)))
@@ -117,6 +123,41 @@ def test_figures_not_measured_show_no_value_and_every_reason_is_noted() -> None:
         "ours"] is None
     for reason in (pub.TABLE1_REASON, pub.TIMING_REASON, pub.THESIS_REASON, pub.ARM_REASON):
         assert reason in table.notes
+
+
+def test_a_ratio_takes_cells_of_one_checkpoint_digest_only() -> None:
+    """A cell measured at other parameters (another digest) or at unknown ones (no digest) is
+    not divided by the local cell of the compared digest: its seed is missing from the ratio,
+    and the notes name the cell."""
+    table = comparison_table(paper_rows(digests={("reparam", 0): "other", ("no-noise", 1): None}))
+    rows = {row[1]: dict(zip(table.headers, row)) for row in table.rows}
+    assert rows[figure("reparam")]["ours"].mean == pytest.approx(MULTIPLE["reparam"][1])
+    assert rows[figure("no-noise")]["ours"].mean == pytest.approx(MULTIPLE["no-noise"][0])
+    assert rows[figure("reparam-per-example")]["ours"].mean == pytest.approx(2.5)
+    assert ("Left out, measured at other parameters than the cells compared at their "
+            "checkpoint (another checkpoint digest): bayes-mlp / reparam at M = 100, 10 ep, "
+            "seed 0 (digest other, code abc123; compared: seed0); bayes-mlp / reparam at "
+            "M = 1000, 10 ep, seed 0 (digest other, code abc123; compared: seed0).") in table.notes
+    assert ("Left out, measured at unknown parameters (rows without the checkpoint's digest, "
+            "from before it was stored): bayes-mlp / no-noise at M = 100, 10 ep, seed 1 (code "
+            "abc123); bayes-mlp / no-noise at M = 1000, 10 ep, seed 1 (code abc123).") in table.notes
+
+
+def test_the_variance_table_shows_one_digest_per_column_and_lists_the_others() -> None:
+    """Kingma's Table 1 analogue: a cell of another digest is not shown beside the compared
+    ones (its table cell is empty for that seed), and is listed."""
+    rows = paper_rows(digests={("reparam-per-example", 0): "other"})
+    table = variance_table(rows, "bayes-mlp")
+    cells = {row[0]: dict(zip(table.headers, row)) for row in table.rows}
+    column = "top, 10 ep"
+    assert cells["reparam-per-example"][column].values == {
+        1: LOCAL_VARIANCE[1] * MULTIPLE["reparam-per-example"][1]}
+    assert cells["reparam"][column].values == {
+        s: LOCAL_VARIANCE[s] * MULTIPLE["reparam"][s] for s in (0, 1)}
+    assert any(note.startswith("Left out, measured at other parameters") and
+               "reparam-per-example at M = 100, 10 ep, seed 0 (digest other" in note
+               for note in table.notes)
+    assert not any("Left out" in note for note in variance_table(paper_rows(), "bayes-mlp").notes)
 
 
 def test_another_profile_is_not_set_against_the_papers() -> None:

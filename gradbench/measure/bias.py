@@ -314,7 +314,7 @@ def bias_tasks(
     for epoch in at_epochs:
         for label in estimators:
             config = base | {"estimator_options": estimator_options(setting, label), "epoch": epoch}
-            cell = Cell(EXPERIMENT, setting.model, label, config)
+            cell = Cell(EXPERIMENT, setting.model, label, config, required=("checkpoint",))
             run = partial(_bias_rows, setting, label, reference, batch_size, draws)
             tasks.append(Task(
                 cell_key(cell), run, (checkpoints[epoch].key,), cell, resources,

@@ -15,7 +15,8 @@ import pandas as pd
 
 from gradbench.report import paper
 from gradbench.report.aggregate import derive, estimate
-from gradbench.report.rows import Outcomes, outcomes
+from gradbench.report.notes import at_one_checkpoint
+from gradbench.report.rows import VARIANCE, Outcomes, outcomes
 from gradbench.report.table import Column, Table, Value, assemble
 
 RATIO = "ratio"
@@ -55,8 +56,13 @@ def distance(found: Outcomes, figure: paper.PublishedFigure) -> Outcomes:
 
 def comparison_table(rows: pd.DataFrame) -> Table | None:
     """Every published figure with ours and the distance, where the run at the papers' settings
-    measured at least one of them; figures it did not measure (yet) show no value."""
+    measured at least one of them; figures it did not measure (yet) show no value. A ratio of
+    variances takes cells of one set of parameters only (:func:`gradbench.report.notes.
+    at_one_checkpoint`)."""
     compared = rows[rows["profile"] == paper.COMPARED_PROFILE]
+    variance = compared["experiment"] == VARIANCE
+    kept, left_out = at_one_checkpoint(compared[variance])
+    compared = pd.concat([compared[~variance], kept])
     found = [(figure, ours(compared, figure)) for figure in paper.PUBLISHED_FIGURES]
     if not any(values for _, values in found):
         return None
@@ -84,6 +90,7 @@ def comparison_table(rows: pd.DataFrame) -> Table | None:
         f"Ours: the rows of the {paper.COMPARED_PROFILE} profile, seed by seed; a ratio of ours "
         "is taken within each seed. Published: the authors' figures, their hardware and code.",
         *reasons,
+        *left_out,
     )
     return assemble(
         "comparison", "Ours against the papers' published figures", columns, table_rows, notes

@@ -277,6 +277,13 @@ EQUAL_LAWS: dict[str, tuple[EqualLaw, ...]] = {
 }
 """Groups whose gradient law two estimators share, by model (Kingma et al. 2015, §2.3)."""
 
+INDEPENDENT_NOISE: dict[str, tuple[str, ...]] = {
+    "bayes-mlp": ("local-reparam", "reparam-per-example"),
+}
+"""Estimators whose noise is independent across the examples of a minibatch, by model: their
+noise part E_B[Var_ε(ĝ | B)] is the examples' mean noise variance over M, so M times it is one
+number at every minibatch size M (Kingma et al. 2015, §2.2)."""
+
 TIMING_ORDER = ("reparam-per-example", "reparam", "local-reparam", "no-noise")
 """Row order of the timing table: slowest reference first, as in the paper's comparison."""
 
@@ -516,6 +523,11 @@ CLASSIFICATION_BESIDE: dict[str, Beside] = {"bayes-mlp": _kingma_classification(
 def equal_laws(model: str) -> tuple[EqualLaw, ...]:
     """The groups of ``model`` whose gradient law two estimators share."""
     return EQUAL_LAWS.get(model, ())
+
+
+def independent_noise(model: str) -> tuple[str, ...]:
+    """The estimators of ``model`` whose noise is independent across examples."""
+    return INDEPENDENT_NOISE.get(model, ())
 
 
 def variance_order(model: str) -> ClaimedOrder | None:
