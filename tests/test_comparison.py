@@ -6,9 +6,22 @@ difference is known; a run of another profile is never set against the papers.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
+import torch
+import torch.nn.functional as F
 
+from gradbench.data import DataConfig, load_dataset
+from gradbench.estimators.nodes import gumbel_like
+from gradbench.experiment import Setting, build_estimator, build_model
+from gradbench.measure.training import (
+    EvalConfig,
+    TrainConfig,
+    relaxed_reconstruction,
+    training_rows,
+)
 from gradbench.report import paper as pub
 from gradbench.report.comparison_tables import comparison_table
 from gradbench.report.rows import prepare_rows
@@ -162,3 +175,57 @@ def test_the_variance_table_shows_one_digest_per_column_and_lists_the_others() -
 
 def test_another_profile_is_not_set_against_the_papers() -> None:
     assert comparison_table(paper_rows("quick")) is None
+
+
+# Table 5.1's quantities, as the training cells store them ------------------------------------
+
+SMALL_CATEGORICAL = {"hidden_sizes": "32", "n_vars": "4", "n_classes": "3"}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DataConfig(dataset="digits"), torch.device("cpu"))
+
+
+def _evaluated(digits, estimator: str) -> pd.DataFrame:
+    rows = training_rows(Setting("categorical-vae", SMALL_CATEGORICAL, seed=0), estimator, digits,
+                         torch.device("cpu"), TrainConfig(epochs=1, learning_rate=3e-3),
+                         EvalConfig(iw_samples=2, train_subset=300))
+    return pd.DataFrame(rows)
+
+
+def test_gumbel_rows_store_the_relaxed_reconstruction_and_every_vae_the_kl(digits):
+    for estimator, relaxed in (("gumbel-softmax", True), ("st-gumbel", False),
+                               ("target-prop", False)):
+        rows = _evaluated(digits, estimator)
+        for split in ("train", "valid", "test"):
+            at = rows[(rows["param_group"] == split) & (rows["epoch"] == 1)].set_index("metric")
+            assert at.loc["kl", "value"] == pytest.approx(
+                at.loc["reconstruction_ll", "value"] - at.loc["elbo", "value"], abs=1e-9)
+            assert at.loc["kl", "value"] > 0
+            assert ("reconstruction_ll_relaxed" in at.index) == relaxed, (estimator, split)
+
+
+def test_the_relaxed_reconstruction_decodes_the_concrete_sample_at_its_temperature(digits):
+    """log p(x | y) with y = softmax((log π + g) / τ), the very Gumbel draws g of the relaxed
+    forward pass, at the estimator's temperature; None for a straight-through estimator."""
+    setting = Setting("categorical-vae", SMALL_CATEGORICAL, seed=0)
+    model = build_model(setting, digits, torch.device("cpu"))
+    x = (digits.train.images[:200] >= 0.5).float()
+    y = digits.train.labels[:200]
+    tau = 0.3
+    estimator = build_estimator(
+        Setting("categorical-vae", SMALL_CATEGORICAL, estimator_options={
+            "gumbel-softmax": {"temperature": tau, "anneal_fraction": 0.0}}),
+        "gumbel-softmax", digits, torch.device("cpu"))
+    torch.manual_seed(7)
+    found = relaxed_reconstruction(model, estimator)(x, y)["reconstruction_ll_relaxed"]
+    torch.manual_seed(7)
+    with torch.no_grad():
+        log_pi = torch.log_softmax(model.encode(x), dim=-1)
+        soft = torch.softmax((log_pi + gumbel_like(log_pi)) / tau, dim=-1)
+        expected = -F.binary_cross_entropy_with_logits(model.decode(soft), x,
+                                                       reduction="none").sum(-1)
+    torch.testing.assert_close(found, expected)
+    assert relaxed_reconstruction(model, build_estimator(setting, "st-gumbel", digits,
+                                                         torch.device("cpu"))) is None
