@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,9 @@ from gradbench.measure.paired_variance import (
     single_sample_draw,
 )
 from gradbench.measure.variance import gradient_samples
+from gradbench.report.rows import prepare_rows
+from gradbench.report.variance_tables import paired_notes, variance_table
+from gradbench.results import Cell, Provenance, stamp
 
 CPU = torch.device("cpu")
 SMALL_MLP = {"hidden_sizes": "8", "input_dropout": "0.5"}
@@ -131,3 +135,29 @@ def test_rows_carry_groups_and_cost(model, digits):
     assert {r["metric"] for r in rows} == set(paired_variance.METRICS)
     assert all(r["param_group"] == "top" and r["n"] == 10 and r["cell_seconds"] > 0
                for r in rows)
+
+
+def test_the_variance_table_says_whether_the_paired_ratio_settles_the_order():
+    frames = []
+    for group, (value, low, high) in (("top", (1.5, 1.2, 1.9)), ("bottom", (1.1, 0.9, 1.3))):
+        rows = [{"param_group": group, "batch_size": 100, "epoch": 10, "metric": metric,
+                 "value": value, "ci_low": low, "ci_high": high, "n": 2000}
+                for metric in ("variance_ratio", "grad_variance_single")]
+        frames.append(stamp(rows, Cell(paired_variance.EXPERIMENT, "bayes-mlp", "reparam",
+                                       {"group": group, "seed": 0}),
+                            Provenance.collect(CPU, "test")))
+    variance = [{"param_group": "top", "batch_size": 100, "epoch": 10,
+                 "metric": "grad_variance", "value": 1.0, "ci_low": 0.9, "ci_high": 1.1, "n": 10,
+                 "checkpoint": "aa"}]
+    frames.append(stamp(variance, Cell("variance", "bayes-mlp", "local-reparam", {"seed": 0}),
+                        Provenance.collect(CPU, "test")))
+    rows = prepare_rows(pd.concat(frames, ignore_index=True))
+    assert paired_notes(rows, "bayes-mlp") == (
+        "Paired single / separate weight samples (both variances from the same two weight draws "
+        "on each of the same minibatches, at one checkpoint), the ratio of variances with its "
+        "95 % interval: [bottom, M = 100, 10 ep, seed 0] 1.100 [0.900, 1.300] over 2000 "
+        "minibatches: order not settled; [top, M = 100, 10 ep, seed 0] 1.500 [1.200, 1.900] "
+        "over 2000 minibatches: single above separate.",
+    )
+    assert paired_notes(rows, "bayes-mlp")[0] in variance_table(rows, "bayes-mlp").notes
+    assert paired_notes(rows, "categorical-vae") == ()

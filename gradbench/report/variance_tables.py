@@ -17,6 +17,7 @@ import pandas as pd
 
 from gradbench.estimators import ESTIMATORS, estimator_class
 from gradbench.estimators.base import base_name
+from gradbench.measure.paired_variance import EXPERIMENT as PAIRED
 from gradbench.report import paper
 from gradbench.report.aggregate import Estimate, derive, estimate, over_seeds
 from gradbench.report.notes import (
@@ -105,6 +106,7 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
         *left_out,
         *(order_notes(claimed, by_column) if claimed else ()),
         *invariant_notes(invariant_checks(cell_rows, model)),
+        *paired_notes(rows, model),
     )
     comparison = Comparison(
         tuple(Compared(label, False, log=True) for label in labels),
@@ -318,6 +320,29 @@ def invariant_notes(checks: Sequence[InvariantCheck]) -> tuple[str, ...]:
 def _shown(interval: Interval) -> str:
     return (f"{interval.label} {display(interval.value, 'sci')} "
             f"[{display(interval.low, 'sci')}, {display(interval.high, 'sci')}]")
+
+
+def paired_notes(rows: pd.DataFrame, model: str) -> tuple[str, ...]:
+    """The paired estimates of single / separate weight-sample variance
+    (:mod:`gradbench.measure.paired_variance`: both from the same draws on the same minibatches
+    and checkpoint), each ratio with its interval and whether it settles the order."""
+    ratios = select(rows, experiment=PAIRED, model=model, metric="variance_ratio")
+    if ratios.empty:
+        return ()
+    found = []
+    for row in ratios.sort_values(["epoch", "param_group", "seed"]).itertuples(index=False):
+        order = ("single above separate" if row.ci_low > 1.0 else
+                 "single below separate" if row.ci_high < 1.0 else "order not settled")
+        found.append(
+            f"[{row.param_group}, M = {int(row.batch_size)}, {epoch_label(row.epoch)}, seed "
+            f"{int(row.seed)}] {display(row.value, 'fixed3')} [{display(row.ci_low, 'fixed3')}, "
+            f"{display(row.ci_high, 'fixed3')}] over {int(row.n)} minibatches: {order}"
+        )
+    return (
+        "Paired single / separate weight samples (both variances from the same two weight draws "
+        "on each of the same minibatches, at one checkpoint), the ratio of variances with its "
+        f"95 % interval: {'; '.join(found)}.",
+    )
 
 
 def slope_table(rows: pd.DataFrame) -> Table | None:
