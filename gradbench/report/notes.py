@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from gradbench.measure.variance import DIGEST_COLUMN
 from gradbench.measure.variance_stats import MIN_MINIBATCHES_FOR_COVERAGE
 from gradbench.report.aggregate import ALPHA, LEVEL, Estimate
 from gradbench.report.rows import VARIANCE, epoch_label, other_objective, select
+from gradbench.results import STATUS_DIVERGED, STATUS_OK
 
 if TYPE_CHECKING:
     from gradbench.report.table import Comparison
@@ -64,13 +66,6 @@ def coverage_notes(rows: pd.DataFrame) -> tuple[str, ...]:
     )
 
 
-DIGEST = "checkpoint"
-"""The column where a variance or bias row stores the digest of the parameters it was measured
-at (``Checkpoint.digest``)."""
-
-MEASURED = ("ok", "diverged")
-
-
 def at_one_checkpoint(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """The rows a table may compare, and a note naming the cells left out.
 
@@ -83,9 +78,9 @@ def at_one_checkpoint(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]
     """
     if rows.empty:
         return rows, ()
-    digests = rows[DIGEST].astype("string") if DIGEST in rows else pd.Series(
+    digests = rows[DIGEST_COLUMN].astype("string") if DIGEST_COLUMN in rows else pd.Series(
         pd.NA, index=rows.index, dtype="string")
-    cells = rows["status"].isin(MEASURED) & rows["batch_size"].notna()
+    cells = rows["status"].isin([STATUS_OK, STATUS_DIVERGED]) & rows["batch_size"].notna()
     keep = pd.Series(True, index=rows.index)
     other: list[str] = []
     unknown: list[str] = []
