@@ -6,8 +6,6 @@ difference is known; a run of another profile is never set against the papers.
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import pytest
 import torch
