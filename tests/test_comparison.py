@@ -182,12 +182,11 @@ def test_a_ratio_takes_cells_of_one_checkpoint_digest_only() -> None:
     assert rows[figure("no-noise")]["ours"].mean == pytest.approx(MULTIPLE["no-noise"][0])
     assert rows[figure("reparam-per-example")]["ours"].mean == pytest.approx(2.5)
     assert ("Left out, measured at other parameters than the cells compared at their "
-            "checkpoint (another checkpoint digest): bayes-mlp / reparam at M = 100, 10 ep, "
-            "seed 0 (digest other, code abc123; compared: seed0); bayes-mlp / reparam at "
-            "M = 1000, 10 ep, seed 0 (digest other, code abc123; compared: seed0).") in table.notes
+            "checkpoint (another checkpoint digest): bayes-mlp / reparam at M = 100, 1000, "
+            "10 ep, seed 0 (digest other, code abc123; compared: seed0).") in table.notes
     assert ("Left out, measured at unknown parameters (rows without the checkpoint's digest, "
-            "from before it was stored): bayes-mlp / no-noise at M = 100, 10 ep, seed 1 (code "
-            "abc123); bayes-mlp / no-noise at M = 1000, 10 ep, seed 1 (code abc123).") in table.notes
+            "from before it was stored): bayes-mlp / no-noise at M = 100, 1000, 10 ep, seed 1 "
+            "(code abc123).") in table.notes
 
 
 def test_the_variance_table_shows_one_digest_per_column_and_lists_the_others() -> None:
@@ -202,7 +201,7 @@ def test_the_variance_table_shows_one_digest_per_column_and_lists_the_others() -
     assert cells["reparam"][column].values == {
         s: LOCAL_VARIANCE[s] * MULTIPLE["reparam"][s] for s in (0, 1)}
     assert any(note.startswith("Left out, measured at other parameters") and
-               "reparam-per-example at M = 100, 10 ep, seed 0 (digest other" in note
+               "reparam-per-example at M = 100, 1000, 10 ep, seed 0 (digest other" in note
                for note in table.notes)
     assert not any("Left out" in note for note in variance_table(paper_rows(), "bayes-mlp").notes)
 

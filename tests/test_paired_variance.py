@@ -161,3 +161,5 @@ def test_the_variance_table_says_whether_the_paired_ratio_settles_the_order():
     )
     assert paired_notes(rows, "bayes-mlp")[0] in variance_table(rows, "bayes-mlp").notes
     assert paired_notes(rows, "categorical-vae") == ()
+    unseeded = prepare_rows(pd.concat(frames, ignore_index=True).drop(columns="seed"))
+    assert "[top, M = 100, 10 ep] 1.500 [1.200, 1.900]" in paired_notes(unseeded, "bayes-mlp")[0]

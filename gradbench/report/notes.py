@@ -92,10 +92,11 @@ def at_one_checkpoint(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]
                   else None)
         left = part[digests[part.index].ne(chosen).fillna(True)] if chosen else part
         keep[left.index] = False
-        for (name, batch, digest, version), _ in left.assign(
+        for (name, digest, version), cell in left.assign(
             digest=digests[left.index].fillna(""), version=left["code_version"].str[:7]
-        ).groupby(["estimator", "batch_size", "digest", "version"], sort=True):
-            where = f"{model} / {name} at M = {int(batch)}, {epoch_label(epoch)}, seed {int(seed)}"
+        ).groupby(["estimator", "digest", "version"], sort=True):
+            sizes = ", ".join(str(int(b)) for b in sorted(set(cell["batch_size"])))
+            where = f"{model} / {name} at M = {sizes}, {epoch_label(epoch)}, seed {int(seed)}"
             if digest:
                 other.append(f"{where} (digest {digest}, code {version}; compared: {chosen})")
             else:

@@ -29,6 +29,7 @@ from gradbench.report.notes import (
 )
 from gradbench.report.render import HIGH, LOW, MEAN, display
 from gradbench.report.rows import (
+    UNKNOWN_SEED,
     VARIANCE,
     at_batch_size,
     epoch_label,
@@ -37,6 +38,7 @@ from gradbench.report.rows import (
     nearest_batch_size,
     other_objective,
     outcomes,
+    seed_of,
     select,
 )
 from gradbench.report.table import Column, Compared, Comparison, Table, Value, assemble
@@ -335,12 +337,14 @@ def paired_notes(rows: pd.DataFrame, model: str) -> tuple[str, ...]:
     if ratios.empty:
         return ()
     found = []
+    ratios = ratios.assign(seed=seed_of(ratios))
     for row in ratios.sort_values(["epoch", "param_group", "seed"]).itertuples(index=False):
         order = ("single above separate" if row.ci_low > 1.0 else
                  "single below separate" if row.ci_high < 1.0 else "order not settled")
+        seed = f", seed {row.seed}" if row.seed != UNKNOWN_SEED else ""
         found.append(
-            f"[{row.param_group}, M = {int(row.batch_size)}, {epoch_label(row.epoch)}, seed "
-            f"{int(row.seed)}] {display(row.value, 'fixed3')} [{display(row.ci_low, 'fixed3')}, "
+            f"[{row.param_group}, M = {int(row.batch_size)}, {epoch_label(row.epoch)}{seed}] "
+            f"{display(row.value, 'fixed3')} [{display(row.ci_low, 'fixed3')}, "
             f"{display(row.ci_high, 'fixed3')}] over {int(row.n)} minibatches: {order}"
         )
     return (
