@@ -259,6 +259,10 @@ class Cell:
     model: str
     estimator: str
     config: dict[str, Any]
+    required: tuple[str, ...] = ()
+    """Columns every measured row of the cell fills (not part of its hash): a stored cell
+    without them (older rows, say a variance cell before the parameters' digest) is computed
+    again, even where the store reuses stale cells."""
 
     @property
     def config_hash(self) -> str:
@@ -640,8 +644,9 @@ class ResultStore:
 
     def stored(self, cell: Cell, provenance: Provenance) -> pd.DataFrame | None:
         """The cell's rows when it is finished: stored, whole (a damaged cell is set aside),
-        not failed or skipped, and made by the running code, the plugins it uses included (or
-        the store reuses stale cells); else None (the cell is to be computed)."""
+        not failed or skipped, its measured rows filling the cell's ``required`` columns, and
+        made by the running code, the plugins it uses included (or the store reuses stale
+        cells); else None (the cell is to be computed)."""
         try:
             frame = self.read(cell)
         except CellDamaged as damage:
@@ -650,6 +655,9 @@ class ResultStore:
                 self.set_aside(damage)
             return None  # else another run is writing it: the driver collects it
         if frame is None or frame["status"].isin(UNFINISHED).any():
+            return None
+        measured = frame[frame["status"].isin([STATUS_OK, STATUS_DIVERGED])]
+        if any(c not in frame or measured[c].isna().any() for c in cell.required):
             return None
         versions = set(frame["code_version"].dropna().astype(str))
         expected = cell_stamp(provenance.code_version, cell.model, cell.estimator, cell.config)

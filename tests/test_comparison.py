@@ -8,10 +8,22 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
+import torch.nn.functional as F
 
+from gradbench.data import DataConfig, load_dataset
+from gradbench.estimators.nodes import gumbel_like
+from gradbench.experiment import Setting, build_estimator, build_model
+from gradbench.measure.training import (
+    EvalConfig,
+    TrainConfig,
+    relaxed_reconstruction,
+    training_rows,
+)
 from gradbench.report import paper as pub
 from gradbench.report.comparison_tables import comparison_table
 from gradbench.report.rows import prepare_rows
+from gradbench.report.variance_tables import variance_table
 from gradbench.results import Cell, Provenance, stamp
 
 LOCAL_VARIANCE = {0: 2.0, 1: 4.0}
@@ -24,6 +36,9 @@ RECONSTRUCTION = {0: -80.0, 1: -82.0}
 51 is stored too: the comparison is at the thesis' length, not the run's last epoch)."""
 
 
+GUMBEL = {"reconstruction_ll_relaxed": -77.0, "reconstruction_ll": -88.0, "kl": 30.0}
+"""gumbel-softmax (τ = 0.5) at 50 epochs, train, seed 0 (seed 1: each + 1; valid: each − 1)."""
+
 ARM_BOUND = {0: -100.0, 1: -101.0}
 """arm's test IW bound on the linear Bernoulli VAE after 50 epochs, by seed."""
 
@@ -33,15 +48,20 @@ def provenance(profile: str) -> Provenance:
                       "2025-01-02T03:04:05+00:00")
 
 
-def paper_rows(profile: str = pub.COMPARED_PROFILE) -> pd.DataFrame:
+def paper_rows(profile: str = pub.COMPARED_PROFILE,
+               digests: dict[tuple[str, int], str | None] | None = None) -> pd.DataFrame:
+    """The synthetic run; ``digests``: the checkpoint digest of a variance cell (estimator,
+    seed) other than the seed's own (None: no digest, as older rows)."""
     frames = []
     for seed in (0, 1):
         config = {"seed": seed, "dataset": "mnist"}
         for name in ("local-reparam", *MULTIPLE):
             value = LOCAL_VARIANCE[seed] * MULTIPLE.get(name, {seed: 1.0})[seed]
+            digest = (digests or {}).get((name, seed), f"seed{seed}")
             rows = [{"param_group": "top", "batch_size": size, "epoch": 10,
                      "metric": "grad_variance", "value": value * other, "ci_low": value,
                      "ci_high": value, "n": 1000}
+                    | ({"checkpoint": digest} if digest is not None else {})
                     for size, other in ((100, 1.0), (1000, 0.3 if name == "reparam" else 0.1))]
             frames.append(stamp(rows, Cell("variance", "bayes-mlp", name, config),
                                 provenance(profile)))
@@ -56,6 +76,15 @@ def paper_rows(profile: str = pub.COMPARED_PROFILE) -> pd.DataFrame:
             for epoch in (50, 51) for split, shift in (("train", 0.0), ("valid", 1.0))
         ]
         frames.append(stamp(training, Cell("train", "categorical-vae", "target-prop", config),
+                            provenance(profile)))
+        gumbel = [
+            {"param_group": split, "batch_size": 100, "epoch": 50, "metric": metric,
+             "value": value + seed - shift}
+            for split, shift in (("train", 0.0), ("valid", 1.0))
+            for metric, value in GUMBEL.items()
+        ]
+        frames.append(stamp(gumbel, Cell("train", "categorical-vae",
+                                         "gumbel-softmax[temperature=0.5]", config),
                             provenance(profile)))
         bound = [{"param_group": "test", "batch_size": 100, "epoch": epoch, "metric": "iw_bound",
                   "value": ARM_BOUND[seed] - (50 - epoch)} for epoch in (0, 50)]
@@ -113,11 +142,123 @@ def test_figures_not_measured_show_no_value_and_every_reason_is_noted() -> None:
     rows = {row[1]: dict(zip(table.headers, row)) for row in table.rows}
     assert len(rows) == len(pub.PUBLISHED_FIGURES)
     assert rows[figure("reparam", "bottom", 100)]["ours"] is None
-    assert rows["Table 5.1, gumbel-softmax (tau=0.1): reconstruction log-likelihood, valid"][
-        "ours"] is None
-    for reason in (pub.TABLE1_REASON, pub.TIMING_REASON, pub.THESIS_REASON, pub.ARM_REASON):
+    assert rows["Table 5.1, gumbel-softmax (tau=0.1): reconstruction log-likelihood, valid "
+                "(ours: relaxed samples)"]["ours"] is None
+    for reason in (pub.TABLE1_REASON, pub.TIMING_REASON, pub.THESIS_REASON, pub.ARM_REASON,
+                   pub.THESIS_RELAXED_REASON, pub.THESIS_DISCRETE_REASON,
+                   pub.THESIS_TARGET_PROP_REASON):
         assert reason in table.notes
+
+
+def test_gumbel_rows_set_the_relaxed_and_the_discrete_reconstruction_against_the_thesis():
+    rows = by_figure()
+    head = "Table 5.1, gumbel-softmax (tau=0.5): reconstruction log-likelihood"
+    for split, index, shift in (("train", 0, 0.0), ("valid", 1, 1.0)):
+        published = pub.NITTA_2017_TABLE51["gumbel-softmax (tau=0.5)"][index]
+        for kind, metric in (("relaxed", "reconstruction_ll_relaxed"),
+                             ("discrete", "reconstruction_ll")):
+            row = rows[f"{head}, {split} (ours: {kind} samples)"]
+            ours = GUMBEL[metric] + 0.5 - shift
+            assert row["ours"].mean == pytest.approx(ours)
+            gap = row["ours - published (nats)"]
+            assert gap.mean == pytest.approx(ours - published)
+            assert gap.low < gap.mean < gap.high  # over the two seeds
+    kl = [n for n in comparison_table(paper_rows()).notes if n.startswith("Ours, the KL")]
+    assert kl == [
+        "Ours, the KL(q(y|x) ‖ uniform) term at 50 epochs, nats, the mean over seeds [95 % "
+        "t-interval] (Table 5.1 reports neither KL nor ELBO): gumbel-softmax (tau=0.5) "
+        "(gumbel-softmax[temperature=0.5]) train 30.50 [24.15, 36.85], valid 29.50 [23.15, "
+        "35.85]."
+    ]
+
+
+def test_a_ratio_takes_cells_of_one_checkpoint_digest_only() -> None:
+    """A cell measured at other parameters (another digest) or at unknown ones (no digest) is
+    not divided by the local cell of the compared digest: its seed is missing from the ratio,
+    and the notes name the cell."""
+    table = comparison_table(paper_rows(digests={("reparam", 0): "other", ("no-noise", 1): None}))
+    rows = {row[1]: dict(zip(table.headers, row)) for row in table.rows}
+    assert rows[figure("reparam")]["ours"].mean == pytest.approx(MULTIPLE["reparam"][1])
+    assert rows[figure("no-noise")]["ours"].mean == pytest.approx(MULTIPLE["no-noise"][0])
+    assert rows[figure("reparam-per-example")]["ours"].mean == pytest.approx(2.5)
+    assert ("Left out, measured at other parameters than the cells compared at their "
+            "checkpoint (another checkpoint digest): bayes-mlp / reparam at M = 100, 1000, "
+            "10 ep, seed 0 (digest other, code abc123; compared: seed0).") in table.notes
+    assert ("Left out, measured at unknown parameters (rows without the checkpoint's digest, "
+            "from before it was stored): bayes-mlp / no-noise at M = 100, 1000, 10 ep, seed 1 "
+            "(code abc123).") in table.notes
+
+
+def test_the_variance_table_shows_one_digest_per_column_and_lists_the_others() -> None:
+    """Kingma's Table 1 analogue: a cell of another digest is not shown beside the compared
+    ones (its table cell is empty for that seed), and is listed."""
+    rows = paper_rows(digests={("reparam-per-example", 0): "other"})
+    table = variance_table(rows, "bayes-mlp")
+    cells = {row[0]: dict(zip(table.headers, row)) for row in table.rows}
+    column = "top, 10 ep"
+    assert cells["reparam-per-example"][column].values == {
+        1: LOCAL_VARIANCE[1] * MULTIPLE["reparam-per-example"][1]}
+    assert cells["reparam"][column].values == {
+        s: LOCAL_VARIANCE[s] * MULTIPLE["reparam"][s] for s in (0, 1)}
+    assert any(note.startswith("Left out, measured at other parameters") and
+               "reparam-per-example at M = 100, 1000, 10 ep, seed 0 (digest other" in note
+               for note in table.notes)
+    assert not any("Left out" in note for note in variance_table(paper_rows(), "bayes-mlp").notes)
 
 
 def test_another_profile_is_not_set_against_the_papers() -> None:
     assert comparison_table(paper_rows("quick")) is None
+
+
+# Table 5.1's quantities, as the training cells store them ------------------------------------
+
+SMALL_CATEGORICAL = {"hidden_sizes": "32", "n_vars": "4", "n_classes": "3"}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DataConfig(dataset="digits"), torch.device("cpu"))
+
+
+def _evaluated(digits, estimator: str) -> pd.DataFrame:
+    rows = training_rows(Setting("categorical-vae", SMALL_CATEGORICAL, seed=0), estimator, digits,
+                         torch.device("cpu"), TrainConfig(epochs=1, learning_rate=3e-3),
+                         EvalConfig(iw_samples=2, train_subset=300))
+    return pd.DataFrame(rows)
+
+
+def test_gumbel_rows_store_the_relaxed_reconstruction_and_every_vae_the_kl(digits):
+    for estimator, relaxed in (("gumbel-softmax", True), ("st-gumbel", False),
+                               ("target-prop", False)):
+        rows = _evaluated(digits, estimator)
+        for split in ("train", "valid", "test"):
+            at = rows[(rows["param_group"] == split) & (rows["epoch"] == 1)].set_index("metric")
+            assert at.loc["kl", "value"] == pytest.approx(
+                at.loc["reconstruction_ll", "value"] - at.loc["elbo", "value"], abs=1e-9)
+            assert at.loc["kl", "value"] > 0
+            assert ("reconstruction_ll_relaxed" in at.index) == relaxed, (estimator, split)
+
+
+def test_the_relaxed_reconstruction_decodes_the_concrete_sample_at_its_temperature(digits):
+    """log p(x | y) with y = softmax((log π + g) / τ), the very Gumbel draws g of the relaxed
+    forward pass, at the estimator's temperature; None for a straight-through estimator."""
+    setting = Setting("categorical-vae", SMALL_CATEGORICAL, seed=0)
+    model = build_model(setting, digits, torch.device("cpu"))
+    x = (digits.train.images[:200] >= 0.5).float()
+    y = digits.train.labels[:200]
+    tau = 0.3
+    estimator = build_estimator(
+        Setting("categorical-vae", SMALL_CATEGORICAL, estimator_options={
+            "gumbel-softmax": {"temperature": tau, "anneal_fraction": 0.0}}),
+        "gumbel-softmax", digits, torch.device("cpu"))
+    torch.manual_seed(7)
+    found = relaxed_reconstruction(model, estimator)(x, y)["reconstruction_ll_relaxed"]
+    torch.manual_seed(7)
+    with torch.no_grad():
+        log_pi = torch.log_softmax(model.encode(x), dim=-1)
+        soft = torch.softmax((log_pi + gumbel_like(log_pi)) / tau, dim=-1)
+        expected = -F.binary_cross_entropy_with_logits(model.decode(soft), x,
+                                                       reduction="none").sum(-1)
+    torch.testing.assert_close(found, expected)
+    assert relaxed_reconstruction(model, build_estimator(setting, "st-gumbel", digits,
+                                                         torch.device("cpu"))) is None

@@ -22,12 +22,11 @@ from gradbench.profiles import PROFILES, get_profile, override, with_options
 from gradbench.report import build_reports, check_formats, check_writable
 from gradbench.report import paper as pub
 from gradbench.report.aggregate import Estimate
-from gradbench.report.notes import parameters_notes
 from gradbench.report.render import display, latex_escape
 from gradbench.report.rows import DIVERGED, prepare_rows
 from gradbench.report.table import Column, Table
 from gradbench.report.tables import all_tables
-from gradbench.report.variance_tables import equal_law_note, order_notes
+from gradbench.report.variance_tables import order_notes
 from gradbench.results import Cell, Provenance, ResultStore, stamp
 
 BAYES = ("reparam-per-example", "reparam", "local-reparam", "no-noise")
@@ -70,7 +69,7 @@ def synthetic_rows(prov: Provenance | None = None) -> pd.DataFrame:
                             rows.append({
                                 "param_group": group, "batch_size": size, "epoch": epoch,
                                 "metric": metric, "value": value * scale, "ci_low": value * 0.5,
-                                "ci_high": value * 2.0, "n": 20,
+                                "ci_high": value * 2.0, "n": 20, "checkpoint": f"e{epoch}",
                                 "status": DIVERGED if bad else "ok",
                             })
                     rows.append({"param_group": group, "batch_size": None, "epoch": epoch,
@@ -417,92 +416,6 @@ def test_order_notes_say_where_a_papers_order_is_kept_and_reversed() -> None:
     assert len(order_notes(claimed, columns)) == 1
     columns["kept, 1 ep"]["a"] = _estimate(2.0, math.nan, math.nan)
     assert "[kept, 1 ep] (a 2.0e0 ≥ b 2.0e0, no intervals)" in order_notes(claimed, columns)[0]
-
-
-def test_equal_law_note_counts_overlapping_intervals_and_names_disjoint_ones() -> None:
-    """Two estimators whose output-bias gradients share one law: each (minibatch, checkpoint)
-    where both have intervals is counted; a disjoint pair is named with its values; an
-    estimator's other groups, a lone estimator and a cell without intervals are not counted."""
-    law = pub.equal_laws("bayes-mlp")[0]
-    cells = {  # (M, epoch) → interval (value, low, high) per estimator
-        (10, 1): {"local-reparam": (1.0, 0.5, 1.5), "reparam-per-example": (1.2, 0.9, 1.6)},
-        (10, 5): {"local-reparam": (5.0, 4.5, 5.5), "reparam-per-example": (1.0, 0.5, 1.5)},
-        (100, 1): {"local-reparam": (1.0, 0.9, 1.1), "reparam-per-example": (2.0, 1.8, 2.2)},
-        (100, 5): {"local-reparam": (1.0, 0.9, 1.1), "reparam-per-example": (1.5, 1.0, 2.0)},
-        (1000, 1): {"local-reparam": (1.0, 0.9, 1.1)},
-        (1000, 5): {"local-reparam": (1.0, math.nan, math.nan),
-                    "reparam-per-example": (9.0, 8.0, 10.0)},
-    }
-    frames = []
-    for name in law.estimators:
-        rows = [
-            {"param_group": group, "batch_size": size, "epoch": epoch, "metric": "grad_variance",
-             "value": value, "ci_low": low, "ci_high": high, "n": 20, "status": "ok"}
-            for (size, epoch), by_name in cells.items() if name in by_name
-            for value, low, high in [by_name[name]]
-            for group in ("layers.0.bias", "layers.2.bias")
-        ]
-        rows += [{"param_group": "layers.2.bias", "batch_size": 100, "epoch": 9,
-                  "metric": "grad_variance", "value": 50.0 if name == "local-reparam" else 1.0,
-                  "ci_low": math.nan, "ci_high": math.nan, "n": 20, "status": "ok"}]
-        frames.append(stamp(rows, Cell("variance", "bayes-mlp", name, {"seed": 0}), provenance()))
-    rows = prepare_rows(pd.concat(frames, ignore_index=True))
-    note = equal_law_note(law, rows, "bayes-mlp")
-    assert note.startswith("Check on the intervals: the output layer's bias (layers.2.bias) has "
-                           "one gradient law under local-reparam and reparam-per-example (")
-    assert note.endswith(
-        "so their variances are equal: their intervals overlap in 2 of 4 measured cells; disjoint "
-        "in [M = 10, 5 ep] (local-reparam 5.0e0, reparam-per-example 1.0e0), [M = 100, 1 ep] "
-        "(local-reparam 1.0e0, reparam-per-example 2.0e0), so there one of the two intervals "
-        "misses its value."
-    )
-    alone = rows[rows["estimator"] == "local-reparam"]
-    assert equal_law_note(law, alone, "bayes-mlp").endswith(
-        "no minibatch size and checkpoint has intervals of both.")
-    other = rows[rows["param_group"] == "layers.0.bias"].assign(param_group="layers.0.weight_mean")
-    assert equal_law_note(law, other, "bayes-mlp") == (
-        "Check on the intervals: the output layer's bias was not measured.")
-
-
-def test_parameters_notes_say_where_compared_cells_saw_other_parameters() -> None:
-    """Cells of one checkpoint epoch: one digest gives no note, two digests a "not at the same
-    parameters" note naming them, and cells without a digest from several code versions a
-    "not checked" note; cells of one code version without a digest need none."""
-
-    def rows(cells: list[tuple[str, int, str | None, str]]) -> pd.DataFrame:
-        frames = []
-        for name, epoch, digest, version in cells:
-            prov = provenance()
-            prov = Provenance(prov.device, prov.device_name, prov.torch_version,
-                              prov.torch_threads, version, version, prov.profile, prov.created_at)
-            row = {"param_group": "top", "batch_size": 100, "epoch": epoch,
-                   "metric": "grad_variance", "value": 1.0, "ci_low": 0.5, "ci_high": 2.0,
-                   "n": 20, "status": "ok"}
-            if digest is not None:
-                row["checkpoint"] = digest
-            frames.append(stamp([row], Cell("variance", "bayes-mlp", name, {"seed": 0}), prov))
-        return prepare_rows(pd.concat(frames, ignore_index=True))
-
-    same = rows([("reparam", 10, "aa", "v1"), ("local-reparam", 10, "aa", "v2")])
-    assert parameters_notes(same) == ()
-    differ = rows([("reparam", 10, "aa", "v1"), ("local-reparam", 10, "bb", "v2"),
-                   ("reparam", 100, "cc", "v1"), ("local-reparam", 100, "cc", "v2")])
-    assert parameters_notes(differ) == (
-        "Not at the same parameters: cells of one checkpoint epoch were measured at different "
-        "parameters (checkpoint digests) at 10 ep (seed 0) (aa, bb), so their differences there "
-        "mix the estimators with the networks.",
-    )
-    old = rows([("reparam", 10, None, "v1"), ("local-reparam", 10, None, "v2"),
-                ("reparam", 100, None, "v1"), ("local-reparam", 100, None, "v1")])
-    assert parameters_notes(old) == (
-        "Same parameters not checked at 10 ep (seed 0): the cells there come from code versions "
-        "v1, v2, each measured at the checkpoint its own code trained, and not all of them carry "
-        "the parameters' digest (older rows).",
-    )
-    mixed = rows([("reparam", 10, None, "v1"), ("local-reparam", 10, "aa", "v2")])
-    assert parameters_notes(mixed)[0].startswith(
-        "Same parameters not checked at 10 ep (seed 0): the cells there come from code versions "
-        "v1, v2,")
 
 
 def test_variance_table_checks_kingmas_order(built: Path) -> None:

@@ -74,7 +74,7 @@ def variance_cells(values: dict[str, list[float]], model: str = MODEL) -> pd.Dat
             rows = [
                 {"param_group": group, "batch_size": size, "epoch": 1, "metric": "grad_variance",
                  "value": value * scale * 100 / size, "ci_low": 0.9 * value * scale * 100 / size,
-                 "ci_high": 1.1 * value * scale * 100 / size, "n": 50}
+                 "ci_high": 1.1 * value * scale * 100 / size, "n": 50, "checkpoint": f"s{seed}"}
                 for group, scale in (("encoder", 1.0), ("decoder", 10.0)) for size in (10, 100)
             ]
             cell = Cell("variance", model, name, {"seed": seed, "dataset": "digits"})

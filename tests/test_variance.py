@@ -41,7 +41,7 @@ from gradbench.measure.variance_stats import (
     log_variance_slope,
 )
 from gradbench.models.toy import make_problem
-from gradbench.results import Provenance, ResultStore
+from gradbench.results import Cell, Provenance, ResultStore
 from gradbench.models import MODELS
 
 CPU = torch.device("cpu")
@@ -630,3 +630,29 @@ def test_cli_errors_are_one_line_with_exit_2(argv, expected, tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 2
     assert err.count("\n") == 1 and expected in err, err
+
+
+def test_a_stored_variance_cell_without_the_parameters_digest_counts_as_missing(tmp_path):
+    """A variance cell names the digest column as required: a stored cell whose measured rows
+    lack it (older rows) is computed again, even by a store that reuses stale cells; with it,
+    the cell is reused."""
+    store = ResultStore(tmp_path, reuse_stale=True)
+    cell = Cell(variance.EXPERIMENT, "bayes-mlp", "reparam", {"seed": 0},
+                required=(variance.DIGEST_COLUMN,))
+    prov = Provenance.collect(CPU, "test")
+    row = {"param_group": "top", "batch_size": 100, "epoch": 10, "metric": "grad_variance",
+           "value": 1.0, "status": "ok"}
+    store.save(cell, [row], prov)
+    assert store.stored(cell, prov) is None
+    store.save(cell, [row | {variance.DIGEST_COLUMN: "00ff"}], prov)
+    assert store.stored(cell, prov)["checkpoint"].tolist() == ["00ff"]
+    lost = {"param_group": "all", "metric": "failed", "value": math.nan, "status": "skipped"}
+    store.save(cell, [lost], prov)
+    assert store.stored(cell, prov) is None
+
+
+def test_variance_tasks_require_the_digest(digits, tmp_path):
+    tasks = variance.variance_tasks(Setting("bayes-mlp", SMALL_MLP), ["reparam"], [4], 4, [0],
+                                    digits, CPU, tmp_path, "test")
+    cells = [t.cell for t in tasks if t.cell is not None and not t.derived]
+    assert cells and all(c.required == (variance.DIGEST_COLUMN,) for c in cells)

@@ -70,6 +70,12 @@ GRAD_VARIANCE_DATA = declare("grad_variance_data", "", "lower", True,
                              "Var_x E[g | x]: the minibatch sampling's share")
 SNR = declare("snr", "", "higher", True, "|E g| / sd(g), averaged over a group's parameters")
 SNR_SQUARED = declare("snr_squared", "", "higher", True, "(E g)² / Var g, averaged")
+GRAD_VARIANCE_SINGLE = declare("grad_variance_single", "", "lower", True,
+                               "variance with one weight sample per minibatch, paired draws")
+GRAD_VARIANCE_SEPARATE = declare("grad_variance_separate", "", "lower", True,
+                                 "variance with a weight sample per example, the same draws")
+VARIANCE_RATIO = declare("variance_ratio", "", "neither", True,
+                         "single-sample over separate-sample variance on identical draws")
 LOG_VARIANCE_SLOPE = declare("log_variance_slope", "", "neither", False,
                              "slope of log variance against log M (−1: 1/M)")
 
@@ -87,6 +93,10 @@ WALL_CLOCK_S = declare("wall_clock_s", "s", "lower", False, "seconds of training
 TRAIN_LOSS = declare("train_loss", "nats", "lower", False, "mean training loss of the epoch")
 RECONSTRUCTION_LL = declare("reconstruction_ll", "nats", "higher", False,
                             "E_q[log p(x|z)] per example")
+RECONSTRUCTION_LL_RELAXED = declare(
+    "reconstruction_ll_relaxed", "nats", "higher", False,
+    "log p(x|y) with the relaxed Concrete sample y (the thesis' Table 5.1, Gumbel rows)")
+KL = declare("kl", "nats", "lower", False, "KL(q(z|x) ‖ p(z)) per example: reconstruction − ELBO")
 IW_BOUND = declare("iw_bound", "nats", "higher", False,
                    "importance-weighted bound log mean_k p(x,z_k)/q(z_k|x) (Burda et al. 2016)")
 

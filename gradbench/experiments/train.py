@@ -54,6 +54,7 @@ class Train(Experiment):
     summary = "training: ELBO, importance-weighted bound and error per epoch"
     Config = TrainSettings
     METRICS = (m.ELBO, m.ERROR_RATE, m.NLL, m.WALL_CLOCK_S, m.TRAIN_LOSS, m.RECONSTRUCTION_LL,
+               m.RECONSTRUCTION_LL_RELAXED, m.KL,
                m.IW_BOUND, m.TEMPERATURE, m.BETA)
     TABLES = (training_tables, schedule_table)
     PLOTS = (training_plots,)

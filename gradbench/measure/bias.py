@@ -53,6 +53,7 @@ from gradbench.measure.checkpoints import (
     stable_seed,
 )
 from gradbench.measure.training import dataset_config
+from gradbench.measure.variance import DIGEST_COLUMN
 from gradbench.models.base import get_model_class
 from gradbench.options import resolve_options
 from gradbench.results import STATUS_DIVERGED, STATUS_OK, Cell, Provenance, ResultStore
@@ -249,7 +250,7 @@ def _bias_rows(
         estimator.steps.fill_(state.steps)
     estimator.double()
     groups = model.parameter_groups()
-    common = {"batch_size": batch_size, "epoch": state.epoch, "checkpoint": state.digest}
+    common = {"batch_size": batch_size, "epoch": state.epoch, DIGEST_COLUMN: state.digest}
     generator = torch.Generator(device=dataset.device)
     generator.manual_seed(stable_seed(setting.seed, EXPERIMENT, "minibatch", state.epoch))
     x, y = dataset.sample_batch("train", batch_size, generator)
@@ -315,7 +316,7 @@ def bias_tasks(
     for epoch in at_epochs:
         for label in estimators:
             config = base | {"estimator_options": estimator_options(setting, label), "epoch": epoch}
-            cell = Cell(EXPERIMENT, setting.model, label, config)
+            cell = Cell(EXPERIMENT, setting.model, label, config, required=(DIGEST_COLUMN,))
             run = partial(_bias_rows, setting, label, reference, batch_size, draws)
             tasks.append(Task(
                 cell_key(cell), run, (checkpoints[epoch].key,), cell, resources,

@@ -24,8 +24,11 @@ they do not depend on the estimator; ``param_group`` holds the split they were m
   ``EvalConfig.samples`` draws minus the analytic KL. The training ELBO is this same evaluation on
   the first ``EvalConfig.train_subset`` training examples (all by default), not the running mean
   of the loss, so it is comparable across estimators and with the other splits.
-- ``reconstruction_ll`` (autoencoders; train, valid, test): E_q[log p(x|z)], the figure of the thesis'
-  Table 5.1 (here with exact discrete samples, also for Gumbel-softmax).
+- ``reconstruction_ll`` (autoencoders; train, valid, test): E_q[log p(x|z)] with exact discrete
+  samples, also for Gumbel-softmax; ``kl`` the ELBO's KL term, reconstruction_ll − elbo.
+- ``reconstruction_ll_relaxed`` (Gumbel-softmax; train, valid, test): log p(x|y) with the
+  relaxed Concrete sample y at the estimator's temperature, the quantity of the thesis' Table
+  5.1 for its Gumbel-softmax rows (:func:`relaxed_reconstruction`).
 - ``iw_bound`` (autoencoders; test): log (1/k) Σ_k p(x, z_k) / q(z_k|x) with k = ``EvalConfig.iw_samples``
   (Burda et al. 2016), at epoch 0, the last epoch and every ``EvalConfig.iw_every`` epochs, on
   the first ``EvalConfig.iw_subset`` test examples (all when None).
@@ -68,9 +71,19 @@ from gradbench.code_version import cell_stamp
 from gradbench.data import SPLITS, Dataset
 from gradbench.device import clock
 from gradbench.estimators.base import Estimator
+from gradbench.estimators.gumbel_softmax import GumbelSoftmax
 from gradbench.execution.task import Context, Resources, Task, Work, cell_key
 from gradbench.experiment import Setting, build_estimator, build_model
-from gradbench.experiments.metrics import ERROR_RATE, IW_BOUND, TRAIN_LOSS, WALL_CLOCK_S
+from gradbench.experiments.metrics import (
+    ELBO,
+    ERROR_RATE,
+    IW_BOUND,
+    KL,
+    RECONSTRUCTION_LL,
+    RECONSTRUCTION_LL_RELAXED,
+    TRAIN_LOSS,
+    WALL_CLOCK_S,
+)
 from gradbench.models.base import StochasticModel, get_model_class
 from gradbench.options import resolve_options
 from gradbench.results import STATUS_DIVERGED, STATUS_OK, Cell, atomic_torch_save, code_version
@@ -505,8 +518,10 @@ def evaluate_split(
     chunk_size: int,
     seed: int,
     limit: int | None = None,
+    measure: Callable[[Tensor, Tensor], dict[str, Tensor]] | None = None,
 ) -> dict[str, Tensor]:
-    """``model.evaluate`` on the first ``limit`` examples of ``split`` (all when None), in chunks.
+    """``model.evaluate`` (or ``measure(x, y)``) on the first ``limit`` examples of ``split``
+    (all when None), in chunks.
 
     Returns metric → per-example values [N]. The binarization (if dynamic) and the samples are
     drawn from ``seed`` inside a forked RNG, so the global RNG is left as it was.
@@ -525,10 +540,30 @@ def evaluate_split(
             if taken >= size:
                 break
             keep = min(len(y), size - taken)
-            for name, values in model.evaluate(x[:keep], y[:keep], samples, iw_samples).items():
+            found = (measure(x[:keep], y[:keep]) if measure is not None
+                     else model.evaluate(x[:keep], y[:keep], samples, iw_samples))
+            for name, values in found.items():
                 parts.setdefault(name, []).append(values.detach())
             taken += keep
     return {name: torch.cat(values) for name, values in parts.items()}
+
+
+def relaxed_reconstruction(
+    model: StochasticModel, estimator: Estimator
+) -> Callable[[Tensor, Tensor], dict[str, Tensor]] | None:
+    """For an estimator whose forward pass carries the relaxed Concrete sample (Gumbel-softmax,
+    not its straight-through or Rao-Blackwellised variants): per-example log p(x | y) with that
+    sample at the estimator's current temperature, ``reconstruction_ll_relaxed``: the
+    reconstruction Jang et al.'s notebook prints, which the thesis' Table 5.1 follows (Nitta
+    2017, §5.3). None for an estimator that decodes discrete samples."""
+    if type(estimator).sample is not GumbelSoftmax.sample:
+        return None
+
+    def measure(x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        with torch.no_grad():
+            return {RECONSTRUCTION_LL_RELAXED: -model(x, y, estimator).data_loss}
+
+    return measure
 
 
 def summary(values: Tensor) -> tuple[float, float, float, int]:
@@ -579,6 +614,12 @@ def evaluation_rows(
         metrics = evaluate_split(
             run.model, dataset, split, evaluation.samples, 1, evaluation.chunk_size, seed, limit
         )
+        if RECONSTRUCTION_LL in metrics and ELBO in metrics:
+            metrics[KL] = metrics[RECONSTRUCTION_LL] - metrics[ELBO]
+        relaxed = relaxed_reconstruction(run.model, run.estimator)
+        if relaxed is not None:
+            metrics |= evaluate_split(run.model, dataset, split, 1, 1, evaluation.chunk_size,
+                                      seed, limit, relaxed)
         has_bound = metrics.pop(IW_BOUND, None) is not None
         if iw and split == "test" and has_bound:
             bound = evaluate_split(

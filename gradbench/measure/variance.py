@@ -85,6 +85,10 @@ DRAW_MEMORY_BYTES = 128 * 2**20
 chunks keep elementwise buffers in cache, faster on a CPU than one large chunk."""
 MAX_CHUNK_DRAWS = 1024
 GRADIENT_CONVENTION = "gradient of the minibatch mean of the per-example loss"
+DIGEST_COLUMN = "checkpoint"
+"""Where a variance row stores the digest of the parameters it was measured at
+(``Checkpoint.digest``): a stored cell without it counts as missing (``Cell.required``), since
+its figures cannot be put beside others at one set of parameters."""
 
 Params = dict[str, Tensor]
 
@@ -384,7 +388,7 @@ def _variance_rows(
     )
     groups = model.parameter_groups()
     common = {"batch_size": batch_size, "epoch": state.epoch, "draw_path": path,
-              "checkpoint": state.digest}
+              DIGEST_COLUMN: state.digest}
     schedule = [
         {"param_group": "schedule", "metric": key, "value": value, "n": 1, "status": STATUS_OK}
         | common
@@ -524,7 +528,7 @@ def variance_tasks(
             per_size = []
             for size in batch_sizes:
                 config = base | {"estimator_options": options, "epoch": epoch, "batch_size": size}
-                cell = Cell(EXPERIMENT, setting.model, name, config)
+                cell = Cell(EXPERIMENT, setting.model, name, config, required=(DIGEST_COLUMN,))
                 run = partial(
                     _variance_rows, setting, name, reference, size, draws, noise_draws,
                     stable_seed(setting.seed, name, size, epoch), replicates, confidence,

@@ -15,7 +15,9 @@ import pandas as pd
 
 from gradbench.report import paper
 from gradbench.report.aggregate import derive, estimate
-from gradbench.report.rows import Outcomes, outcomes
+from gradbench.report.notes import at_one_checkpoint
+from gradbench.report.render import display
+from gradbench.report.rows import VARIANCE, Outcomes, outcomes
 from gradbench.report.table import Column, Table, Value, assemble
 
 RATIO = "ratio"
@@ -53,10 +55,40 @@ def distance(found: Outcomes, figure: paper.PublishedFigure) -> Outcomes:
     return derive(lambda value: value - figure.value, found)
 
 
+def thesis_kl_notes(rows: pd.DataFrame) -> tuple[str, ...]:
+    """Our KL term beside Table 5.1's rows (the thesis reports none), per row and split at its
+    length, the mean over seeds with its t-interval; none where no row was measured."""
+    found = []
+    for row, name in paper.thesis_estimators().items():
+        parts = []
+        for split in ("train", "valid"):
+            kl = estimate(measured(rows, paper.Measure(
+                "train", "categorical-vae", name, paper.THESIS_KL_METRIC, split,
+                epoch=paper.NITTA_2017_EPOCHS)))
+            if kl is not None and kl.values:
+                bounds = (f" [{display(kl.low, 'fixed2')}, {display(kl.high, 'fixed2')}]"
+                          if kl.over_seeds else "")
+                parts.append(f"{split} {display(kl.mean, 'fixed2')}{bounds}")
+        if parts:
+            found.append(f"{row} ({name}) {', '.join(parts)}")
+    if not found:
+        return ()
+    return (
+        f"Ours, the KL(q(y|x) ‖ uniform) term at {paper.NITTA_2017_EPOCHS} epochs, nats, the "
+        f"mean over seeds [95 % t-interval] (Table 5.1 reports neither KL nor ELBO): "
+        f"{'; '.join(found)}.",
+    )
+
+
 def comparison_table(rows: pd.DataFrame) -> Table | None:
     """Every published figure with ours and the distance, where the run at the papers' settings
-    measured at least one of them; figures it did not measure (yet) show no value."""
+    measured at least one of them; figures it did not measure (yet) show no value. A ratio of
+    variances takes cells of one set of parameters only (:func:`gradbench.report.notes.
+    at_one_checkpoint`)."""
     compared = rows[rows["profile"] == paper.COMPARED_PROFILE]
+    variance = compared["experiment"] == VARIANCE
+    kept, left_out = at_one_checkpoint(compared[variance])
+    compared = pd.concat([compared[~variance], kept])
     found = [(figure, ours(compared, figure)) for figure in paper.PUBLISHED_FIGURES]
     if not any(values for _, values in found):
         return None
@@ -79,11 +111,14 @@ def comparison_table(rows: pd.DataFrame) -> Table | None:
         Column("ours / published", "fixed2"),
         Column("ours - published (nats)", "fixed2"),
     ]
-    reasons = dict.fromkeys(figure.reason for figure, _ in found if figure.reason)
+    reasons = dict.fromkeys(
+        text for figure, _ in found for text in (figure.setting, figure.reason) if text)
     notes = (
         f"Ours: the rows of the {paper.COMPARED_PROFILE} profile, seed by seed; a ratio of ours "
         "is taken within each seed. Published: the authors' figures, their hardware and code.",
         *reasons,
+        *thesis_kl_notes(compared),
+        *left_out,
     )
     return assemble(
         "comparison", "Ours against the papers' published figures", columns, table_rows, notes

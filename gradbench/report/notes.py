@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from gradbench.measure.variance import DIGEST_COLUMN
 from gradbench.measure.variance_stats import MIN_MINIBATCHES_FOR_COVERAGE
 from gradbench.report.aggregate import ALPHA, LEVEL, Estimate
 from gradbench.report.rows import VARIANCE, epoch_label, other_objective, select
+from gradbench.results import STATUS_DIVERGED, STATUS_OK
 
 if TYPE_CHECKING:
     from gradbench.report.table import Comparison
@@ -64,44 +66,55 @@ def coverage_notes(rows: pd.DataFrame) -> tuple[str, ...]:
     )
 
 
-def parameters_notes(rows: pd.DataFrame) -> tuple[str, ...]:
-    """Whether the cells a table compares at each checkpoint epoch saw the same parameters.
+def at_one_checkpoint(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The rows a table may compare, and a note naming the cells left out.
 
     Each code version trains its checkpoints anew, and another round-off in training gives other
-    parameters. A note where one epoch (and seed) holds cells of several checkpoint digests (not
-    the same parameters), or cells of several code versions of which some carry no digest (not
-    checked); none where every cell carries one digest, or all come from one code version.
+    parameters, so cells compare only at one digest. At each model, seed and checkpoint epoch the
+    compared digest is the one most cells carry (ties: the most recently measured); a measured
+    cell of another digest, or of none (older rows: its parameters are unknown), is left out, as
+    if missing, and listed. Rows without a minibatch size (derived: slopes) and rows that
+    measured nothing (lost cells) are kept.
     """
-    measured = rows[rows["status"].isin(["ok", "diverged"])]
-    if measured.empty:
-        return ()
-    digests = measured.get("checkpoint", pd.Series(pd.NA, index=measured.index))
-    differ: list[str] = []
-    unchecked: dict[str, set[str]] = {}
-    for (seed, epoch), part in measured.groupby(["seed", "epoch"], dropna=True):
-        known = set(digests[part.index].dropna().astype(str))
-        missing = part[digests[part.index].isna()]
-        where = f"{epoch_label(epoch)} (seed {int(seed)})"
-        if len(known) > 1:
-            differ.append(f"{where} ({', '.join(sorted(known))})")
-        versions = {str(v).split("+")[0][:7] for v in part["code_version"].dropna()}
-        if not missing.empty and len(versions) > 1:
-            unchecked.setdefault(where, set()).update(versions)
+    if rows.empty:
+        return rows, ()
+    digests = rows[DIGEST_COLUMN].astype("string") if DIGEST_COLUMN in rows else pd.Series(
+        pd.NA, index=rows.index, dtype="string")
+    cells = rows["status"].isin([STATUS_OK, STATUS_DIVERGED]) & rows["batch_size"].notna()
+    keep = pd.Series(True, index=rows.index)
+    other: list[str] = []
+    unknown: list[str] = []
+    for (model, seed, epoch), part in rows[cells].groupby(["model", "seed", "epoch"], dropna=True):
+        known = part[digests[part.index].notna()]
+        counts = known.assign(digest=digests[known.index]).groupby("digest").agg(
+            cells=("config_hash", "nunique"), newest=("created_at", "max"))
+        chosen = (counts.sort_values(["cells", "newest"]).index[-1] if not counts.empty
+                  else None)
+        left = part[digests[part.index].ne(chosen).fillna(True)] if chosen else part
+        keep[left.index] = False
+        for (name, digest, version), cell in left.assign(
+            digest=digests[left.index].fillna(""), version=left["code_version"].str[:7]
+        ).groupby(["estimator", "digest", "version"], sort=True):
+            sizes = ", ".join(str(int(b)) for b in sorted(set(cell["batch_size"])))
+            where = f"{model} / {name} at M = {sizes}, {epoch_label(epoch)}, seed {int(seed)}"
+            if digest:
+                other.append(f"{where} (digest {digest}, code {version}; compared: {chosen})")
+            else:
+                unknown.append(f"{where} (code {version})")
     notes = []
-    if differ:
+    if other:
         notes.append(
-            "Not at the same parameters: cells of one checkpoint epoch were measured at different "
-            f"parameters (checkpoint digests) at {'; '.join(differ)}, so their differences there "
-            "mix the estimators with the networks."
+            "Left out, measured at other parameters than the cells compared at their checkpoint "
+            f"(another checkpoint digest): {'; '.join(other)}."
         )
-    if unchecked:
-        versions = sorted(set().union(*unchecked.values()))
+    if unknown:
         notes.append(
-            f"Same parameters not checked at {', '.join(unchecked)}: the cells there come from "
-            f"code versions {', '.join(versions)}, each measured at the checkpoint its own code "
-            "trained, and not all of them carry the parameters' digest (older rows)."
+            "Left out, measured at unknown parameters (rows without the checkpoint's digest, "
+            f"from before it was stored): {'; '.join(unknown)}."
         )
-    return tuple(notes)
+    if notes:
+        notes.append("A left-out cell counts as missing: gradbench all measures it again.")
+    return rows[keep], tuple(notes)
 
 
 def bounds_note(cells: Sequence[object], within: str) -> tuple[str, ...]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -19,19 +21,23 @@ from gradbench.experiments.metrics import (
     GRAD_VARIANCE_NOISE,
     LOG_VARIANCE_SLOPE,
     SNR,
+    VARIANCE_RATIO,
 )
+from gradbench.estimators import ESTIMATORS, estimator_class
+from gradbench.measure.paired_variance import EXPERIMENT as PAIRED
 from gradbench.report import paper
 from gradbench.report.aggregate import Estimate, derive, estimate, over_seeds
 from gradbench.report.notes import (
     EXCLUDED,
+    at_one_checkpoint,
     bounds_note,
     coverage_notes,
     marked,
     objective_notes,
-    parameters_notes,
 )
 from gradbench.report.render import HIGH, LOW, MEAN, display
 from gradbench.report.rows import (
+    UNKNOWN_SEED,
     VARIANCE,
     at_batch_size,
     epoch_label,
@@ -40,6 +46,7 @@ from gradbench.report.rows import (
     nearest_batch_size,
     other_objective,
     outcomes,
+    seed_of,
     select,
 )
 from gradbench.report.table import Column, Compared, Comparison, Table, Value, assemble
@@ -58,12 +65,16 @@ DECOMPOSITION_METRICS = (GRAD_VARIANCE, GRAD_VARIANCE_NOISE, GRAD_VARIANCE_DATA,
 def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
     """Gradient variance per estimator × (group, checkpoint) at minibatch 100 (Kingma's Table 1).
 
-    The groups are the model's headline groups (:func:`gradbench.report.paper.headline_groups`);
-    the papers' figures sit beside ours where a paper has them.
+    Only cells measured at one set of parameters per seed and checkpoint are compared
+    (:func:`gradbench.report.notes.at_one_checkpoint`); the others are listed. The groups are
+    the model's headline groups (:func:`gradbench.report.paper.headline_groups`); the papers'
+    figures sit beside ours where a paper has them.
     """
-    variance = select(rows, experiment=VARIANCE, model=model, metric=GRAD_VARIANCE)
+    measured = select(rows, experiment=VARIANCE, model=model)
+    variance = select(measured, metric=GRAD_VARIANCE)
     if variance.empty:
         return None
+    cell_rows, left_out = at_one_checkpoint(measured)
     batch = nearest_batch_size(variance["batch_size"])
     epochs = sorted({float(e) for e in variance[variance["batch_size"] == batch]["epoch"].dropna()})
     ours = [(g, e) for g in paper.headline_groups(model) for e in epochs]
@@ -75,9 +86,8 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
         *(Column(label, "sci") for label in labels),
         *(Column(c.label, c.kind) for c in beside.trailing),
     ]
-    cell_rows = select(rows, experiment=VARIANCE, model=model)
     scoped = at_batch_size(cell_rows, batch)
-    names = estimator_order(model, cell_rows)
+    names = estimator_order(model, measured)
     table_rows = [
         [
             marked(cell_rows, name),
@@ -102,10 +112,10 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
         *paper.variant_notes(names),
         *objective_notes(cell_rows, names),
         *coverage_notes(cell_rows),
-        *parameters_notes(cell_rows[(cell_rows["batch_size"] == batch)
-                                    & cell_rows["epoch"].isin(epochs)]),
+        *left_out,
         *(order_notes(claimed, by_column) if claimed else ()),
-        *(equal_law_note(law, cell_rows, model) for law in paper.equal_laws(model)),
+        *invariant_notes(invariant_checks(cell_rows, model)),
+        *paired_notes(rows, model),
     )
     comparison = Comparison(
         tuple(Compared(label, False, log=True) for label in labels),
@@ -174,40 +184,183 @@ def order_notes(
     return tuple(notes)
 
 
-def equal_law_note(law: paper.EqualLaw, rows: pd.DataFrame, model: str) -> str:
-    """Where two estimators whose gradients of ``law``'s group share one law were both measured
-    (minibatch size × checkpoint): how many interval pairs overlap, and each disjoint pair with
-    its values (there one of the two intervals missed its value)."""
-    variance = select(rows, experiment=VARIANCE, model=model, metric=GRAD_VARIANCE)
-    group = law.group(set(variance["param_group"].dropna()))
-    first, second = law.estimators
-    head = f"Check on the intervals: {law.what}"
-    if group is None:
-        return f"{head} was not measured."
-    overlapping, disjoint = 0, []
-    cells = variance[variance["param_group"] == group][["batch_size", "epoch"]].dropna()
-    for batch, epoch in sorted(set(cells.itertuples(index=False, name=None))):
-        scoped = at_batch_size(variance, int(batch))
-        pair = [over_seeds(scoped, VARIANCE, model, name, param_group=group, epoch=epoch)
-                for name in law.estimators]
-        if any(p is None or not p.values or math.isnan(p.low) for p in pair):
-            continue
-        a, b = pair
-        if a.high < b.low or b.high < a.low:
-            disjoint.append(f"[M = {int(batch)}, {epoch_label(epoch)}] ({first} "
-                            f"{display(a.mean, 'sci')}, {second} {display(b.mean, 'sci')})")
-        else:
-            overlapping += 1
-    measured = overlapping + len(disjoint)
-    head = (f"{head} ({group}) has one gradient law under {first} and {second} ({law.reason}), "
-            "so their variances are equal")
-    if not measured:
-        return f"{head}; no minibatch size and checkpoint has intervals of both."
-    verdict = f"{head}: their intervals overlap in {overlapping} of {measured} measured cells"
-    if disjoint:
-        verdict += (f"; disjoint in {', '.join(disjoint)}, so there one of the two intervals "
-                    "misses its value")
-    return verdict + "."
+@dataclass(frozen=True)
+class Interval:
+    """One cell's value of a quantity and its stored interval, with what it is."""
+
+    label: str
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class InvariantCheck:
+    """Two intervals of quantities equal in expectation at one set of parameters (an
+    invariant, :func:`invariant_checks`): they hold when the intervals overlap."""
+
+    law: str
+    where: str
+    first: Interval
+    second: Interval
+
+    @property
+    def holds(self) -> bool:
+        """Whether the two intervals overlap."""
+        return not (self.first.high < self.second.low or self.second.high < self.first.low)
+
+
+CellKey = tuple[str, str, int, float, int]
+"""(estimator, group, minibatch size, epoch, seed)."""
+
+
+def _intervals(rows: pd.DataFrame, metric: str, scale_by_batch: bool = False
+               ) -> dict[CellKey, tuple[float, float, float]]:
+    """Each measured cell's (value, low, high) of ``metric``, times M when ``scale_by_batch``;
+    cells without a finite interval are left out."""
+    found = select(rows, experiment=VARIANCE, metric=metric, status="ok")
+    cells = {}
+    for row in found.dropna(subset=["batch_size", "epoch", "value", "ci_low", "ci_high"]
+                            ).itertuples(index=False):
+        scale = float(row.batch_size) if scale_by_batch else 1.0
+        key = (row.estimator, row.param_group, int(row.batch_size), float(row.epoch),
+               int(row.seed) if not pd.isna(row.seed) else -1)
+        cells[key] = (row.value * scale, row.ci_low * scale, row.ci_high * scale)
+    return cells
+
+
+def _interval(label: str, values: tuple[float, float, float]) -> Interval:
+    return Interval(label, *values)
+
+
+def _place(group: str, batch: int, epoch: float, seed: int) -> str:
+    return f"[{group}, M = {batch}, {epoch_label(epoch)}, seed {seed}]"
+
+
+def invariant_checks(rows: pd.DataFrame, model: str) -> list[InvariantCheck]:
+    """The invariants every variance table of ``model`` must pass where its estimators were
+    measured, cell by cell at one set of parameters (each seed's stored intervals):
+
+    - the 1/M law: for an estimator with noise independent across examples
+      (:func:`gradbench.report.paper.independent_noise`), M times the noise part at each two
+      neighbouring minibatch sizes;
+    - one law (:func:`gradbench.report.paper.equal_laws`): the variances of a group whose
+      gradient has one law under two estimators (the output bias, local reparameterization and
+      separate weight samples);
+    - one data part: Var_B(E_ε[ĝ | B]) = Var_B(∇ loss_B) of every unbiased estimator (its mean
+      given the minibatch is the minibatch's exact gradient), each against the first measured.
+
+    Groups: the model's headline groups and each equal law's group.
+    """
+    variance = select(rows, experiment=VARIANCE, model=model)
+    measured_groups = set(variance["param_group"].dropna())
+    groups = [g for g in paper.headline_groups(model) if g in measured_groups]
+    laws = [(law, law.group(measured_groups)) for law in paper.equal_laws(model)]
+    groups += [g for _, g in laws if g is not None and g not in groups]
+    checks: list[InvariantCheck] = []
+    noise = _intervals(variance, GRAD_VARIANCE_NOISE, scale_by_batch=True)
+    for name in paper.independent_noise(model):
+        for group in groups:
+            by_place: dict[tuple[float, int], list[int]] = {}
+            for (estimator, g, batch, epoch, seed) in noise:
+                if estimator == name and g == group:
+                    by_place.setdefault((epoch, seed), []).append(batch)
+            for (epoch, seed), sizes in sorted(by_place.items()):
+                for small, large in itertools.pairwise(sorted(sizes)):
+                    checks.append(InvariantCheck(
+                        f"1/M law of {name}: M × noise part equal at every M",
+                        f"[{group}, M = {small} vs {large}, {epoch_label(epoch)}, seed {seed}]",
+                        _interval(f"M = {small}", noise[(name, group, small, epoch, seed)]),
+                        _interval(f"M = {large}", noise[(name, group, large, epoch, seed)]),
+                    ))
+    total = _intervals(variance, GRAD_VARIANCE)
+    for law, group in laws:
+        first, second = law.estimators
+        for (estimator, g, batch, epoch, seed), values in sorted(total.items()):
+            other = total.get((second, g, batch, epoch, seed))
+            if estimator == first and g == group and other is not None:
+                checks.append(InvariantCheck(
+                    f"one law of {law.what} under {first} and {second}: equal variances",
+                    _place(group, batch, epoch, seed),
+                    _interval(first, values), _interval(second, other),
+                ))
+    data = _intervals(variance, GRAD_VARIANCE_DATA)
+    unbiased = [n for n in estimator_order(model, variance) if _unbiased(variance, n)]
+    places = sorted({(g, b, e, s) for (_, g, b, e, s) in data if g in groups})
+    for group, batch, epoch, seed in places:
+        present = [n for n in unbiased if (n, group, batch, epoch, seed) in data]
+        for name in present[1:]:
+            checks.append(InvariantCheck(
+                "one data part Var_B(E_ε[ĝ | B]) of every unbiased estimator",
+                _place(group, batch, epoch, seed),
+                _interval(present[0], data[(present[0], group, batch, epoch, seed)]),
+                _interval(name, data[(name, group, batch, epoch, seed)]),
+            ))
+    return checks
+
+
+def _unbiased(rows: pd.DataFrame, label: str) -> bool:
+    """Whether a registered estimator (or variant) is unbiased for the gradient its rows
+    estimate; an estimator the registry does not know (a plugin's) is not assumed to be."""
+    name = label.partition("[")[0].strip()
+    return (name in ESTIMATORS and estimator_class(label).unbiased
+            and not other_objective(rows, label))
+
+
+def invariant_notes(checks: Sequence[InvariantCheck]) -> tuple[str, ...]:
+    """One note per invariant: in how many comparisons it holds, and each failure with its two
+    intervals; where one fails, what a failure means."""
+    if not checks:
+        return ()
+    by_law: dict[str, list[InvariantCheck]] = {}
+    for check in checks:
+        by_law.setdefault(check.law, []).append(check)
+    notes = []
+    for law, found in by_law.items():
+        failed = [c for c in found if not c.holds]
+        text = f"Invariant, {law}: holds in {len(found) - len(failed)} of {len(found)} comparisons"
+        if failed:
+            text += "; FAILS at " + "; ".join(
+                f"{c.where} ({_shown(c.first)} against {_shown(c.second)})" for c in failed)
+        notes.append(text + ".")
+    if any(not c.holds for c in checks):
+        notes.append(
+            "A failed invariant is a failure of the measurement there, not of an interval: the "
+            "two quantities are equal at one set of parameters, and two 95 % intervals of one "
+            "value are disjoint by chance with probability below 1 %. Read those cells as "
+            "measured at different parameters, or through a faulty noise path, until remeasured."
+        )
+    return tuple(notes)
+
+
+def _shown(interval: Interval) -> str:
+    return (f"{interval.label} {display(interval.value, 'sci')} "
+            f"[{display(interval.low, 'sci')}, {display(interval.high, 'sci')}]")
+
+
+def paired_notes(rows: pd.DataFrame, model: str) -> tuple[str, ...]:
+    """The paired estimates of single / separate weight-sample variance
+    (:mod:`gradbench.measure.paired_variance`: both from the same draws on the same minibatches
+    and checkpoint), each ratio with its interval and whether it settles the order."""
+    ratios = select(rows, experiment=PAIRED, model=model, metric=VARIANCE_RATIO)
+    if ratios.empty:
+        return ()
+    found = []
+    ratios = ratios.assign(seed=seed_of(ratios))
+    for row in ratios.sort_values(["epoch", "param_group", "seed"]).itertuples(index=False):
+        order = ("single above separate" if row.ci_low > 1.0 else
+                 "single below separate" if row.ci_high < 1.0 else "order not settled")
+        seed = f", seed {row.seed}" if row.seed != UNKNOWN_SEED else ""
+        found.append(
+            f"[{row.param_group}, M = {int(row.batch_size)}, {epoch_label(row.epoch)}{seed}] "
+            f"{display(row.value, 'fixed3')} [{display(row.ci_low, 'fixed3')}, "
+            f"{display(row.ci_high, 'fixed3')}] over {int(row.n)} minibatches: {order}"
+        )
+    return (
+        "Paired single / separate weight samples (both variances from the same two weight draws "
+        "on each of the same minibatches, at one checkpoint), the ratio of variances with its "
+        f"95 % interval: {'; '.join(found)}.",
+    )
 
 
 def slope_table(rows: pd.DataFrame) -> Table | None:
@@ -253,8 +406,10 @@ def decomposition_table(rows: pd.DataFrame) -> Table | None:
     variance = select(rows, experiment=VARIANCE)
     table_rows: list[list[Value]] = []
     batches: set[int] = set()
+    left_out: list[str] = []
     for model in models_of(variance, VARIANCE):
-        scoped = select(variance, model=model)
+        scoped, notes = at_one_checkpoint(select(variance, model=model))
+        left_out += notes
         batch = nearest_batch_size(select(scoped, metric=GRAD_VARIANCE)["batch_size"])
         if batch is None:
             continue
@@ -295,5 +450,6 @@ def decomposition_table(rows: pd.DataFrame) -> Table | None:
             "(Rainforth et al. 2018).",
             *objective_notes(variance, list(set(variance["estimator"].dropna()))),
             *coverage_notes(variance),
+            *dict.fromkeys(left_out),
         ),
     )

@@ -1,0 +1,165 @@
+"""Tests of the paired single / separate weight-sample variance (gradbench.measure.paired_variance)
+against per-example gradients formed one by one, and against unpaired draws of the two
+estimators themselves."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gradbench.data import DataConfig, load_dataset
+from gradbench.experiment import Setting, build_estimator, build_model
+from gradbench.measure import paired_variance
+from gradbench.measure.paired_variance import (
+    UnitSums,
+    headline_layers,
+    noise_parts,
+    paired_statistics,
+    paired_sums,
+    single_sample_draw,
+)
+from gradbench.measure.variance import gradient_samples
+from gradbench.report.rows import prepare_rows
+from gradbench.report.variance_tables import paired_notes, variance_table
+from gradbench.results import Cell, Provenance, stamp
+
+CPU = torch.device("cpu")
+SMALL_MLP = {"hidden_sizes": "8", "input_dropout": "0.5"}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DataConfig(dataset="digits"), CPU)
+
+
+@pytest.fixture(scope="module")
+def model(digits):
+    return build_model(Setting("bayes-mlp", SMALL_MLP, seed=0), digits, CPU)
+
+
+def _per_example_gradients(model, x, y, noises):
+    """G_m [M, layers...]: the gradient of CE_m / M in each layer's θ with W = θ + σ ∘ ε, one
+    example at a time (the KL, constant in the noise, left out)."""
+    layers = list(model.layers)
+    out = []
+    for m in range(x.shape[0]):
+        h = x[m : m + 1]
+        for index, (layer, noise) in enumerate(zip(layers, noises)):
+            std = layer.weight_variance().sqrt()
+            h = h @ (layer.weight_mean + std * noise) + layer.bias
+            if index < len(layers) - 1:
+                h = torch.relu(h)
+        loss = F.cross_entropy(h, y[m : m + 1]) / x.shape[0]
+        out.append(torch.autograd.grad(loss, [layer.weight_mean for layer in layers]))
+    return out
+
+
+def test_noise_parts_equal_per_example_sums(model, digits):
+    x, y = digits.sample_batch("train", 6, torch.Generator().manual_seed(1))
+    noises = []
+    draws = []
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        noises.append([torch.randn_like(layer.weight_mean) for layer in model.layers])
+        torch.manual_seed(seed)
+        draws.append(single_sample_draw(model, x, y))
+    first, second = (_per_example_gradients(model, x, y, n) for n in noises)
+    for layer in range(len(model.layers)):
+        d = torch.stack([first[m][layer] - second[m][layer] for m in range(x.shape[0])])
+        single, separate = noise_parts(draws[0][layer], draws[1][layer])
+        torch.testing.assert_close(separate, 0.5 * d.square().sum(0), rtol=1e-4, atol=1e-10)
+        torch.testing.assert_close(single, 0.5 * d.sum(0).square(), rtol=1e-4, atol=1e-10)
+        # The draw's own minibatch gradient is the sum of its examples' terms (KL aside).
+        kl = draws[0][layer].gradient - sum(first[m][layer] for m in range(x.shape[0]))
+        torch.testing.assert_close(
+            draws[1][layer].gradient - sum(second[m][layer] for m in range(x.shape[0])), kl,
+            rtol=1e-4, atol=1e-6,
+        )
+
+
+def test_noise_parts_refuse_draws_of_different_shapes(model, digits):
+    generator = torch.Generator().manual_seed(0)
+    small = single_sample_draw(model, *digits.sample_batch("train", 3, generator))
+    large = single_sample_draw(model, *digits.sample_batch("train", 4, generator))
+    with pytest.raises(ValueError, match="draws of different shapes"):
+        noise_parts(small[0], large[0])
+
+
+def test_statistics_recover_known_parts():
+    # Units built so that the noise and data parts are known exactly in expectation.
+    torch.manual_seed(0)
+    units = 4000
+    single = torch.distributions.Chi2(4.0).sample((units,)) * 0.5  # mean 2
+    separate = torch.distributions.Chi2(4.0).sample((units,)) * 0.25  # mean 1
+    data = 3.0  # spread = data + single / 2 in expectation
+    spread = torch.distributions.Chi2(2.0).sample((units,)) * 0.5 * (data + single.mean() / 2)
+    rows = {r["metric"]: r for r in paired_statistics(
+        UnitSums(single.tolist(), separate.tolist(), spread.tolist(), 1), seed=1)}
+    truth = {"grad_variance_single": 5.0, "grad_variance_separate": 4.0,
+             "grad_variance_data": 3.0, "variance_ratio": 1.25}
+    for metric, value in truth.items():
+        assert rows[metric]["ci_low"] <= value <= rows[metric]["ci_high"], (metric, rows[metric])
+        assert rows[metric]["ci_high"] - rows[metric]["ci_low"] < 0.2 * value, rows[metric]
+
+
+def test_paired_variances_agree_with_unpaired_draws_of_both_estimators(model, digits):
+    groups = headline_layers(model)
+    sums = paired_sums(model, digits, 16, 300, groups, torch.Generator().manual_seed(2))
+    torch.manual_seed(5)
+    for name, estimator in (("single", "reparam"), ("separate", "reparam-per-example")):
+        draws = gradient_samples(
+            model, build_estimator(Setting("bayes-mlp", SMALL_MLP), estimator, digits, CPU),
+            digits, 16, 2000, torch.Generator().manual_seed(6),
+        )
+        for group, layer in groups.items():
+            rows = {r["metric"]: r for r in paired_statistics(sums[group])}
+            values = draws[f"layers.{layer}.weight_mean"].flatten(1).double()
+            unpaired = float(values.var(0).mean())
+            # The unpaired variance's own standard error, about √(2 / R) relative.
+            slack = 4.0 * math.sqrt(2.0 / values.shape[0]) * unpaired
+            paired = rows[f"grad_variance_{name}"]
+            assert paired["ci_low"] - slack <= unpaired <= paired["ci_high"] + slack, (
+                group, name, unpaired, paired)
+    for group in groups:
+        ratio = {r["metric"]: r for r in paired_statistics(sums[group])}["variance_ratio"]
+        assert ratio["ci_low"] > 1.0, (group, ratio)  # a shared sample adds the covariance
+
+
+def test_rows_carry_groups_and_cost(model, digits):
+    rows = paired_variance.paired_variance_rows(model, digits, 8, 5, {"top": 1}, seed=0,
+                                                replicates=50)
+    assert {r["metric"] for r in rows} == set(paired_variance.METRICS)
+    assert all(r["param_group"] == "top" and r["n"] == 10 and r["cell_seconds"] > 0
+               for r in rows)
+
+
+def test_the_variance_table_says_whether_the_paired_ratio_settles_the_order():
+    frames = []
+    for group, (value, low, high) in (("top", (1.5, 1.2, 1.9)), ("bottom", (1.1, 0.9, 1.3))):
+        rows = [{"param_group": group, "batch_size": 100, "epoch": 10, "metric": metric,
+                 "value": value, "ci_low": low, "ci_high": high, "n": 2000}
+                for metric in ("variance_ratio", "grad_variance_single")]
+        frames.append(stamp(rows, Cell(paired_variance.EXPERIMENT, "bayes-mlp", "reparam",
+                                       {"group": group, "seed": 0}),
+                            Provenance.collect(CPU, "test")))
+    variance = [{"param_group": "top", "batch_size": 100, "epoch": 10,
+                 "metric": "grad_variance", "value": 1.0, "ci_low": 0.9, "ci_high": 1.1, "n": 10,
+                 "checkpoint": "aa"}]
+    frames.append(stamp(variance, Cell("variance", "bayes-mlp", "local-reparam", {"seed": 0}),
+                        Provenance.collect(CPU, "test")))
+    rows = prepare_rows(pd.concat(frames, ignore_index=True))
+    assert paired_notes(rows, "bayes-mlp") == (
+        "Paired single / separate weight samples (both variances from the same two weight draws "
+        "on each of the same minibatches, at one checkpoint), the ratio of variances with its "
+        "95 % interval: [bottom, M = 100, 10 ep, seed 0] 1.100 [0.900, 1.300] over 2000 "
+        "minibatches: order not settled; [top, M = 100, 10 ep, seed 0] 1.500 [1.200, 1.900] "
+        "over 2000 minibatches: single above separate.",
+    )
+    assert paired_notes(rows, "bayes-mlp")[0] in variance_table(rows, "bayes-mlp").notes
+    assert paired_notes(rows, "categorical-vae") == ()
+    unseeded = prepare_rows(pd.concat(frames, ignore_index=True).drop(columns="seed"))
+    assert "[top, M = 100, 10 ep] 1.500 [1.200, 1.900]" in paired_notes(unseeded, "bayes-mlp")[0]
