@@ -214,7 +214,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(
 
 # --- a long cell outlives its process -----------------------------------------------------------
 
-ARM_SMALL = {"latent_dim": "8", "prior": "learned", "signal": "elbo"}
+ARM_SMALL = {"latent_dim": "8", "prior": "learned", "signal": "sampled-kl"}
 """The Bernoulli VAE as ARM's and DisARM's codes train it (learned prior by SGD, f with the
 sampled KL), small: resuming must restore Adam and the prior's SGD alike."""
 RESUME_CONFIG = TrainConfig(epochs=3, batch_size=50, learning_rate=3e-3)
@@ -603,6 +603,6 @@ def test_the_arm_profile_is_the_released_codes_protocol() -> None:
     assert (arm.dataset, arm.models) == ("binarized-mnist", ("bernoulli-vae",))
     assert (arm.train_batch_size, arm.train_learning_rate, arm.train_lr_decay) == (50, 1e-4, 1.0)
     assert arm.train_epochs * 50_000 // arm.train_batch_size == 1_000_000
-    assert arm.model_options["bernoulli-vae"] == {"prior": "learned", "signal": "elbo"}
+    assert arm.model_options["bernoulli-vae"] == {"prior": "learned", "signal": "sampled-kl"}
     assert arm.eval_best_valid_iw_samples == (100, 1000) and arm.eval_iw_every > 0
     assert {"arm", "disarm", "rloo", "rebar", "lr-baseline[baseline=learned]"} <= set(arm.estimators)
