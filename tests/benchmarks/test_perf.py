@@ -147,8 +147,8 @@ def test_speed_local_reparam_step(benchmark, network: str) -> None:
     """
     case = common.training_case("bayes-mlp", "local-reparam")
     if network == "deterministic-mlp":
-        reference = common.deterministic_mlp(case)
-        body = functools.partial(common.deterministic_mlp_steps, case, reference)
+        reference = common.deterministic_reference(case)
+        body = functools.partial(common.deterministic_steps, case, reference)
     else:
         body = functools.partial(common.train_steps, case)
     body()
@@ -176,3 +176,38 @@ def test_speed_variance_draws(benchmark, path: str) -> None:
         warmup_rounds=1,
     )
     assert _finite(draws, variance.draws)
+
+
+DETERMINISTIC = "deterministic"
+
+
+@pytest.mark.parametrize("network", [*common.protocol_labels(), DETERMINISTIC])
+def test_speed_protocol_step(benchmark, network: str) -> None:
+    """The ARM/DisARM protocol's Bernoulli VAE (``arm`` profile's options, M = 50): each
+    estimator's step beside the deterministic step of the same network, in one group.
+
+    Target: each step ≤ 2 × its evaluations × the deterministic step (``extra_info``); the
+    ratio itself, timed in alternation, is ``python -m benchmarks.step_ratios``.
+    """
+    case = common.protocol_case("lr" if network == DETERMINISTIC else network)
+    if network == DETERMINISTIC:
+        body = functools.partial(common.deterministic_steps, case, common.deterministic_reference(case))
+    else:
+        body = functools.partial(common.train_steps, case)
+        benchmark.extra_info["evaluations"] = case.estimator.evaluations
+    body()
+    benchmark.group = (
+        f"speed target bernoulli-vae ARM/DisARM protocol step vs deterministic "
+        f"(<= 2x evaluations, {len(case.batches)} steps of M={len(case.batches[0][0])}, "
+        f"{case.profile.name})"
+    )
+    loss = benchmark(body)
+    assert torch.isfinite(loss)
+
+
+def test_protocol_step_ratios_are_positive_and_finite() -> None:
+    """The ratio body runs for every protocol estimator at the profile's sizes."""
+    for label in common.protocol_labels():
+        case = common.protocol_case(label)
+        ratios = common.step_ratios(case, common.deterministic_reference(case), repeats=2)
+        assert len(ratios) == 2 and all(0 < r < float("inf") for r in ratios), label
