@@ -21,7 +21,7 @@ Cases are model × estimator *label*: per model, the labels of the ``paper`` pro
 The ARM/DisARM protocol (issue 26): the Bernoulli VAE with the ``arm`` profile's model options
 (learned prior, f = log p(x, b) − log q(b | x)) and minibatch 50, each of that profile's
 estimators, timed against the deterministic step of the same network (:func:`protocol_case`,
-:func:`step_ratios`; ``python -m benchmarks.step_ratios`` prints the table). Its data is the
+:func:`step_timings`; ``python -m benchmarks.step_ratios`` prints the table). Its data is the
 profile's: ``fast`` digits at the smoke sizes, ``full`` Larochelle's binarized MNIST at 784-200-784.
 
 The other cases use minibatches of M = 100. The device is ``GRADBENCH_BENCH_DEVICE`` (cpu by default, so
@@ -340,21 +340,27 @@ def deterministic_steps(
     return loss
 
 
-def step_ratios(
+def step_timings(
     case: Case, reference: tuple[DeterministicNetwork, torch.optim.Optimizer], repeats: int
-) -> list[float]:
-    """Per repeat, the seconds of the case's optimizer steps over those of the deterministic
-    network's steps on the same minibatches, timed right after (one warm-up round first), as
-    the timing measurement's ``step_ratio_to_deterministic``."""
+) -> tuple[list[float], list[float]]:
+    """Seconds per round of the case's optimizer steps and of the deterministic network's steps
+    on the same minibatches, timed in alternation (one warm-up round of each first)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     time_steps(case.model, case.estimator, case.optimizer, case.batches, case.device)
     time_reference_steps(*reference, case.batches, case.device)
-    ratios = []
+    steps, deterministic = [], []
     for _ in range(repeats):
-        step, _ = time_steps(case.model, case.estimator, case.optimizer, case.batches, case.device)
-        ratios.append(step / time_reference_steps(*reference, case.batches, case.device))
-    return ratios
+        seconds, _ = time_steps(case.model, case.estimator, case.optimizer, case.batches, case.device)
+        steps.append(seconds)
+        deterministic.append(time_reference_steps(*reference, case.batches, case.device))
+    return steps, deterministic
+
+
+def fastest_ratio(steps: list[float], deterministic: list[float]) -> float:
+    """The fastest round of the steps over the fastest of the deterministic steps: the ratio
+    least inflated by other work on a shared machine (a round is only ever slowed by it)."""
+    return min(steps) / min(deterministic)
 
 
 @dataclass
