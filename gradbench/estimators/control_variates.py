@@ -117,7 +117,6 @@ class LearnedBaseline(nn.Module):
         if self.network is None or self.fitter is None:
             raise RuntimeError("the learned baseline needs estimator.bind(input_dim) first")
         with torch.no_grad():
-            target = target.detach()
             if isinstance(self.network, _Constant):
                 prediction = self.network.value.expand(forward.batch_shape)
                 slope = _squared_error_slope(prediction, target)
@@ -138,8 +137,9 @@ class LearnedBaseline(nn.Module):
 
 def _squared_error_slope(prediction: Tensor, target: Tensor) -> Tensor:
     """∂/∂b of mean (target − b)² [batch] for b = ``prediction`` [batch] and ``target``
-    [*draws, batch]: 2 Σ_draws (b − target) / (draws × batch). ValueError when the target does
-    not end with the prediction's shape."""
+    [*draws, batch]: 2 Σ_draws (b − target) / (draws × batch), computed at the promoted dtype of
+    the two and returned at the prediction's (as autograd hands it back). ValueError when the
+    target does not end with the prediction's shape."""
     if target.shape[target.dim() - prediction.dim():] != prediction.shape:
         raise ValueError(
             f"a baseline target of shape {tuple(target.shape)} does not end with the batch "
@@ -148,7 +148,7 @@ def _squared_error_slope(prediction: Tensor, target: Tensor) -> Tensor:
     residual = prediction - target
     draws = tuple(range(residual.dim() - prediction.dim()))
     total = residual.sum(draws) if draws else residual
-    return total * (2.0 / residual.numel())
+    return (total * (2.0 / residual.numel())).to(prediction.dtype)
 
 
 class _Constant(nn.Module):
