@@ -210,6 +210,7 @@ def test_learned_baseline_fit_is_autograd_with_plain_adam(
         target = (3.0 * torch.randn(*draws, 6) + 2.0).to(target_dtype)
         expected = reference(forward.regularizer) if inputs is None else reference(inputs).squeeze(-1)
         torch.testing.assert_close(baseline(forward), expected)
+        torch.testing.assert_close(baseline.predict(forward), expected)
         adam.zero_grad(set_to_none=True)
         (target - expected).square().mean().backward()
         adam.step()
@@ -217,6 +218,42 @@ def test_learned_baseline_fit_is_autograd_with_plain_adam(
         for fitted, plain in zip(baseline.network.parameters(), reference.parameters()):
             torch.testing.assert_close(fitted.grad, plain.grad, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(fitted, plain, rtol=1e-5, atol=1e-6)
+
+
+def _fit_once(baseline: LearnedBaseline, forward: StochasticForward, target: Tensor) -> list[Tensor]:
+    """ψ after one fit of ``baseline`` on (forward, target), and after the same step taken by
+    autograd and a plain Adam on a copy of ψ from before it (its own state: the first step)."""
+    assert baseline.network is not None
+    reference = copy.deepcopy(baseline.network)
+    adam = torch.optim.Adam(reference.parameters(), lr=baseline.learning_rate)
+    inputs = forward.context()
+    assert inputs is not None
+    (target - reference(inputs).squeeze(-1)).square().mean().backward()
+    adam.step()
+    baseline.fit(forward, target)
+    return [*baseline.network.parameters(), *reference.parameters()]
+
+
+def test_learned_baseline_fits_at_the_current_input_and_parameters() -> None:
+    """The forward ``predict`` keeps serves only the fit on the same input with ψ unchanged: a
+    fit on another minibatch, or after ψ changed in place, computes its own."""
+    torch.manual_seed(1)
+    target = 3.0 * torch.randn(6) + 2.0
+    for change in ("input", "parameters"):
+        baseline = LearnedBaseline(hidden=4, learning_rate=0.05)
+        baseline.bind(5)
+        assert baseline.network is not None
+        seen = _baseline_forward(torch.randn(6, 5), ())
+        baseline.predict(seen)
+        fitted = seen
+        if change == "input":
+            fitted = _baseline_forward(torch.randn(6, 5), ())
+        else:
+            with torch.no_grad():
+                baseline.network[0].weight.mul_(-1.5)
+        parameters = _fit_once(baseline, fitted, target)
+        for ours, plain in zip(parameters[:4], parameters[4:]):
+            torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-6)
 
 
 def test_learned_baseline_rejects_a_target_of_another_batch() -> None:

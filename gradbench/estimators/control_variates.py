@@ -73,7 +73,9 @@ class LearnedBaseline(nn.Module):
     The fit's gradient is written out in closed form rather than traced by autograd (the
     baseline is small, so autograd's bookkeeping cost as much as its arithmetic): with
     r = ∂L/∂b = 2 (b − f) / N summed over draws, ∂L/∂w₂ = Σ_i r_i h_i, ∂L/∂c₂ = Σ_i r_i and, with
-    δ_i = r_i w₂ ⊙ (1 − h_i²), ∂L/∂W₁ = Σ_i δ_i x_iᵀ, ∂L/∂c₁ = Σ_i δ_i (h_i = tanh(W₁x_i + c₁))."""
+    δ_i = r_i w₂ ⊙ (1 − h_i²), ∂L/∂W₁ = Σ_i δ_i x_iᵀ, ∂L/∂c₁ = Σ_i δ_i (h_i = tanh(W₁x_i + c₁)).
+    The step's prediction (:meth:`predict`) keeps h and b for the fit that follows on the same
+    input with ψ unchanged, so ψ's forward runs once per training step."""
 
     def __init__(self, hidden: int, learning_rate: float) -> None:
         super().__init__()
@@ -85,6 +87,7 @@ class LearnedBaseline(nn.Module):
         self.learning_rate = learning_rate
         self.network: nn.Module | None = None
         self.fitter: torch.optim.Optimizer | None = None
+        self._kept: _KeptForward | None = None
 
     def bind(self, input_dim: int | None) -> None:
         """Build ψ for inputs of ``input_dim`` features (None: a constant) and its optimizer."""
@@ -103,6 +106,29 @@ class LearnedBaseline(nn.Module):
         if isinstance(self.network, _Constant):
             return self.network(forward.regularizer)
         return self.network(self._input(forward)).squeeze(-1)
+
+    def predict(self, forward: StochasticForward) -> Tensor:
+        """b_ψ(x) [batch] without a graph, kept (with the hidden layer) for the next :meth:`fit`
+        on the same input while ψ is unchanged; nothing is kept under ``torch.func`` transforms."""
+        if not isinstance(self.network, nn.Sequential):
+            with torch.no_grad():
+                return self(forward)
+        with torch.no_grad():
+            inputs = self._input(forward)
+            hidden, prediction = self._hidden_and_prediction(inputs)
+        if not torch._C._are_functorch_transforms_active():
+            self._kept = _KeptForward(forward.context(), self._versions(), hidden, prediction)
+        return prediction
+
+    def _hidden_and_prediction(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """h = tanh(W₁x + c₁) [batch, hidden] and b = w₂ᵀh + c₂ [batch]."""
+        first, _, last = self.network
+        hidden = torch.tanh(torch.addmm(first.bias, inputs, first.weight.t()))
+        return hidden, torch.addmm(last.bias, hidden, last.weight.t()).squeeze(-1)
+
+    def _versions(self) -> tuple[int, ...]:
+        """ψ's in-place version counters: any change of ψ (a fit, a load) moves them."""
+        return tuple(p._version for p in self.network.parameters())
 
     def _input(self, forward: StochasticForward) -> Tensor:
         """The model input x [batch, input_dim] (detached); ValueError when no node records it."""
@@ -124,8 +150,12 @@ class LearnedBaseline(nn.Module):
             else:
                 first, _, last = self.network
                 inputs = self._input(forward)
-                hidden = torch.tanh(torch.addmm(first.bias, inputs, first.weight.t()))
-                prediction = torch.addmm(last.bias, hidden, last.weight.t()).squeeze(-1)
+                kept, self._kept = self._kept, None
+                fresh = kept is not None and kept.context is forward.context()
+                if fresh and kept.versions == self._versions():
+                    hidden, prediction = kept.hidden, kept.prediction
+                else:
+                    hidden, prediction = self._hidden_and_prediction(inputs)
                 slope = _squared_error_slope(prediction, target)
                 back = slope.unsqueeze(-1) * last.weight * (1.0 - hidden.square())
                 last.weight.grad = slope.unsqueeze(0) @ hidden
@@ -133,6 +163,16 @@ class LearnedBaseline(nn.Module):
                 first.weight.grad = back.t() @ inputs
                 first.bias.grad = back.sum(0)
         self.fitter.step()
+
+
+@dataclass(frozen=True)
+class _KeptForward:
+    """ψ's forward at one input, kept from :meth:`LearnedBaseline.predict` for the fit."""
+
+    context: Tensor  # the node context x [batch, input_dim] it ran on (identity is the key)
+    versions: tuple[int, ...]  # ψ's version counters when it ran
+    hidden: Tensor  # h [batch, hidden]
+    prediction: Tensor  # b [batch]
 
 
 def _squared_error_slope(prediction: Tensor, target: Tensor) -> Tensor:

@@ -11,7 +11,6 @@ a learned constant where the problem has no input. Either way the baseline chang
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from gradbench.estimators.base import StochasticForward, register_estimator
@@ -60,8 +59,7 @@ class LikelihoodRatioBaseline(LikelihoodRatio):
     def baseline(self, forward: StochasticForward) -> Tensor | float:
         if self.kind == "ema":
             return self.moving.average
-        with torch.no_grad():
-            return self.learned(forward)
+        return self.learned.predict(forward)
 
     def observe(self, forward: StochasticForward) -> None:
         """EMA: b ← ρ b + (1 − ρ) mean f. Learned: one Adam step on mean (f − b_ψ(x))²."""
