@@ -45,7 +45,6 @@ from gradbench.data import DataConfig, Dataset, load_dataset
 from gradbench.device import resolve_device, synchronize
 from gradbench.estimators import Estimator, NotApplicable, base_name
 from gradbench.experiment import Setting, build_estimator, build_model
-from gradbench.models import profile_model_options
 from gradbench.measure.timing import (
     draw_batches,
     gradient,
@@ -68,8 +67,12 @@ from gradbench.measure.variance import (
     gradient_summary,
 )
 from gradbench.measure.variance_stats import summary_statistics
-from gradbench.models import MODELS
-from gradbench.models.base import DeterministicNetwork, StochasticModel, bernoulli_log_likelihood
+from gradbench.models import MODELS, profile_model_options
+from gradbench.models.base import (
+    DeterministicNetwork,
+    StochasticModel,
+    bernoulli_log_likelihood,
+)
 from gradbench.models.gaussian_vae import GaussianVAE
 from gradbench.profiles import ARM, PAPER
 

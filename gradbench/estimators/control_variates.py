@@ -40,7 +40,12 @@ import torch
 from torch import Tensor, nn
 
 from gradbench.estimators.base import StochasticForward
-from gradbench.estimators.nodes import BernoulliNode, CategoricalNode, GaussianNode, StochasticNode
+from gradbench.estimators.nodes import (
+    BernoulliNode,
+    CategoricalNode,
+    GaussianNode,
+    StochasticNode,
+)
 
 
 class MovingAverage(nn.Module):

@@ -12,6 +12,10 @@ runs (``GRADBENCH_BENCH_PROFILE=full`` for the papers' sizes)::
     GRADBENCH_BENCH_PROFILE=full python -m pytest tests/benchmarks --benchmark-enable \
         --benchmark-only -k speed
 
+``test_speed_protocol_step``: the ARM/DisARM protocol's Bernoulli VAE step of each ``arm``
+profile estimator beside the deterministic step (``python -m benchmarks.step_ratios`` prints
+their ratios against issue 26's goal, 2 × evaluations).
+
 Every case is built (seeded model, estimator, Adam, minibatches on the device) before the
 clock starts; the timed bodies are those of ``benchmarks/common.py``. No test asserts a time.
 """
