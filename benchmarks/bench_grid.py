@@ -47,7 +47,7 @@ def run_grid(executor: Executor) -> float:
         result = api.run(
             profile, models=("gaussian-vae",), estimators=("reparam",),
             seeds=tuple(range(GRID_CELLS)), experiments=("train",), dataset=bench.dataset,
-            data_dir=common.mnist_dir() if bench.dataset == "mnist" else None,
+            data_dir=common.shared_data_dir(bench.dataset) if bench.dataset == "mnist" else None,
             device=str(common.bench_device()), train_epochs=EPOCHS[bench.name],
             train_batch_size=bench.batch_size, eval_samples=1, eval_iw_samples=1,
             eval_train_subset=100, torch_threads=1, executor=executor, results=root,

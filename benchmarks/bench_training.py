@@ -6,7 +6,10 @@ M = 100. ``time_gradient``: forward and backward only (seconds per gradient, no 
 one epoch's worth of steps, n_train // M minibatches drawn before the clock starts.
 ``DeterministicAutoencoder``: the gaussian-vae network trained with z = μ(x) and no estimator,
 the reference the reparameterization step is compared with; ``DeterministicMLP``: bayes-mlp's
-layer sizes as a plain MLP with fused Adam, the reference of the local-reparameterization step. The estimator parameter is a label
+layer sizes as a plain MLP with fused Adam, the reference of the local-reparameterization step.
+``BernoulliVAEProtocol``: the ARM/DisARM protocol's steps, and ``track_step_ratio``, each
+estimator's step over the deterministic step of the same network (``BernoulliVAEDeterministic``
+times that one alone). The estimator parameter is a label
 (a variant such as ``gumbel-softmax[temperature=0.1]`` is its own case); combinations that are
 not among the model's labels (``common.estimator_labels``) raise NotImplementedError in setup,
 which asv reports as skipped.
@@ -15,6 +18,10 @@ which asv reports as skipped.
 from __future__ import annotations
 
 from . import common
+
+RATIO_REPEATS = 15
+"""Timed rounds of ``track_step_ratio``, which records the fastest step round over the fastest
+deterministic one (:func:`common.fastest_ratio`)."""
 
 
 class TrainingStep:
@@ -77,7 +84,42 @@ class DeterministicMLP:
 
     def setup(self) -> None:
         self.case = common.training_case("bayes-mlp", "local-reparam", steps=1)
-        self.reference = common.deterministic_mlp(self.case)
+        self.reference = common.deterministic_reference(self.case)
 
     def time_step(self) -> None:
-        common.deterministic_mlp_steps(self.case, self.reference)
+        common.deterministic_steps(self.case, self.reference)
+
+
+class BernoulliVAEProtocol:
+    """The ARM/DisARM protocol's Bernoulli VAE (``arm`` profile's options, minibatch 50) with each
+    of that profile's estimators: the step, and the step over the deterministic step of the same
+    network on the same minibatches (issue 26's goal: at most 2× the estimator's evaluations)."""
+
+    params = (common.protocol_labels(),)
+    param_names = ("estimator",)
+    timeout = common.bench_profile().timeout_s
+
+    def setup(self, estimator: str) -> None:
+        self.case = common.protocol_case(estimator)
+        self.reference = common.deterministic_reference(self.case)
+
+    def time_step(self, estimator: str) -> None:
+        common.train_steps(self.case)
+
+    def track_step_ratio(self, estimator: str) -> float:
+        return common.fastest_ratio(*common.step_timings(self.case, self.reference, RATIO_REPEATS))
+
+    track_step_ratio.unit = "step / deterministic step"
+
+
+class BernoulliVAEDeterministic:
+    """The protocol's Bernoulli VAE without noise (encoder, σ(l), decoder) with fused Adam."""
+
+    timeout = common.bench_profile().timeout_s
+
+    def setup(self) -> None:
+        self.case = common.protocol_case("lr")
+        self.reference = common.deterministic_reference(self.case)
+
+    def time_step(self) -> None:
+        common.deterministic_steps(self.case, self.reference)

@@ -18,7 +18,13 @@ Cases are model × estimator *label*: per model, the labels of the ``paper`` pro
 (:meth:`gradbench.profiles.Profile.estimator_labels`), so every variant such as
 ``gumbel-softmax[temperature=0.1]`` is its own case, named by its label.
 
-Both use minibatches of M = 100. The device is ``GRADBENCH_BENCH_DEVICE`` (cpu by default, so
+The ARM/DisARM protocol (issue 26): the Bernoulli VAE with the ``arm`` profile's model options
+(learned prior, f = log p(x, b) − log q(b | x)) and minibatch 50, each of that profile's
+estimators, timed against the deterministic step of the same network (:func:`protocol_case`,
+:func:`step_timings`; ``python -m benchmarks.step_ratios`` prints the table). Its data is the
+profile's: ``fast`` digits at the smoke sizes, ``full`` Larochelle's binarized MNIST at 784-200-784.
+
+The other cases use minibatches of M = 100. The device is ``GRADBENCH_BENCH_DEVICE`` (cpu by default, so
 asv's history does not change meaning with the machine; ``cuda`` or ``auto`` to benchmark a GPU).
 """
 
@@ -39,8 +45,14 @@ from gradbench.data import DataConfig, Dataset, load_dataset
 from gradbench.device import resolve_device, synchronize
 from gradbench.estimators import Estimator, NotApplicable, base_name
 from gradbench.experiment import Setting, build_estimator, build_model
-from gradbench.models import profile_model_options
-from gradbench.measure.timing import draw_batches, gradient, reference_steps, steps_per_epoch
+from gradbench.measure.timing import (
+    draw_batches,
+    gradient,
+    reference_steps,
+    steps_per_epoch,
+    time_reference_steps,
+    time_steps,
+)
 from gradbench.measure.training import (
     NOISE_SEED_OFFSET,
     TrainConfig,
@@ -55,10 +67,14 @@ from gradbench.measure.variance import (
     gradient_summary,
 )
 from gradbench.measure.variance_stats import summary_statistics
-from gradbench.models import MODELS
-from gradbench.models.base import DeterministicNetwork, StochasticModel, bernoulli_log_likelihood
+from gradbench.models import MODELS, profile_model_options
+from gradbench.models.base import (
+    DeterministicNetwork,
+    StochasticModel,
+    bernoulli_log_likelihood,
+)
 from gradbench.models.gaussian_vae import GaussianVAE
-from gradbench.profiles import PAPER
+from gradbench.profiles import ARM, PAPER
 
 PROFILE_ENV = "GRADBENCH_BENCH_PROFILE"
 DEVICE_ENV = "GRADBENCH_BENCH_DEVICE"
@@ -93,10 +109,12 @@ class BenchProfile:
 
     name: str
     dataset: str  # gradbench.data dataset name ("digits" or "mnist")
+    protocol_dataset: str  # the ARM/DisARM protocol's data ("digits" or "binarized-mnist")
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> options
     batch_size: int = 100  # M, minibatch size of every step and gradient draw
     draws: int = 100  # R, gradient draws of one variance batch and of the tracked variance
     ratio_steps: int = 10  # steps per round of the epoch-ratio micro-benchmark (both estimators)
+    protocol_steps: int = 20  # minibatches per timed round of the ARM/DisARM protocol's cases
     rounds: int = 5  # rounds of the heavier pytest-benchmark cases (pedantic mode)
     timeout_s: float = 60.0  # asv's limit for one benchmark (setup included)
     epoch_timeout_s: float = 60.0  # the same for one epoch of steps
@@ -105,9 +123,11 @@ class BenchProfile:
 FAST = BenchProfile(
     name="fast",
     dataset="digits",
+    protocol_dataset="digits",
     model_options=profile_model_options("smoke"),  # the smoke profile's sizes
     draws=16,
     ratio_steps=2,
+    protocol_steps=2,
     rounds=3,
     timeout_s=120.0,
     epoch_timeout_s=120.0,
@@ -116,6 +136,7 @@ FAST = BenchProfile(
 FULL = BenchProfile(
     name="full",
     dataset="mnist",
+    protocol_dataset="binarized-mnist",
     model_options={},  # every model's defaults are its paper's sizes
     draws=100,
     ratio_steps=5,  # reparam-per-example takes seconds per step on a CPU
@@ -140,16 +161,17 @@ def bench_device() -> torch.device:
     return resolve_device(os.environ.get(DEVICE_ENV, "cpu"))
 
 
-def mnist_dir() -> str | None:
-    """The workspace's shared MNIST copy when present; data.py also searches $GRADBENCH_DATA."""
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+def shared_data_dir(dataset: str) -> str | None:
+    """The workspace's shared copy of ``dataset`` (``mnist``, ``binarized-mnist``) when present;
+    data.py also searches $GRADBENCH_DATA."""
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / dataset
     return str(shared) if shared.is_dir() else None
 
 
 @functools.cache
 def load_data(dataset: str, device: str) -> Dataset:
-    """The profile's dataset on ``device``, loaded once per process (thresholded, offline)."""
-    data_dir = mnist_dir() if dataset == "mnist" else None
+    """The profile's dataset on ``device``, loaded once per process (binarized, offline)."""
+    data_dir = None if dataset == "digits" else shared_data_dir(dataset)
     return load_dataset(DataConfig(dataset=dataset, data_dir=data_dir, download=False), device)
 
 
@@ -207,18 +229,56 @@ def training_case(model: str, estimator: str, steps: int | None = 1) -> Case:
     """
     check_applicable(model, estimator)
     profile = bench_profile()
+    return seeded_case(
+        model, profile.model_options.get(model, {}), estimator, profile.dataset,
+        profile.batch_size, steps,
+    )
+
+
+def seeded_case(
+    model: str,
+    options: dict[str, Any],
+    estimator: str,
+    dataset_name: str,
+    batch_size: int,
+    steps: int | None,
+) -> Case:
+    """The seeded case of ``model`` (with ``options``) × ``estimator`` on ``dataset_name`` with
+    ``steps`` minibatches of ``batch_size`` (None: one epoch), Adam at the training default."""
+    profile = bench_profile()
     device = bench_device()
-    dataset = load_data(profile.dataset, str(device))
-    setting = Setting(model, profile.model_options.get(model, {}), seed=SEED)
+    dataset = load_data(dataset_name, str(device))
+    setting = Setting(model, options, seed=SEED)
     network = build_model(setting, dataset, device)
     chosen = build_estimator(setting, estimator, dataset, device)
-    count = steps_per_epoch(dataset, profile.batch_size) if steps is None else steps
+    count = steps_per_epoch(dataset, batch_size) if steps is None else steps
     generator = torch.Generator(device=dataset.device).manual_seed(SEED)
-    batches = draw_batches(dataset, profile.batch_size, count, generator)
+    batches = draw_batches(dataset, batch_size, count, generator)
     check_runs(network, chosen, batches[0])
     torch.manual_seed(SEED + NOISE_SEED_OFFSET)
     optimizer = make_optimizer(network, TrainConfig().learning_rate)
     return Case(network, chosen, optimizer, dataset, device, batches, profile)
+
+
+PROTOCOL_MODEL = "bernoulli-vae"
+"""The model of the ARM/DisARM protocol (linear unless its options say otherwise)."""
+
+
+def protocol_labels() -> list[str]:
+    """The ``arm`` profile's estimators on the Bernoulli VAE, in its order."""
+    return ARM.estimator_labels(PROTOCOL_MODEL)
+
+
+def protocol_case(estimator: str) -> Case:
+    """The ARM/DisARM protocol's Bernoulli VAE × ``estimator``: the bench profile's sizes with
+    the ``arm`` profile's model options on top (learned prior, sampled-KL signal), minibatches
+    of the ``arm`` profile's 50 from the profile's protocol data, ``protocol_steps`` of them."""
+    profile = bench_profile()
+    options = profile.model_options.get(PROTOCOL_MODEL, {}) | ARM.options_for(PROTOCOL_MODEL)
+    return seeded_case(
+        PROTOCOL_MODEL, options, estimator, profile.protocol_dataset, ARM.train_batch_size,
+        profile.protocol_steps,
+    )
 
 
 def train_steps(case: Case) -> Tensor:
@@ -264,22 +324,46 @@ def autoencoder_steps(case: Case) -> Tensor:
     return loss
 
 
-def deterministic_mlp(case: Case) -> tuple[DeterministicNetwork, torch.optim.Optimizer]:
-    """A bayes-mlp case's network without noise (:meth:`BayesMLP.deterministic_network`) and
-    fused Adam over it: the floor the local-reparameterization step is compared with."""
+def deterministic_reference(case: Case) -> tuple[DeterministicNetwork, torch.optim.Optimizer]:
+    """The case's network without noise (:meth:`StochasticModel.deterministic_network`: a plain
+    MLP of bayes-mlp's sizes, the Bernoulli VAE's encoder and decoder with σ(l) between them)
+    and fused Adam over it: the floor an estimator's step is compared with."""
     reference = case.model.deterministic_network()
     if reference is None:
         raise TypeError(f"model {case.model.name!r} has no deterministic network")
     return reference, make_optimizer(reference.network, TrainConfig().learning_rate)
 
 
-def deterministic_mlp_steps(
+def deterministic_steps(
     case: Case, reference: tuple[DeterministicNetwork, torch.optim.Optimizer]
 ) -> Tensor:
     """One fused-Adam step of the deterministic network per minibatch of the case."""
     loss = reference_steps(*reference, case.batches)
     synchronize(case.device)
     return loss
+
+
+def step_timings(
+    case: Case, reference: tuple[DeterministicNetwork, torch.optim.Optimizer], repeats: int
+) -> tuple[list[float], list[float]]:
+    """Seconds per round of the case's optimizer steps and of the deterministic network's steps
+    on the same minibatches, timed in alternation (one warm-up round of each first)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    time_steps(case.model, case.estimator, case.optimizer, case.batches, case.device)
+    time_reference_steps(*reference, case.batches, case.device)
+    steps, deterministic = [], []
+    for _ in range(repeats):
+        seconds, _ = time_steps(case.model, case.estimator, case.optimizer, case.batches, case.device)
+        steps.append(seconds)
+        deterministic.append(time_reference_steps(*reference, case.batches, case.device))
+    return steps, deterministic
+
+
+def fastest_ratio(steps: list[float], deterministic: list[float]) -> float:
+    """The fastest round of the steps over the fastest of the deterministic steps: the ratio
+    least inflated by other work on a shared machine (a round is only ever slowed by it)."""
+    return min(steps) / min(deterministic)
 
 
 @dataclass

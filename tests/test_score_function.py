@@ -8,6 +8,7 @@ float64, fixed seeds and tolerances from standard errors (tests/helpers.py).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -17,7 +18,11 @@ from torch import Tensor
 
 from gradbench.estimators import StochasticForward, make_estimator
 from gradbench.estimators.base import Estimator
-from gradbench.estimators.control_variates import MovingAverage, leave_one_out
+from gradbench.estimators.control_variates import (
+    LearnedBaseline,
+    MovingAverage,
+    leave_one_out,
+)
 from gradbench.estimators.nodes import (
     BernoulliNode,
     CategoricalNode,
@@ -173,6 +178,89 @@ def test_lr_baseline_uses_the_average_from_before_its_own_draw() -> None:
     torch.testing.assert_close(params["mu"].grad[0], (f - 3.0) * (z - 0.2) / 0.7**2)
     estimator.observe(forward)
     assert float(estimator.average) == pytest.approx(0.5 * 3.0 + 0.5 * float(f))
+
+
+def _baseline_forward(inputs: Tensor | None, draws: tuple[int, ...]) -> StochasticForward:
+    """A forward pass of ``draws`` draws on a batch whose node records ``inputs`` as context
+    (None: no input, a batch of 6); only the baseline's input and the batch shape matter."""
+    batch = 6 if inputs is None else inputs.shape[0]
+    node = BernoulliNode(torch.zeros(batch, 2), event_dims=1, context=inputs)
+    return StochasticForward(torch.zeros(*draws, batch), torch.zeros(batch), [node], [])
+
+
+@pytest.mark.parametrize("target_dtype", [torch.float32, F64], ids=["f32-target", "f64-target"])
+@pytest.mark.parametrize("draws", [(), (3,)], ids=["one-draw", "three-draws"])
+@pytest.mark.parametrize("features", [5, None], ids=["mlp", "constant"])
+def test_learned_baseline_fit_is_autograd_with_plain_adam(
+    draws: tuple[int, ...], features: int | None, target_dtype: torch.dtype
+) -> None:
+    """NVIL's fit (closed-form gradient, fused Adam) takes the steps autograd and a plain
+    torch.optim.Adam take on mean (f − b_ψ(x))²: the same prediction before each step, the same
+    gradient and the same parameters after it, to float32 round-off, over several steps; a
+    float64 loss (the toy problems') fits the float32 ψ as autograd does."""
+    torch.manual_seed(0)
+    baseline = LearnedBaseline(hidden=4, learning_rate=0.05)
+    baseline.bind(features)
+    assert baseline.network is not None
+    reference = copy.deepcopy(baseline.network)
+    adam = torch.optim.Adam(reference.parameters(), lr=0.05)
+    for _ in range(6):
+        inputs = None if features is None else torch.randn(6, features)
+        forward = _baseline_forward(inputs, draws)
+        target = (3.0 * torch.randn(*draws, 6) + 2.0).to(target_dtype)
+        expected = reference(forward.regularizer) if inputs is None else reference(inputs).squeeze(-1)
+        torch.testing.assert_close(baseline(forward), expected)
+        torch.testing.assert_close(baseline.predict(forward), expected)
+        adam.zero_grad(set_to_none=True)
+        (target - expected).square().mean().backward()
+        adam.step()
+        baseline.fit(forward, target)
+        for fitted, plain in zip(baseline.network.parameters(), reference.parameters()):
+            torch.testing.assert_close(fitted.grad, plain.grad, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(fitted, plain, rtol=1e-5, atol=1e-6)
+
+
+def _fit_once(baseline: LearnedBaseline, forward: StochasticForward, target: Tensor) -> list[Tensor]:
+    """ψ after one fit of ``baseline`` on (forward, target), and after the same step taken by
+    autograd and a plain Adam on a copy of ψ from before it (its own state: the first step)."""
+    assert baseline.network is not None
+    reference = copy.deepcopy(baseline.network)
+    adam = torch.optim.Adam(reference.parameters(), lr=baseline.learning_rate)
+    inputs = forward.context()
+    assert inputs is not None
+    (target - reference(inputs).squeeze(-1)).square().mean().backward()
+    adam.step()
+    baseline.fit(forward, target)
+    return [*baseline.network.parameters(), *reference.parameters()]
+
+
+def test_learned_baseline_fits_at_the_current_input_and_parameters() -> None:
+    """The forward ``predict`` keeps serves only the fit on the same input with ψ unchanged: a
+    fit on another minibatch, or after ψ changed in place, computes its own."""
+    torch.manual_seed(1)
+    target = 3.0 * torch.randn(6) + 2.0
+    for change in ("input", "parameters"):
+        baseline = LearnedBaseline(hidden=4, learning_rate=0.05)
+        baseline.bind(5)
+        assert baseline.network is not None
+        seen = _baseline_forward(torch.randn(6, 5), ())
+        baseline.predict(seen)
+        fitted = seen
+        if change == "input":
+            fitted = _baseline_forward(torch.randn(6, 5), ())
+        else:
+            with torch.no_grad():
+                baseline.network[0].weight.mul_(-1.5)
+        parameters = _fit_once(baseline, fitted, target)
+        for ours, plain in zip(parameters[:4], parameters[4:]):
+            torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_learned_baseline_rejects_a_target_of_another_batch() -> None:
+    baseline = LearnedBaseline(hidden=4, learning_rate=0.05)
+    baseline.bind(5)
+    with pytest.raises(ValueError, match="does not end with the batch shape"):
+        baseline.fit(_baseline_forward(torch.randn(6, 5), ()), torch.zeros(7))
 
 
 # ------------------------------------------------------------------------------ RLOO

@@ -3,7 +3,8 @@
 ĝ = (f(z) − b) ∇_φ log q_φ(z); unbiased while b does not depend on the current z, since
 E[∇ log q] = 0. ``baseline="ema"`` (default): b ← ρ b + (1 − ρ) mean f after every step
 (ρ = ``baseline_decay``). ``baseline="learned"``: an input-dependent b_ψ(x), an MLP fitted to f by
-least squares (NVIL, Mnih & Gregor 2014), one Adam step (``baseline_lr``) per observed minibatch;
+least squares (NVIL, Mnih & Gregor 2014), one fused Adam step (``baseline_lr``) per observed
+minibatch, its gradient in closed form;
 a learned constant where the problem has no input. Either way the baseline changes only in
 ``observe``, after the step that used it. The baselines are those of ``control_variates``.
 """
@@ -58,7 +59,7 @@ class LikelihoodRatioBaseline(LikelihoodRatio):
     def baseline(self, forward: StochasticForward) -> Tensor | float:
         if self.kind == "ema":
             return self.moving.average
-        return self.learned(forward).detach()
+        return self.learned.predict(forward)
 
     def observe(self, forward: StochasticForward) -> None:
         """EMA: b ← ρ b + (1 − ρ) mean f. Learned: one Adam step on mean (f − b_ψ(x))²."""

@@ -94,7 +94,7 @@ class Rebar(Estimator):
         if not tune_lr > 0:
             raise ValueError(f"tune_lr must be positive, got {tune_lr}")
         self.tune = tune
-        self.tuner = torch.optim.Adam(self.relaxation.parameters(), lr=tune_lr)
+        self.tuner = torch.optim.Adam(self.relaxation.parameters(), lr=tune_lr, fused=True)
 
     @property
     def eta(self) -> nn.Parameter:

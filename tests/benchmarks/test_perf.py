@@ -12,6 +12,10 @@ runs (``GRADBENCH_BENCH_PROFILE=full`` for the papers' sizes)::
     GRADBENCH_BENCH_PROFILE=full python -m pytest tests/benchmarks --benchmark-enable \
         --benchmark-only -k speed
 
+``test_speed_protocol_step``: the ARM/DisARM protocol's Bernoulli VAE step of each ``arm``
+profile estimator beside the deterministic step (``python -m benchmarks.step_ratios`` prints
+their ratios against issue 26's goal, 2 × evaluations).
+
 Every case is built (seeded model, estimator, Adam, minibatches on the device) before the
 clock starts; the timed bodies are those of ``benchmarks/common.py``. No test asserts a time.
 """
@@ -147,8 +151,8 @@ def test_speed_local_reparam_step(benchmark, network: str) -> None:
     """
     case = common.training_case("bayes-mlp", "local-reparam")
     if network == "deterministic-mlp":
-        reference = common.deterministic_mlp(case)
-        body = functools.partial(common.deterministic_mlp_steps, case, reference)
+        reference = common.deterministic_reference(case)
+        body = functools.partial(common.deterministic_steps, case, reference)
     else:
         body = functools.partial(common.train_steps, case)
     body()
@@ -176,3 +180,34 @@ def test_speed_variance_draws(benchmark, path: str) -> None:
         warmup_rounds=1,
     )
     assert _finite(draws, variance.draws)
+
+
+DETERMINISTIC = "deterministic"
+
+
+@pytest.mark.parametrize("network", [*common.protocol_labels(), DETERMINISTIC])
+def test_speed_protocol_step(benchmark, network: str) -> None:
+    """The ARM/DisARM protocol's Bernoulli VAE (``arm`` profile's options, M = 50): each
+    estimator's step beside the deterministic step of the same network, in one group.
+
+    Target: each step ≤ 2 × its evaluations × the deterministic step; ``extra_info`` holds the
+    evaluations and one round's ratio (``python -m benchmarks.step_ratios`` times many).
+    """
+    case = common.protocol_case("lr" if network == DETERMINISTIC else network)
+    reference = common.deterministic_reference(case)
+    if network == DETERMINISTIC:
+        body = functools.partial(common.deterministic_steps, case, reference)
+    else:
+        body = functools.partial(common.train_steps, case)
+        ratio = common.fastest_ratio(*common.step_timings(case, reference, repeats=1))
+        assert 0 < ratio < float("inf")
+        benchmark.extra_info.update(evaluations=case.estimator.evaluations, step_ratio=ratio)
+    body()
+    benchmark.group = (
+        f"speed target bernoulli-vae ARM/DisARM protocol step vs deterministic "
+        f"(<= 2x evaluations, {len(case.batches)} steps of M={len(case.batches[0][0])}, "
+        f"{case.profile.name})"
+    )
+    loss = benchmark(body)
+    assert torch.isfinite(loss)
+
