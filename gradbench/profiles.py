@@ -103,8 +103,8 @@ class Profile:
     paired_variance_units: int = setting(
         1000, "pairs of minibatches of the paired single / separate weight-sample variance "
         "(two single-sample draws on each), at each variance M above 1 and checkpoint, on "
-        "weight-noise models; 0: off (Kingma et al.'s Table 1 at M = 100: 1000 gives the ratio "
-        "to about ±1 %)")
+        "weight-noise models; 0: off. On in every profile (smoke 10, quick 100: seconds a "
+        "cell); at Kingma et al.'s Table 1 (M = 100) 1000 gives the ratio to about ±0.01")
     checkpoint_batch_size: int = setting(100, "minibatch of the reference training to the "
                                          "checkpoints")
     checkpoint_learning_rate: float = setting(1e-3, "Adam's rate of the reference training")
