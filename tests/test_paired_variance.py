@@ -137,6 +137,12 @@ def test_paired_variances_agree_with_unpaired_draws_of_both_estimators(model, di
         assert ratio["ci_low"] > 1.0, (group, ratio)  # a shared sample adds the covariance
 
 
+def test_headline_layers_are_the_models_groups_of_one_layers_mean_weights(model):
+    assert headline_layers(model) == {"top": len(model.layers) - 1, "bottom": 0}
+    with pytest.raises(ValueError, match="group 'all' of bayes-mlp is not one weight-noise"):
+        headline_layers(model, ["top", "all"])
+
+
 def test_rows_carry_groups_and_cost(model, digits):
     rows = paired_variance.paired_variance_rows(model, digits, 8, 5, {"top": 1}, seed=0,
                                                 replicates=50)
