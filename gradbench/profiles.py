@@ -100,6 +100,11 @@ class Profile:
     variance_epochs: tuple[int, ...] = setting((10, 100), "checkpoints: epochs of reference "
                                                "training")
     variance_replicates: int = setting(1000, "bootstrap replicates of the intervals")
+    paired_variance_units: int = setting(
+        1000, "pairs of minibatches of the paired single / separate weight-sample variance "
+        "(two single-sample draws on each), at each variance M above 1 and checkpoint, on "
+        "weight-noise models; 0: off. On in every profile (smoke 10, quick 100: seconds a "
+        "cell); at Kingma et al.'s Table 1 (M = 100) 1000 gives the ratio to about ±0.01")
     checkpoint_batch_size: int = setting(100, "minibatch of the reference training to the "
                                          "checkpoints")
     checkpoint_learning_rate: float = setting(1e-3, "Adam's rate of the reference training")
@@ -192,6 +197,7 @@ SMOKE = Profile(
     variance_noise_draws=2,
     variance_epochs=(0, 1),
     variance_replicates=50,
+    paired_variance_units=10,
     bias_draws=200,
     bias_batch_size=20,
     checkpoint_max_steps=5,
@@ -218,6 +224,7 @@ QUICK = Profile(
     variance_noise_draws=2,
     variance_epochs=(1, 3),
     variance_replicates=200,
+    paired_variance_units=100,
     bias_draws=300,
     bias_batch_size=25,
     timing_steps=10,

@@ -290,7 +290,7 @@ def test_diverging_estimators_are_recorded_and_the_run_goes_on(tmp_path: Path) -
         (["--estimators", "reinforce"], "unknown estimator 'reinforce'; valid: " + ", ".join(ESTIMATORS)),
         (["--formats", "md,docx"], "unknown format 'docx'; valid: md, tex, csv, png, pdf"),
         (["--experiments", "bogus"],
-         "unknown experiment 'bogus'; valid: timing, variance, bias, train"),
+         "unknown experiment 'bogus'; valid: timing, variance, paired-variance, bias, train"),
         (["--set", "epochs=3"], "unknown profile setting 'epochs'; valid: "),
         (["--models", "gaussian-vae", "--estimators", "target-prop"],
          "estimator(s) target-prop do not apply to model(s) gaussian-vae; applicable: "),

@@ -1,16 +1,23 @@
 """Tests of the paired single / separate weight-sample variance (gradbench.measure.paired_variance)
 against per-example gradients formed one by one, and against unpaired draws of the two
-estimators themselves."""
+estimators themselves; and of the paired-variance experiment in a run: its cells at the variance
+checkpoints, on weight-noise models only, and the report's paired note."""
 
 from __future__ import annotations
 
+import io
 import math
+from contextlib import redirect_stdout
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
+import gradbench
+from gradbench import api
+from gradbench.cli import main
 from gradbench.data import DataConfig, load_dataset
 from gradbench.experiment import Setting, build_estimator, build_model
 from gradbench.measure import paired_variance
@@ -22,7 +29,8 @@ from gradbench.measure.paired_variance import (
     paired_sums,
     single_sample_draw,
 )
-from gradbench.measure.variance import gradient_samples
+from gradbench.measure.variance import DIGEST_COLUMN, gradient_samples
+from gradbench.profiles import SMOKE
 from gradbench.report.rows import prepare_rows
 from gradbench.report.variance_tables import paired_notes, variance_table
 from gradbench.results import Cell, Provenance, stamp
@@ -129,6 +137,12 @@ def test_paired_variances_agree_with_unpaired_draws_of_both_estimators(model, di
         assert ratio["ci_low"] > 1.0, (group, ratio)  # a shared sample adds the covariance
 
 
+def test_headline_layers_are_the_models_groups_of_one_layers_mean_weights(model):
+    assert headline_layers(model) == {"top": len(model.layers) - 1, "bottom": 0}
+    with pytest.raises(ValueError, match="group 'all' of bayes-mlp is not one weight-noise"):
+        headline_layers(model, ["top", "all"])
+
+
 def test_rows_carry_groups_and_cost(model, digits):
     rows = paired_variance.paired_variance_rows(model, digits, 8, 5, {"top": 1}, seed=0,
                                                 replicates=50)
@@ -163,3 +177,70 @@ def test_the_variance_table_says_whether_the_paired_ratio_settles_the_order():
     assert paired_notes(rows, "categorical-vae") == ()
     unseeded = prepare_rows(pd.concat(frames, ignore_index=True).drop(columns="seed"))
     assert "[top, M = 100, 10 ep] 1.500 [1.200, 1.900]" in paired_notes(unseeded, "bayes-mlp")[0]
+
+
+@pytest.fixture(scope="module")
+def paired_run(tmp_path_factory: pytest.TempPathFactory) -> api.RunResult:
+    """A smoke run of bayes-mlp's variance (one estimator) and paired-variance at M = 1, 10."""
+    root = tmp_path_factory.mktemp("paired-run")
+    with redirect_stdout(io.StringIO()):
+        return gradbench.run("smoke", models=["bayes-mlp"], estimators="local-reparam",
+                             experiments=["variance", "paired-variance"], executor="in-process",
+                             variance_batch_sizes=(1, 10), out=str(root / "report"),
+                             formats="md", verbose=False)
+
+
+def test_the_experiment_measures_at_the_variance_checkpoints(paired_run: api.RunResult) -> None:
+    rows = paired_run.rows
+    paired = rows[rows["experiment"] == paired_variance.EXPERIMENT]
+    variance = rows[(rows["experiment"] == "variance") & rows[DIGEST_COLUMN].notna()]
+    assert set(paired["metric"]) == set(paired_variance.METRICS)
+    assert set(paired["param_group"]) == {"top", "bottom"}
+    assert set(paired["batch_size"]) == {10}  # at M = 1 single and separate are one estimator
+    assert (paired["n"] == 2 * SMOKE.paired_variance_units).all()
+    assert (paired["status"] == "ok").all() and paired[DIGEST_COLUMN].notna().all()
+    digests = {}
+    for epoch in SMOKE.variance_epochs:
+        ours = set(paired.loc[paired["epoch"] == epoch, DIGEST_COLUMN])
+        assert ours == set(variance.loc[variance["epoch"] == epoch, DIGEST_COLUMN]), epoch
+        assert len(ours) == 1
+        digests[epoch] = ours.pop()
+    assert len(set(digests.values())) == len(SMOKE.variance_epochs)  # trained between them
+    note = (paired_run.report / "variance.md").read_text()
+    assert "Paired single / separate weight samples" in note
+    for epoch in SMOKE.variance_epochs:
+        for group in ("top", "bottom"):
+            assert f"[{group}, M = 10, {epoch} ep, seed 0]" in note, (group, epoch)
+
+
+def _paired_cells(tmp_path: Path, **settings: object) -> list[tuple[str, int, int]]:
+    """(model, M, epoch) of the paired cells a dry run of the smoke profile plans."""
+    prepared = api.prepare("smoke", {"experiments": ["paired-variance"], "dry_run": True,
+                                     "out": str(tmp_path / "out"), **settings})
+    return sorted((t.cell.model, t.cell.config["batch_size"], t.cell.config["epoch"])
+                  for t in prepared.schedule.tasks
+                  if t.cell is not None and t.cell.experiment == paired_variance.EXPERIMENT)
+
+
+def test_only_weight_noise_models_get_paired_cells_and_zero_units_turn_it_off(
+    tmp_path: Path,
+) -> None:
+    models = ["bayes-mlp", "gaussian-vae"]
+    assert _paired_cells(tmp_path, models=models) == [
+        ("bayes-mlp", size, epoch) for size in (10, 100) for epoch in SMOKE.variance_epochs]
+    assert _paired_cells(tmp_path, models=models, paired_variance_units=0) == []
+
+
+def test_too_few_units_exit_2_with_one_line_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    results = tmp_path / "results"
+    status = main(["all", "--quiet", "--executor", "in-process", "--profile", "smoke",
+                   "--models", "bayes-mlp", "--experiments", "paired-variance",
+                   "--paired-variance-units", "1", "--results", str(results),
+                   "--out", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert status == 2
+    assert "paired_variance_units must be 0 (off) or at least 2, got 1" in error
+    assert len(error.strip().splitlines()) == 1, error
+    assert not results.exists() or not any(results.rglob("*.csv"))

@@ -11,12 +11,13 @@ from gradbench.experiments.base import Experiment
 from gradbench.experiments.bias import Bias
 from gradbench.experiments.catalogue import Catalogue
 from gradbench.experiments.metrics import DECLARED, Metric
+from gradbench.experiments.paired_variance import PairedVariance
 from gradbench.experiments.timing import Timing
 from gradbench.experiments.train import Train
 from gradbench.experiments.variance import Variance
 
 ENTRY_POINT_GROUP = "gradbench.experiments"
-BUILTIN: tuple[type[Experiment], ...] = (Catalogue, Timing, Variance, Bias, Train)
+BUILTIN: tuple[type[Experiment], ...] = (Catalogue, Timing, Variance, PairedVariance, Bias, Train)
 
 
 def _plugins() -> list[type[Experiment]]:

@@ -29,9 +29,11 @@ the two variances, and the ratio of means estimates V_single / V_separate. Inter
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -42,9 +44,19 @@ from tqdm import tqdm
 from gradbench.data import Dataset
 from gradbench.estimators.nodes import StochasticNode, WeightNoiseNode
 from gradbench.estimators.reparam import Reparameterization
-from gradbench.measure.variance import minibatch_indices
+from gradbench.execution.task import Context, Resources, Task, Work, cell_key
+from gradbench.experiment import Setting, build_model
+from gradbench.measure.checkpoints import (
+    TrainingConfig,
+    as_checkpoint,
+    checkpoint_config,
+    checkpoint_tasks,
+    stable_seed,
+)
+from gradbench.measure.variance import DIGEST_COLUMN, minibatch_indices
 from gradbench.measure.variance_stats import BOOTSTRAP_REPLICATES, CONFIDENCE
-from gradbench.models.base import StochasticModel
+from gradbench.models.base import StochasticModel, get_model_class
+from gradbench.results import STATUS_OK, Cell
 from gradbench.experiments.metrics import (
     GRAD_VARIANCE_DATA,
     GRAD_VARIANCE_SEPARATE,
@@ -55,6 +67,13 @@ from gradbench.experiments.metrics import (
 EXPERIMENT = "paired-variance"
 METRICS = (GRAD_VARIANCE_SINGLE, GRAD_VARIANCE_SEPARATE, GRAD_VARIANCE_DATA, VARIANCE_RATIO)
 """Per group: the two variances, their common data part, and single / separate."""
+SINGLE_SAMPLE = "reparam"
+"""The estimator a paired cell is stored under: the single-sample one, the ratio's numerator
+(its denominator is ``reparam-per-example``'s variance on the same draws)."""
+GRADIENTS_PER_UNIT = 8
+"""A unit's cost in single-sample gradients, for time estimates: four draws (two on each of its
+two minibatches), each also differentiating W in θ, and three cross products per group; measured
+7.7 at 784-3×1024-10, M = 100, on one CPU thread."""
 
 
 @dataclass(frozen=True)
@@ -250,10 +269,89 @@ def paired_variance_rows(
     ]
 
 
-def headline_layers(model: StochasticModel, names: Sequence[str] = ("bottom", "top")
+def headline_layers(model: StochasticModel, names: Sequence[str] | None = None
                     ) -> dict[str, int]:
-    """Group name → weight-noise layer index for bayes-mlp's ``bottom`` (first layer's θ) and
-    ``top`` (last layer's θ)."""
+    """Group name → weight-noise layer index (in forward order) for the groups ``names``
+    (default: the model's ``headline_groups``, e.g. ``top`` and ``bottom``: the last and first
+    layer's θ); ValueError naming a group that is not one layer's mean weights."""
     groups = model.parameter_groups()
     layers = [n for n, _ in model.named_parameters() if n.endswith("weight_mean")]
-    return {name: layers.index(groups[name][0]) for name in names}
+    found = {}
+    for name in model.headline_groups if names is None else names:
+        members = groups.get(name, [])
+        if len(members) != 1 or members[0] not in layers:
+            raise ValueError(f"group {name!r} of {model.name} is not one weight-noise layer's "
+                             f"mean weights: {members}")
+        found[name] = layers.index(members[0])
+    return found
+
+
+def has_weight_noise(model: str) -> bool:
+    """Whether the model's stochastic nodes are weight-noise layers (its ``node_kinds``): the
+    models the paired estimate applies to."""
+    return WeightNoiseNode.kind in get_model_class(model).node_kinds
+
+
+def _paired_cell_rows(
+    setting: Setting, batch_size: int, units: int, seed: int, replicates: int,
+    context: Context, checkpoint_state: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The rows of one paired cell at the checkpoint's parameters, each with the checkpoint's
+    epoch and digest."""
+    state = as_checkpoint(checkpoint_state)
+    model = build_model(setting, context.dataset, context.device)
+    model.load_state_dict(state.model_state)
+    rows = paired_variance_rows(model, context.dataset, batch_size, units,
+                                headline_layers(model), seed, replicates=replicates,
+                                progress=context.progress)
+    return [row | {"epoch": state.epoch, DIGEST_COLUMN: state.digest, "status": STATUS_OK}
+            for row in rows]
+
+
+def paired_variance_tasks(
+    setting: Setting,
+    batch_sizes: Sequence[int],
+    units: int,
+    at_epochs: Sequence[int],
+    dataset: Dataset,
+    device: torch.device,
+    root: str | os.PathLike[str],
+    profile: str,
+    *,
+    training: TrainingConfig,
+    replicates: int = BOOTSTRAP_REPLICATES,
+    resources: Resources = Resources(),
+) -> list[Task]:
+    """The reference checkpoints at ``at_epochs`` (the variance experiment's tasks of the same
+    keys: one set of parameters, one digest) and one paired cell per minibatch size M of
+    ``batch_sizes`` above 1 (at M = 1 the two estimators are one) × epoch, of ``units`` pairs of
+    minibatches, needing its checkpoint. ValueError on fewer than 2 units or a minibatch larger
+    than the training split."""
+    if units < 2:
+        raise ValueError(f"paired variance needs at least 2 units (pairs of minibatches), "
+                         f"got {units}")
+    n_train = len(dataset.train)
+    for size in batch_sizes:
+        if not 1 <= size <= n_train:
+            raise ValueError(f"batch size must be in 1..{n_train} (training examples), got {size}")
+    reference = get_model_class(setting.model).reference_estimator
+    checkpoints = checkpoint_tasks(setting, dataset, device, reference, training, at_epochs, root)
+    parameters = checkpoint_config(setting, dataset, reference, training, device)
+    # A cell is defined by its checkpoint's definition (the data's at the top level, where
+    # results read it) and its own settings.
+    base = {**parameters.pop("data"), **parameters, "units": units,
+            "bootstrap_replicates": replicates, "confidence": CONFIDENCE, "profile": profile}
+    tasks: list[Task] = list(checkpoints.values())
+    for epoch in at_epochs:
+        for size in (s for s in batch_sizes if s > 1):
+            cell = Cell(EXPERIMENT, setting.model, SINGLE_SAMPLE,
+                        base | {"epoch": epoch, "batch_size": size}, required=(DIGEST_COLUMN,))
+            run = partial(_paired_cell_rows, setting, size, units,
+                          stable_seed(setting.seed, EXPERIMENT, size, epoch), replicates)
+            tasks.append(Task(
+                cell_key(cell), run, (checkpoints[epoch].key,), cell, resources,
+                describe=f"paired variance {setting.model} / M={size} / epoch {epoch} / "
+                f"seed {setting.seed}",
+                work=Work(setting, SINGLE_SAMPLE, size, GRADIENTS_PER_UNIT * units),
+            ))
+    return tasks
