@@ -107,7 +107,7 @@ def test_variance_tables_have_estimator_rows_and_checkpoint_columns(smoke) -> No
     _, reports, _ = smoke
     rows = read_csv(reports / "tables" / "variance_bayes_mlp.csv")
     names = [r["estimator"] for r in rows]
-    assert names[:4] == ["local-reparam", "reparam-per-example", "reparam", "no-noise †"]
+    assert names[:4] == ["local-reparam", "reparam-per-example", "reparam", "no-noise † ‡"]
     assert sorted(names) == sorted(shown("bayes-mlp"))
     ours = ["top, 0 ep", "top, 1 ep", "bottom, 0 ep", "bottom, 1 ep"]
     theirs = [pub.published_label(pub.KINGMA_2015, f"{g}, {e} ep")

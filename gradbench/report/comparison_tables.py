@@ -62,9 +62,7 @@ def thesis_kl_notes(rows: pd.DataFrame) -> tuple[str, ...]:
     for row, name in paper.thesis_estimators().items():
         parts = []
         for split in ("train", "valid"):
-            kl = estimate(measured(rows, paper.Measure(
-                "train", "categorical-vae", name, paper.THESIS_KL_METRIC, split,
-                epoch=paper.NITTA_2017_EPOCHS)))
+            kl = estimate(measured(rows, paper.thesis_kl(name, split)))
             if kl is not None and kl.values:
                 bounds = (f" [{display(kl.low, 'fixed2')}, {display(kl.high, 'fixed2')}]"
                           if kl.over_seeds else "")
