@@ -9,6 +9,7 @@ import re
 from contextlib import redirect_stdout
 from dataclasses import dataclass, fields
 from importlib.metadata import EntryPoint
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +26,8 @@ from gradbench.experiments import registry
 from gradbench.experiments.base import Experiment
 from gradbench.experiments.metrics import DECLARED, GRAD_VARIANCE, Metric
 from gradbench.profiles import PROFILES, Profile, settable, setting_default
+from gradbench.report.build import build_reports
+from gradbench.report.table import Column, Table
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"models": ["gaussian-vae"], "estimators": ["lr", "reparam"], "executor": "in-process",
@@ -110,31 +113,59 @@ class EchoSettings:
     """The echo experiment reads no setting."""
 
 
+def echo_table(rows: pd.DataFrame) -> Table | None:
+    """The echo experiment's table: each echoed value by estimator."""
+    echoed = rows[rows["experiment"] == "echo"]
+    if echoed.empty:
+        return None
+    return Table("echo_values", "Echoed values", (Column("estimator", key=True), Column("value")),
+                 tuple((row.estimator, f"{row.value:g}") for row in echoed.itertuples()))
+
+
 class Echo(Experiment):
-    """A plugin's experiment: one metric, no tasks."""
+    """A plugin's experiment: one metric, one table, no tasks."""
 
     name = "echo"
+    title = "Echoes"
     summary = "a plugin's experiment"
     Config = EchoSettings
     METRICS = ("echo",)
+    TABLES = (echo_table,)
 
     def run_tasks(self, plan, dataset, device, root) -> list[Task]:  # noqa: ANN001
         return []
 
 
-def test_a_plugins_experiment_is_found_through_its_entry_point(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def echo_installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The echo experiment installed through its entry point, its metric declared."""
     point = EntryPoint("echo", f"{__name__}:Echo", registry.ENTRY_POINT_GROUP)
     monkeypatch.setitem(DECLARED, "echo", Metric("echo", "", "neither", False, "an echo"))
     monkeypatch.setattr(registry, "entry_points",
                         lambda group: [point] if group == registry.ENTRY_POINT_GROUP else [])
     registry.experiments.cache_clear()
-    try:
-        assert list(registry.experiments())[-1] == "echo"
-        assert "echo" in registry.selectable() and "echo" in registry.metrics()
-    finally:
-        registry.experiments.cache_clear()
+    yield
+    registry.experiments.cache_clear()
+
+
+def test_a_plugins_experiment_is_found_through_its_entry_point(echo_installed: None) -> None:
+    assert list(registry.experiments())[-1] == "echo"
+    assert "echo" in registry.selectable() and "echo" in registry.metrics()
+
+
+def test_a_plugins_experiment_has_its_own_page_in_the_report(
+    echo_installed: None, small_run: api.RunResult, tmp_path: Path
+) -> None:
+    echoes = small_run.rows.head(2).assign(experiment="echo", metric="echo", value=[3.5, 7.0])
+    built = build_reports(pd.concat([small_run.rows, echoes]), tmp_path / "report", formats=["md"])
+    assert [t.name for t in built.tables if t.name == "echo_values"] == ["echo_values"]
+    page = (tmp_path / "report" / "echo.md").read_text()
+    assert page.startswith("# Echoes") and "## Echoed values" in page
+    assert "| 3.5 " in page and "| 7 " in page
+    front = (tmp_path / "report" / "README.md").read_text()
+    assert "- [Echoes](echo.md) (1 table): a plugin's experiment" in front
+    others = [p.read_text() for p in (tmp_path / "report").glob("*.md") if p.name != "echo.md"]
+    assert not any("Echoed values" in text for text in others)
 
 
 def test_every_setting_has_one_flag_one_default_and_one_doc(
