@@ -287,6 +287,38 @@ def test_a_data_dir_that_does_not_exist_exits_2(tmp_path: Path, capsys) -> None:
         f"gradbench all: error: --data-dir {missing}: no such folder")
 
 
+@pytest.mark.parametrize("command", ["variance", "train", "timing"])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--dataset", "auto"],
+         "unknown dataset 'auto'; valid: mnist, fashion-mnist, digits, binarized-mnist"),
+        (["--data-dir", "/nonexistent-gradbench-data"],
+         "--data-dir /nonexistent-gradbench-data: no such folder"),
+    ],
+)
+def test_the_measurement_commands_take_the_data_they_name(
+    command: str, flags: list[str], message: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No ``auto``, no fallback: a dataset that is not one, or a folder that does not exist,
+    exits 2 with one line before any work."""
+    status = main([command, "--model", "gaussian-vae", "--estimators", "lr", *flags,
+                   "--results", str(tmp_path / "results")])
+    assert (status, capsys.readouterr().err.strip()) == (2, f"gradbench {command}: error: {message}")
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_measurement_commands_default_to_the_profiles_dataset(
+    no_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["variance", "--model", "gaussian-vae", "--estimators", "lr", "--data-dir",
+                   str(no_mnist), "--results", str(tmp_path / "results")])
+    error = capsys.readouterr().err
+    assert status == 2 and error.startswith("gradbench variance: error: mnist not found")
+    assert "Looked in" in error and str(no_mnist) in error
+
+
 @pytest.mark.parametrize("dry", [[], ["--dry-run"]])
 @pytest.mark.parametrize(
     ("argv", "message"),
