@@ -282,7 +282,7 @@ def test_a_profile_asking_for_mnist_runs_on_mnist_or_exits_2(
 def test_a_data_dir_that_does_not_exist_exits_2(tmp_path: Path, capsys) -> None:
     missing = tmp_path / "nonexistent"
     assert main(["all", "--profile", "smoke", "--data-dir", str(missing), "--dry-run",
-                 "--out", str(tmp_path / "out")]) == 2
+                 "--out", str(tmp_path / "out"), "--executor", "in-process"]) == 2
     assert capsys.readouterr().err.strip() == (
         f"gradbench all: error: --data-dir {missing}: no such folder")
 
@@ -305,7 +305,8 @@ def test_the_measurement_commands_take_the_data_they_name(
     exits 2 with one line before any work."""
     status = main([command, "--model", "gaussian-vae", "--estimators", "lr", *flags,
                    "--results", str(tmp_path / "results")])
-    assert (status, capsys.readouterr().err.strip()) == (2, f"gradbench {command}: error: {message}")
+    error = capsys.readouterr().err.strip()
+    assert (status, error) == (2, f"gradbench {command}: error: {message}")
     assert not (tmp_path / "results").exists()
 
 
@@ -335,7 +336,8 @@ def test_a_dry_run_validates_exactly_as_a_run(
     argv: list[str], message: str, dry: list[str], tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "out"
-    status = main(["all", "--profile", "smoke", "--quiet", "--out", str(out), *argv, *dry])
+    status = main(["all", "--profile", "smoke", "--quiet", "--out", str(out),
+                   "--executor", "in-process", *argv, *dry])
     error = capsys.readouterr().err
     assert status == 2 and message in error and len(error.strip().splitlines()) == 1, error
     assert not out.exists()
