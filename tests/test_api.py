@@ -431,3 +431,12 @@ def test_calibrated_cells_are_mapped_by_their_experiments_fit(
     for task in trained:
         assert prepared.costs[task.key] == (
             pytest.approx(scale * task.work.gradients + overhead), "calibrated")
+
+
+def test_a_small_cell_is_not_estimated_at_a_large_profiles_fixed_cost(tmp_path: Path) -> None:
+    """A smoke training cell took 0.14 s on average (a smoke run in one process, a busy
+    machine); the fit on the quick report alone estimated each at 3.5 s or more."""
+    prepared = api.prepare("smoke", {**SMALL, "experiments": ["train"], "dry_run": True,
+                                     "out": str(tmp_path / "out")})
+    trained = [prepared.costs[t.key][0] for t in prepared.schedule.tasks if t.work is not None]
+    assert len(trained) == 2 and all(0 < seconds < 1.0 for seconds in trained), trained
