@@ -7,8 +7,8 @@ The registry
     name: ``mnist``, ``fashion-mnist`` and ``digits`` here, one module each in
     :mod:`gradbench.datasets` (``binarized-mnist``, Larochelle & Murray's static binarization),
     and those of installed packages through the entry-point group ``gradbench.datasets``
-    (:func:`load_plugins`, run at import). ``DataConfig(dataset=NAME)`` accepts ``auto`` and
-    every registered name (:func:`dataset_names`); an unknown one raises ValueError listing them.
+    (:func:`load_plugins`, run at import). ``DataConfig(dataset=NAME)`` accepts every
+    registered name (:func:`dataset_names`); an unknown one raises ValueError listing them.
 
 Where the files come from
     MNIST and Fashion-MNIST are read from the four official IDX ``.gz`` files, each verified
@@ -22,11 +22,11 @@ Where the files come from
     A copy that fails verification is never used: it is skipped with a warning when a valid copy
     is found elsewhere, and raises :class:`ChecksumError` otherwise.
 
-What ``auto`` does
-    ``dataset="auto"`` (the default) uses MNIST when it is found or can be downloaded; otherwise
-    it warns (:class:`DatasetFallbackWarning`) and uses scikit-learn's 8x8 handwritten digits
-    (``sklearn.datasets.load_digits``), which ship with that dependency and need neither network
-    nor files. :attr:`Dataset.name` always records the dataset actually used.
+The data are what the configuration names
+    A dataset that is not found raises :class:`DataNotFoundError` saying where it looked and how
+    to get the files; nothing falls back to another dataset. scikit-learn's 8x8 handwritten
+    digits (``sklearn.datasets.load_digits``: shipped with that dependency, no network, no files)
+    are used only when ``dataset="digits"`` asks for them.
 
 Splits and binarization
     MNIST-like data: the first ``n_train`` (50,000) training images for training, the next
@@ -185,15 +185,11 @@ class ChecksumError(ValueError):
     """A data file exists but its content does not have the official MD5."""
 
 
-class DatasetFallbackWarning(UserWarning):
-    """``dataset="auto"`` found no MNIST and uses scikit-learn's 8x8 digits instead."""
-
-
 @dataclass(frozen=True)
 class DataConfig:
     """Which data to load and how to binarize it; validated when built."""
 
-    dataset: str = "auto"  # dataset_names(); "auto": MNIST if found or downloadable, else digits
+    dataset: str = "mnist"  # one of dataset_names()
     binarization: str = "threshold"  # one of BINARIZATIONS
     data_dir: str | None = None  # searched first; then $GRADBENCH_DATA, cache, system, download
     n_train: int = 50_000  # MNIST-like training images (the thesis' split); digits use 70%
@@ -234,7 +230,7 @@ class Split:
 class Dataset:
     """Three splits on one device, with the binarization applied as minibatches are drawn."""
 
-    name: str  # the dataset actually used (a registered name; "auto" resolved)
+    name: str  # the registered name of the dataset loaded
     train: Split
     valid: Split
     test: Split
@@ -670,15 +666,15 @@ S = TypeVar("S", bound=type[DatasetSource])
 
 def register_dataset(cls: S) -> S:
     """Class decorator: add a dataset to the registry under ``cls.name``."""
-    if cls.name in DATASET_SOURCES or cls.name == "auto":
-        raise ValueError(f"dataset {cls.name!r} registered twice (or named auto)")
+    if cls.name in DATASET_SOURCES:
+        raise ValueError(f"dataset {cls.name!r} registered twice")
     DATASET_SOURCES[cls.name] = cls
     return cls
 
 
 def dataset_names() -> tuple[str, ...]:
-    """``auto`` and every registered dataset, the values ``DataConfig.dataset`` accepts."""
-    return ("auto", *DATASET_SOURCES)
+    """Every registered dataset, the values ``DataConfig.dataset`` accepts."""
+    return tuple(DATASET_SOURCES)
 
 
 def load_plugins() -> list[str]:
@@ -743,22 +739,6 @@ class Digits(DatasetSource):
         return LoadedData(self.name, _digits_splits(), DIGITS_PIXEL_MAX, DIGITS_SOURCE)
 
 
-def _resolve(config: DataConfig) -> LoadedData:
-    """Load the configured dataset; ``auto``: MNIST, else (with a warning) the digits."""
-    if config.dataset != "auto":
-        return DATASET_SOURCES[config.dataset]().load(config)
-    try:
-        return Mnist().load(config)
-    except DataNotFoundError as exc:
-        warnings.warn(
-            "MNIST was not found, so scikit-learn's 8x8 handwritten digits "
-            f"({DIGITS_SOURCE}) are used instead.\n{exc}",
-            DatasetFallbackWarning,
-            stacklevel=3,
-        )
-        return Digits().load(config)
-
-
 def load_dataset(config: DataConfig, device: torch.device | str = "cpu") -> Dataset:
     """Load, split and move to ``device`` the dataset ``config`` describes.
 
@@ -766,7 +746,7 @@ def load_dataset(config: DataConfig, device: torch.device | str = "cpu") -> Data
     drawn here, once, on the CPU with ``config.seed`` (so it is the same on every device).
     """
     device = torch.device(device)
-    loaded = _resolve(config)
+    loaded = DATASET_SOURCES[config.dataset]().load(config)
     parts, scale = loaded.splits, loaded.pixel_max
     if config.subset is not None:
         parts = {k: (x[: config.subset], y[: config.subset]) for k, (x, y) in parts.items()}

@@ -9,6 +9,7 @@ import re
 from contextlib import redirect_stdout
 from dataclasses import dataclass, fields
 from importlib.metadata import EntryPoint
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +26,8 @@ from gradbench.experiments import registry
 from gradbench.experiments.base import Experiment
 from gradbench.experiments.metrics import DECLARED, GRAD_VARIANCE, Metric
 from gradbench.profiles import PROFILES, Profile, settable, setting_default
+from gradbench.report.build import build_reports
+from gradbench.report.table import Column, Table
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"models": ["gaussian-vae"], "estimators": ["lr", "reparam"], "executor": "in-process",
@@ -110,31 +113,59 @@ class EchoSettings:
     """The echo experiment reads no setting."""
 
 
+def echo_table(rows: pd.DataFrame) -> Table | None:
+    """The echo experiment's table: each echoed value by estimator."""
+    echoed = rows[rows["experiment"] == "echo"]
+    if echoed.empty:
+        return None
+    return Table("echo_values", "Echoed values", (Column("estimator", key=True), Column("value")),
+                 tuple((row.estimator, f"{row.value:g}") for row in echoed.itertuples()))
+
+
 class Echo(Experiment):
-    """A plugin's experiment: one metric, no tasks."""
+    """A plugin's experiment: one metric, one table, no tasks."""
 
     name = "echo"
+    title = "Echoes"
     summary = "a plugin's experiment"
     Config = EchoSettings
     METRICS = ("echo",)
+    TABLES = (echo_table,)
 
     def run_tasks(self, plan, dataset, device, root) -> list[Task]:  # noqa: ANN001
         return []
 
 
-def test_a_plugins_experiment_is_found_through_its_entry_point(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def echo_installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The echo experiment installed through its entry point, its metric declared."""
     point = EntryPoint("echo", f"{__name__}:Echo", registry.ENTRY_POINT_GROUP)
     monkeypatch.setitem(DECLARED, "echo", Metric("echo", "", "neither", False, "an echo"))
     monkeypatch.setattr(registry, "entry_points",
                         lambda group: [point] if group == registry.ENTRY_POINT_GROUP else [])
     registry.experiments.cache_clear()
-    try:
-        assert list(registry.experiments())[-1] == "echo"
-        assert "echo" in registry.selectable() and "echo" in registry.metrics()
-    finally:
-        registry.experiments.cache_clear()
+    yield
+    registry.experiments.cache_clear()
+
+
+def test_a_plugins_experiment_is_found_through_its_entry_point(echo_installed: None) -> None:
+    assert list(registry.experiments())[-1] == "echo"
+    assert "echo" in registry.selectable() and "echo" in registry.metrics()
+
+
+def test_a_plugins_experiment_has_its_own_page_in_the_report(
+    echo_installed: None, small_run: api.RunResult, tmp_path: Path
+) -> None:
+    echoes = small_run.rows.head(2).assign(experiment="echo", metric="echo", value=[3.5, 7.0])
+    built = build_reports(pd.concat([small_run.rows, echoes]), tmp_path / "report", formats=["md"])
+    assert [t.name for t in built.tables if t.name == "echo_values"] == ["echo_values"]
+    page = (tmp_path / "report" / "echo.md").read_text()
+    assert page.startswith("# Echoes") and "## Echoed values" in page
+    assert "| 3.5 " in page and "| 7 " in page
+    front = (tmp_path / "report" / "README.md").read_text()
+    assert "- [Echoes](echo.md) (1 table): a plugin's experiment" in front
+    others = [p.read_text() for p in (tmp_path / "report").glob("*.md") if p.name != "echo.md"]
+    assert not any("Echoed values" in text for text in others)
 
 
 def test_every_setting_has_one_flag_one_default_and_one_doc(
@@ -251,9 +282,42 @@ def test_a_profile_asking_for_mnist_runs_on_mnist_or_exits_2(
 def test_a_data_dir_that_does_not_exist_exits_2(tmp_path: Path, capsys) -> None:
     missing = tmp_path / "nonexistent"
     assert main(["all", "--profile", "smoke", "--data-dir", str(missing), "--dry-run",
-                 "--out", str(tmp_path / "out")]) == 2
+                 "--out", str(tmp_path / "out"), "--executor", "in-process"]) == 2
     assert capsys.readouterr().err.strip() == (
         f"gradbench all: error: --data-dir {missing}: no such folder")
+
+
+@pytest.mark.parametrize("command", ["variance", "train", "timing"])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--dataset", "auto"],
+         "unknown dataset 'auto'; valid: mnist, fashion-mnist, digits, binarized-mnist"),
+        (["--data-dir", "/nonexistent-gradbench-data"],
+         "--data-dir /nonexistent-gradbench-data: no such folder"),
+    ],
+)
+def test_the_measurement_commands_take_the_data_they_name(
+    command: str, flags: list[str], message: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No ``auto``, no fallback: a dataset that is not one, or a folder that does not exist,
+    exits 2 with one line before any work."""
+    status = main([command, "--model", "gaussian-vae", "--estimators", "lr", *flags,
+                   "--results", str(tmp_path / "results")])
+    error = capsys.readouterr().err.strip()
+    assert (status, error) == (2, f"gradbench {command}: error: {message}")
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_measurement_commands_default_to_the_profiles_dataset(
+    no_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["variance", "--model", "gaussian-vae", "--estimators", "lr", "--data-dir",
+                   str(no_mnist), "--results", str(tmp_path / "results")])
+    error = capsys.readouterr().err
+    assert status == 2 and error.startswith("gradbench variance: error: mnist not found")
+    assert "Looked in" in error and str(no_mnist) in error
 
 
 @pytest.mark.parametrize("dry", [[], ["--dry-run"]])
@@ -272,7 +336,8 @@ def test_a_dry_run_validates_exactly_as_a_run(
     argv: list[str], message: str, dry: list[str], tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "out"
-    status = main(["all", "--profile", "smoke", "--quiet", "--out", str(out), *argv, *dry])
+    status = main(["all", "--profile", "smoke", "--quiet", "--out", str(out),
+                   "--executor", "in-process", *argv, *dry])
     error = capsys.readouterr().err
     assert status == 2 and message in error and len(error.strip().splitlines()) == 1, error
     assert not out.exists()
@@ -366,3 +431,12 @@ def test_calibrated_cells_are_mapped_by_their_experiments_fit(
     for task in trained:
         assert prepared.costs[task.key] == (
             pytest.approx(scale * task.work.gradients + overhead), "calibrated")
+
+
+def test_a_small_cell_is_not_estimated_at_a_large_profiles_fixed_cost(tmp_path: Path) -> None:
+    """A smoke training cell took 0.14 s on average (a smoke run in one process, a busy
+    machine); the fit on the quick report alone estimated each at 3.5 s or more."""
+    prepared = api.prepare("smoke", {**SMALL, "experiments": ["train"], "dry_run": True,
+                                     "out": str(tmp_path / "out")})
+    trained = [prepared.costs[t.key][0] for t in prepared.schedule.tasks if t.work is not None]
+    assert len(trained) == 2 and all(0 < seconds < 1.0 for seconds in trained), trained

@@ -116,12 +116,13 @@ def test_missing_data_says_where_it_looked_without_traceback(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("GRADBENCH_DATA", raising=False)
     monkeypatch.setenv("GRADBENCH_MNIST_MIRRORS", "http://127.0.0.1:9/")
+    (tmp_path / "empty").mkdir()
     status, out, err = run_cli(
         capsys, "train", "--model", "gaussian-vae", "--estimator", "reparam", "--dataset", "mnist",
-        "--data-dir", str(tmp_path / "nowhere"), "--epochs", "1", "--results", str(tmp_path / "r"),
+        "--data-dir", str(tmp_path / "empty"), "--epochs", "1", "--results", str(tmp_path / "r"),
     )
     assert status == 2 and out == ""
-    assert "Looked in:" in err and str(tmp_path / "nowhere") in err and "--data-dir" in err
+    assert "Looked in:" in err and str(tmp_path / "empty") in err and "--data-dir" in err
     assert "Traceback" not in err
 
 
@@ -174,7 +175,8 @@ def test_toy_runs_two_variants(capsys: pytest.CaptureFixture[str]) -> None:
          "bad value 'x' for temperature"),
         (["train", "--model", "categorical-vae", "--estimators", "gumbel-softmax[temperature=1"],
          "unbalanced '['"),
-        (["all", "--estimators", "lr-baseline[baseline=magic]", "--dry-run"],
+        (["all", "--estimators", "lr-baseline[baseline=magic]", "--dry-run", "--executor",
+          "in-process"],
          "unknown baseline 'magic'; valid: ema, learned"),
     ],
 )

@@ -35,7 +35,6 @@ from gradbench.data import (
     DataConfig,
     DataNotFoundError,
     Dataset,
-    DatasetFallbackWarning,
     Split,
     load_dataset,
     mnist_arrays,
@@ -129,9 +128,9 @@ def mnist_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 
 def test_config_defaults_are_the_thesis_split() -> None:
     config = DataConfig()
-    assert (config.dataset, config.binarization) == ("auto", "threshold")
+    assert (config.dataset, config.binarization) == ("mnist", "threshold")
     assert (config.n_train, config.n_valid) == (50_000, 10_000)
-    assert DATASETS == ("auto", "mnist", "fashion-mnist", "digits", "binarized-mnist")
+    assert DATASETS == ("mnist", "fashion-mnist", "digits", "binarized-mnist")
     assert BINARIZATIONS == ("threshold", "dynamic", "fixed")
 
 
@@ -139,6 +138,7 @@ def test_config_defaults_are_the_thesis_split() -> None:
     ("kwargs", "names"),
     [
         ({"dataset": "cifar"}, DATASETS),
+        ({"dataset": "auto"}, ("mnist", "digits")),
         ({"binarization": "median"}, BINARIZATIONS),
     ],
 )
@@ -565,19 +565,22 @@ def test_no_download_when_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
         mnist_arrays(download=False)
 
 
-def test_auto_falls_back_to_digits_with_a_warning(data_isolated: Path) -> None:
-    with pytest.warns(DatasetFallbackWarning) as record:
-        ds = load_dataset(DataConfig())
-    message = str(record[0].message)
-    assert "MNIST was not found" in message and "8x8" in message
-    assert str(data_isolated / "mnist") in message
+def test_missing_mnist_is_an_error_saying_where_it_looked(data_isolated: Path) -> None:
+    """The data are what the configuration names: no MNIST never means the digits."""
+    with pytest.raises(DataNotFoundError) as excinfo:
+        load_dataset(DataConfig())
+    assert str(data_isolated / "mnist") in str(excinfo.value)
+
+
+def test_the_digits_load_when_asked_for() -> None:
+    ds = load_dataset(DataConfig(dataset="digits"))
     assert ds.name == "digits" and ds.info()["dataset"] == "digits"
     assert ds.input_dim == 64
     assert ds.source == "sklearn.datasets.load_digits"
 
 
 @needs_mnist
-def test_auto_uses_mnist_when_found() -> None:
+def test_the_default_is_mnist() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ds = load_dataset(DataConfig(data_dir=str(SHARED_MNIST), subset=50))
@@ -629,7 +632,7 @@ def test_the_plugin_dataset_is_registered_and_loads(monkeypatch: pytest.MonkeyPa
     columns_equal = (images == images[:, :1, :]).all(-1).all(-1)
     assert torch.equal(rows_equal | columns_equal, torch.ones(30, dtype=torch.bool))
     assert images.unique(dim=0).shape[0] == 30
-    with pytest.raises(ValueError, match="valid: auto, mnist, fashion-mnist, digits, binarized-mnist$"):
+    with pytest.raises(ValueError, match="valid: mnist, fashion-mnist, digits, binarized-mnist$"):
         DataConfig(dataset="bars-and-stripes")
 
 

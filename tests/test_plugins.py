@@ -178,8 +178,8 @@ def test_a_run_measures_and_reports_the_plugin_model_and_reruns_what_an_edit_tou
     results, reports = tmp_path / "results", tmp_path / "reports"
     run = (
         "all", "--profile", "smoke", "--models", f"{MODEL},categorical-vae", "--estimators",
-        f"{NAME},lr", "--experiments", "variance,train", "--quiet", "--results", str(results),
-        "--out", str(reports),
+        f"{NAME},lr", "--experiments", "variance,train", "--quiet", "--executor", "in-process",
+        "--results", str(results), "--out", str(reports),
     )
     _gradbench(env, *run)
     variance = (reports / "tables" / "variance_binary_autoencoder.csv").read_text()
@@ -229,7 +229,7 @@ def test_a_run_measures_and_reports_the_plugin(tmp_path: Path) -> None:
     assert NAME in gradbench("list")
     gradbench(
         "all", "--profile", "smoke", "--models", "categorical-vae", "--estimators", f"{NAME},lr",
-        "--experiments", "variance", "--quiet", "--results", str(tmp_path / "results"),
+        "--experiments", "variance", "--quiet", "--executor", "in-process", "--results", str(tmp_path / "results"),
         "--out", str(tmp_path / "reports"),
     )
     table = (tmp_path / "reports" / "tables" / "variance_categorical_vae.md").read_text()
@@ -287,7 +287,7 @@ def test_a_new_estimator_file_in_a_copy_is_listed_measured_and_reported(tmp_path
         assert abs(mean - exact) < Z * se
     gradbench(
         "all", "--profile", "smoke", "--models", "gaussian-vae", "--estimators",
-        "shifted-score,lr", "--experiments", "variance", "--quiet",
+        "shifted-score,lr", "--experiments", "variance", "--quiet", "--executor", "in-process",
         "--results", str(tmp_path / "results"), "--out", str(tmp_path / "reports"),
     )
     table = (tmp_path / "reports" / "tables" / "variance_gaussian_vae.md").read_text()

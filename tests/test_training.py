@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from gradbench.measure.training import (
     training_cell,
     training_rows,
 )
+from gradbench.profiles import setting_default
 from gradbench.results import COLUMNS
 from gradbench.models import MODELS
 
@@ -461,6 +462,15 @@ def test_configs_reject_bad_values() -> None:
         TrainConfig(lr_decay=1.5)
     with pytest.raises(ValueError, match="iw_samples"):
         EvalConfig(iw_samples=0)
+
+
+def test_evaluation_defaults_are_the_profiles_settings() -> None:
+    """One default per setting: EvalConfig's fields default to the profile's eval_<field>."""
+    evaluation = EvalConfig()
+    profiled = [f.name for f in fields(EvalConfig) if f.name != "chunk_size"]
+    assert {name: getattr(evaluation, name) for name in profiled} == {
+        name: setting_default(f"eval_{name}") for name in profiled}
+    assert evaluation.iw_samples == 1000
 
 
 # --- the command ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import sys
 import pandas as pd
 import torch
 
+from gradbench.api import check_data_dir
 from gradbench.catalogue import applicable, check_applicable
 from gradbench.data import BINARIZATIONS, DATASETS, ChecksumError, DataConfig, Dataset, load_dataset
 from gradbench.estimators import ESTIMATORS, base_name, make_estimator, split_labels
@@ -18,7 +19,7 @@ from gradbench.execution.task import Context, Task
 from gradbench.experiment import Setting, data_shape
 from gradbench.models import MODELS, make_model
 from gradbench.options import option_defaults, parse_key_values
-from gradbench.profiles import default_profile_name, get_profile
+from gradbench.profiles import default_profile_name, get_profile, setting_default
 from gradbench.results import Provenance, ResultStore
 
 
@@ -93,7 +94,11 @@ def add_setting_args(parser: argparse.ArgumentParser, estimators_flag: str = "--
         metavar="[ESTIMATOR:]KEY=VALUE",
         help="estimator option, for every chosen estimator that has it or for one named",
     )
-    parser.add_argument("--dataset", default="auto", help=f"one of {', '.join(DATASETS)}")
+    parser.add_argument(
+        "--dataset", default=setting_default("dataset"),
+        help=f"one of {', '.join(DATASETS)} (%(default)s; missing files: an error, never another "
+        "dataset)",
+    )
     parser.add_argument("--data-dir", help="folder holding the dataset files")
     parser.add_argument(
         "--binarization", default="threshold", help=f"one of {', '.join(BINARIZATIONS)}"
@@ -163,7 +168,9 @@ def thread_policy(args: argparse.Namespace) -> int | None:
 
 def data_config(args: argparse.Namespace) -> DataConfig:
     """The data configuration the flags describe (validated by DataConfig); the fixed
-    binarization's sample is the same for every seed (as in ``all``'s profiles)."""
+    binarization's sample is the same for every seed (as in ``all``'s profiles); a
+    ``--data-dir`` that does not exist is an error."""
+    check_data_dir(args.data_dir)
     return DataConfig(
         dataset=args.dataset,
         binarization=args.binarization,

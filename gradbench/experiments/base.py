@@ -10,12 +10,13 @@ and the command-line flags of ``all`` are generated from it, one group per exper
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
 
     from gradbench.data import Dataset
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from gradbench.experiment import Setting
     from gradbench.experiments.plan import Plan
     from gradbench.profiles import Profile
+    from gradbench.report.plots import Plot
+    from gradbench.report.table import Table
 
 
 class Experiment:
@@ -34,8 +37,13 @@ class Experiment:
     summary: ClassVar[str]
     Config: ClassVar[type]  # a dataclass whose fields are the Profile fields this reads
     METRICS: ClassVar[tuple[str, ...]]  # names declared in gradbench.experiments.metrics
-    TABLES: ClassVar[tuple[Callable[..., Any], ...]] = ()  # gradbench.report table builders
-    PLOTS: ClassVar[tuple[Callable[..., Any], ...]] = ()  # gradbench.report.plots figures
+    # The report's tables and figures of this experiment, each built from the report's prepared
+    # rows (gradbench.report.rows.prepare_rows): a table builder returns a Table, several
+    # (None among them where the rows lack one) or None; a plot builder yields Plots.
+    TABLES: ClassVar[tuple[Callable[[pd.DataFrame], Table | Iterable[Table | None] | None],
+                           ...]] = ()
+    PLOTS: ClassVar[tuple[Callable[[pd.DataFrame], Iterator[Plot]], ...]] = ()
+    title: ClassVar[str] = ""  # its report page's heading (a plugin's page); default: its name
     selectable: ClassVar[bool] = True  # False: runs with every run (the catalogue)
 
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from gradbench.data import Dataset
@@ -15,8 +16,11 @@ from gradbench.experiments import metrics as m
 from gradbench.experiments.base import Experiment
 from gradbench.experiments.plan import Plan, cell_resources
 from gradbench.measure.training import EXPERIMENT, EvalConfig, TrainConfig, training_tasks
+from gradbench.report import paper
 from gradbench.report.plots import training_plots
+from gradbench.report.rows import models_of
 from gradbench.report.run_tables import schedule_table
+from gradbench.report.table import Table
 from gradbench.report.training_tables import training_tables
 
 
@@ -49,6 +53,13 @@ def eval_config(settings: TrainSettings) -> EvalConfig:
                       best_valid_iw_samples=settings.eval_best_valid_iw_samples)
 
 
+def training_report_tables(rows: pd.DataFrame) -> list[Table | None]:
+    """The bounds at the end of training per autoencoder, the schedules in force, then the
+    classifiers' errors; models in the papers' order."""
+    bounds, errors = training_tables(rows, paper.model_order(models_of(rows, EXPERIMENT)))
+    return [*bounds, schedule_table(rows), *errors]
+
+
 class Train(Experiment):
     name = EXPERIMENT
     summary = "training: ELBO, importance-weighted bound and error per epoch"
@@ -56,7 +67,7 @@ class Train(Experiment):
     METRICS = (m.ELBO, m.ERROR_RATE, m.NLL, m.WALL_CLOCK_S, m.TRAIN_LOSS, m.RECONSTRUCTION_LL,
                m.RECONSTRUCTION_LL_RELAXED, m.KL,
                m.IW_BOUND, m.TEMPERATURE, m.BETA)
-    TABLES = (training_tables, schedule_table)
+    TABLES = (training_report_tables,)
     PLOTS = (training_plots,)
 
     def setting_tasks(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from gradbench.data import Dataset
@@ -16,7 +17,10 @@ from gradbench.experiments import metrics as m
 from gradbench.experiments.base import Experiment
 from gradbench.experiments.plan import Plan, cell_resources, checkpoint_training
 from gradbench.measure.variance import EXPERIMENT, variance_tasks
+from gradbench.report import paper
 from gradbench.report.plots import variance_plots
+from gradbench.report.rows import models_of
+from gradbench.report.table import Table
 from gradbench.report.variance_tables import decomposition_table, slope_table, variance_table
 from gradbench.report.work_tables import work_normalised_table
 
@@ -36,6 +40,12 @@ class VarianceSettings:
     checkpoint_max_steps: int | None
 
 
+def variance_tables(rows: pd.DataFrame) -> list[Table | None]:
+    """The Table-1 analogue of each model, in the papers' order."""
+    return [variance_table(rows, model)
+            for model in paper.model_order(models_of(rows, EXPERIMENT))]
+
+
 class Variance(Experiment):
     name = EXPERIMENT
     summary = "gradient variance per parameter group, minibatch size and checkpoint"
@@ -43,7 +53,7 @@ class Variance(Experiment):
     METRICS = (m.GRAD_VARIANCE, m.GRAD_VARIANCE_TRACE, m.GRAD_VARIANCE_NOISE,
                m.GRAD_VARIANCE_DATA, m.SNR, m.SNR_SQUARED, m.LOG_VARIANCE_SLOPE, m.TEMPERATURE,
                m.BETA)
-    TABLES = (variance_table, slope_table, decomposition_table, work_normalised_table)
+    TABLES = (variance_tables, slope_table, decomposition_table, work_normalised_table)
     PLOTS = (variance_plots,)
 
     def setting_tasks(

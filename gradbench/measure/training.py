@@ -86,6 +86,7 @@ from gradbench.experiments.metrics import (
 )
 from gradbench.models.base import StochasticModel, get_model_class
 from gradbench.options import resolve_options
+from gradbench.profiles import setting_default
 from gradbench.results import STATUS_DIVERGED, STATUS_OK, Cell, atomic_torch_save, code_version
 
 EXPERIMENT = "train"
@@ -234,19 +235,26 @@ class TrainConfig:
             raise ValueError(f"lr_decay must lie in (0, 1], got {self.lr_decay}")
 
 
+def _profile_default(name: str) -> Any:
+    """A field whose one default is the profile setting ``name``'s
+    (:class:`gradbench.profiles.Profile`, where it is documented)."""
+    return field(default_factory=partial(setting_default, name))
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """How the ELBO and the other figures are evaluated after each epoch."""
+    """How the ELBO and the other figures are evaluated after each epoch; every field but
+    ``chunk_size`` defaults to its profile setting ``eval_<field>``."""
 
-    samples: int = 1  # S draws per example of the expected log-likelihood (the thesis' L = 1)
-    iw_samples: int = 100  # k of the importance-weighted bound on the test split
-    iw_every: int = 0  # iw bound also every this many epochs (0: only at epoch 0 and the last)
-    train_subset: int | None = None  # first N training examples for the training ELBO (None: all)
+    samples: int = _profile_default("eval_samples")  # S draws per example of E_q[log p(x|z)]
+    iw_samples: int = _profile_default("eval_iw_samples")  # k of the test split's iw bound
+    iw_every: int = _profile_default("eval_iw_every")  # iw bound also every this many epochs
+    train_subset: int | None = _profile_default("eval_train_subset")  # training ELBO's first N
     chunk_size: int = 500  # examples per model.evaluate call, to bound memory
-    iw_subset: int | None = None  # first N test examples for the iw bound (None: all)
+    iw_subset: int | None = _profile_default("eval_iw_subset")  # iw bound's first N test examples
     # ARM's and DisARM's test figure: the test iw bound with each of these k at the epoch of the
     # best validation iw bound (k = the first), checked where iw_at is true; empty: not tracked
-    best_valid_iw_samples: tuple[int, ...] = ()
+    best_valid_iw_samples: tuple[int, ...] = _profile_default("eval_best_valid_iw_samples")
 
     def __post_init__(self) -> None:
         for name in ("samples", "iw_samples", "chunk_size"):

@@ -19,9 +19,10 @@ marks too: they are stored with the run): no clock is read, so ``gradbench repor
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -37,7 +38,10 @@ from gradbench.report.render import TIED_MARK, display
 from gradbench.report.rows import models_of, prepare_rows, seeds_of
 from gradbench.report.summary_tables import SUMMARISED, Headline, summary_table
 from gradbench.report.table import BIASED, BIASED_NOTE, Table
-from gradbench.report.tables import all_tables
+from gradbench.report.tables import owned_tables
+
+if TYPE_CHECKING:
+    from gradbench.experiments.base import Experiment
 
 TABLES_DIR = "tables"
 FIGURES_DIR = "figures"
@@ -170,6 +174,7 @@ SECTIONS: tuple[Section, ...] = (
 OTHER = Section("other.md", "Other tables and figures", "Tables and figures of no section above.",
                 lambda name: True)
 CONVENTIONS_PAGE = "conventions.md"
+FRONT_PAGE = "README.md"
 NOTES_SHOWN = 2
 """How many of its own notes a table shows under it; the rest fold away."""
 
@@ -233,19 +238,24 @@ def build_reports(
     report = Report(out=root, seeds=seeds_of(prepared))
     table_formats = tuple(f for f in TABLE_FORMATS if f in chosen)
     figure_formats = tuple(f for f in FIGURE_FORMATS if f in chosen)
-    for table in all_tables(prepared):
+    owners: dict[str, Experiment | None] = {}
+    for experiment, table in owned_tables(prepared):
+        owners[table.name] = experiment
         report.tables.append(table)
         report.paths += write_table(table, root / TABLES_DIR, table_formats)
     plots: list[Plot] = []
     if figure_formats:
-        for plot in plot_builders.all_plots(prepared):
+        for experiment, plot in plot_builders.owned_plots(prepared):
+            owners[plot.name] = experiment
             report.paths += plot.save(root / FIGURES_DIR, figure_formats)
             plots.append(plot)
     report.plots = [p.name for p in plots]
     bib = root / "references.bib"
     write_text(bib, references(prepared))
     report.paths.append(bib)
-    for name, text in pages(prepared, report.tables, plots, table_formats, figure_formats).items():
+    made = pages(prepared, report.tables, plots, table_formats, figure_formats,
+                 plugin_pages(owners))
+    for name, text in made.items():
         write_text(root / name, text)
         report.paths.append(root / name)
     return report
@@ -426,17 +436,41 @@ def shared_notes(tables: Iterable[Table]) -> list[str]:
     return [note for note, count in seen.items() if count > 1]
 
 
+def plugin_pages(owners: Mapping[str, Experiment | None]) -> dict[str, Section]:
+    """The page of each table or figure (by name) that a plugin's experiment built: one section
+    per such experiment, ``NAME.md`` (``experiment_NAME.md`` where the report has a page of that
+    name), titled by its ``title`` (else its name) and introduced by its ``summary``; the built-in
+    experiments' tables and figures are placed by :data:`SECTIONS`."""
+    from gradbench.experiments.registry import BUILTIN  # the experiments import the report
+
+    taken = {FRONT_PAGE, CONVENTIONS_PAGE, OTHER.page, *(s.page for s in SECTIONS)}
+    sections: dict[str, Section] = {}
+    found: dict[str, Section] = {}
+    for name, experiment in owners.items():
+        if experiment is None or type(experiment) in BUILTIN:
+            continue
+        if experiment.name not in sections:
+            page = f"{experiment.name}.md"
+            sections[experiment.name] = Section(
+                page if page not in taken else f"experiment_{page}",
+                experiment.title or experiment.name, experiment.summary, lambda _: False)
+        found[name] = sections[experiment.name]
+    return found
+
+
 def placement(
-    tables: list[Table], plots: list[Plot]
+    tables: list[Table], plots: list[Plot], own_pages: Mapping[str, Section] | None = None
 ) -> dict[Section, tuple[list[Table], list[Plot]]]:
-    """Each table and figure on exactly one page: the first section it belongs to, else
-    :data:`OTHER`; sections with nothing are left out."""
+    """Each table and figure on exactly one page: its plugin experiment's page in ``own_pages``
+    (by name: :func:`plugin_pages`), else the first section it belongs to, else :data:`OTHER`;
+    plugins' pages after the built-in sections, sections with nothing left out."""
+    own = own_pages or {}
     placed: dict[Section, tuple[list[Table], list[Plot]]] = {}
     for item in [*tables, *plots]:
-        section = next((s for s in SECTIONS if s.belongs(item.name)), OTHER)
+        section = own.get(item.name) or next((s for s in SECTIONS if s.belongs(item.name)), OTHER)
         chosen_tables, chosen_plots = placed.setdefault(section, ([], []))
         (chosen_tables if isinstance(item, Table) else chosen_plots).append(item)
-    order = [*SECTIONS, OTHER]
+    order = [*SECTIONS, *dict.fromkeys(own.values()), OTHER]
     return {s: placed[s] for s in order if s in placed}
 
 
@@ -586,13 +620,15 @@ def pages(
     plots: Iterable[Plot],
     table_formats: tuple[str, ...] = TABLE_FORMATS,
     figure_formats: tuple[str, ...] = FIGURE_FORMATS,
+    own_pages: Mapping[str, Section] | None = None,
 ) -> dict[str, str]:
     """Every page of the report by file name: the front page (README.md), the conventions and
-    one page per section; each table and figure on exactly one page."""
-    made = placement(tables, list(plots))
+    one page per section (``own_pages``: the plugins' experiments', :func:`plugin_pages`); each
+    table and figure on exactly one page."""
+    made = placement(tables, list(plots), own_pages)
     shared = set(shared_notes(tables))
     comparison = next((t for t in tables if t.name == "comparison"), None)
-    found = {"README.md": front_page(rows, made, comparison),
+    found = {FRONT_PAGE: front_page(rows, made, comparison),
              CONVENTIONS_PAGE: conventions_page(tables)}
     for section, (chosen_tables, chosen_plots) in made.items():
         found[section.page] = section_page(section, chosen_tables, chosen_plots, shared,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -53,6 +54,9 @@ from gradbench.report.rows import (  # noqa: E402
     select,
     splits_of,
 )
+
+if TYPE_CHECKING:
+    from gradbench.experiments.base import Experiment
 
 PNG_METADATA = {"Software": None}
 PDF_METADATA = {"CreationDate": None, "Creator": None, "Producer": None}
@@ -400,9 +404,18 @@ def timing_plot(rows: pd.DataFrame) -> Iterator[Plot]:
     )
 
 
+def owned_plots(rows: pd.DataFrame) -> Iterator[tuple[Experiment, Plot]]:
+    """Every figure the rows support with the experiment whose ``PLOTS`` drew it, in the
+    experiments' registry order, built one at a time."""
+    from gradbench.experiments.registry import experiments  # the experiments import this module
+
+    for experiment in experiments().values():
+        for builder in experiment.PLOTS:
+            for plot in builder(rows):
+                yield experiment, plot
+
+
 def all_plots(rows: pd.DataFrame) -> Iterator[Plot]:
-    """Every figure the rows support, in report order, built one at a time."""
-    yield from timing_plot(rows)
-    styles = estimator_styles(rows)
-    yield from variance_plots(rows, styles)
-    yield from training_plots(rows, styles)
+    """Every figure the rows support, in report order (:func:`owned_plots`)."""
+    for _, plot in owned_plots(rows):
+        yield plot
