@@ -48,6 +48,15 @@ import torch
 
 from gradbench.code_version import cell_stamp
 from gradbench.estimators import ESTIMATORS, estimator_class
+from gradbench.experiments.metrics import (
+    ELBO,
+    IW_BOUND,
+    LOG_VARIANCE_SLOPE,
+    RECONSTRUCTION_LL,
+    RECONSTRUCTION_LL_RELAXED,
+    SNR,
+    SNR_SQUARED,
+)
 
 COLUMNS = [
     "experiment",
@@ -115,11 +124,11 @@ NUMERIC_COLUMNS = ("value", "ci_low", "ci_high", "n", "batch_size", "epoch", "se
 """Columns that hold numbers wherever a cell has them."""
 INTEGER_COLUMNS = frozenset({"n", "batch_size", "epoch", "seed", "steps_timed"})
 """Numeric columns that hold counts: never infinite."""
-UNDEFINED_ALLOWED = frozenset({"snr", "snr_squared", "log_variance_slope"})
+UNDEFINED_ALLOWED = frozenset({SNR, SNR_SQUARED, LOG_VARIANCE_SLOPE})
 """Metrics whose value may be NaN in a finished row: a ratio over a variance that is zero (an
 exact estimator's SNR) or a slope over fewer than two minibatch sizes. Any other NaN, and every
 infinite value, makes its row ``diverged`` (:func:`stamp`)."""
-BOUND_METRICS = frozenset({"elbo", "iw_bound", "reconstruction_ll"})
+BOUND_METRICS = frozenset({ELBO, IW_BOUND, RECONSTRUCTION_LL, RECONSTRUCTION_LL_RELAXED})
 """Per-example log-likelihood bounds (nats), checked for plausibility by :func:`stamp`."""
 PLAUSIBLE_NATS_PER_DIMENSION = 100.0
 """Plausibility rule of a bound: |bound| ≤ 100 nats per data dimension D. A per-pixel

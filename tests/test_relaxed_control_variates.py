@@ -324,7 +324,7 @@ def test_relax_surrogate_and_model_gradients_do_not_mix() -> None:
     [
         ("rebar[temperature=0]", "temperature must be positive"),
         ("rebar[tune_lr=-1]", "tune_lr must be positive"),
-        ("rebar[eta=nan]", "eta must be a finite number"),
+        ("rebar[eta=nan]", "bad value .nan. for eta: expected a finite number"),
         ("relax[hidden=0]", "hidden must be a positive int"),
     ],
 )

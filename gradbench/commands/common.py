@@ -139,7 +139,8 @@ def check_results(args: argparse.Namespace, experiments: tuple[str, ...]) -> Non
 def one_line(error: BaseException) -> str:
     """An error's message on one line (its lines joined by "; "), so that the reason of a
     several-line message (a rejected data file's) is not cut off."""
-    lines = [line.strip(" -") for line in str(error).splitlines() if line.strip(" -")]
+    lines = [line.strip().removeprefix("- ") for line in str(error).splitlines()]
+    lines = [line for line in lines if line]
     return " ".join(lines[:1] + ["; ".join(lines[1:])]).strip() or type(error).__name__
 
 

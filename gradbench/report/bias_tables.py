@@ -134,7 +134,7 @@ def bias_table(rows: pd.DataFrame) -> Table | None:
         for name in estimator_order(model, scoped):
             cell = select(scoped, estimator=name)
             for epoch in sorted({float(e) for e in cell["epoch"].dropna()}):
-                for group in paper.headline_groups(model):
+                for group in paper.headline_groups(model, cell["param_group"]):
                     if select(cell, param_group=group, epoch=epoch).empty:
                         continue
                     row: list[Value] = [model, marked(cell, name), epoch, group]

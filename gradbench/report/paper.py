@@ -319,10 +319,14 @@ def row_order(model: str) -> tuple[str, ...]:
     return ROW_ORDERS.get(model, ())
 
 
-def headline_groups(model: str) -> tuple[str, ...]:
-    """The parameter groups a model's variance tables show: its class's ``headline_groups``
-    (:class:`gradbench.models.StochasticModel`'s, top and bottom, for a model not installed)."""
-    return MODELS[model].headline_groups if model in MODELS else StochasticModel.headline_groups
+def headline_groups(model: str, measured: Iterable[object] = ()) -> tuple[str, ...]:
+    """The parameter groups a model's variance tables show: its class's ``headline_groups``; for
+    a model not installed here (rows of a plugin rebuilt without it), the ``measured`` groups
+    other than ``all`` in order of appearance, else :class:`StochasticModel`'s top and bottom."""
+    if model in MODELS:
+        return MODELS[model].headline_groups
+    found = tuple(dict.fromkeys(str(g) for g in measured if isinstance(g, str) and g != "all"))
+    return found or StochasticModel.headline_groups
 
 
 def model_order(models: Sequence[str]) -> list[str]:

@@ -181,7 +181,7 @@ def _against_batch(
     if measured["batch_size"].dropna().empty:
         return None
     epoch = last_epoch(measured)
-    groups = headline_groups(model)
+    groups = headline_groups(model, measured["param_group"])
     names = estimator_order(model, variance)
     with plt.rc_context(_style()):
         figure, axes = plt.subplots(1, len(groups), figsize=(7.6 * len(groups), 3.5), squeeze=False)

@@ -95,7 +95,7 @@ def summary_table(rows: pd.DataFrame, model: str) -> tuple[Table, list[Headline]
     batch = nearest_batch_size(variance["batch_size"])
     at_batch = variance[variance["batch_size"] == batch]
     epoch = float(at_batch["epoch"].max()) if not at_batch.empty else math.nan
-    groups = [g for g in paper.headline_groups(model)
+    groups = [g for g in paper.headline_groups(model, at_batch["param_group"])
               if not select(at_batch, param_group=g, epoch=epoch).empty]
     scoped = at_batch_size(select(rows, experiment=VARIANCE, model=model), batch)
     names = estimator_order(model, measured)

@@ -77,7 +77,7 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
     cell_rows, left_out = at_one_checkpoint(measured)
     batch = nearest_batch_size(variance["batch_size"])
     epochs = sorted({float(e) for e in variance[variance["batch_size"] == batch]["epoch"].dropna()})
-    ours = [(g, e) for g in paper.headline_groups(model) for e in epochs]
+    ours = [(g, e) for g in paper.headline_groups(model, variance["param_group"]) for e in epochs]
     labels = [f"{g}, {epoch_label(e)}" for g, e in ours]
     beside = paper.variance_beside(model)
     columns = [
@@ -254,7 +254,7 @@ def invariant_checks(rows: pd.DataFrame, model: str) -> list[InvariantCheck]:
     """
     variance = select(rows, experiment=VARIANCE, model=model)
     measured_groups = set(variance["param_group"].dropna())
-    groups = [g for g in paper.headline_groups(model) if g in measured_groups]
+    groups = [g for g in paper.headline_groups(model, measured_groups) if g in measured_groups]
     laws = [(law, law.group(measured_groups)) for law in paper.equal_laws(model)]
     groups += [g for _, g in laws if g is not None and g not in groups]
     checks: list[InvariantCheck] = []
@@ -372,7 +372,7 @@ def slope_table(rows: pd.DataFrame) -> Table | None:
     for model in models_of(slopes, VARIANCE):
         for name in estimator_order(model, select(slopes, model=model)):
             cell = select(slopes, model=model, estimator=name)
-            for group in (*paper.headline_groups(model), "all"):
+            for group in (*paper.headline_groups(model, cell["param_group"]), "all"):
                 epochs = select(cell, param_group=group)["epoch"].dropna()
                 for epoch in sorted({float(e) for e in epochs}):
                     slope = over_seeds(cell, VARIANCE, model, name, metric=LOG_VARIANCE_SLOPE,
@@ -417,7 +417,7 @@ def decomposition_table(rows: pd.DataFrame) -> Table | None:
         epochs = select(scoped, metric=GRAD_VARIANCE, batch_size=batch)["epoch"].dropna()
         epoch = float(epochs.max()) if not epochs.empty else None
         for name in estimator_order(model, scoped):
-            for group in paper.headline_groups(model):
+            for group in paper.headline_groups(model, scoped["param_group"]):
                 total, noise, data, snr = (
                     outcomes(scoped, VARIANCE, model, name, metric=metric, param_group=group,
                              batch_size=batch, epoch=epoch)

@@ -69,7 +69,7 @@ def work_normalised_table(rows: pd.DataFrame) -> Table | None:
             evaluations = stored_evaluations(rows, model, name)
             seconds = outcomes(rows, TIMING, model, name, metric=SECONDS_PER_GRADIENT)
             shown.append(name)
-            for group in paper.headline_groups(model):
+            for group in paper.headline_groups(model, rows["param_group"]):
                 found = outcomes(scoped, VARIANCE, model, name, metric=GRAD_VARIANCE,
                                  param_group=group, epoch=epoch)
                 per_evaluation = (
