@@ -315,7 +315,8 @@ def test_a_model_and_estimator_no_paper_names_get_every_table() -> None:
     names = {t.name: t for t in all_tables(prepare_rows(rows))}
     assert {"variance_sigmoid_belief_net", "elbo_sigmoid_belief_net"} <= set(names)
     variance = names["variance_sigmoid_belief_net"]
-    assert variance.headers == ["estimator", "encoder, 1 ep", "decoder, 1 ep", "avg. rank"]
+    assert variance.headers[0] == "estimator" and variance.headers[-1] == "avg. rank"
+    assert sorted(variance.headers[1:-1]) == ["decoder, 1 ep", "encoder, 1 ep"]  # its groups
     lines = tidy(variance)
     assert lines[("lr", "encoder, 1 ep")]["best"] == "true"
     assert float(lines[("newcomer", "avg. rank")]["mean"]) == 2.0

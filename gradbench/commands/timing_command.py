@@ -85,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
     names = estimator_list(args, args.model)
     config = TimingConfig(args.batch_size, args.steps, args.repeats, args.warmup_steps)
     device = resolve_device(args.device)
+    data = data_config(args)  # a bad dataset or folder exits before the results are touched
     check_results(args, ("timing",))
-    dataset = load_data(data_config(args), device)
+    dataset = load_data(data, device)
     check_model(args, dataset)
     tasks = [
         task

@@ -109,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
         args.iw_subset,
     )
     device = resolve_device(args.device)
+    data = data_config(args)  # a bad dataset or folder exits before the results are touched
     check_results(args, ("train",))
-    dataset = load_data(data_config(args), device)
+    dataset = load_data(data, device)
     check_model(args, dataset)
     tasks = [
         task

@@ -142,8 +142,9 @@ def run(args: argparse.Namespace) -> int:
         args.horizon_epochs or max(1, *epochs),
     )
     device = resolve_device(args.device)
+    data = data_config(args)  # a bad dataset or folder exits before the results are touched
     check_results(args, ("variance",))
-    dataset = load_data(data_config(args), device)
+    dataset = load_data(data, device)
     check_model(args, dataset)
     # --estimator-arg reaches the reference estimator too (it trains the checkpoints).
     everyone = list(dict.fromkeys([*names, reference]))
