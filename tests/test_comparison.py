@@ -181,12 +181,28 @@ def test_a_ratio_takes_cells_of_one_checkpoint_digest_only() -> None:
     assert rows[figure("reparam")]["ours"].mean == pytest.approx(MULTIPLE["reparam"][1])
     assert rows[figure("no-noise")]["ours"].mean == pytest.approx(MULTIPLE["no-noise"][0])
     assert rows[figure("reparam-per-example")]["ours"].mean == pytest.approx(2.5)
-    assert ("Left out, measured at other parameters than the cells compared at their "
-            "checkpoint (another checkpoint digest): bayes-mlp / reparam at M = 100, 1000, "
-            "10 ep, seed 0 (digest other, code abc123; compared: seed0).") in table.notes
-    assert ("Left out, measured at unknown parameters (rows without the checkpoint's digest, "
-            "from before it was stored): bayes-mlp / no-noise at M = 100, 1000, 10 ep, seed 1 "
-            "(code abc123).") in table.notes
+    left_out = next(n for n in table.notes if n.startswith("Left out"))
+    assert ("bayes-mlp / reparam at M = 100, 1000, 10 ep, seed 0 (digest other; compared: "
+            "digest seed0)") in left_out
+    assert ("bayes-mlp / no-noise at M = 100, 1000, 10 ep, seed 1 (code abc123, no digest; "
+            "compared: digest seed1)") in left_out
+
+
+def test_cells_before_the_digest_compare_within_one_code_version_only() -> None:
+    """Rows without a digest share parameters by their code version: one version's cells are
+    compared (a note says so), a cell of another version is left out and named."""
+    undigested = {(name, seed): None for name in ("local-reparam", *MULTIPLE) for seed in (0, 1)}
+    rows = paper_rows(digests=undigested)
+    older = (rows["estimator"] == "reparam") & (rows["seed"] == 0)
+    rows.loc[older & (rows["experiment"] == "variance"), "code_version"] = "0ld0000"
+    table = variance_table(rows, "bayes-mlp")
+    cells = {row[0]: dict(zip(table.headers, row)) for row in table.rows}
+    assert cells["reparam"]["top, 10 ep"].values == {1: LOCAL_VARIANCE[1] * MULTIPLE["reparam"][1]}
+    assert set(cells["local-reparam"]["top, 10 ep"].values) == {0, 1}
+    assert any("bayes-mlp / reparam at M = 100, 1000, 10 ep, seed 0 (code 0ld0000, no digest; "
+               "compared: code abc123, no digest)" in note for note in table.notes)
+    assert any(note.startswith("Some compared cells predate the checkpoint digest")
+               for note in table.notes)
 
 
 def test_the_variance_table_shows_one_digest_per_column_and_lists_the_others() -> None:

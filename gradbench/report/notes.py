@@ -67,54 +67,64 @@ def coverage_notes(rows: pd.DataFrame) -> tuple[str, ...]:
 
 
 def at_one_checkpoint(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
-    """The rows a table may compare, and a note naming the cells left out.
+    """The rows a table may compare, and notes naming the cells left out.
 
     Each code version trains its checkpoints anew, and another round-off in training gives other
-    parameters, so cells compare only at one digest. At each model, seed and checkpoint epoch the
-    compared digest is the one most cells carry (ties: the most recently measured); a measured
-    cell of another digest, or of none (older rows: its parameters are unknown), is left out, as
-    if missing, and listed. Rows without a minibatch size (derived: slopes) and rows that
-    measured nothing (lost cells) are kept.
+    parameters, so cells compare only at one set of parameters: their checkpoint digest, or, for
+    rows from before the digest was stored, their code version (on the CPU a checkpoint is a
+    deterministic function of the code, its settings and the seed). At each model, seed and
+    checkpoint epoch the compared set is the one most cells share (ties: the most recently
+    measured); a measured cell of another set is left out, as if missing, and listed. Rows
+    without a minibatch size (derived: slopes) and rows that measured nothing (lost cells) are
+    kept.
     """
     if rows.empty:
         return rows, ()
     digests = rows[DIGEST_COLUMN].astype("string") if DIGEST_COLUMN in rows else pd.Series(
         pd.NA, index=rows.index, dtype="string")
+    versions = rows["code_version"].astype("string").fillna("unknown")
+    identity = digests.fillna(CODE_PREFIX + versions)
     cells = rows["status"].isin([STATUS_OK, STATUS_DIVERGED]) & rows["batch_size"].notna()
     keep = pd.Series(True, index=rows.index)
-    other: list[str] = []
-    unknown: list[str] = []
+    left_out: list[str] = []
+    by_code = False
     for (model, seed, epoch), part in rows[cells].groupby(["model", "seed", "epoch"], dropna=True):
-        known = part[digests[part.index].notna()]
-        counts = known.assign(digest=digests[known.index]).groupby("digest").agg(
+        counts = part.assign(identity=identity[part.index]).groupby("identity").agg(
             cells=("config_hash", "nunique"), newest=("created_at", "max"))
-        chosen = (counts.sort_values(["cells", "newest"]).index[-1] if not counts.empty
-                  else None)
-        left = part[digests[part.index].ne(chosen).fillna(True)] if chosen else part
+        chosen = counts.sort_values(["cells", "newest"]).index[-1]
+        by_code |= chosen.startswith(CODE_PREFIX)
+        left = part[identity[part.index] != chosen]
         keep[left.index] = False
-        for (name, digest, version), cell in left.assign(
-            digest=digests[left.index].fillna(""), version=left["code_version"].str[:7]
-        ).groupby(["estimator", "digest", "version"], sort=True):
+        for (name, other), cell in left.assign(identity=identity[left.index]).groupby(
+                ["estimator", "identity"], sort=True):
             sizes = ", ".join(str(int(b)) for b in sorted(set(cell["batch_size"])))
-            where = f"{model} / {name} at M = {sizes}, {epoch_label(epoch)}, seed {int(seed)}"
-            if digest:
-                other.append(f"{where} (digest {digest}, code {version}; compared: {chosen})")
-            else:
-                unknown.append(f"{where} (code {version})")
+            left_out.append(f"{model} / {name} at M = {sizes}, {epoch_label(epoch)}, seed "
+                            f"{int(seed)} ({_parameters(other)}; compared: {_parameters(chosen)})")
     notes = []
-    if other:
+    if left_out:
         notes.append(
             "Left out, measured at other parameters than the cells compared at their checkpoint "
-            f"(another checkpoint digest): {'; '.join(other)}."
+            f"(another digest or, without one, other code): {'; '.join(left_out)}. A left-out "
+            "cell counts as missing: gradbench all measures it again."
         )
-    if unknown:
+    if by_code:
         notes.append(
-            "Left out, measured at unknown parameters (rows without the checkpoint's digest, "
-            f"from before it was stored): {'; '.join(unknown)}."
+            "Some compared cells predate the checkpoint digest: they share parameters by being "
+            "made by one code version (a CPU checkpoint is a deterministic function of the code, "
+            "its settings and the seed)."
         )
-    if notes:
-        notes.append("A left-out cell counts as missing: gradbench all measures it again.")
     return rows[keep], tuple(notes)
+
+
+CODE_PREFIX = "code "
+"""How :func:`at_one_checkpoint` names the parameters of rows without a digest: their code."""
+
+
+def _parameters(identity: str) -> str:
+    """A compared set of parameters as a note says it: ``digest D`` or ``code C`` (7 digits)."""
+    if identity.startswith(CODE_PREFIX):
+        return f"code {identity.removeprefix(CODE_PREFIX)[:7]}, no digest"
+    return f"digest {identity}"
 
 
 def bounds_note(cells: Sequence[object], within: str) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ from gradbench.experiments.metrics import ELBO, ERROR_RATE, GRAD_VARIANCE, SECON
 from gradbench.report import paper
 from gradbench.report.aggregate import BEST, Estimate, over_seeds
 from gradbench.report.bias_tables import gradient_norms, relative_bias, verdict
-from gradbench.report.notes import marked
+from gradbench.report.notes import at_one_checkpoint, marked
 from gradbench.report.rows import (
     BIAS,
     TIMING,
@@ -91,13 +91,14 @@ def summary_table(rows: pd.DataFrame, model: str) -> tuple[Table, list[Headline]
     measured = rows[(rows["model"] == model) & rows["experiment"].isin(SUMMARISED)]
     if measured.empty:
         return None
-    variance = select(rows, experiment=VARIANCE, model=model, metric=GRAD_VARIANCE)
+    compared, _ = at_one_checkpoint(select(rows, experiment=VARIANCE, model=model))
+    variance = select(compared, metric=GRAD_VARIANCE)
     batch = nearest_batch_size(variance["batch_size"])
     at_batch = variance[variance["batch_size"] == batch]
     epoch = float(at_batch["epoch"].max()) if not at_batch.empty else math.nan
     groups = [g for g in paper.headline_groups(model, at_batch["param_group"])
               if not select(at_batch, param_group=g, epoch=epoch).empty]
-    scoped = at_batch_size(select(rows, experiment=VARIANCE, model=model), batch)
+    scoped = at_batch_size(compared, batch)
     names = estimator_order(model, measured)
     endpoint = _endpoint(rows, model)
     final = final_epoch_rows(rows, model)
