@@ -50,8 +50,8 @@ from gradbench.measure.timing import (
     gradient,
     reference_steps,
     steps_per_epoch,
-    time_reference_steps,
-    time_steps,
+    time_reference_steps as reference_step_seconds,  # asv runs module-level time_* names
+    time_steps as step_seconds,
 )
 from gradbench.measure.training import (
     NOISE_SEED_OFFSET,
@@ -350,13 +350,13 @@ def step_timings(
     on the same minibatches, timed in alternation (one warm-up round of each first)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    time_steps(case.model, case.estimator, case.optimizer, case.batches, case.device)
-    time_reference_steps(*reference, case.batches, case.device)
+    step_seconds(case.model, case.estimator, case.optimizer, case.batches, case.device)
+    reference_step_seconds(*reference, case.batches, case.device)
     steps, deterministic = [], []
     for _ in range(repeats):
-        seconds, _ = time_steps(case.model, case.estimator, case.optimizer, case.batches, case.device)
+        seconds, _ = step_seconds(case.model, case.estimator, case.optimizer, case.batches, case.device)
         steps.append(seconds)
-        deterministic.append(time_reference_steps(*reference, case.batches, case.device))
+        deterministic.append(reference_step_seconds(*reference, case.batches, case.device))
     return steps, deterministic
 
 

@@ -54,7 +54,11 @@ def _benchmark_classes() -> list[type]:
 
 
 CLASSES = _benchmark_classes()
-PARAMETERISED = [c for c in CLASSES if getattr(c, "params", None)]
+PARAMETERISED = [c for c in CLASSES
+                 if tuple(getattr(c, "param_names", ())[:2]) == ("model", "estimator")]
+"""The model × estimator grid classes; a protocol class (one model, the ``arm`` profile's
+estimators) is parameterised by estimator alone."""
+PROTOCOL = [c for c in CLASSES if tuple(getattr(c, "param_names", ())) == ("estimator",)]
 
 
 @pytest.fixture(autouse=True)
@@ -81,6 +85,8 @@ def _representative(cls: type) -> list[tuple[str, ...]]:
     params = getattr(cls, "params", None)
     if params is None:
         return [()]
+    if cls in PROTOCOL:
+        return [(params[0][0],)]
     rest = tuple(values[0] for values in params[2:])
     return [(model, _reference_label(model), *rest) for model in common.MODEL_NAMES]
 
@@ -154,3 +160,8 @@ def test_tracked_variance_repeats_exactly() -> None:
     first = common.gradient_variance("gaussian-vae", label, "bottom")
     second = common.gradient_variance("gaussian-vae", label, "bottom")
     assert first == second
+
+
+@pytest.mark.parametrize("cls", PROTOCOL, ids=lambda cls: cls.__name__)
+def test_a_protocol_class_covers_the_protocols_estimators(cls: type) -> None:
+    assert list(cls.params[0]) == common.protocol_labels() and len(cls.params[0]) >= 7

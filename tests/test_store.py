@@ -49,7 +49,7 @@ from gradbench.results import (
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parent.parent
-SMOKE = ("all", "--profile", "smoke", "--models", "gaussian-vae", "--estimators", "lr,reparam",
+SMOKE = ("all", "--profile", "smoke", "--executor", "in-process", "--models", "gaussian-vae", "--estimators", "lr,reparam",
          "--experiments", "train", "--quiet", "--formats", "md")
 TIMED = ("created_at", "cell_seconds", "peak_memory_bytes")
 """Columns that differ between two runs of one cell (the clock); with the wall-clock rows."""
