@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from gradbench.data import DataConfig, Dataset, load_dataset
-from gradbench.device import resolve_device
+from gradbench.device import resolve_device, torch_threads
 from gradbench.estimators import ESTIMATORS, make_estimator, split_labels
 from gradbench.execution.driver import Driver, Executor, execute
 from gradbench.execution.estimate import estimate, makespan
@@ -386,7 +386,8 @@ def prepare(
     store = ResultStore(results, reuse_stale=options.reuse_stale)
     if not options.dry_run:  # every experiment's folder, before the banner and the first cell
         store.check_writable({task.cell.experiment for task in tasks if task.cell})
-    provenance = Provenance.collect(device, resolved.name)
+    with torch_threads(resolved.torch_threads):  # stamped as the cells run (run_prepared)
+        provenance = Provenance.collect(device, resolved.name)
     verb = "would skip" if options.dry_run else "skipping"
     tasks = within_limits(tasks, resolved, store, provenance, dataset, device, options.force,
                           verb, options.verbose)
