@@ -49,8 +49,8 @@ from gradbench.results import (
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parent.parent
-SMOKE = ("all", "--profile", "smoke", "--executor", "in-process", "--models", "gaussian-vae", "--estimators", "lr,reparam",
-         "--experiments", "train", "--quiet", "--formats", "md")
+SMOKE = ("all", "--profile", "smoke", "--models", "gaussian-vae", "--estimators", "lr,reparam",
+         "--experiments", "train", "--quiet", "--formats", "md", "--executor", "in-process")
 TIMED = ("created_at", "cell_seconds", "peak_memory_bytes")
 """Columns that differ between two runs of one cell (the clock); with the wall-clock rows."""
 
