@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from importlib.metadata import entry_points
+from gradbench.plugins import load_entry_points
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
@@ -678,26 +679,15 @@ def dataset_names() -> tuple[str, ...]:
 
 
 def load_plugins() -> list[str]:
-    """Import every entry point of the group ``gradbench.datasets``; returns the names of the
-    datasets they registered. An entry point naming an unregistered :class:`DatasetSource`
-    subclass registers it; anything else that fails to load raises ImportError naming it."""
-    before = set(DATASET_SOURCES)
-    points = entry_points(group=ENTRY_POINT_GROUP)
-    if points:
+    """Import every entry point of the group ``gradbench.datasets``
+    (:func:`gradbench.plugins.load_entry_points`); returns the names of the datasets they
+    registered."""
+    if entry_points(group=ENTRY_POINT_GROUP):
         # A plugin package may add estimators too, importing their registry at its top: that
         # registry loads its own plugins from the same package, so it must come first.
         import gradbench.estimators  # noqa: F401
-    for point in points:
-        try:
-            loaded = point.load()
-        except Exception as error:
-            raise ImportError(
-                f"dataset plugin {point.name!r} ({point.value}) failed to load: {error}"
-            ) from error
-        if isinstance(loaded, type) and issubclass(loaded, DatasetSource):
-            if loaded.name not in DATASET_SOURCES:
-                register_dataset(loaded)
-    return [name for name in DATASET_SOURCES if name not in before]
+    return load_entry_points(ENTRY_POINT_GROUP, DatasetSource, DATASET_SOURCES, register_dataset,
+                             "dataset")
 
 
 class _IdxSource(DatasetSource):
