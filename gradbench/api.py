@@ -74,9 +74,10 @@ of the standard library; one process (``in-process``) with CUDA or ``jobs=1``.""
 CUSTOM_SUFFIX = "+custom"
 """Appended to the profile's name when an override changed what its cells compute."""
 
-UNSTAMPED = ("models", "estimators", "seeds", "max_cell_hours")
+UNSTAMPED = ("models", "estimators", "seeds", "max_cell_hours", "torch_threads")
 """Profile fields that choose which cells run (each row names its model, estimator and seed)
-or where (``max_cell_hours``), not what a cell computes: changing them keeps the name."""
+or where and how (``max_cell_hours``; ``torch_threads``, which each row stamps), not what a
+cell computes: changing them keeps the name."""
 
 LOG = "gradbench all"
 
@@ -215,9 +216,29 @@ def manifest(profile: Profile) -> dict[str, Any]:
             "models": sorted(profile.models)}
 
 
+def same_report(theirs: Mapping[str, Any], ours: Mapping[str, Any]) -> bool:
+    """Whether a run (``ours``) adds to the report of ``theirs`` (``run.json``): the same profile
+    and dataset, and models among the report's (a run of some of its cells, the report built
+    from all its stored rows)."""
+    return (theirs.get("profile") == ours["profile"] and theirs.get("dataset") == ours["dataset"]
+            and set(ours["models"]) <= set(theirs.get("models") or ()))
+
+
+def write_manifest(out: Path, profile: Profile) -> None:
+    """``run.json`` of the run's profile; a run that adds to the folder's report keeps its
+    models."""
+    path, ours = out / MANIFEST, manifest(profile)
+    if path.is_file():
+        theirs = json.loads(path.read_text())
+        if same_report(theirs, ours):
+            ours = theirs
+    path.write_text(json.dumps(ours, indent=1) + "\n")
+
+
 def check_folder(out: Path, profile: Profile, overwrite: bool) -> None:
     """FolderTaken when ``out`` holds a report of another profile, dataset or set of models
-    (its ``run.json``), or a report without one, unless ``overwrite``."""
+    (its ``run.json``; some of its models add to it), or a report without one, unless
+    ``overwrite``."""
     if overwrite or not out.is_dir():
         return
     path = out / MANIFEST
@@ -225,7 +246,7 @@ def check_folder(out: Path, profile: Profile, overwrite: bool) -> None:
     if path.is_file():
         theirs = json.loads(path.read_text())
         differs = [key for key in ours if theirs.get(key) != ours[key]]
-        if not differs:
+        if not differs or same_report(theirs, ours):
             return
         key = differs[0]
         raise FolderTaken(
@@ -286,6 +307,7 @@ def plan_tasks(plan: Plan, dataset: Dataset, device: torch.device, root: Path) -
         if name in plan.experiments or not experiment.selectable:
             tasks += experiment.run_tasks(plan, dataset, device, root)
     return tasks
+
 
 
 def within_limits(
@@ -472,7 +494,7 @@ def execute_prepared(prepared: Prepared) -> RunResult:
             print(f"{LOG}: {note}", file=sys.stderr)
     if options.report:
         prepared.out.mkdir(parents=True, exist_ok=True)
-        (prepared.out / MANIFEST).write_text(json.dumps(manifest(plan.profile), indent=1) + "\n")
+        write_manifest(prepared.out, plan.profile)
     executor, bars = _executor_with_progress(prepared)
     context = Context(prepared.dataset, prepared.device, prepared.results, bars)
     started = time.perf_counter()

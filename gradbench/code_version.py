@@ -1,7 +1,7 @@
 """The code of a cell's plugins: the estimators, models and datasets it used from outside gradbench.
 
 gradbench's own code is one version for every cell (:func:`gradbench.results.code_version`: the
-commit, or the hash of the package's sources). A component registered from another package
+hash of the package's sources that make rows). A component registered from another package
 (found through its entry point: ``gradbench.estimators``, ``gradbench.models``,
 ``gradbench.datasets``) is a *plugin*; its code is its module's source (SHA-256, first 12 hex
 digits) and its distribution's name and version (:mod:`importlib.metadata`). A cell that uses no

@@ -192,28 +192,33 @@ def git_commit() -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
+ROW_FREE_SOURCES = frozenset({"report", "commands", "cli.py", "__main__.py"})
+"""The parts of the package that make no rows (the reports and the command line): outside the
+code version, so that changing how a report reads rows keeps the rows' cells current."""
+
+
 def source_hash() -> str:
-    """SHA-256 (first 12 hex digits) of the gradbench package's Python sources, paths included."""
+    """SHA-256 (first 12 hex digits) of the Python sources that make rows, paths included: the
+    gradbench package less :data:`ROW_FREE_SOURCES`."""
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        relative = path.relative_to(package)
+        if relative.parts[0] in ROW_FREE_SOURCES:
+            continue
+        digest.update(relative.as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """The code that makes rows: the git commit when the package's files are as committed, else
-    ``COMMIT+src.HASH`` (uncommitted changes under gradbench/) or ``src.HASH`` (not a checkout),
-    HASH = :func:`source_hash`. Read once per process."""
-    package = Path(__file__).resolve().parent
-    try:
-        commit = _git(package, "rev-parse", "HEAD")
-        dirty = _git(package, "status", "--porcelain", "--untracked-files=all", "--", ".")
-    except (OSError, subprocess.CalledProcessError):
-        return f"src.{source_hash()}"
-    return f"{commit}+src.{source_hash()}" if dirty else commit
+    """The code that makes rows: ``src.HASH``, HASH = :func:`source_hash`, the same in a
+    checkout, an installed copy and any commit that leaves those sources as they were (reports,
+    docs, tests), so stored cells, resumable training states and checkpoints stay current across
+    such commits; the commit itself is stamped beside it (:func:`git_commit`). Read once per
+    process."""
+    return f"src.{source_hash()}"
 
 
 def device_name(device: torch.device) -> str:

@@ -243,6 +243,9 @@ def test_a_folder_of_another_runs_report_is_refused_unless_overwrite(
         assert main([*base, *argv, "--overwrite"]) == 0
         assert json.loads((out / "run.json").read_text())["models"] == [
             "bernoulli-vae", "gaussian-vae"]
+        assert main([*base, "--models", "bernoulli-vae"]) == 0, "some of its models add to it"
+        assert json.loads((out / "run.json").read_text())["models"] == [
+            "bernoulli-vae", "gaussian-vae"]
 
 
 def test_the_committed_paper_report_refuses_another_profile(

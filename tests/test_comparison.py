@@ -140,7 +140,7 @@ def test_a_published_negative_log_likelihood_is_compared_as_a_log_likelihood() -
 def test_figures_not_measured_show_no_value_and_every_reason_is_noted() -> None:
     table = comparison_table(paper_rows())
     rows = {row[1]: dict(zip(table.headers, row)) for row in table.rows}
-    assert len(rows) == len(pub.PUBLISHED_FIGURES)
+    assert len(rows) == sum(f.profile == pub.COMPARED_PROFILE for f in pub.PUBLISHED_FIGURES)
     assert rows[figure("reparam", "bottom", 100)]["ours"] is None
     assert rows["Table 5.1, gumbel-softmax (tau=0.1): reconstruction log-likelihood, valid "
                 "(ours: relaxed samples)"]["ours"] is None
@@ -224,6 +224,42 @@ def test_the_variance_table_shows_one_digest_per_column_and_lists_the_others() -
 
 def test_another_profile_is_not_set_against_the_papers() -> None:
     assert comparison_table(paper_rows("quick")) is None
+
+
+ARM_PROTOCOL_BOUND = {"arm": -108.0, "lr-baseline[baseline=learned]": -115.5}
+"""The arm profile's k = 100 test bound at the best validation epoch, one seed each."""
+
+
+def arm_protocol_rows() -> pd.DataFrame:
+    frames = []
+    for name, value in ARM_PROTOCOL_BOUND.items():
+        rows = [{"param_group": "test", "batch_size": 50, "epoch": 1000,
+                 "metric": f"iw_bound_k{k}_at_best_valid", "value": value + (k == 1000)}
+                for k in (100, 1000)]
+        frames.append(stamp(rows, Cell("train", "bernoulli-vae", name, {"seed": 0}),
+                            provenance(pub.ARM_PROFILE)))
+    return prepare_rows(pd.concat(frames, ignore_index=True))
+
+
+def test_the_arm_profile_is_set_against_yin_and_zhou_at_their_protocol_only() -> None:
+    """The arm report: Yin & Zhou's linear rows against the k = 100 bound at the best
+    validation epoch, the protocol and DisARM's missing table noted; no paper-profile figure."""
+    table = comparison_table(arm_protocol_rows())
+    assert table is not None
+    rows = {row[1]: dict(zip(table.headers, row)) for row in table.rows}
+    assert len(rows) == sum(f.profile == pub.ARM_PROFILE for f in pub.PUBLISHED_FIGURES) == 5
+    for name, published in (("arm", -107.2), ("lr-baseline[baseline=learned]", -113.1)):
+        label = pub.YIN_ZHOU_2019_ROW_NAMES[name]
+        row = rows[f"linear 784-200 Bernoulli VAE, {label} (ours: {name}, their protocol): "
+                   "test log-likelihood"]
+        assert row["published"] == published
+        assert row["ours"].mean == ARM_PROTOCOL_BOUND[name]
+        assert row["ours - published (nats)"].mean == pytest.approx(
+            ARM_PROTOCOL_BOUND[name] - published)
+    assert pub.ARM_PROTOCOL_REASON in table.notes and pub.DISARM_NOT_TABULATED in table.notes
+    assert pub.ARM_REASON not in table.notes
+    both = comparison_table(pd.concat([paper_rows(), arm_protocol_rows()], ignore_index=True))
+    assert len(both.rows) == len(pub.PUBLISHED_FIGURES)
 
 
 # Table 5.1's quantities, as the training cells store them ------------------------------------

@@ -77,6 +77,20 @@ def test_an_intermediate_task_runs_just_before_the_first_cell_that_needs_it() ->
     assert keys == [early.key, at_10[0].key, at_10[1].key, late.key, at_100.key]
 
 
+def test_every_experiments_cells_at_one_checkpoint_run_before_the_next_checkpoint() -> None:
+    """Two experiments listed one after the other (variance at 10 and 100, then the paired
+    variance at 10 and 100): the paired cell at 10 runs before the checkpoint at 100."""
+    early = Task("checkpoint 10", partial(_rows, 0.0))
+    late = Task("checkpoint 100", partial(_rows, 0.0), (early.key,))
+    first = [_task(f"variance at {e}", partial(_rows, 1.0), (c.key,))
+             for e, c in ((10, early), (100, late))]
+    second = [_task(f"paired at {e}", partial(_rows, 1.0), (c.key,))
+              for e, c in ((10, early), (100, late))]
+    keys = [t.key for t in ordered([early, late, *first, early, late, *second])]
+    assert keys == [early.key, first[0].key, second[0].key, late.key, first[1].key,
+                    second[1].key]
+
+
 def test_stored_cells_are_skipped_and_derived_cells_redone_when_a_need_reruns(
     tmp_path: Path, context: Context
 ) -> None:

@@ -32,6 +32,7 @@ from gradbench.data import DataConfig, load_dataset
 from gradbench.execution.driver import execute
 from gradbench.execution.in_process import InProcessExecutor
 from gradbench.execution.task import Context, Task, cell_key
+import gradbench.results as results_module
 from gradbench.results import (
     PLAUSIBLE_NATS_PER_DIMENSION,
     QUARANTINE,
@@ -42,8 +43,10 @@ from gradbench.results import (
     CellLock,
     Provenance,
     ResultStore,
+    code_version,
     digest_path,
     read_cell,
+    source_hash,
     stamp,
 )
 
@@ -379,3 +382,20 @@ def test_two_runs_on_one_folder_compute_each_cell_once_with_one_run_s_rows(
         non_timing(ResultStore(shared).load(refuse_damaged=True)),
         non_timing(ResultStore(tmp_path / "alone" / "results").load(refuse_damaged=True)),
     )
+
+
+def test_the_code_version_covers_the_sources_that_make_rows_and_not_the_reports() -> None:
+    """A new module under ``report/`` (or the command line) keeps the code version, so a
+    commit to the reports keeps stored cells, resumable states and checkpoints current; one
+    under ``measure/`` changes it."""
+    package = Path(results_module.__file__).resolve().parent
+    before = source_hash()
+    for folder, changes in (("report", False), ("commands", False), ("measure", True)):
+        probe = package / folder / "_version_probe.py"
+        probe.write_text("VALUE = 1\n")
+        try:
+            assert (source_hash() != before) is changes, folder
+        finally:
+            probe.unlink()
+    assert source_hash() == before
+    assert code_version() == f"src.{before}"

@@ -7,7 +7,7 @@ task that runs needs it. Finished rows stand in for their task's result (their s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -29,13 +29,16 @@ def ordered(tasks: Iterable[Task]) -> list[Task]:
     """Tasks with duplicates (one key twice: a checkpoint several experiments share) merged,
     each after the tasks it needs; a missing need or a cycle raises ValueError.
 
-    Rows tasks (cells) set the order, in the order given, each preceded by what it needs that
-    has not run yet: an intermediate task (a checkpoint) runs just before the first cell that
-    needs it, so the cells at 10 epochs are stored before the checkpoint at 100 is trained,
-    and an interrupted run has them."""
+    Rows tasks (cells) set the order, stage by stage (:func:`stages`) and in the order given
+    within one, each preceded by what it needs that has not run yet: an intermediate task (a
+    checkpoint) runs just before the first cell that needs it, so every experiment's cells at
+    10 epochs are stored before the checkpoint at 100 is trained, and an interrupted run has
+    them."""
     by_key: dict[str, Task] = {}
     for task in tasks:
         by_key.setdefault(task.key, task)
+    stage = stages(by_key)
+    by_key = dict(sorted(by_key.items(), key=lambda item: stage[item[0]]))
     order: list[Task] = []
     state: dict[str, str] = {}
 
@@ -57,6 +60,25 @@ def ordered(tasks: Iterable[Task]) -> list[Task]:
     for key in by_key:
         visit(key, ())
     return order
+
+
+def stages(by_key: Mapping[str, Task]) -> dict[str, int]:
+    """Task key → its stage: the position (in ``by_key``) of the latest intermediate task it
+    needs, itself included, directly or through others; -1 for a cell that needs none."""
+    position = {key: index for index, key in enumerate(by_key)}
+    stage: dict[str, int] = {}
+
+    def of(key: str) -> int:
+        if key not in stage:
+            stage[key] = -1  # a cycle stops here; :func:`ordered` names it
+            task = by_key[key]
+            own = position[key] if task.cell is None else -1
+            stage[key] = max([own, *(of(need) for need in task.needs if need in by_key)])
+        return stage[key]
+
+    for key in by_key:
+        of(key)
+    return stage
 
 
 def plan_schedule(

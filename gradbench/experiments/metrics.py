@@ -99,6 +99,30 @@ RECONSTRUCTION_LL_RELAXED = declare(
 KL = declare("kl", "nats", "lower", False, "KL(q(z|x) ‖ p(z)) per example: reconstruction − ELBO")
 IW_BOUND = declare("iw_bound", "nats", "higher", False,
                    "importance-weighted bound log mean_k p(x,z_k)/q(z_k|x) (Burda et al. 2016)")
+BEST_VALID_EPOCH = declare("best_valid_epoch", "", "neither", False,
+                           "the epoch of the best validation bound (ARM's and DisARM's protocol)")
+
+
+def iw_bound_k(k: int) -> str:
+    """The validation bound with ``k`` samples, tracked for the best epoch: ``iw_bound_k<k>``."""
+    return f"{IW_BOUND}_k{k}"
+
+
+def iw_bound_at_best_valid(k: int) -> str:
+    """The test bound with ``k`` samples at the parameters of the best validation bound (ARM's
+    and DisARM's test figure): ``iw_bound_k<k>_at_best_valid``."""
+    return f"{iw_bound_k(k)}_at_best_valid"
+
+
+BEST_VALID_KS = (100, 1000)
+"""The k of the bounds declared at the best validation epoch (the arm profile's)."""
+IW_BOUNDS_AT_BEST_VALID = tuple(
+    declare(iw_bound_at_best_valid(k), "nats", "higher", False,
+            f"importance-weighted test bound, k = {k}, at the best validation epoch")
+    for k in BEST_VALID_KS
+)
+IW_BOUND_VALID_TRACKED = declare(iw_bound_k(BEST_VALID_KS[0]), "nats", "higher", False,
+                                 f"validation bound, k = {BEST_VALID_KS[0]}, every few epochs")
 
 # annealing schedules (variance checkpoints and training)
 TEMPERATURE = declare("temperature", "", "neither", False, "Gumbel-softmax τ reached")

@@ -66,7 +66,8 @@ class Train(Experiment):
     Config = TrainSettings
     METRICS = (m.ELBO, m.ERROR_RATE, m.NLL, m.WALL_CLOCK_S, m.TRAIN_LOSS, m.RECONSTRUCTION_LL,
                m.RECONSTRUCTION_LL_RELAXED, m.KL,
-               m.IW_BOUND, m.TEMPERATURE, m.BETA)
+               m.IW_BOUND, m.BEST_VALID_EPOCH, *m.IW_BOUNDS_AT_BEST_VALID,
+               m.IW_BOUND_VALID_TRACKED, m.TEMPERATURE, m.BETA)
     TABLES = (training_report_tables,)
     PLOTS = (training_plots,)
 

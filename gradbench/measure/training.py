@@ -75,6 +75,7 @@ from gradbench.estimators.gumbel_softmax import GumbelSoftmax
 from gradbench.execution.task import Context, Resources, Task, Work, cell_key
 from gradbench.experiment import Setting, build_estimator, build_model
 from gradbench.experiments.metrics import (
+    BEST_VALID_EPOCH,
     ELBO,
     ERROR_RATE,
     IW_BOUND,
@@ -83,6 +84,8 @@ from gradbench.experiments.metrics import (
     RECONSTRUCTION_LL_RELAXED,
     TRAIN_LOSS,
     WALL_CLOCK_S,
+    iw_bound_at_best_valid,
+    iw_bound_k,
 )
 from gradbench.models.base import StochasticModel, get_model_class
 from gradbench.options import resolve_options
@@ -730,7 +733,7 @@ def track_best_validation(
     if not run.best or mean > run.best["value"]:
         state = {name: value.detach().clone() for name, value in run.model.state_dict().items()}
         run.best = {"epoch": run.epoch, "value": mean, "model": state}
-    row = metric_row(f"iw_bound_k{k}", "valid", run.epoch, run.config.batch_size, mean,
+    row = metric_row(iw_bound_k(k), "valid", run.epoch, run.config.batch_size, mean,
                      (low, high), n)
     return [row]
 
@@ -748,12 +751,12 @@ def best_validation_rows(
     model.load_state_dict(run.best["model"])
     model.eval()
     batch, epoch = run.config.batch_size, run.epoch
-    rows = [metric_row("best_valid_epoch", "valid", epoch, batch, float(run.best["epoch"]))]
+    rows = [metric_row(BEST_VALID_EPOCH, "valid", epoch, batch, float(run.best["epoch"]))]
     for k in evaluation.best_valid_iw_samples:
         bound = _iw_bound(model, dataset, "test", k, evaluation,
                           run.setting.seed + EVAL_SEED_OFFSET, None)
         mean, low, high, n = summary(bound)
-        rows.append(metric_row(f"iw_bound_k{k}_at_best_valid", "test", epoch, batch, mean,
+        rows.append(metric_row(iw_bound_at_best_valid(k), "test", epoch, batch, mean,
                                (low, high), n))
     return rows
 

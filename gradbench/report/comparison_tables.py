@@ -3,8 +3,10 @@ PUBLISHED_FIGURES` beside the same quantity of the run at the papers' settings, 
 
 The distance is ours / published for ratios (Kingma et al.'s Table 1 variance ratios, the
 per-epoch speed-up) and ours − published in nats for log-likelihoods (the thesis' Table 5.1),
-computed seed by seed; the notes say why the two may differ. Only rows of the profile run at the
-papers' settings (:data:`gradbench.report.paper.COMPARED_PROFILE`) are compared.
+computed seed by seed; the notes say why the two may differ. A figure is set against the rows
+of the profile it names: the run at the papers' settings
+(:data:`gradbench.report.paper.COMPARED_PROFILE`) or at ARM's protocol
+(:data:`gradbench.report.paper.ARM_PROFILE`).
 """
 
 from __future__ import annotations
@@ -78,17 +80,29 @@ def thesis_kl_notes(rows: pd.DataFrame) -> tuple[str, ...]:
     )
 
 
-def comparison_table(rows: pd.DataFrame) -> Table | None:
-    """Every published figure with ours and the distance, where the run at the papers' settings
-    measured at least one of them; figures it did not measure (yet) show no value. A ratio of
-    variances takes cells of one set of parameters only (:func:`gradbench.report.notes.
-    at_one_checkpoint`)."""
-    compared = rows[rows["profile"] == paper.COMPARED_PROFILE]
+def compared_rows(rows: pd.DataFrame, profile: str) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The rows of ``profile`` that a figure may be set against, and the notes naming the
+    variance cells left out: a ratio of variances takes cells of one set of parameters only
+    (:func:`gradbench.report.notes.at_one_checkpoint`)."""
+    compared = rows[rows["profile"] == profile]
     variance = compared["experiment"] == VARIANCE
     kept, left_out = at_one_checkpoint(compared[variance])
-    compared = pd.concat([compared[~variance], kept])
-    found = [(figure, ours(compared, figure)) for figure in paper.PUBLISHED_FIGURES]
-    if not any(values for _, values in found):
+    return pd.concat([compared[~variance], kept]), left_out
+
+
+def comparison_table(rows: pd.DataFrame) -> Table | None:
+    """Every published figure with ours and the distance, for each profile whose rows the
+    figures name (the papers' settings; ARM's protocol) that measured at least one of them;
+    figures it did not measure (yet) show no value."""
+    by_profile = {
+        profile: compared_rows(rows, profile)
+        for profile in dict.fromkeys(figure.profile for figure in paper.PUBLISHED_FIGURES)
+    }
+    found = [(figure, ours(by_profile[figure.profile][0], figure))
+             for figure in paper.PUBLISHED_FIGURES]
+    shown = {figure.profile for figure, values in found if values}
+    found = [(figure, values) for figure, values in found if figure.profile in shown]
+    if not found:
         return None
     table_rows: list[list[Value]] = []
     for figure, values in found:
@@ -111,12 +125,15 @@ def comparison_table(rows: pd.DataFrame) -> Table | None:
     ]
     reasons = dict.fromkeys(
         text for figure, _ in found for text in (figure.setting, figure.reason) if text)
+    profiles = " and ".join(sorted(shown))
     notes = (
-        f"Ours: the rows of the {paper.COMPARED_PROFILE} profile, seed by seed; a ratio of ours "
-        "is taken within each seed. Published: the authors' figures, their hardware and code.",
+        f"Ours: the rows of the {profiles} profile{'s' if len(shown) > 1 else ''} (each figure's "
+        "protocol below), seed by seed; a ratio of ours is taken within each seed. Published: "
+        "the authors' figures, their hardware and code.",
         *reasons,
-        *thesis_kl_notes(compared),
-        *left_out,
+        *(note for profile in sorted(shown) for note in paper.PROFILE_NOTES.get(profile, ())),
+        *thesis_kl_notes(by_profile[paper.COMPARED_PROFILE][0]),
+        *(note for profile in sorted(shown) for note in by_profile[profile][1]),
     )
     return assemble(
         "comparison", "Ours against the papers' published figures", columns, table_rows, notes
