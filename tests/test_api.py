@@ -257,7 +257,7 @@ def test_the_committed_paper_report_refuses_another_profile(
 
 
 def test_the_committed_reports_have_their_manifests() -> None:
-    for name in ("paper", "quick"):
+    for name in ("paper", "quick", "arm"):
         recorded = json.loads((ROOT / "reports" / name / "run.json").read_text())
         assert recorded == api.manifest(PROFILES[name])
         assert (ROOT / "reports" / name / "results").is_dir()

@@ -23,6 +23,7 @@ from gradbench.measure.training import (
 from gradbench.report import paper as pub
 from gradbench.report.comparison_tables import comparison_table
 from gradbench.report.rows import prepare_rows
+from gradbench.report.training_tables import elbo_table
 from gradbench.report.variance_tables import variance_table
 from gradbench.results import Cell, Provenance, stamp
 
@@ -314,3 +315,22 @@ def test_the_relaxed_reconstruction_decodes_the_concrete_sample_at_its_temperatu
     torch.testing.assert_close(found, expected)
     assert relaxed_reconstruction(model, build_estimator(setting, "st-gumbel", digits,
                                                          torch.device("cpu"))) is None
+
+
+def test_an_iw_bound_on_the_first_examples_is_labelled_as_such_beside_the_whole_splits() -> None:
+    """The arm profile's bound every 10 epochs is on the first 2,000 test images; its column
+    says so, and the bounds at the best validation epoch (the whole split) have their own."""
+    frames = []
+    for metric, n, value in (("elbo", 10000, -116.0), ("iw_bound", 2000, -91.0),
+                             ("iw_bound_k100_at_best_valid", 10000, -108.0),
+                             ("iw_bound_k1000_at_best_valid", 10000, -107.0)):
+        rows = [{"param_group": "test", "batch_size": 50, "epoch": 1000, "metric": metric,
+                 "value": value, "n": n}]
+        frames.append(stamp(rows, Cell("train", "bernoulli-vae", "arm", {"seed": 0}),
+                            provenance(pub.ARM_PROFILE)))
+    table = elbo_table(prepare_rows(pd.concat(frames, ignore_index=True)), "bernoulli-vae")
+    row = dict(zip(table.headers, table.rows[0]))
+    assert row["IW bound (first 2,000 of 10,000), test"].mean == -91.0
+    assert row["IW bound k = 100 at best valid, test"].mean == -108.0
+    assert row["IW bound k = 1000 at best valid, test"].mean == -107.0
+    assert "IW bound, test" not in table.headers

@@ -197,11 +197,18 @@ def test_the_schema_checks_statuses_numbers_and_the_folder(
         read_cell(target)
 
 
-def test_cells_written_before_digests_still_load() -> None:
-    folders = sorted(REPO.glob("reports/paper/results/*")) + sorted(REPO.glob("reports/quick/results/*"))
-    committed = [path for folder in folders for path in sorted(folder.glob("*.csv"))[:25]]
-    assert len(folders) >= 6 and not any(digest_path(p).exists() for p in committed)
-    assert sum(len(read_cell(path)) for path in committed) > 1000
+def test_cells_written_before_digests_still_load(tmp_path: Path) -> None:
+    """A cell file with no digest beside it (written before digests: the committed reports
+    hold such cells) is checked against the schema alone and loads."""
+    committed = sorted(REPO.glob("reports/paper/results/variance/*.csv"))[:20]
+    copies = []
+    for path in committed:
+        copy = tmp_path / "variance" / path.name
+        copy.parent.mkdir(exist_ok=True)
+        shutil.copyfile(path, copy)
+        copies.append(copy)
+    assert len(copies) == 20 and not any(digest_path(c).exists() for c in copies)
+    assert sum(len(read_cell(c)) for c in copies) > 100
 
 
 def _provenance() -> Provenance:

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from gradbench.experiments.metrics import ELBO, ERROR_RATE, IW_BOUND, RECONSTRUCTION_LL
+from gradbench.experiments.metrics import (
+    BEST_VALID_KS,
+    ELBO,
+    ERROR_RATE,
+    IW_BOUND,
+    RECONSTRUCTION_LL,
+    iw_bound_at_best_valid,
+)
 from gradbench.report import paper
 from gradbench.report.aggregate import over_seeds
 from gradbench.report.notes import EXCLUDED, marked, objective_notes
@@ -27,8 +34,27 @@ from gradbench.report.rows import (
 )
 from gradbench.report.table import Column, Compared, Comparison, Table, Value, assemble
 
-BOUNDS = ((RECONSTRUCTION_LL, "recon. log-lik."), (ELBO, "ELBO"), (IW_BOUND, "IW bound"))
+BOUNDS = (
+    (RECONSTRUCTION_LL, "recon. log-lik."), (ELBO, "ELBO"), (IW_BOUND, "IW bound"),
+    *((iw_bound_at_best_valid(k), f"IW bound k = {k} at best valid") for k in BEST_VALID_KS),
+)
 """A generative model's figures at the end of training: (metric, label)."""
+
+
+def examples_of(final: pd.DataFrame, metric: str, split: str) -> int | None:
+    """The number of examples of ``split`` that ``metric``'s rows averaged (their ``n``), when
+    every row says it and all agree; else None."""
+    counts = select(final, metric=metric, param_group=split)["n"].dropna().unique()
+    return int(counts[0]) if len(counts) == 1 else None
+
+
+def subset_label(final: pd.DataFrame, metric: str, what: str, split: str) -> str:
+    """``what``, with "first N" when ``metric`` averaged fewer of the split's examples than the
+    ELBO did (the IW bound on an evaluation subset): a figure on a subset is not the split's."""
+    ours, whole = examples_of(final, metric, split), examples_of(final, ELBO, split)
+    if metric != ELBO and ours is not None and whole is not None and ours < whole:
+        return f"{what} (first {ours:,} of {whole:,})"
+    return what
 
 
 @dataclass(frozen=True)
@@ -117,7 +143,7 @@ def elbo_table(rows: pd.DataFrame, model: str) -> Table | None:
     if final.empty:
         return None
     measured = [
-        Measured(metric, what, split, "fixed2", True)
+        Measured(metric, subset_label(final, metric, what, split), split, "fixed2", True)
         for metric, what in BOUNDS for split in splits_of(final, metric)
     ]
     return _final_table(
