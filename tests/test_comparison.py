@@ -6,10 +6,14 @@ difference is known; a run of another profile is never set against the papers.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import stats
 
 from gradbench.data import DataConfig, load_dataset
 from gradbench.estimators.nodes import gumbel_like
@@ -21,8 +25,11 @@ from gradbench.measure.training import (
     training_rows,
 )
 from gradbench.report import paper as pub
+from gradbench.report.aggregate import ratio
 from gradbench.report.comparison_tables import comparison_table
-from gradbench.report.rows import prepare_rows
+from gradbench.report.render import INTERVAL, display
+from gradbench.report.rows import Outcome, prepare_rows
+from gradbench.report.sweep_tables import sweep_tables
 from gradbench.report.training_tables import elbo_table
 from gradbench.report.variance_tables import variance_table
 from gradbench.results import Cell, Provenance, stamp
@@ -334,3 +341,107 @@ def test_an_iw_bound_on_the_first_examples_is_labelled_as_such_beside_the_whole_
     assert row["IW bound k = 100 at best valid, test"].mean == -108.0
     assert row["IW bound k = 1000 at best valid, test"].mean == -107.0
     assert "IW bound, test" not in table.headers
+
+
+def chi_square_outcome(draws: np.ndarray) -> Outcome:
+    """A sample variance of ``draws`` with its exact 95 % chi-square interval."""
+    n = draws.size
+    value = float(draws.var(ddof=1))
+    low = (n - 1) * value / stats.chi2.ppf(0.975, n - 1)
+    high = (n - 1) * value / stats.chi2.ppf(0.025, n - 1)
+    return Outcome("ok", value, low, high)
+
+
+def test_a_ratio_of_two_cells_covers_the_true_ratio_at_its_level() -> None:
+    # Two independent variance estimates (1000 draws each, as a variance cell) with their own
+    # intervals: the ratio's delta-method interval covers σ²_a / σ²_b in 95 % of 3000 trials
+    # (binomial sd 0.4 %; tolerance 3 sd, Bonferroni for the two sides).
+    generator = np.random.default_rng(0)
+    trials, covered, truth = 3000, 0, 4.0 / 1.5
+    for _ in range(trials):
+        a = chi_square_outcome(generator.normal(0.0, 2.0, 1000))
+        b = chi_square_outcome(generator.normal(0.0, 1.5 ** 0.5, 1000))
+        found = ratio({0: a}, {0: b})[0]
+        assert found.low < found.value < found.high
+        covered += found.low <= truth <= found.high
+    sd = (0.95 * 0.05 / trials) ** 0.5
+    assert abs(covered / trials - 0.95) < 3 * sd
+
+
+def test_one_seed_ratios_and_distances_carry_the_cells_intervals() -> None:
+    rows = paper_rows()
+    one_seed = rows[rows["seed"] == 0].copy()
+    local = (one_seed["estimator"] == "local-reparam") & (one_seed["metric"] == "grad_variance")
+    one_seed.loc[local, "ci_low"] = one_seed.loc[local, "value"] / 1.1
+    one_seed.loc[local, "ci_high"] = one_seed.loc[local, "value"] * 1.1
+    single = (one_seed["estimator"] == "reparam") & (one_seed["metric"] == "grad_variance")
+    one_seed.loc[single, "ci_low"] = one_seed.loc[single, "value"] / 1.2
+    one_seed.loc[single, "ci_high"] = one_seed.loc[single, "value"] * 1.2
+    table = comparison_table(one_seed)
+    assert table is not None
+    row = {r[1]: dict(zip(table.headers, r)) for r in table.rows}[figure("reparam")]
+    spread = math.hypot(math.log(1.1), math.log(1.2))
+    assert row["ours"].mean == pytest.approx(5.0)
+    assert row["ours"].low == pytest.approx(5.0 * math.exp(-spread))
+    assert row["ours"].high == pytest.approx(5.0 * math.exp(spread))
+    published = pub.KINGMA_2015_TABLE1["reparam"][("top", 10)] / pub.KINGMA_2015_TABLE1[
+        "local-reparam"][("top", 10)]
+    assert row["ours / published"].low == pytest.approx(row["ours"].low / published)
+    assert "[" in display(row["ours"], "fixed3", part=INTERVAL)
+
+
+def test_the_paired_single_over_separate_ratio_is_set_against_table_1_with_its_interval():
+    paired = [{"param_group": group, "batch_size": size, "epoch": 10, "metric": "variance_ratio",
+               "value": value, "ci_low": value - 0.01, "ci_high": value + 0.02, "n": 2000}
+              for group, size, value in (("top", 100, 1.09), ("top", 1000, 1.9),
+                                         ("bottom", 100, 1.03))]
+    extra = stamp(paired, Cell("paired-variance", "bayes-mlp", "reparam", {"seed": 0}),
+                  provenance(pub.COMPARED_PROFILE))
+    rows = prepare_rows(pd.concat([paper_rows(), extra], ignore_index=True))
+    table = comparison_table(rows)
+    assert table is not None
+    found = {r[1]: dict(zip(table.headers, r)) for r in table.rows}
+    head = "single weight sample / separate weight samples, gradient variance (ours paired)"
+    top = found[f"Table 1, top layer, 10 epochs: {head}"]
+    published = pub.KINGMA_2015_TABLE1["reparam"][("top", 10)] / pub.KINGMA_2015_TABLE1[
+        "reparam-per-example"][("top", 10)]
+    assert top["published"] == pytest.approx(published)
+    assert (top["ours"].mean, top["ours"].low, top["ours"].high) == pytest.approx(
+        (1.09, 1.08, 1.11))
+    assert top["ours / published"].mean == pytest.approx(1.09 / published)
+    assert found[f"Table 1, bottom layer, 10 epochs: {head}"]["ours"].mean == pytest.approx(1.03)
+    assert found[f"Table 1, top layer, 100 epochs: {head}"]["ours"] is None
+
+
+def test_a_swept_option_gets_its_table_ordered_by_value_with_the_default_named() -> None:
+    recon = {"target-prop[beta_max=0.3]": -95.0, "target-prop": -90.0,
+             "target-prop[beta_max=0.03]": -85.0}
+    frames = []
+    for seed in (0, 1, 2):
+        for label, value in recon.items():
+            training = [{"param_group": split, "batch_size": 100, "epoch": 50, "metric": metric,
+                         "value": value - shift + 0.1 * seed + (20.0 if metric == "kl" else 0.0)}
+                        for split, shift in (("train", 0.0), ("valid", 1.0))
+                        for metric in ("reconstruction_ll", "kl")]
+            frames.append(stamp(training, Cell("train", "categorical-vae", label,
+                                               {"seed": seed, "dataset": "mnist"}),
+                                provenance(pub.COMPARED_PROFILE)))
+    gumbel = stamp([{"param_group": "valid", "batch_size": 100, "epoch": 50,
+                     "metric": "reconstruction_ll", "value": -80.0}],
+                   Cell("train", "categorical-vae", "gumbel-softmax[temperature=0.5]",
+                        {"seed": 0, "dataset": "mnist"}), provenance(pub.COMPARED_PROFILE))
+    rows = prepare_rows(pd.concat([*frames, gumbel], ignore_index=True))
+    tables = {t.name: t for t in sweep_tables(rows, "categorical-vae")}
+    table = tables["training_sweep_categorical_vae_target_prop"]
+    found = [dict(zip(table.headers, row)) for row in table.rows]
+    assert [r["beta_max"] for r in found] == ["0.03", "0.1", "0.3"]
+    assert [r["variant"] for r in found] == [
+        "target-prop[beta_max=0.03]", "target-prop (default)", "target-prop[beta_max=0.3]"]
+    valid = found[0]["recon. log-lik., valid"]
+    assert valid.mean == pytest.approx(-86.0 + 0.1) and valid.n == 3
+    assert found[1]["KL, train"].mean == pytest.approx(-70.0 + 0.1)
+    column = table.headers.index("recon. log-lik., valid")
+    assert table.marks[(0, column)].kind == "best"
+    assert not any(key[1] == table.headers.index("KL, valid") for key in table.marks)
+    # gumbel-softmax ran one variant only: no sweep
+    assert set(tables) == {"training_sweep_categorical_vae_target_prop"}

@@ -186,6 +186,43 @@ def derive(function: Callable[..., float], *parts: Outcomes) -> Outcomes:
     return found
 
 
+def monotone(function: Callable[[float], float], found: Outcomes) -> Outcomes:
+    """``function`` (increasing) of each seed's value and of its stored interval's bounds: a
+    published figure's distance (ours / published, ours − published) keeps ours' interval."""
+    return {
+        seed: Outcome(o.status, function(o.value), function(o.low), function(o.high))
+        if o.status == STATUS_OK else o
+        for seed, o in found.items()
+    }
+
+
+def ratio(numerator: Outcomes, denominator: Outcomes, level: float = LEVEL) -> Outcomes:
+    """Per seed a / b of two positive quantities, with the interval exp(log(a/b) ± z·√(s_a² +
+    s_b²)), s = (log high − log low) / 2z from each one's stored interval (the delta method on
+    the log scale, as if the two were independent: wider than the truth where they share
+    minibatches and so correlate positively); NaN bounds where either has no interval."""
+    z = float(stats.norm.ppf(0.5 + level / 2))
+
+    def log_se(o: Outcome) -> float:
+        if o.low > 0 and o.high > 0:
+            return (math.log(o.high) - math.log(o.low)) / (2 * z)
+        return math.nan
+
+    found: Outcomes = {}
+    for seed in sorted(set(numerator) & set(denominator)):
+        a, b = numerator[seed], denominator[seed]
+        if a.status != STATUS_OK or b.status != STATUS_OK:
+            found[seed] = Outcome(lost_status([o.status for o in (a, b) if o.status != STATUS_OK]))
+            continue
+        if not (a.value > 0 and b.value > 0):
+            continue
+        value = a.value / b.value
+        spread = z * math.hypot(log_se(a), log_se(b))
+        found[seed] = Outcome(STATUS_OK, value, value * math.exp(-spread),
+                              value * math.exp(spread))
+    return found
+
+
 def paired_p_value(first: Sequence[float], second: Sequence[float]) -> float:
     """Two-sided p-value of the paired t-test of equal means (``scipy.stats.ttest_rel``); equal
     differences at every pair (to rounding: a constant ratio on log values) give 1 when they are

@@ -11,14 +11,12 @@ of the profile it names: the run at the papers' settings
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from gradbench.report import paper
-from gradbench.report.aggregate import derive, estimate
+from gradbench.report.aggregate import estimate, monotone, ratio
 from gradbench.report.notes import at_one_checkpoint
-from gradbench.report.render import display
+from gradbench.report.render import INTERVAL, display
 from gradbench.report.rows import VARIANCE, Outcomes, outcomes
 from gradbench.report.table import Column, Table, Value, assemble
 
@@ -41,20 +39,22 @@ def measured(rows: pd.DataFrame, measure: paper.Measure) -> Outcomes:
 
 
 def ours(rows: pd.DataFrame, figure: paper.PublishedFigure) -> Outcomes:
-    """Per seed, our quantity for ``figure``: its measure, divided by ``per`` for a ratio."""
+    """Per seed, our quantity for ``figure``: its measure, divided by ``per`` for a ratio (with
+    the interval of :func:`gradbench.report.aggregate.ratio` from the two cells' intervals)."""
     found = measured(rows, figure.ours)
     if figure.per is None:
         return found
-    return derive(lambda a, b: a / b if b > 0 else math.nan, found, measured(rows, figure.per))
+    return ratio(found, measured(rows, figure.per))
 
 
 def distance(found: Outcomes, figure: paper.PublishedFigure) -> Outcomes:
-    """Per seed, ours / published (``ratio``) or ours − published (``difference``)."""
+    """Per seed, ours / published (``ratio``) or ours − published (``difference``), each with
+    ours' interval carried through."""
     if figure.distance not in DISTANCES:
         raise ValueError(f"unknown distance {figure.distance!r}; valid: {', '.join(DISTANCES)}")
     if figure.distance == RATIO:
-        return derive(lambda value: value / figure.value, found)
-    return derive(lambda value: value - figure.value, found)
+        return monotone(lambda value: value / figure.value, found)
+    return monotone(lambda value: value - figure.value, found)
 
 
 def thesis_kl_notes(rows: pd.DataFrame) -> tuple[str, ...]:
@@ -119,8 +119,8 @@ def comparison_table(rows: pd.DataFrame) -> Table | None:
         Column("paper"),
         Column("published figure", key=True),
         Column("published", "fixed3"),
-        Column("ours", "fixed3"),
-        Column("ours / published", "fixed2"),
+        Column("ours", "fixed3", part=INTERVAL),
+        Column("ours / published", "fixed3", part=INTERVAL),
         Column("ours - published (nats)", "fixed2"),
     ]
     reasons = dict.fromkeys(
@@ -128,8 +128,11 @@ def comparison_table(rows: pd.DataFrame) -> Table | None:
     profiles = " and ".join(sorted(shown))
     notes = (
         f"Ours: the rows of the {profiles} profile{'s' if len(shown) > 1 else ''} (each figure's "
-        "protocol below), seed by seed; a ratio of ours is taken within each seed. Published: "
-        "the authors' figures, their hardware and code.",
+        "protocol below), seed by seed; a ratio of ours is taken within each seed. [Brackets]: "
+        "the 95 % interval, over seeds with two or more, else the seed's own (for a ratio of two "
+        "cells, the delta method on the log scale from both cells' intervals, as if independent; "
+        "wider than the truth where they share minibatches). Published: the authors' figures, "
+        "their hardware and code.",
         *reasons,
         *(note for profile in sorted(shown) for note in paper.PROFILE_NOTES.get(profile, ())),
         *thesis_kl_notes(by_profile[paper.COMPARED_PROFILE][0]),

@@ -29,8 +29,11 @@ CELL = "cell"
 MEAN = "mean"
 LOW = "low"
 HIGH = "high"
+INTERVAL = "interval"
 """What a column shows of an :class:`Estimate`: the cell (mean ± half-width over several seeds,
-the value with one), the mean alone (its interval in LOW / HIGH columns beside), or a bound."""
+the value with one), the mean alone (its interval in LOW / HIGH columns beside), a bound, or
+the mean with its interval in brackets ("1.09 [1.08, 1.10]", for an interval that is not
+symmetric, as a ratio's)."""
 
 TIED_MARK = "≈"
 """Markdown's mark of a cell that the paired test cannot tell from the best."""
@@ -174,10 +177,21 @@ def _estimate(value: Estimate, kind: str, latex: bool, part: str, show_n: bool) 
         return number(bound, kind, latex) if math.isfinite(bound) else ("--" if latex else "—")
     if part == CELL and math.isfinite(value.half_width):
         text = plus_minus(value.mean, value.half_width, kind, latex)
+    elif part == INTERVAL and math.isfinite(value.half_width):
+        text = bracketed(value.mean, value.low, value.high, kind, latex)
     else:
         text = number(value.mean, kind, latex)
     annotation = ", ".join(p for p in (f"n={value.n}" if show_n else "", lost_phrase(value)) if p)
     return f"{text} ({annotation})" if annotation else text
+
+
+def bracketed(mean: float, low: float, high: float, kind: str, latex: bool = False) -> str:
+    """"mean [low, high]" in ``kind``'s digits and unit."""
+    unit = _unit(kind, latex)
+    if latex:
+        return (f"${digits(mean, kind, True)}{unit}\\,[{digits(low, kind, True)}, "
+                f"{digits(high, kind, True)}]$")
+    return f"{digits(mean, kind)}{unit} [{digits(low, kind)}, {digits(high, kind)}]"
 
 
 def seed_counts_differ(table: Table) -> bool:

@@ -46,7 +46,7 @@ class Column:
     ``percent`` (a fraction in [0, 1] written as a percentage); ``rank`` (an average rank).
     ``key``: the column names the row (model, estimator, group, epoch) in the tidy CSV.
     ``part``: what an Estimate cell shows (:data:`gradbench.report.render.CELL`, ``MEAN``,
-    ``LOW``, ``HIGH``).
+    ``LOW``, ``HIGH``, ``INTERVAL``).
     """
 
     label: str

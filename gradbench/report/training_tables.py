@@ -32,6 +32,7 @@ from gradbench.report.rows import (
     select,
     splits_of,
 )
+from gradbench.report.sweep_tables import sweep_tables
 from gradbench.report.table import Column, Compared, Comparison, Table, Value, assemble
 
 BOUNDS = (
@@ -176,7 +177,9 @@ def classification_table(rows: pd.DataFrame, model: str) -> Table | None:
 
 
 def training_tables(rows: pd.DataFrame, models: list[str]) -> tuple[list[Table | None], ...]:
-    """(the generative models' ELBO tables, the classifiers' tables) of ``models``, in order."""
-    bounds = [elbo_table(rows, m) for m in models if not is_classifier(rows, m)]
+    """(the generative models' ELBO tables, each followed by its sweeps' tables
+    (:mod:`gradbench.report.sweep_tables`), the classifiers' tables) of ``models``, in order."""
+    bounds = [table for m in models if not is_classifier(rows, m)
+              for table in (elbo_table(rows, m), *sweep_tables(rows, m))]
     errors = [classification_table(rows, m) for m in models if is_classifier(rows, m)]
     return bounds, errors
