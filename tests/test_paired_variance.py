@@ -32,7 +32,14 @@ from gradbench.measure.paired_variance import (
 from gradbench.measure.variance import DIGEST_COLUMN, gradient_samples
 from gradbench.profiles import SMOKE
 from gradbench.report.rows import prepare_rows
-from gradbench.report.variance_tables import paired_notes, variance_table
+from gradbench.report import paper as pub
+from gradbench.report.comparison_tables import paired_size_notes
+from gradbench.report.variance_tables import (
+    paired_excess,
+    paired_excess_notes,
+    paired_notes,
+    variance_table,
+)
 from gradbench.results import Cell, Provenance, stamp
 
 CPU = torch.device("cpu")
@@ -177,6 +184,44 @@ def test_the_variance_table_says_whether_the_paired_ratio_settles_the_order():
     assert paired_notes(rows, "categorical-vae") == ()
     unseeded = prepare_rows(pd.concat(frames, ignore_index=True).drop(columns="seed"))
     assert "[top, M = 100, 10 ep] 1.500 [1.200, 1.900]" in paired_notes(unseeded, "bayes-mlp")[0]
+
+
+def paired_ratio_rows(excess: dict[int, float]) -> pd.DataFrame:
+    """Paired ratios R = 1 + (M − 1) e_M on the top layer at 10 epochs, seed 0, each with an
+    interval of half-width 2 % of R − 1 (the excess known to about 1 %)."""
+    frames = []
+    for size, e in excess.items():
+        value = 1 + (size - 1) * e
+        half = 0.02 * (value - 1)
+        rows = [{"param_group": "top", "batch_size": size, "epoch": 10,
+                 "metric": "variance_ratio", "value": value, "ci_low": value - half,
+                 "ci_high": value + half, "n": 2000}]
+        frames.append(stamp(rows, Cell(paired_variance.EXPERIMENT, "bayes-mlp", "reparam",
+                                       {"batch_size": size, "seed": 0}),
+                            Provenance.collect(CPU, "test")))
+    return prepare_rows(pd.concat(frames, ignore_index=True))
+
+
+def test_the_excess_per_example_pair_is_checked_constant_in_the_minibatch_size():
+    rows = paired_ratio_rows({10: 1e-3, 100: 1e-3, 1000: 1e-3})
+    (excess,) = paired_excess(rows, "bayes-mlp")
+    assert [m for m, *_ in excess.per_size] == [10, 100, 1000]
+    assert excess.mean == pytest.approx(1e-3) and excess.low < 1e-3 < excess.high
+    assert excess.p_value == pytest.approx(1.0)
+    (note,) = paired_excess_notes(rows, "bayes-mlp")
+    assert "[top, 10 ep, seed 0] M = 10: 1.0e-3" in note and "constant in M (p = 1.00)" in note
+    # a separate-sample variance too small at M = 1000 raises R there: the law breaks
+    broken = paired_ratio_rows({10: 1e-3, 100: 1e-3, 1000: 1.3e-3})
+    notes = paired_excess_notes(broken, "bayes-mlp")
+    assert "NOT constant in M" in notes[0]
+    assert notes[1].startswith("The excess per example pair differs across M at top, 10 ep")
+
+
+def test_table_1s_ratio_is_placed_at_the_minibatch_size_our_excess_gives_it():
+    (note,) = paired_size_notes(paired_ratio_rows({100: 1e-3, 1000: 1e-3}))
+    published = pub.KINGMA_2015_TABLE1["reparam"][("top", 10)] / pub.KINGMA_2015_TABLE1[
+        "reparam-per-example"][("top", 10)]
+    assert f"top, 10 ep: R = {published:.2f} at M = {1 + (published - 1) / 1e-3:,.0f} [" in note
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,9 @@ from gradbench.report import paper
 from gradbench.report.aggregate import estimate, monotone, ratio
 from gradbench.report.notes import at_one_checkpoint
 from gradbench.report.render import INTERVAL, display
-from gradbench.report.rows import VARIANCE, Outcomes, outcomes
+from gradbench.report.rows import VARIANCE, Outcomes, epoch_label, outcomes
 from gradbench.report.table import Column, Table, Value, assemble
+from gradbench.report.variance_tables import paired_excess
 
 RATIO = "ratio"
 DIFFERENCE = "difference"
@@ -80,6 +81,34 @@ def thesis_kl_notes(rows: pd.DataFrame) -> tuple[str, ...]:
     )
 
 
+def paired_size_notes(rows: pd.DataFrame) -> tuple[str, ...]:
+    """Where Table 1's single / separate ratio R sits against ours: with the excess per example
+    pair e that ours measured (constant in M, :func:`gradbench.report.variance_tables.
+    paired_excess`), R = 1 + (M − 1) e at M = 1 + (R − 1) / e examples per minibatch, the
+    interval from e's; the paper does not state its M."""
+    published = paper.KINGMA_2015_TABLE1
+    parts = []
+    for excess in paired_excess(rows, "bayes-mlp"):
+        key = (excess.group, int(excess.epoch))
+        if key not in published["reparam"] or not excess.low > 0:
+            continue
+        ratio_published = published["reparam"][key] / published["reparam-per-example"][key]
+        size = 1 + (ratio_published - 1) / excess.mean
+        low, high = 1 + (ratio_published - 1) / excess.high, 1 + (ratio_published - 1) / excess.low
+        parts.append(f"{excess.group}, {epoch_label(excess.epoch)}: R = "
+                     f"{display(ratio_published, 'fixed2')} at M = {size:,.0f} [{low:,.0f}, "
+                     f"{high:,.0f}]")
+    if not parts:
+        return ()
+    return (
+        "Table 1's single / separate ratio R against ours: at our checkpoint R grows as "
+        "1 + (M − 1) e, e the excess per example pair measured paired (variance page), so the "
+        f"published R is ours at {'; '.join(parts)} examples per minibatch (ours: M = "
+        f"{paper.TABLE_BATCH_SIZE}); the paper does not state its M, and a checkpoint of other "
+        "dropout rates has another e.",
+    )
+
+
 def compared_rows(rows: pd.DataFrame, profile: str) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """The rows of ``profile`` that a figure may be set against, and the notes naming the
     variance cells left out: a ratio of variances takes cells of one set of parameters only
@@ -135,6 +164,7 @@ def comparison_table(rows: pd.DataFrame) -> Table | None:
         "their hardware and code.",
         *reasons,
         *(note for profile in sorted(shown) for note in paper.PROFILE_NOTES.get(profile, ())),
+        *paired_size_notes(by_profile[paper.COMPARED_PROFILE][0]),
         *thesis_kl_notes(by_profile[paper.COMPARED_PROFILE][0]),
         *(note for profile in sorted(shown) for note in by_profile[profile][1]),
     )

@@ -13,7 +13,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from gradbench.experiments.metrics import (
     GRAD_VARIANCE,
@@ -116,6 +118,7 @@ def variance_table(rows: pd.DataFrame, model: str) -> Table | None:
         *(order_notes(claimed, by_column) if claimed else ()),
         *invariant_notes(invariant_checks(cell_rows, model)),
         *paired_notes(rows, model),
+        *paired_excess_notes(rows, model),
     )
     comparison = Comparison(
         tuple(Compared(label, False, log=True) for label in labels),
@@ -361,6 +364,100 @@ def paired_notes(rows: pd.DataFrame, model: str) -> tuple[str, ...]:
         "on each of the same minibatches, at one checkpoint), the ratio of variances with its "
         f"95 % interval: {'; '.join(found)}.",
     )
+
+
+EXCESS_P_MIN = 0.01
+"""Heterogeneity p-value below which the excess per example pair is read as not constant in M
+(the measurement failed: cells of other parameters, or a faulty noise path)."""
+
+
+@dataclass(frozen=True)
+class PairedExcess:
+    """(R − 1) / (M − 1) of the paired single / separate ratio R at each minibatch size M of one
+    group, checkpoint and seed, and their inverse-variance mean over M with its 95 % interval
+    and the chi-square heterogeneity p-value (one value: None)."""
+
+    group: str
+    epoch: float
+    seed: int
+    per_size: tuple[tuple[int, float, float, float], ...]  # (M, excess, low, high)
+    mean: float
+    low: float
+    high: float
+    p_value: float | None
+
+
+def paired_excess(rows: pd.DataFrame, model: str) -> list[PairedExcess]:
+    """The paired ratio's excess per example pair, which theory holds constant in M.
+
+    With one weight sample shared by a minibatch, each pair of its examples adds the covariance
+    c of their noise terms, so Var_single = (σ² + (M − 1) c) / M + D against Var_separate =
+    σ² / M + D, the data part D = δ² / M under both: R − 1 = (M − 1) c / (σ² + δ²). Each M's
+    interval (the stored one of R, shifted and scaled) gives its standard error; the mean over
+    M is weighted by inverse variance and Cochran's Q (``scipy.stats.chi2``) tests that the
+    excesses agree.
+    """
+    ratios = select(rows, experiment=PAIRED, model=model, metric=VARIANCE_RATIO)
+    ratios = ratios[ratios["batch_size"] >= 2]
+    if ratios.empty:
+        return []
+    z = float(stats.norm.ppf(0.975))
+    found = []
+    ratios = ratios.assign(seed=seed_of(ratios))
+    for (group, epoch, seed), at in ratios.groupby(["param_group", "epoch", "seed"], sort=True):
+        sizes = []
+        for row in at.sort_values("batch_size").itertuples(index=False):
+            scale = 1.0 / (row.batch_size - 1)
+            sizes.append((int(row.batch_size), (row.value - 1) * scale,
+                          (row.ci_low - 1) * scale, (row.ci_high - 1) * scale))
+        excess = np.array([e for _, e, _, _ in sizes])
+        se = np.array([(high - low) / (2 * z) for _, _, low, high in sizes])
+        if not (se > 0).all():
+            continue
+        weights = 1.0 / se**2
+        mean = float((weights * excess).sum() / weights.sum())
+        half = z / math.sqrt(float(weights.sum()))
+        q = float((weights * (excess - mean) ** 2).sum())
+        p_value = float(stats.chi2.sf(q, len(sizes) - 1)) if len(sizes) > 1 else None
+        found.append(PairedExcess(str(group), float(epoch), int(seed), tuple(sizes), mean,
+                                  mean - half, mean + half, p_value))
+    return found
+
+
+def paired_excess_notes(rows: pd.DataFrame, model: str) -> tuple[str, ...]:
+    """The excess per example pair at each M and checkpoint (:func:`paired_excess`), and whether
+    it is constant in M as theory says; a failure is named as the measurement's."""
+    parts = []
+    failed = []
+    for excess in paired_excess(rows, model):
+        seed = f", seed {excess.seed}" if excess.seed != UNKNOWN_SEED else ""
+        where = f"{excess.group}, {epoch_label(excess.epoch)}{seed}"
+        sizes = ", ".join(f"M = {m}: {display(e, 'sci')} [{display(low, 'sci')}, "
+                          f"{display(high, 'sci')}]" for m, e, low, high in excess.per_size)
+        verdict = ""
+        if excess.p_value is not None:
+            held = excess.p_value >= EXCESS_P_MIN
+            verdict = (f"; constant in M (p = {excess.p_value:.2f})" if held else
+                       f"; NOT constant in M (p = {excess.p_value:.1e})")
+            if not held:
+                failed.append(where)
+        parts.append(f"[{where}] {sizes}; mean {display(excess.mean, 'sci')} "
+                     f"[{display(excess.low, 'sci')}, {display(excess.high, 'sci')}]{verdict}")
+    if not parts:
+        return ()
+    notes = [
+        "Paired ratio R, its excess per example pair (R − 1) / (M − 1), which theory holds "
+        "constant in M (a shared weight sample adds the covariance of every pair of examples' "
+        "noise terms; the data part scales as 1/M under both), with 95 % intervals and "
+        f"Cochran's heterogeneity test: {'; '.join(parts)}."
+    ]
+    if failed:
+        notes.append(
+            f"The excess per example pair differs across M at {'; '.join(failed)} (p < "
+            f"{EXCESS_P_MIN}): a failure of the measurement (cells of other parameters, or a "
+            "faulty noise path), not of an interval."
+        )
+    return tuple(notes)
 
 
 def slope_table(rows: pd.DataFrame) -> Table | None:
