@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import Counter
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,12 @@ TABLES = {
     "work_normalised_variance",
 } | {f"variance_{m.replace('-', '_')}" for m in SMOKE_MODELS} | {
     f"elbo_{m.replace('-', '_')}" for m in VAES
+} | {
+    f"training_sweep_{m.replace('-', '_')}_{name.replace('-', '_')}"
+    for m in VAES
+    for name, count in Counter(
+        label.partition("[")[0] for label in get_profile("smoke").estimator_labels(m)).items()
+    if count > 1
 }
 FIGURES = {"timing"} | {
     f"{kind}_{model.replace('-', '_')}"

@@ -88,7 +88,7 @@ def paired_size_notes(rows: pd.DataFrame) -> tuple[str, ...]:
     interval from e's; the paper does not state its M."""
     published = paper.KINGMA_2015_TABLE1
     parts = []
-    for excess in paired_excess(rows, "bayes-mlp"):
+    for excess in paired_excess(rows, paper.KINGMA_2015_MODEL):
         key = (excess.group, int(excess.epoch))
         if key not in published["reparam"] or not excess.low > 0:
             continue

@@ -309,6 +309,8 @@ MODEL_ORDER = ("bayes-mlp", "categorical-vae")
 
 TABLE_BATCH_SIZE = 100
 """Minibatch size of the Table-1 analogue (Kingma et al. 2015 do not state theirs)."""
+KINGMA_2015_MODEL = "bayes-mlp"
+"""The model of ours that Kingma et al.'s Table 1 is set against."""
 
 NAMED_VARIANTS = {
     "lr-baseline[baseline=learned]": "NVIL (Mnih & Gregor 2014): the score function with a "
