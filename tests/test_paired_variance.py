@@ -186,18 +186,18 @@ def test_the_variance_table_says_whether_the_paired_ratio_settles_the_order():
     assert "[top, M = 100, 10 ep] 1.500 [1.200, 1.900]" in paired_notes(unseeded, "bayes-mlp")[0]
 
 
-def paired_ratio_rows(excess: dict[int, float]) -> pd.DataFrame:
-    """Paired ratios R = 1 + (M − 1) e_M on the top layer at 10 epochs, seed 0, each with an
+def paired_ratio_rows(excess: dict[int, float], group: str = "top") -> pd.DataFrame:
+    """Paired ratios R = 1 + (M − 1) e_M on ``group`` at 10 epochs, seed 0, each with an
     interval of half-width 2 % of R − 1 (the excess known to about 1 %)."""
     frames = []
     for size, e in excess.items():
         value = 1 + (size - 1) * e
         half = 0.02 * (value - 1)
-        rows = [{"param_group": "top", "batch_size": size, "epoch": 10,
+        rows = [{"param_group": group, "batch_size": size, "epoch": 10,
                  "metric": "variance_ratio", "value": value, "ci_low": value - half,
                  "ci_high": value + half, "n": 2000}]
         frames.append(stamp(rows, Cell(paired_variance.EXPERIMENT, "bayes-mlp", "reparam",
-                                       {"batch_size": size, "seed": 0}),
+                                       {"batch_size": size, "group": group, "seed": 0}),
                             Provenance.collect(CPU, "test")))
     return prepare_rows(pd.concat(frames, ignore_index=True))
 
@@ -215,6 +215,14 @@ def test_the_excess_per_example_pair_is_checked_constant_in_the_minibatch_size()
     notes = paired_excess_notes(broken, "bayes-mlp")
     assert "NOT constant in M" in notes[0]
     assert notes[1].startswith("The excess per example pair differs across M at top, 10 ep")
+    # p ≈ 0.007: a failure alone, not once a second (clean) test shares the 1 % (Bonferroni)
+    marginal = paired_ratio_rows({10: 1.039e-3, 100: 1e-3})
+    (alone,) = paired_excess(marginal, "bayes-mlp")
+    assert 0.005 < alone.p_value < 0.01
+    assert "NOT constant" in paired_excess_notes(marginal, "bayes-mlp")[0]
+    both = prepare_rows(pd.concat([marginal, paired_ratio_rows({10: 1e-3, 100: 1e-3}, "bottom")],
+                                  ignore_index=True))
+    assert len(paired_excess_notes(both, "bayes-mlp")) == 1
 
 
 def test_table_1s_ratio_is_placed_at_the_minibatch_size_our_excess_gives_it():

@@ -372,3 +372,16 @@ def test_a_skipped_variance_cell_loses_only_its_own_minibatch_size() -> None:
     assert cells["lr"][1] not in ("skipped", "—", "")
     listed = table_named(rows, "diverged")
     assert listed.rows == (("variance", MODEL, "lr", 0.0, "skipped", 1.0, reason),)
+
+
+def test_plots_draw_only_cells_of_one_checkpoint_digest() -> None:
+    # seed 0: lr and newcomer at digest s0, a third estimator at another digest (other
+    # parameters): the plot draws the two that share the digest, as the table compares them
+    frames = variance_cells({"lr": [1.0], "newcomer": [2.0]})
+    other = variance_cells({"lr-baseline[baseline=ema]": [3.0]})
+    other["checkpoint"] = "elsewhere"
+    plot = next(variance_plots(prepare_rows(pd.concat([frames, other], ignore_index=True))))
+    labels = {line.get_label().split(" (")[0] for axis in plot.figure.axes
+              for line in axis.get_lines()}
+    assert {"lr", "newcomer"} <= labels
+    assert "lr-baseline[baseline=ema]" not in labels

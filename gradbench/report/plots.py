@@ -39,7 +39,7 @@ from gradbench.experiments.metrics import (  # noqa: E402
     WALL_CLOCK_S,
 )
 from gradbench.report.aggregate import Estimate, curve, over_seeds  # noqa: E402
-from gradbench.report.notes import seed_phrase  # noqa: E402
+from gradbench.report.notes import at_one_checkpoint, seed_phrase  # noqa: E402
 from gradbench.report.paper import headline_groups  # noqa: E402
 from gradbench.report.rows import (  # noqa: E402
     DIVERGED,
@@ -174,9 +174,11 @@ def _against_batch(
     """Per headline group, metrics against minibatch size on log–log axes, a colour per estimator.
 
     Non-positive values (an unbiased data-variance estimate can be negative) are left out of
-    the log axis; bands are drawn where every bound is positive.
+    the log axis; bands are drawn where every bound is positive. Only cells of one set of
+    parameters per checkpoint are drawn (:func:`gradbench.report.notes.at_one_checkpoint`; the
+    variance table lists those left out).
     """
-    variance = select(rows, experiment=VARIANCE, model=model)
+    variance, _ = at_one_checkpoint(select(rows, experiment=VARIANCE, model=model))
     measured = variance[variance["metric"].isin([s.metric for s in series])]
     if measured["batch_size"].dropna().empty:
         return None

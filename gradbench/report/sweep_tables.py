@@ -78,6 +78,7 @@ def sweep_table(rows: pd.DataFrame, model: str, name: str,
                 variants: Mapping[str, Mapping[str, str]]) -> Table | None:
     """The variants of ``name`` on ``model`` at the last epoch trained (module docstring)."""
     final = final_epoch_rows(rows, model)
+    final = final[final["estimator"].isin(list(variants))]
     shown = [(metric, what, higher, split) for metric, what, higher in SWEPT
              for split in splits_of(final, metric)]
     if final.empty or not shown:

@@ -367,8 +367,9 @@ def paired_notes(rows: pd.DataFrame, model: str) -> tuple[str, ...]:
 
 
 EXCESS_P_MIN = 0.01
-"""Heterogeneity p-value below which the excess per example pair is read as not constant in M
-(the measurement failed: cells of other parameters, or a faulty noise path)."""
+"""Family-wise level of the heterogeneity tests: a test whose p-value is below it divided by the
+number of tests (Bonferroni) reads the excess per example pair as not constant in M (the
+measurement failed: cells of other parameters, or a faulty noise path)."""
 
 
 @dataclass(frozen=True)
@@ -429,14 +430,16 @@ def paired_excess_notes(rows: pd.DataFrame, model: str) -> tuple[str, ...]:
     it is constant in M as theory says; a failure is named as the measurement's."""
     parts = []
     failed = []
-    for excess in paired_excess(rows, model):
+    found = paired_excess(rows, model)
+    level = EXCESS_P_MIN / max(1, sum(e.p_value is not None for e in found))
+    for excess in found:
         seed = f", seed {excess.seed}" if excess.seed != UNKNOWN_SEED else ""
         where = f"{excess.group}, {epoch_label(excess.epoch)}{seed}"
         sizes = ", ".join(f"M = {m}: {display(e, 'sci')} [{display(low, 'sci')}, "
                           f"{display(high, 'sci')}]" for m, e, low, high in excess.per_size)
         verdict = ""
         if excess.p_value is not None:
-            held = excess.p_value >= EXCESS_P_MIN
+            held = excess.p_value >= level
             verdict = (f"; constant in M (p = {excess.p_value:.2f})" if held else
                        f"; NOT constant in M (p = {excess.p_value:.1e})")
             if not held:
@@ -449,13 +452,14 @@ def paired_excess_notes(rows: pd.DataFrame, model: str) -> tuple[str, ...]:
         "Paired ratio R, its excess per example pair (R − 1) / (M − 1), which theory holds "
         "constant in M (a shared weight sample adds the covariance of every pair of examples' "
         "noise terms; the data part scales as 1/M under both), with 95 % intervals and "
-        f"Cochran's heterogeneity test: {'; '.join(parts)}."
+        f"Cochran's heterogeneity test (at {EXCESS_P_MIN} over the tests shown, Bonferroni): "
+        f"{'; '.join(parts)}."
     ]
     if failed:
         notes.append(
             f"The excess per example pair differs across M at {'; '.join(failed)} (p < "
-            f"{EXCESS_P_MIN}): a failure of the measurement (cells of other parameters, or a "
-            "faulty noise path), not of an interval."
+            f"{level:.1e}, {EXCESS_P_MIN} over the tests shown): a failure of the measurement "
+            "(cells of other parameters, or a faulty noise path), not of an interval."
         )
     return tuple(notes)
 
