@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from gradbench.estimators.base import ESTIMATORS
+from gradbench.estimators.base import ESTIMATORS, parse_label
 from gradbench.experiments.metrics import ELBO, KL, RECONSTRUCTION_LL, RECONSTRUCTION_LL_RELAXED
 from gradbench.options import option_defaults
 from gradbench.report.aggregate import over_seeds
@@ -34,15 +34,13 @@ SWEPT = (
 
 
 def variant_options(label: str) -> tuple[str, dict[str, str]] | None:
-    """``NAME`` or ``NAME[KEY=VALUE,...]`` → (name, options as written); None for a label of
-    no registered estimator (a plugin's, not installed where the report is built)."""
-    name, bracket, rest = label.partition("[")
-    if name not in ESTIMATORS:
+    """``NAME`` or ``NAME[KEY=VALUE,...]`` → (name, options as written)
+    (:func:`gradbench.estimators.base.parse_label`); None for a label of no registered estimator
+    (a plugin's, not installed where the report is built)."""
+    try:
+        return parse_label(label)
+    except ValueError:
         return None
-    if not bracket:
-        return name, {}
-    pairs = (item.partition("=") for item in rest.rstrip("]").split(","))
-    return name, {key.strip(): value.strip() for key, _, value in pairs}
 
 
 def _sort_key(value: str) -> tuple[int, float, str]:
