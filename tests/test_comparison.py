@@ -413,6 +413,28 @@ def test_the_paired_single_over_separate_ratio_is_set_against_table_1_with_its_i
     assert found[f"Table 1, top layer, 100 epochs: {head}"]["ours"] is None
 
 
+def test_a_paired_ratio_at_another_checkpoint_than_its_epochs_variance_cells_is_named():
+    """The paired cells of 10 epochs trained again on another machine (another digest): the
+    comparison names both digests and machines; at one digest it says nothing."""
+    def with_paired(digest: str, machine: str) -> list[str]:
+        paired = [{"param_group": "top", "batch_size": 100, "epoch": 10,
+                   "metric": "variance_ratio", "value": 1.09, "ci_low": 1.08, "ci_high": 1.11,
+                   "n": 2000, "checkpoint": digest}]
+        where = Provenance("cpu", machine, "2.0", 1, "abc123", "abc123", pub.COMPARED_PROFILE,
+                           "2025-01-02T03:04:05+00:00")
+        extra = stamp(paired, Cell("paired-variance", "bayes-mlp", "reparam", {"seed": 0}), where)
+        rows = prepare_rows(pd.concat([paper_rows(), extra], ignore_index=True))
+        table = comparison_table(rows)
+        assert table is not None
+        return [note for note in table.notes if note.startswith("Table 1's paired")]
+
+    notes = with_paired("retrained", "Other CPU")
+    assert len(notes) == 1
+    assert ("10 ep, seed 0: paired at digest retraine (Other CPU), the variance cells at digest "
+            "seed0 (Test CPU (2 cores))") in notes[0]
+    assert with_paired("seed0", "Test CPU (2 cores)") == []
+
+
 def test_a_swept_option_gets_its_table_ordered_by_value_with_the_default_named() -> None:
     recon = {"target-prop[beta_max=0.3]": -95.0, "target-prop": -90.0,
              "target-prop[beta_max=0.03]": -85.0}

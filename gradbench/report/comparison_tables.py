@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+from gradbench.measure.paired_variance import EXPERIMENT as PAIRED
+from gradbench.measure.variance import DIGEST_COLUMN
 from gradbench.report import paper
 from gradbench.report.aggregate import estimate, monotone, ratio
 from gradbench.report.notes import at_one_checkpoint
 from gradbench.report.render import INTERVAL, display
-from gradbench.report.rows import VARIANCE, Outcomes, epoch_label, outcomes
+from gradbench.report.rows import VARIANCE, Outcomes, epoch_label, outcomes, select
 from gradbench.report.table import Column, Table, Value, assemble
 from gradbench.report.variance_tables import paired_excess
 
@@ -109,6 +111,40 @@ def paired_size_notes(rows: pd.DataFrame) -> tuple[str, ...]:
     )
 
 
+def paired_checkpoint_notes(rows: pd.DataFrame) -> tuple[str, ...]:
+    """Where Table 1's paired single / separate ratio was measured at another checkpoint than
+    the variance cells of the same epoch: each ratio stays within one checkpoint, and the note
+    names both digests and the machines that trained them (one seed and one set of settings
+    train other parameters on a CPU that rounds otherwise)."""
+    if DIGEST_COLUMN not in rows:
+        return ()
+    model = paper.KINGMA_2015_MODEL
+    paired = select(rows, experiment=PAIRED, model=model).dropna(subset=[DIGEST_COLUMN])
+    variance = select(rows, experiment=VARIANCE, model=model).dropna(subset=[DIGEST_COLUMN])
+
+    def named(cells: pd.DataFrame) -> str:
+        machines = cells.groupby(DIGEST_COLUMN)["device_name"].agg(lambda names: ", ".join(
+            sorted(set(names.astype(str)))))
+        return "; ".join(f"digest {digest[:8]} ({machine})" for digest, machine in
+                         machines.items())
+
+    parts = []
+    for (epoch, seed), ours in paired.groupby(["epoch", "seed"], sort=True):
+        beside = variance[(variance["epoch"] == epoch) & (variance["seed"] == seed)]
+        if beside.empty or set(ours[DIGEST_COLUMN]) == set(beside[DIGEST_COLUMN]):
+            continue
+        parts.append(f"{epoch_label(epoch)}, seed {int(seed)}: paired at {named(ours)}, the "
+                     f"variance cells at {named(beside)}")
+    if not parts:
+        return ()
+    return (
+        "Table 1's paired single / separate ratio and the variance ratios beside it come from "
+        f"different checkpoints of one seed and one set of settings ({'; '.join(parts)}): each "
+        "ratio compares cells of one checkpoint only, and the two are not compared with each "
+        "other.",
+    )
+
+
 def compared_rows(rows: pd.DataFrame, profile: str) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """The rows of ``profile`` that a figure may be set against, and the notes naming the
     variance cells left out: a ratio of variances takes cells of one set of parameters only
@@ -165,6 +201,7 @@ def comparison_table(rows: pd.DataFrame) -> Table | None:
         *reasons,
         *(note for profile in sorted(shown) for note in paper.PROFILE_NOTES.get(profile, ())),
         *paired_size_notes(by_profile[paper.COMPARED_PROFILE][0]),
+        *paired_checkpoint_notes(by_profile[paper.COMPARED_PROFILE][0]),
         *thesis_kl_notes(by_profile[paper.COMPARED_PROFILE][0]),
         *(note for profile in sorted(shown) for note in by_profile[profile][1]),
     )

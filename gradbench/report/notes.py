@@ -70,9 +70,10 @@ def at_one_checkpoint(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]
     """The rows a table may compare, and notes naming the cells left out.
 
     Each code version trains its checkpoints anew, and another round-off in training gives other
-    parameters, so cells compare only at one set of parameters: their checkpoint digest, or, for
-    rows from before the digest was stored, their code version (on the CPU a checkpoint is a
-    deterministic function of the code, its settings and the seed). At each model, seed and
+    parameters (so does another CPU: one seed trained different parameters on this project's
+    Intel and AMD machines), so cells compare only at one set of parameters: their checkpoint
+    digest, or, for rows from before the digest was stored, their code version (on one machine
+    a CPU checkpoint is a deterministic function of the code, its settings and the seed). At each model, seed and
     checkpoint epoch the compared set is the one most cells share (ties: the most recently
     measured); a measured cell of another set is left out, as if missing, and listed. Rows
     without a minibatch size (derived: slopes) and rows that measured nothing (lost cells) are
@@ -105,13 +106,15 @@ def at_one_checkpoint(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]
         notes.append(
             "Left out, measured at other parameters than the cells compared at their checkpoint "
             f"(another digest or, without one, other code): {'; '.join(left_out)}. A left-out "
-            "cell counts as missing: gradbench all measures it again."
+            "cell counts as missing here; gradbench all measures it again where other code made "
+            "it, not where this code trained its checkpoint on another machine (its cell is "
+            "stored: rerun it with --force)."
         )
     if by_code:
         notes.append(
             "Some compared cells predate the checkpoint digest: they share parameters by being "
-            "made by one code version (a CPU checkpoint is a deterministic function of the code, "
-            "its settings and the seed)."
+            "made by one code version on one machine (there a CPU checkpoint is a deterministic "
+            "function of the code, its settings and the seed)."
         )
     return rows[keep], tuple(notes)
 
