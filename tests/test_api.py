@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import time
 from contextlib import redirect_stdout
 from dataclasses import dataclass, fields
@@ -484,3 +485,31 @@ def test_a_run_resumes_when_a_summarys_inputs_are_partly_stored(
     again = api.run("smoke", **options)
     assert again.status == 0 and again.computed == 2 and len(again.rows) == len(first.rows)
     pd.testing.assert_frame_equal(pd.read_csv(lost)[MEASURED], cells[lost][MEASURED])
+
+
+def test_cells_at_a_checkpoint_trained_anew_are_all_measured_again(tmp_path: Path) -> None:
+    """With the checkpoints lost (another machine trains other parameters), losing one variance
+    cell makes the run train its checkpoint again and measure every cell at it again, so they
+    keep one digest; the paired-variance cells at that checkpoint too."""
+    options = {**SMALL, "models": ["bayes-mlp"], "estimators": ["local-reparam", "reparam"],
+               "experiments": ["variance", "paired-variance"], "report": False,
+               "verbose": False, "results": str(tmp_path / "results")}
+    api.run("smoke", **options)
+    folders = [tmp_path / "results" / name for name in ("variance", "paired-variance")]
+
+    def at_epoch(epoch: float) -> list[Path]:
+        return sorted(path for folder in folders for path in folder.glob("*.csv")
+                      if set(pd.read_csv(path)["epoch"].dropna()) == {epoch})
+
+    trained, initial = at_epoch(1.0), at_epoch(0.0)
+    assert len(trained) > 4 and len(initial) > 4  # the smoke profile's checkpoints: 0 (no
+    # training: the seeded initialisation) and 1 epoch
+    before = {path: path.stat().st_mtime_ns for path in trained + initial}
+    shutil.rmtree(tmp_path / "results" / "checkpoints")
+    next(path for path in trained if "local-reparam" in path.name).unlink()
+    again = api.run("smoke", **options)
+    assert again.computed == len(trained)
+    assert all(path.stat().st_mtime_ns > before[path] for path in trained if path.exists())
+    assert all(path.stat().st_mtime_ns == before[path] for path in initial)
+    digests = again.rows.loc[again.rows["epoch"] == 1.0, "checkpoint"].dropna()
+    assert digests.nunique() == 1
