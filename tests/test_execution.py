@@ -138,6 +138,26 @@ def test_cells_at_an_intermediate_are_redone_when_the_run_makes_it_anew(
     assert set(schedule.stored) == ({other.key} if made else {b.key, other.key})
 
 
+def test_a_checkpoint_trained_on_the_way_to_a_later_one_keeps_its_cells(
+    tmp_path: Path, context: Context
+) -> None:
+    """Checkpoints at 10 and 100 epochs, both files lost: a lost cell at 100 trains both, and
+    measures the other cell at 100 again, not the cell at 10."""
+    store = ResultStore(tmp_path)
+    provenance = Provenance.collect(CPU, "test")
+    early = Task("checkpoints/10.pt", _checkpoint)
+    late = Task("checkpoints/100.pt", lambda context, before: before, (early.key,))
+    at_early, a, b = (Task(cell_key(_cell(n)), partial(_rows, 1.0), (point.key,), _cell(n),
+                           at_intermediate=True)
+                      for n, point in (("e", early), ("a", late), ("b", late)))
+    tasks = [early, late, at_early, a, b]
+    execute(tasks, store, provenance, InProcessExecutor(), context)
+    store.path(a.cell).unlink()
+    schedule = plan_schedule(tasks, store, provenance)
+    assert [t.key for t in schedule.tasks] == [early.key, late.key, a.key, b.key]
+    assert set(schedule.stored) == {at_early.key}
+
+
 def test_a_failed_task_is_stored_as_failed_its_dependents_too_and_a_rerun_retries(
     tmp_path: Path, context: Context
 ) -> None:

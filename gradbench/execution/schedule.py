@@ -5,7 +5,8 @@ derived task is redone when a rows task it needs runs now; an intermediate task 
 task that runs needs it. A cell measured at an intermediate result (``at_intermediate``: a
 variance cell at its checkpoint) is redone when this run makes that result anew (trains the
 checkpoint, which another machine or a lost file makes differ from the one the stored cell
-saw), so the cells compared at one checkpoint keep one set of parameters. Finished rows stand in
+saw) and measures another cell at it, so the cells compared at one checkpoint keep one set of
+parameters; a checkpoint trained only on the way to a later one leaves its cells stored. Finished rows stand in
 for their task's result (their stored frame).
 """
 
@@ -90,9 +91,10 @@ def plan_schedule(
 ) -> Schedule:
     """The schedule of ``tasks`` against what ``store`` already holds (module docstring)."""
     order = ordered(tasks)
+    by_key = {task.key: task for task in order}
     frames = {task.key: None if force else store.stored(task.cell, provenance)
               for task in order if task.cell is not None}
-    made: set[str] = set()  # intermediate results this run makes anew (not loaded)
+    made: set[str] = set()  # intermediates made anew (not loaded) that a running cell measures at
     while True:
         runs: set[str] = set()
         for task in order:
@@ -108,8 +110,8 @@ def plan_schedule(
         for task in reversed(order):
             if task.key in wanted:
                 wanted.update(n for n in task.needs if n not in stored)
-        making = {task.key for task in order
-                  if task.key in wanted and task.cell is None and not task.on_driver}
+        making = {need for task in order if task.key in runs and task.at_intermediate
+                  for need in task.needs if not by_key[need].on_driver}
         if making <= made:
             break
         made |= making
