@@ -6,8 +6,8 @@ task that runs needs it. A cell measured at an intermediate result (``at_interme
 variance cell at its checkpoint) is redone when this run makes that result anew (trains the
 checkpoint, which another machine or a lost file makes differ from the one the stored cell
 saw) and measures another cell at it, so the cells compared at one checkpoint keep one set of
-parameters; a checkpoint trained only on the way to a later one leaves its cells stored. Finished rows stand in
-for their task's result (their stored frame).
+parameters; a checkpoint trained only on the way to a later one leaves its cells stored.
+Finished rows stand in for their task's result (their stored frame).
 """
 
 from __future__ import annotations
