@@ -341,6 +341,7 @@ class Prepared:
     formats: tuple[str, ...]
     store: ResultStore
     provenance: Provenance
+    tasks: list[Task]  # every task of the run, stored ones included (the schedule needs them)
     schedule: Schedule
     costs: dict[str, tuple[float, str]]
     workers: int
@@ -416,7 +417,7 @@ def prepare(
     schedule = plan_schedule(tasks, store, provenance, options.force)
     costs = estimate(schedule.tasks, store, dataset, device)
     return Prepared(plan, options, executor, device, dataset, out, results, formats, store,
-                    provenance, schedule, costs, workers(executor, options))
+                    provenance, tasks, schedule, costs, workers(executor, options))
 
 
 def banner(prepared: Prepared) -> str:
@@ -502,7 +503,7 @@ def execute_prepared(prepared: Prepared) -> RunResult:
     if plan.profile.torch_threads is not None:
         torch.set_num_threads(plan.profile.torch_threads)
     try:
-        driver = execute(prepared.schedule.tasks, prepared.store, prepared.provenance, executor,
+        driver = execute(prepared.tasks, prepared.store, prepared.provenance, executor,
                          context, force=options.force,
                          describe=f"all ({plan.profile.name}, {executor.name})")
     except KeyboardInterrupt:

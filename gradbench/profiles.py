@@ -271,6 +271,7 @@ ARM = Profile(
     model_options=profile_model_options("arm"),
     train_epochs=1000,
     train_batch_size=50,
+    timing_batch_size=50,  # the step the protocol trains with
     train_learning_rate=1e-4,
     eval_iw_samples=100,
     eval_iw_every=10,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
+import time
 from contextlib import redirect_stdout
 from dataclasses import dataclass, fields
 from importlib.metadata import EntryPoint
@@ -378,6 +380,24 @@ def test_progress_lines_say_cells_done_and_the_time_to_finish() -> None:
     assert stream.getvalue() == "gradbench: 0/2 cells, 1m 00s spent, about 3m 00s to finish\n"
 
 
+def test_a_long_cell_gets_progress_lines_while_it_runs() -> None:
+    """No task finishes for 0.6 s: the heartbeat still prints about one line per interval."""
+    stream = io.StringIO()
+    lines = ProgressLines({"long": 100.0}, cells=1, interval=0.1, stream=stream)
+
+    @dataclass
+    class Sleeping:
+        name: str = "sleeping"
+
+        def execute(self, schedule: object, driver: object) -> None:
+            time.sleep(0.6)
+
+    progress.WithProgressLines(Sleeping(), lines).execute(None, None)  # type: ignore[arg-type]
+    printed = stream.getvalue().splitlines()
+    assert 3 <= len(printed) <= 7, printed
+    assert all(line.startswith("gradbench: 0/1 cells, ") for line in printed)
+
+
 def test_without_a_terminal_a_run_prints_progress_lines(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -443,3 +463,53 @@ def test_a_small_cell_is_not_estimated_at_a_large_profiles_fixed_cost(tmp_path: 
                                      "out": str(tmp_path / "out")})
     trained = [prepared.costs[t.key][0] for t in prepared.schedule.tasks if t.work is not None]
     assert len(trained) == 2 and all(0 < seconds < 1.0 for seconds in trained), trained
+
+
+@pytest.mark.parametrize("executor", ["in-process", "process-pool"])
+def test_a_run_resumes_when_a_summarys_inputs_are_partly_stored(
+    executor: str, tmp_path: Path
+) -> None:
+    """The variance slope needs every batch size's cell: with one of them lost (an interrupted
+    run), the next run plans, estimates and computes that cell and the slope alone."""
+    options = {**SMALL, "estimators": ["reparam"], "executor": executor, "jobs": 2,
+               "experiments": ["variance"], "report": False, "verbose": False,
+               "results": str(tmp_path / "results")}
+    first = api.run("smoke", **options)
+    cells = {path: pd.read_csv(path) for path in (tmp_path / "results" / "variance").glob("*.csv")}
+    largest = max((frame["batch_size"].max(), str(path)) for path, frame in cells.items()
+                  if frame["batch_size"].notna().any())
+    lost = Path(largest[1])
+    lost.unlink()
+    dry = api.run("smoke", **options, dry_run=True)
+    assert dry.cells == 2 and dry.estimated_workers_seconds > 0
+    again = api.run("smoke", **options)
+    assert again.status == 0 and again.computed == 2 and len(again.rows) == len(first.rows)
+    pd.testing.assert_frame_equal(pd.read_csv(lost)[MEASURED], cells[lost][MEASURED])
+
+
+def test_cells_at_a_checkpoint_trained_anew_are_all_measured_again(tmp_path: Path) -> None:
+    """With the checkpoints lost (another machine trains other parameters), losing one variance
+    cell makes the run train its checkpoint again and measure every cell at it again, so they
+    keep one digest; the paired-variance cells at that checkpoint too."""
+    options = {**SMALL, "models": ["bayes-mlp"], "estimators": ["local-reparam", "reparam"],
+               "experiments": ["variance", "paired-variance"], "report": False,
+               "verbose": False, "results": str(tmp_path / "results")}
+    api.run("smoke", **options)
+    folders = [tmp_path / "results" / name for name in ("variance", "paired-variance")]
+
+    def at_epoch(epoch: float) -> list[Path]:
+        return sorted(path for folder in folders for path in folder.glob("*.csv")
+                      if set(pd.read_csv(path)["epoch"].dropna()) == {epoch})
+
+    trained, initial = at_epoch(1.0), at_epoch(0.0)
+    assert len(trained) > 4 and len(initial) > 4  # the smoke profile's checkpoints: 0 (no
+    # training: the seeded initialisation) and 1 epoch
+    before = {path: path.stat().st_mtime_ns for path in trained + initial}
+    shutil.rmtree(tmp_path / "results" / "checkpoints")
+    next(path for path in trained if "local-reparam" in path.name).unlink()
+    again = api.run("smoke", **options)
+    assert again.computed == len(trained)
+    assert all(path.stat().st_mtime_ns > before[path] for path in trained if path.exists())
+    assert all(path.stat().st_mtime_ns == before[path] for path in initial)
+    digests = again.rows.loc[again.rows["epoch"] == 1.0, "checkpoint"].dropna()
+    assert digests.nunique() == 1

@@ -110,6 +110,54 @@ def test_stored_cells_are_skipped_and_derived_cells_redone_when_a_need_reruns(
     assert float(store.read(c.cell)["value"].iloc[0]) == 12.0
 
 
+def _checkpoint(context: Context) -> pd.DataFrame:
+    return pd.DataFrame({"value": [1.0]})
+
+
+@pytest.mark.parametrize("made", [True, False])
+def test_cells_at_an_intermediate_are_redone_when_the_run_makes_it_anew(
+    made: bool, tmp_path: Path, context: Context
+) -> None:
+    """Two cells measured at one checkpoint: with one of them lost, a run that trains the
+    checkpoint anew (its file lost too, or another machine's) measures both again, one set of
+    parameters for both; a checkpoint loaded from its file (on the driver) leaves the other
+    stored. A derived cell of theirs follows."""
+    store = ResultStore(tmp_path)
+    provenance = Provenance.collect(CPU, "test")
+    point = Task("checkpoints/x.pt", _checkpoint, on_driver=not made)
+    a, b = (Task(cell_key(_cell(n)), partial(_rows, 1.0), (point.key,), _cell(n),
+                 at_intermediate=True) for n in ("a", "b"))
+    c = _task("c", partial(_rows, 0.0), (a.key, b.key), derived=True)
+    other = _task("other", partial(_rows, 5.0))
+    execute([point, a, b, c, other], store, provenance, InProcessExecutor(), context)
+    assert plan_schedule([point, a, b, c, other], store, provenance).tasks == []
+    store.path(a.cell).unlink()
+    schedule = plan_schedule([point, a, b, c, other], store, provenance)
+    expected = [point.key, a.key, b.key, c.key] if made else [point.key, a.key, c.key]
+    assert [t.key for t in schedule.tasks] == expected
+    assert set(schedule.stored) == ({other.key} if made else {b.key, other.key})
+
+
+def test_a_checkpoint_trained_on_the_way_to_a_later_one_keeps_its_cells(
+    tmp_path: Path, context: Context
+) -> None:
+    """Checkpoints at 10 and 100 epochs, both files lost: a lost cell at 100 trains both, and
+    measures the other cell at 100 again, not the cell at 10."""
+    store = ResultStore(tmp_path)
+    provenance = Provenance.collect(CPU, "test")
+    early = Task("checkpoints/10.pt", _checkpoint)
+    late = Task("checkpoints/100.pt", lambda context, before: before, (early.key,))
+    at_early, a, b = (Task(cell_key(_cell(n)), partial(_rows, 1.0), (point.key,), _cell(n),
+                           at_intermediate=True)
+                      for n, point in (("e", early), ("a", late), ("b", late)))
+    tasks = [early, late, at_early, a, b]
+    execute(tasks, store, provenance, InProcessExecutor(), context)
+    store.path(a.cell).unlink()
+    schedule = plan_schedule(tasks, store, provenance)
+    assert [t.key for t in schedule.tasks] == [early.key, late.key, a.key, b.key]
+    assert set(schedule.stored) == {at_early.key}
+
+
 def test_a_failed_task_is_stored_as_failed_its_dependents_too_and_a_rerun_retries(
     tmp_path: Path, context: Context
 ) -> None:

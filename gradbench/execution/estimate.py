@@ -123,9 +123,11 @@ def makespan(tasks: Sequence[Task], costs: dict[str, tuple[float, str]], workers
     """Seconds to run ``tasks`` on ``workers`` slots as the parallel executors do: whenever a
     slot frees, the first ready task (its needs done) that fits starts; a whole-node task
     takes every slot and starts only when nothing else runs or is ready
-    (:func:`gradbench.execution.ray_executor._submittable`)."""
+    (:func:`gradbench.execution.ray_executor._submittable`). A need that is not among ``tasks``
+    is stored (a finished cell) and counts as done."""
     pending = list(tasks)
-    finished: set[str] = set()
+    keys = {task.key for task in tasks}
+    finished = {key for task in tasks for key in task.needs if key not in keys}
     running: list[tuple[float, str, int]] = []  # (end, key, slots), a heap
     now, free = 0.0, workers
     while pending or running:

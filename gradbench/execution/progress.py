@@ -4,12 +4,14 @@ batch scheduler, where stderr is a file), at most one per ``interval`` seconds.
 Each line says the cells done of the cells to run, the time spent, and the time to finish:
 the time spent scaled by the estimated seconds still to run over the estimated seconds done
 (:mod:`gradbench.execution.estimate`), so a run whose estimates are off by a constant factor
-still gets the right time to finish.
+still gets the right time to finish. A line also comes while a long cell runs (a heartbeat
+thread), so an hour-long cell does not look like a hung run.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -45,6 +47,7 @@ class ProgressLines:
     done_cost: float = 0.0
     started: float = field(init=False)
     last: float = field(init=False)
+    lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.started = self.last = self.clock()
@@ -53,10 +56,17 @@ class ProgressLines:
 
     def finished(self, task: Task) -> None:
         """Count ``task`` as done; print a line when one is due."""
-        self.done_cost += self.costs.get(task.key, 0.0)
-        self.done_cells += task.cell is not None
-        now = self.clock()
-        if now - self.last >= self.interval:
+        with self.lock:
+            self.done_cost += self.costs.get(task.key, 0.0)
+            self.done_cells += task.cell is not None
+        self.tick()
+
+    def tick(self) -> None:
+        """Print a line when ``interval`` seconds have passed since the last one."""
+        with self.lock:
+            now = self.clock()
+            if now - self.last < self.interval:
+                return
             self.last = now
             print(self.line(now), file=self.stream or sys.stderr, flush=True)
 
@@ -100,4 +110,17 @@ class WithProgressLines:
 
     def execute(self, schedule: Schedule, driver: Driver) -> None:
         reporting = _ReportingDriver(driver, self.progress)
-        self.inner.execute(schedule, reporting)  # type: ignore[arg-type]
+        done = threading.Event()
+        period = max(self.progress.interval or 0.0, 0.1)
+        heartbeat = threading.Thread(target=self._beat, args=(done, period), daemon=True)
+        heartbeat.start()
+        try:
+            self.inner.execute(schedule, reporting)  # type: ignore[arg-type]
+        finally:
+            done.set()
+            heartbeat.join()
+
+    def _beat(self, done: threading.Event, period: float) -> None:
+        """Every ``period`` seconds until ``done``, a line if one is due."""
+        while not done.wait(period):
+            self.progress.tick()

@@ -2,7 +2,12 @@
 
 A rows task whose cell is stored (made by this code, not failed) is done unless ``force``; a
 derived task is redone when a rows task it needs runs now; an intermediate task runs only when a
-task that runs needs it. Finished rows stand in for their task's result (their stored frame).
+task that runs needs it. A cell measured at an intermediate result (``at_intermediate``: a
+variance cell at its checkpoint) is redone when this run makes that result anew (trains the
+checkpoint, which another machine or a lost file makes differ from the one the stored cell
+saw) and measures another cell at it, so the cells compared at one checkpoint keep one set of
+parameters; a checkpoint trained only on the way to a later one leaves its cells stored.
+Finished rows stand in for their task's result (their stored frame).
 """
 
 from __future__ import annotations
@@ -86,20 +91,29 @@ def plan_schedule(
 ) -> Schedule:
     """The schedule of ``tasks`` against what ``store`` already holds (module docstring)."""
     order = ordered(tasks)
-    stored: dict[str, pd.DataFrame] = {}
-    runs: set[str] = set()
-    for task in order:
-        if task.cell is None:
-            continue
-        frame = None if force else store.stored(task.cell, provenance)
-        redo = task.derived and any(need in runs for need in task.needs)
-        if frame is None or redo:
-            runs.add(task.key)
-        else:
-            stored[task.key] = frame
-    wanted = set(runs)
-    for task in reversed(order):
-        if task.key in wanted:
-            wanted.update(n for n in task.needs if n not in stored)
+    by_key = {task.key: task for task in order}
+    frames = {task.key: None if force else store.stored(task.cell, provenance)
+              for task in order if task.cell is not None}
+    made: set[str] = set()  # intermediates made anew (not loaded) that a running cell measures at
+    while True:
+        runs: set[str] = set()
+        for task in order:
+            if task.cell is None:
+                continue
+            redo = (task.derived and any(need in runs for need in task.needs)) or (
+                task.at_intermediate and any(need in made for need in task.needs))
+            if frames[task.key] is None or redo:
+                runs.add(task.key)
+        stored = {key: frame for key, frame in frames.items()
+                  if frame is not None and key not in runs}
+        wanted = set(runs)
+        for task in reversed(order):
+            if task.key in wanted:
+                wanted.update(n for n in task.needs if n not in stored)
+        making = {need for task in order if task.key in runs and task.at_intermediate
+                  for need in task.needs if not by_key[need].on_driver}
+        if making <= made:
+            break
+        made |= making
     chosen = [task for task in order if task.key in wanted]
     return Schedule(chosen, stored, sum(task.cell is not None for task in chosen))

@@ -69,6 +69,8 @@ class Task:
     persist: Callable[[Any], None] | None = None
     describe: str = ""
     derived: bool = False  # rows computed from the rows it needs: redone when any of them is
+    at_intermediate: bool = False  # measured at an intermediate it needs (a checkpoint): redone
+    # when the run makes that intermediate anew
     work: Work | None = None  # for time estimates; None: negligible
 
     def __post_init__(self) -> None:

@@ -320,6 +320,7 @@ def bias_tasks(
             run = partial(_bias_rows, setting, label, reference, batch_size, draws)
             tasks.append(Task(
                 cell_key(cell), run, (checkpoints[epoch].key,), cell, resources,
+                at_intermediate=True,
                 describe=f"bias {setting.model} / {label} / epoch {epoch} / seed {setting.seed}",
                 work=Work(setting, label, batch_size, DOUBLE_PRECISION_COST * draws),
             ))

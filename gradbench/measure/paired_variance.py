@@ -350,6 +350,7 @@ def paired_variance_tasks(
                           stable_seed(setting.seed, EXPERIMENT, size, epoch), replicates)
             tasks.append(Task(
                 cell_key(cell), run, (checkpoints[epoch].key,), cell, resources,
+                at_intermediate=True,
                 describe=f"paired variance {setting.model} / M={size} / epoch {epoch} / "
                 f"seed {setting.seed}",
                 work=Work(setting, SINGLE_SAMPLE, size, GRADIENTS_PER_UNIT * units),

@@ -536,6 +536,7 @@ def variance_tasks(
                 )
                 per_size.append(Task(
                     cell_key(cell), run, (checkpoints[epoch].key,), cell, resources,
+                    at_intermediate=True,
                     describe=f"variance {setting.model} / {name} / M={size} / epoch {epoch} / "
                     f"seed {setting.seed}",
                     work=Work(setting, name, size, draws),

@@ -107,8 +107,8 @@ def at_one_checkpoint(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]
             "Left out, measured at other parameters than the cells compared at their checkpoint "
             f"(another digest or, without one, other code): {'; '.join(left_out)}. A left-out "
             "cell counts as missing here; gradbench all measures it again where other code made "
-            "it, not where this code trained its checkpoint on another machine (its cell is "
-            "stored: rerun it with --force)."
+            "it, and every cell at a checkpoint it trains anew (a checkpoint loaded from its "
+            "file keeps the cells stored at it: rerun those with --force)."
         )
     if by_code:
         notes.append(
