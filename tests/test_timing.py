@@ -420,3 +420,29 @@ def test_the_bernoulli_vae_is_timed_against_its_deterministic_network_and_the_ta
     assert headers[ratio_at + 1] == "evaluations per gradient"
     shown = {row[1]: row[ratio_at].values[0] for row in table.rows}
     assert shown == pytest.approx(ratios, rel=1e-12)
+
+
+def test_a_model_timed_at_two_minibatches_shows_both_and_ranks_within_each() -> None:
+    """The arm profile moved its timed minibatch from 100 to 50: the shared table keeps both
+    sets of rows, each ranked among its own minibatch (a step at 50 is not faster than one at
+    100 for being smaller)."""
+    from gradbench.experiments.metrics import SECONDS_PER_EPOCH
+    from gradbench.report.rows import prepare_rows
+    from gradbench.report.timing_tables import shared_timing_table
+    from gradbench.results import Cell, Provenance, stamp
+
+    provenance = Provenance("cpu", "Test CPU", "2.0", 1, "abc", "abc", "arm",
+                            "2025-01-02T03:04:05+00:00")
+    seconds = {(50, "arm"): 1.0, (50, "rloo"): 2.0, (100, "arm"): 4.0, (100, "rloo"): 3.0}
+    frames = [stamp([{"param_group": "all", "batch_size": size, "metric": SECONDS_PER_EPOCH,
+                      "value": value}],
+                    Cell("timing", "bernoulli-vae", name, {"batch_size": size, "seed": 0}),
+                    provenance)
+              for (size, name), value in seconds.items()]
+    table = shared_timing_table(prepare_rows(pd.concat(frames, ignore_index=True)))
+    assert table is not None
+    headers = [column.label for column in table.columns]
+    found = {(int(row[2]), row[1]): dict(zip(headers, row)) for row in table.rows}
+    assert set(found) == set(seconds)
+    ranks = {key: found[key]["avg. rank"].per_seed[0] for key in found}
+    assert ranks == {(50, "arm"): 1.0, (50, "rloo"): 2.0, (100, "arm"): 2.0, (100, "rloo"): 1.0}
