@@ -480,7 +480,7 @@ def _executor_with_progress(prepared: Prepared) -> tuple[Executor, bool]:
     if sys.stderr.isatty():
         return prepared.executor, True
     costs = {key: seconds for key, (seconds, _) in prepared.costs.items()}
-    lines = ProgressLines(costs, prepared.schedule.cells)
+    lines = ProgressLines(costs, prepared.schedule.cells, wall_seconds=prepared.workers_seconds)
     return WithProgressLines(prepared.executor, lines), False
 
 
