@@ -392,9 +392,9 @@ def test_two_runs_on_one_folder_compute_each_cell_once_with_one_run_s_rows(
 
 
 def test_the_code_version_covers_the_sources_that_make_rows_and_not_the_reports() -> None:
-    """A new module under ``report/`` (or the command line) keeps the code version, so a
-    commit to the reports keeps stored cells, resumable states and checkpoints current; one
-    under ``measure/`` changes it."""
+    """A new module under ``report/`` (or the command line) and an edit of the progress lines
+    keep the code version, so a commit to the reports keeps stored cells, resumable states and
+    checkpoints current; a new module under ``measure/`` changes it."""
     package = Path(results_module.__file__).resolve().parent
     before = source_hash()
     for folder, changes in (("report", False), ("commands", False), ("measure", True)):
@@ -404,5 +404,13 @@ def test_the_code_version_covers_the_sources_that_make_rows_and_not_the_reports(
             assert (source_hash() != before) is changes, folder
         finally:
             probe.unlink()
+    assert source_hash() == before
+    progress = package / "execution" / "progress.py"
+    text = progress.read_bytes()
+    try:
+        progress.write_bytes(text + b"\n")
+        assert source_hash() == before, "execution/progress.py"
+    finally:
+        progress.write_bytes(text)
     assert source_hash() == before
     assert code_version() == f"src.{before}"
