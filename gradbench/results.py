@@ -181,12 +181,19 @@ def _git(root: Path, *args: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The commit of the gradbench checkout (``-dirty`` if it has uncommitted changes), else
-    'unknown'. Read once per process, as :func:`code_version` (every task stamps its rows)."""
-    root = Path(__file__).resolve().parent.parent
+    """The commit of the gradbench checkout (:func:`checkout_commit` of this package). Read
+    once per process, as :func:`code_version` (every task stamps its rows)."""
+    return checkout_commit(Path(__file__).resolve().parent)
+
+
+def checkout_commit(package: Path) -> str:
+    """The commit of the git checkout holding ``package`` (a folder at its root), ``-dirty``
+    appended if the package's files have uncommitted changes (rows and reports written into the
+    checkout, outside the package, do not count); 'unknown' outside a checkout."""
     try:
-        commit = _git(root, "rev-parse", "HEAD")
-        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+        commit = _git(package.parent, "rev-parse", "HEAD")
+        dirty = _git(package.parent, "status", "--porcelain", "--untracked-files=no", "--",
+                     package.name)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit

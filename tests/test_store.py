@@ -43,6 +43,7 @@ from gradbench.results import (
     CellLock,
     Provenance,
     ResultStore,
+    checkout_commit,
     code_version,
     digest_path,
     read_cell,
@@ -414,3 +415,28 @@ def test_the_code_version_covers_the_sources_that_make_rows_and_not_the_reports(
         progress.write_bytes(text)
     assert source_hash() == before
     assert code_version() == f"src.{before}"
+
+
+def test_the_commit_is_dirty_for_changed_sources_and_not_for_stored_rows(tmp_path: Path) -> None:
+    """Rows stored in the checkout (a tracked results file rewritten by a run) keep the commit
+    clean; an uncommitted change to the package's files makes it ``-dirty``."""
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    package, rows = tmp_path / "pkg", tmp_path / "reports" / "rows.csv"
+    package.mkdir()
+    rows.parent.mkdir()
+    (package / "module.py").write_text("VALUE = 1\n")
+    rows.write_text("a\n1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "start")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    assert checkout_commit(package) == head
+    rows.write_text("a\n2\n")
+    assert checkout_commit(package) == head
+    (package / "module.py").write_text("VALUE = 2\n")
+    assert checkout_commit(package) == f"{head}-dirty"
+    assert checkout_commit(tmp_path / "elsewhere" / "pkg") == "unknown"
+
