@@ -468,7 +468,8 @@ def print_plan(prepared: Prepared) -> None:
             seconds, source = prepared.costs[task.key]
             print(f"  {seconds:9.1f} s  ({source:10s})  {task.describe or task.key}")
     print(f"estimated total: {duration(prepared.one_process_seconds)} in one process; "
-          f"{duration(prepared.workers_seconds)} with {prepared.workers} workers "
+          f"{duration(prepared.workers_seconds)} with {prepared.workers} "
+          f"{'worker' if prepared.workers == 1 else 'workers'} "
           "(estimates: stored cell times where present, else a calibration of one gradient)")
 
 
@@ -480,7 +481,7 @@ def _executor_with_progress(prepared: Prepared) -> tuple[Executor, bool]:
     if sys.stderr.isatty():
         return prepared.executor, True
     costs = {key: seconds for key, (seconds, _) in prepared.costs.items()}
-    lines = ProgressLines(costs, prepared.schedule.cells)
+    lines = ProgressLines(costs, prepared.schedule.cells, wall_seconds=prepared.workers_seconds)
     return WithProgressLines(prepared.executor, lines), False
 
 

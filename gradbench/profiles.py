@@ -78,8 +78,9 @@ class Profile:
     dataset: str = setting("mnist", "dataset (gradbench.data): mnist, fashion-mnist or digits; "
                            "the run stops, saying where it looked, when it is not found")
     subset: int | None = setting(None, "keep the first N examples of each split; none: all")
-    binarization: str = setting("threshold", "threshold (the thesis': grey level >= 0.5) or "
-                                "a fixed sample")
+    binarization: str = setting("threshold", "threshold (the thesis': grey level >= 0.5), "
+                                "dynamic (a fresh Bernoulli sample per use, DisARM's) or fixed "
+                                "(one sample)")
     seeds: tuple[int, ...] = setting((0, 1, 2, 3, 4), "one run of every cell per seed: "
                                      "initialisation, data order, noise")
     data_seed: int = setting(0, "the fixed binarization's sample, the same for every seed")

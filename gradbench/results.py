@@ -181,20 +181,29 @@ def _git(root: Path, *args: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The commit of the gradbench checkout (``-dirty`` if it has uncommitted changes), else
-    'unknown'. Read once per process, as :func:`code_version` (every task stamps its rows)."""
-    root = Path(__file__).resolve().parent.parent
+    """The commit of the gradbench checkout (:func:`checkout_commit` of this package). Read
+    once per process, as :func:`code_version` (every task stamps its rows)."""
+    return checkout_commit(Path(__file__).resolve().parent)
+
+
+def checkout_commit(package: Path) -> str:
+    """The commit of the git checkout holding ``package`` (a folder at its root), ``-dirty``
+    appended if the package's files have uncommitted changes (rows and reports written into the
+    checkout, outside the package, do not count); 'unknown' outside a checkout."""
     try:
-        commit = _git(root, "rev-parse", "HEAD")
-        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+        commit = _git(package.parent, "rev-parse", "HEAD")
+        dirty = _git(package.parent, "status", "--porcelain", "--untracked-files=no", "--",
+                     package.name)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
 
 
-ROW_FREE_SOURCES = frozenset({"report", "commands", "cli.py", "__main__.py"})
-"""The parts of the package that make no rows (the reports and the command line): outside the
-code version, so that changing how a report reads rows keeps the rows' cells current."""
+ROW_FREE_SOURCES = frozenset({"report", "commands", "cli.py", "__main__.py",
+                              "execution/progress.py"})
+"""The parts of the package that make no rows (the reports, the command line and the progress
+lines), as folders or files relative to it: outside the code version, so that changing how a
+report reads rows, or what a run prints while it runs, keeps the rows' cells current."""
 
 
 def source_hash() -> str:
@@ -204,7 +213,7 @@ def source_hash() -> str:
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         relative = path.relative_to(package)
-        if relative.parts[0] in ROW_FREE_SOURCES:
+        if relative.parts[0] in ROW_FREE_SOURCES or relative.as_posix() in ROW_FREE_SOURCES:
             continue
         digest.update(relative.as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")

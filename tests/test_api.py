@@ -380,6 +380,25 @@ def test_progress_lines_say_cells_done_and_the_time_to_finish() -> None:
     assert stream.getvalue() == "gradbench: 0/2 cells, 1m 00s spent, about 3m 00s to finish\n"
 
 
+def test_a_quick_first_task_does_not_scale_the_time_to_finish() -> None:
+    """A catalogue cell estimated at 0.02 s, then a 1,580 s cell: until a tenth of the estimate
+    is done the time to finish is the run's estimate less the time spent, not 0.02 s's pace."""
+    now = [0.0]
+    stream = io.StringIO()
+    lines = ProgressLines({"catalogue": 0.02, "train": 1580.0}, cells=2, interval=60.0,
+                          stream=stream, clock=lambda: now[0], wall_seconds=1580.0)
+    now[0] = 0.1
+    lines.finished(Task("catalogue", print))
+    now[0] = 240.0
+    lines.tick()
+    now[0] = 2000.0
+    lines.tick()
+    assert stream.getvalue().splitlines() == [
+        "gradbench: 0/2 cells, 4m 00s spent, about 22m 20s to finish by the estimate",
+        "gradbench: 0/2 cells, 33m 20s spent, past the estimate of 26m 20s",
+    ]
+
+
 def test_a_long_cell_gets_progress_lines_while_it_runs() -> None:
     """No task finishes for 0.6 s: the heartbeat still prints about one line per interval."""
     stream = io.StringIO()

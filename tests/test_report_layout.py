@@ -270,7 +270,7 @@ def test_readme_opens_with_the_two_commands_and_its_example_runs() -> None:
     section = text.split("\n## Add an estimator\n", 1)[1].split("\n## ", 1)[0]
     example = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(example) == 1
-    namespace: dict[str, object] = {}
+    namespace: dict[str, object] = {"__name__": "__main__"}  # run as a script: its check runs
     try:
         exec(compile(example[0], str(README), "exec"), namespace)
         result = namespace["result"]

@@ -43,6 +43,7 @@ from gradbench.results import (
     CellLock,
     Provenance,
     ResultStore,
+    checkout_commit,
     code_version,
     digest_path,
     read_cell,
@@ -392,9 +393,9 @@ def test_two_runs_on_one_folder_compute_each_cell_once_with_one_run_s_rows(
 
 
 def test_the_code_version_covers_the_sources_that_make_rows_and_not_the_reports() -> None:
-    """A new module under ``report/`` (or the command line) keeps the code version, so a
-    commit to the reports keeps stored cells, resumable states and checkpoints current; one
-    under ``measure/`` changes it."""
+    """A new module under ``report/`` (or the command line) and an edit of the progress lines
+    keep the code version, so a commit to the reports keeps stored cells, resumable states and
+    checkpoints current; a new module under ``measure/`` changes it."""
     package = Path(results_module.__file__).resolve().parent
     before = source_hash()
     for folder, changes in (("report", False), ("commands", False), ("measure", True)):
@@ -405,4 +406,37 @@ def test_the_code_version_covers_the_sources_that_make_rows_and_not_the_reports(
         finally:
             probe.unlink()
     assert source_hash() == before
+    progress = package / "execution" / "progress.py"
+    text = progress.read_bytes()
+    try:
+        progress.write_bytes(text + b"\n")
+        assert source_hash() == before, "execution/progress.py"
+    finally:
+        progress.write_bytes(text)
+    assert source_hash() == before
     assert code_version() == f"src.{before}"
+
+
+def test_the_commit_is_dirty_for_changed_sources_and_not_for_stored_rows(tmp_path: Path) -> None:
+    """Rows stored in the checkout (a tracked results file rewritten by a run) keep the commit
+    clean; an uncommitted change to the package's files makes it ``-dirty``."""
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    package, rows = tmp_path / "pkg", tmp_path / "reports" / "rows.csv"
+    package.mkdir()
+    rows.parent.mkdir()
+    (package / "module.py").write_text("VALUE = 1\n")
+    rows.write_text("a\n1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "start")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    assert checkout_commit(package) == head
+    rows.write_text("a\n2\n")
+    assert checkout_commit(package) == head
+    (package / "module.py").write_text("VALUE = 2\n")
+    assert checkout_commit(package) == f"{head}-dirty"
+    assert checkout_commit(tmp_path / "elsewhere" / "pkg") == "unknown"
+

@@ -189,7 +189,8 @@ def _table(frame: pd.DataFrame, args: argparse.Namespace) -> str:
         ),
         (
             "noise = E_B[Var(g|B)], data = Var_B(E[g|B]) (shares of the variance); "
-            "SNR = mean over parameters of |E g| / std g."
+            "SNR = root mean square over the group's random parameters of |E g| / std g, its square "
+            "debiased."
         ),
         "",
     ]

@@ -1,10 +1,12 @@
 """Progress of a run where no progress bar can show: plain lines on stderr (under ``nohup`` or a
 batch scheduler, where stderr is a file), at most one per ``interval`` seconds.
 
-Each line says the cells done of the cells to run, the time spent, and the time to finish:
-the time spent scaled by the estimated seconds still to run over the estimated seconds done
-(:mod:`gradbench.execution.estimate`), so a run whose estimates are off by a constant factor
-still gets the right time to finish. A line also comes while a long cell runs (a heartbeat
+Each line says the cells done of the cells to run, the time spent, and the time to finish.
+Once the tasks done carry a tenth of the estimated seconds (:mod:`gradbench.execution.estimate`),
+the time to finish is the time spent scaled by the estimated seconds still to run over those
+done, so a run whose estimates are off by a constant factor still gets the right time; before
+that (a run whose first task is a quick one, then an hour-long cell) it is the run's estimated
+wall-clock time less the time spent. A line also comes while a long cell runs (a heartbeat
 thread), so an hour-long cell does not look like a hung run.
 """
 
@@ -22,6 +24,9 @@ from gradbench.execution.task import Task
 
 INTERVAL_S = 60.0
 """Seconds between two progress lines."""
+CALIBRATED_SHARE = 0.1
+"""The share of the estimated seconds that the tasks done must carry before their pace scales
+the time to finish (module docstring)."""
 
 
 def duration(seconds: float) -> str:
@@ -36,10 +41,12 @@ def duration(seconds: float) -> str:
 @dataclass
 class ProgressLines:
     """Counts finished tasks and prints a line when ``interval`` seconds have passed since the
-    last (module docstring). ``costs``: estimated seconds per task key."""
+    last (module docstring). ``costs``: estimated seconds per task key; ``wall_seconds``: the
+    run's estimated wall-clock time on its workers (None: the costs' sum, one process)."""
 
     costs: dict[str, float]
     cells: int
+    wall_seconds: float | None = None
     interval: float | None = None  # None: INTERVAL_S
     stream: TextIO | None = None  # None: sys.stderr when a line is printed
     clock: Any = time.monotonic
@@ -75,10 +82,15 @@ class ProgressLines:
         spent = now - self.started
         total = sum(self.costs.values())
         text = f"gradbench: {self.done_cells}/{self.cells} cells, {duration(spent)} spent"
-        if self.done_cost > 0 and total > self.done_cost:
+        if total <= self.done_cost:
+            return text
+        if self.done_cost >= CALIBRATED_SHARE * total:
             left = spent * (total - self.done_cost) / self.done_cost
-            text += f", about {duration(left)} to finish"
-        return text
+            return text + f", about {duration(left)} to finish"
+        expected = total if self.wall_seconds is None else self.wall_seconds
+        if spent < expected:
+            return text + f", about {duration(expected - spent)} to finish by the estimate"
+        return text + f", past the estimate of {duration(expected)}"
 
 
 @dataclass
