@@ -387,3 +387,22 @@ def test_ray_hands_a_whole_node_task_over_alone_when_nothing_else_runs_or_waits(
     assert _submittable([other], [whole]) == []
     checkpoint = Task("checkpoint", partial(_rows, 1.0))
     assert _submittable([core, other, checkpoint], []) == [checkpoint, core, other]
+
+
+def test_stored_seconds_come_from_cells_that_ran_not_skipped_or_failed_ones(tmp_path: Path) -> None:
+    """A skipped cell's row took seconds to write, not to measure: a rerun estimated from it
+    would start a cell estimated over the limit (the paper's 14-hour cells, skipped in 4.5 s)."""
+    from gradbench.execution.estimate import stored_seconds
+
+    store = ResultStore(tmp_path)
+    provenance = Provenance.collect(CPU, "test")
+    key = ("variance", "toy", "x", -1)
+    skipped = {"param_group": "all", "metric": "estimated_seconds", "value": 5e4,
+               "status": STATUS_SKIPPED}
+    store.save(_cell("x"), [skipped], provenance, seconds=4.5)
+    failed = {"metric": "failed", "status": STATUS_FAILED, "error": "e"}
+    store.save(Cell("variance", "toy", "x", {"seed": 1}), [failed], provenance, seconds=2.0)
+    assert key not in stored_seconds(store)
+    ran = {"param_group": "all", "metric": "m", "value": 1.0}
+    store.save(Cell("variance", "toy", "x", {"seed": 2}), [ran], provenance, seconds=300.0)
+    assert stored_seconds(store)[key] == 300.0

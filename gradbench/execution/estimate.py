@@ -1,8 +1,8 @@
 """Time estimates of a run's tasks (``all --dry-run``), before anything runs.
 
 A cell already measured in the store under the same experiment, model, estimator and minibatch
-size (another seed, an earlier run) is estimated by the median of its stored ``cell_seconds``;
-any other task by a short calibration: the seconds of one gradient of its estimator on its
+size (another seed, an earlier run) is estimated by the median of its stored ``cell_seconds``
+(of cells that ran: not skipped, not failed); any other task by a short calibration: the seconds of one gradient of its estimator on its
 model, measured at minibatch sizes 1 and 100 and interpolated linearly, times the gradients its
 :class:`gradbench.execution.task.Work` declares (a forward pass counted as a third of a
 gradient), mapped to a cell's seconds by its experiment's fit (:data:`CALIBRATED_CELLS`). The
@@ -22,7 +22,7 @@ from gradbench.data import Dataset
 from gradbench.device import synchronize, torch_threads
 from gradbench.execution.task import Task, Work
 from gradbench.experiment import build_estimator, build_model
-from gradbench.results import ResultStore
+from gradbench.results import UNFINISHED, ResultStore
 
 CALIBRATED_CELLS: dict[str, tuple[float, float]] = {
     "timing": (0.533, 0.078),
@@ -48,11 +48,14 @@ FORWARD_SHARE = 1 / 3
 
 
 def stored_seconds(store: ResultStore) -> dict[tuple, float]:
-    """Median stored seconds per (experiment, model, estimator, batch size) cell."""
+    """Median stored seconds per (experiment, model, estimator, batch size) cell, over cells
+    that ran: a skipped or failed cell's seconds are the time to write its row (a 14-hour cell
+    skipped in 4.5 s would be estimated at 4.5 s and run)."""
     rows = store.load()
     if rows.empty or "cell_seconds" not in rows:
         return {}
-    cells = rows.dropna(subset=["cell_seconds"]).drop_duplicates("config_hash")
+    ran = ~rows["status"].isin(UNFINISHED) if "status" in rows else True
+    cells = rows[ran].dropna(subset=["cell_seconds"]).drop_duplicates("config_hash")
     sizes = cells["batch_size"].astype("Float64").fillna(-1).astype(int)
     keys = zip(cells["experiment"], cells["model"], cells["estimator"], sizes)
     frame = pd.DataFrame({"key": list(keys), "seconds": cells["cell_seconds"].astype(float)})
