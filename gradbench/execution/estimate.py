@@ -4,8 +4,8 @@ A cell already measured in the store under the same experiment, model, estimator
 size (another seed, an earlier run) is estimated by the median of its stored ``cell_seconds``
 (of cells that ran: not skipped, not failed); any other task by a short calibration: the
 seconds of one gradient of its estimator on its model, measured at minibatch sizes 1 and 100
-and interpolated linearly, times the gradients its :class:`gradbench.execution.task.Work` declares (a forward pass counted as a third of a
-gradient), mapped to a cell's seconds by its experiment's fit (:data:`CALIBRATED_CELLS`). The
+and interpolated linearly, times the gradients its :class:`gradbench.execution.task.Work`
+declares (a forward pass counted as a third of a gradient), mapped to a cell's seconds by its experiment's fit (:data:`CALIBRATED_CELLS`). The
 total for N workers simulates the parallel executors (:func:`makespan`).
 """
 
