@@ -215,7 +215,8 @@ def test_cells_before_the_digest_compare_within_one_code_version_only() -> None:
 
 def test_the_variance_table_shows_one_digest_per_column_and_lists_the_others() -> None:
     """Kingma's Table 1 analogue: a cell of another digest is not shown beside the compared
-    ones (its table cell is empty for that seed), and is listed."""
+    ones (its table cell is empty for that seed), and is listed; a note names the digest compared
+    at each checkpoint."""
     rows = paper_rows(digests={("reparam-per-example", 0): "other"})
     table = variance_table(rows, "bayes-mlp")
     cells = {row[0]: dict(zip(table.headers, row)) for row in table.rows}
@@ -227,6 +228,9 @@ def test_the_variance_table_shows_one_digest_per_column_and_lists_the_others() -
     assert any(note.startswith("Left out, measured at other parameters") and
                "reparam-per-example at M = 100, 1000, 10 ep, seed 0 (digest other" in note
                for note in table.notes)
+    assert ("Parameters compared, one set per checkpoint (every cell of a column measured at "
+            "it): bayes-mlp, seed 0: 10 ep digest seed0; bayes-mlp, seed 1: 10 ep digest seed1."
+            ) in table.notes
     assert not any("Left out" in note for note in variance_table(paper_rows(), "bayes-mlp").notes)
 
 

@@ -75,9 +75,9 @@ def at_one_checkpoint(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]
     digest, or, for rows from before the digest was stored, their code version (on one machine
     a CPU checkpoint is a deterministic function of the code, its settings and the seed). At each model, seed and
     checkpoint epoch the compared set is the one most cells share (ties: the most recently
-    measured); a measured cell of another set is left out, as if missing, and listed. Rows
-    without a minibatch size (derived: slopes) and rows that measured nothing (lost cells) are
-    kept.
+    measured); a note names the compared set of each, and a measured cell of another set is
+    left out, as if missing, and listed. Rows without a minibatch size (derived: slopes) and rows
+    that measured nothing (lost cells) are kept.
     """
     if rows.empty:
         return rows, ()
@@ -88,12 +88,15 @@ def at_one_checkpoint(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]
     cells = rows["status"].isin([STATUS_OK, STATUS_DIVERGED]) & rows["batch_size"].notna()
     keep = pd.Series(True, index=rows.index)
     left_out: list[str] = []
+    compared: dict[tuple[str, int], list[str]] = {}
     by_code = False
     for (model, seed, epoch), part in rows[cells].groupby(["model", "seed", "epoch"], dropna=True):
         counts = part.assign(identity=identity[part.index]).groupby("identity").agg(
             cells=("config_hash", "nunique"), newest=("created_at", "max"))
         chosen = counts.sort_values(["cells", "newest"]).index[-1]
         by_code |= chosen.startswith(CODE_PREFIX)
+        compared.setdefault((model, int(seed)), []).append(
+            f"{epoch_label(epoch)} {_parameters(chosen)}")
         left = part[identity[part.index] != chosen]
         keep[left.index] = False
         for (name, other), cell in left.assign(identity=identity[left.index]).groupby(
@@ -101,7 +104,11 @@ def at_one_checkpoint(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]
             sizes = ", ".join(str(int(b)) for b in sorted(set(cell["batch_size"])))
             left_out.append(f"{model} / {name} at M = {sizes}, {epoch_label(epoch)}, seed "
                             f"{int(seed)} ({_parameters(other)}; compared: {_parameters(chosen)})")
-    notes = []
+    notes = [
+        "Parameters compared, one set per checkpoint (every cell of a column measured at it): "
+        + "; ".join(f"{model}, seed {seed}: {', '.join(sets)}"
+                            for (model, seed), sets in sorted(compared.items())) + "."
+    ] if compared else []
     if left_out:
         notes.append(
             "Left out, measured at other parameters than the cells compared at their checkpoint "
