@@ -20,7 +20,7 @@ from gradbench.cli import main
 from gradbench.data import DataConfig, load_dataset
 from gradbench.device import torch_threads
 from gradbench.execution.driver import execute
-from gradbench.execution.estimate import makespan
+from gradbench.execution.estimate import makespan, stored_seconds
 from gradbench.execution import limits
 from gradbench.execution.in_process import InProcessExecutor
 from gradbench.execution.schedule import ordered, plan_schedule
@@ -392,8 +392,6 @@ def test_ray_hands_a_whole_node_task_over_alone_when_nothing_else_runs_or_waits(
 def test_stored_seconds_come_from_cells_that_ran_not_skipped_or_failed_ones(tmp_path: Path) -> None:
     """A skipped cell's row took seconds to write, not to measure: a rerun estimated from it
     would start a cell estimated over the limit (the paper's 14-hour cells, skipped in 4.5 s)."""
-    from gradbench.execution.estimate import stored_seconds
-
     store = ResultStore(tmp_path)
     provenance = Provenance.collect(CPU, "test")
     key = ("variance", "toy", "x", -1)

@@ -5,8 +5,9 @@ size (another seed, an earlier run) is estimated by the median of its stored ``c
 (of cells that ran: not skipped, not failed); any other task by a short calibration: the
 seconds of one gradient of its estimator on its model, measured at minibatch sizes 1 and 100
 and interpolated linearly, times the gradients its :class:`gradbench.execution.task.Work`
-declares (a forward pass counted as a third of a gradient), mapped to a cell's seconds by its experiment's fit (:data:`CALIBRATED_CELLS`). The
-total for N workers simulates the parallel executors (:func:`makespan`).
+declares (a forward pass counted as a third of a gradient), mapped to a cell's seconds by its
+experiment's fit (:data:`CALIBRATED_CELLS`). The total for N workers simulates the parallel
+executors (:func:`makespan`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def stored_seconds(store: ResultStore) -> dict[tuple, float]:
     rows = store.load()
     if rows.empty or "cell_seconds" not in rows:
         return {}
-    ran = ~rows["status"].isin(UNFINISHED) if "status" in rows else True
+    ran = ~rows["status"].isin(UNFINISHED)
     cells = rows[ran].dropna(subset=["cell_seconds"]).drop_duplicates("config_hash")
     sizes = cells["batch_size"].astype("Float64").fillna(-1).astype(int)
     keys = zip(cells["experiment"], cells["model"], cells["estimator"], sizes)

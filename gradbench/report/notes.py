@@ -73,11 +73,11 @@ def at_one_checkpoint(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]
     parameters (so does another CPU: one seed trained different parameters on this project's
     Intel and AMD machines), so cells compare only at one set of parameters: their checkpoint
     digest, or, for rows from before the digest was stored, their code version (on one machine
-    a CPU checkpoint is a deterministic function of the code, its settings and the seed). At each model, seed and
-    checkpoint epoch the compared set is the one most cells share (ties: the most recently
-    measured); a note names the compared set of each, and a measured cell of another set is
-    left out, as if missing, and listed. Rows without a minibatch size (derived: slopes) and rows
-    that measured nothing (lost cells) are kept.
+    a CPU checkpoint is a deterministic function of the code, its settings and the seed). At
+    each model, seed and checkpoint epoch the compared set is the one most cells share (ties:
+    the most recently measured); a note names the compared set of each, and a measured cell of
+    another set is left out, as if missing, and listed. Rows without a minibatch size (derived:
+    slopes) and rows that measured nothing (lost cells) are kept.
     """
     if rows.empty:
         return rows, ()
@@ -104,10 +104,11 @@ def at_one_checkpoint(rows: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]
             sizes = ", ".join(str(int(b)) for b in sorted(set(cell["batch_size"])))
             left_out.append(f"{model} / {name} at M = {sizes}, {epoch_label(epoch)}, seed "
                             f"{int(seed)} ({_parameters(other)}; compared: {_parameters(chosen)})")
+    sets = "; ".join(f"{model}, seed {seed}: {', '.join(found)}"
+                     for (model, seed), found in sorted(compared.items()))
     notes = [
         "Parameters compared, one set per checkpoint (every cell of a column measured at it): "
-        + "; ".join(f"{model}, seed {seed}: {', '.join(sets)}"
-                            for (model, seed), sets in sorted(compared.items())) + "."
+        f"{sets}."
     ] if compared else []
     if left_out:
         notes.append(
