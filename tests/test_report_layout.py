@@ -257,6 +257,22 @@ def test_every_estimator_keeps_one_distinct_colour(quick: pd.DataFrame) -> None:
     assert drawn and all(colors == {styles[name].color} for name, colors in drawn.items())
 
 
+def test_side_by_side_panels_hold_their_legends_without_blank(quick: pd.DataFrame) -> None:
+    """Each legend ends before the next panel's labels begin, within half an inch of them."""
+    checked = 0
+    for plot in plots.variance_plots(quick):
+        renderer = plot.figure.canvas.get_renderer()
+        axes = plot.figure.axes
+        for axis, following in zip(axes, axes[1:]):
+            legend = axis.get_legend().get_window_extent(renderer)
+            labels = following.get_tightbbox(renderer)
+            blank = (labels.x0 - legend.x1) / plot.figure.dpi
+            assert 0 < blank < 0.5, (plot.name, blank)
+            checked += 1
+        plt.close(plot.figure)
+    assert checked >= 3
+
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 

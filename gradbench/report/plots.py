@@ -136,6 +136,28 @@ def _legend_outside(axis: plt.Axes) -> None:
         axis.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
+PANEL_WIDTH = 4.0
+"""Width of one panel's axes in inches, in figures whose panels sit side by side."""
+NEXT_PANEL_LABELS = 0.85
+"""Inches left of a panel's axes for its tick labels and y label."""
+
+
+def _fit_panels(figure: Figure, axes: list[plt.Axes], left: float = 0.75) -> None:
+    """Panels of :data:`PANEL_WIDTH` side by side, each followed by its own legend: the gap after
+    a panel is its widest legend plus the next panel's labels, measured once drawn, so no legend
+    reaches the next panel and no gap is wider than the legend it holds."""
+    renderer = figure.canvas.get_renderer()
+    legends = [axis.get_legend() for axis in axes]
+    legend_width = max(
+        (legend.get_window_extent(renderer).width / figure.dpi
+         for legend in legends if legend is not None), default=0.0)
+    gap = legend_width + 0.1 + NEXT_PANEL_LABELS
+    width = left + len(axes) * PANEL_WIDTH + (len(axes) - 1) * gap + legend_width + 0.2
+    figure.set_figwidth(width)
+    _margins(figure, left=left, right=width - left - len(axes) * PANEL_WIDTH
+             - (len(axes) - 1) * gap, wspace=gap / PANEL_WIDTH)
+
+
 def last_epoch(rows: pd.DataFrame) -> float | None:
     """The latest checkpoint (epoch) among the rows, or None."""
     epochs = rows["epoch"].dropna()
@@ -186,7 +208,8 @@ def _against_batch(
     groups = headline_groups(model, measured["param_group"])
     names = estimator_order(model, variance)
     with plt.rc_context(_style()):
-        figure, axes = plt.subplots(1, len(groups), figsize=(7.6 * len(groups), 3.5), squeeze=False)
+        figure, axes = plt.subplots(1, len(groups), figsize=(PANEL_WIDTH * len(groups), 3.5),
+                                    squeeze=False)
         for axis, group in zip(axes[0], groups):
             for name in names:
                 cell = select(variance, estimator=name)
@@ -224,7 +247,7 @@ def _against_batch(
             title = f"{model}, {group}" + (f", epoch {int(epoch)}" if epoch is not None else "")
             axis.set_title(title)
             _legend_outside(axis)
-        _margins(figure, right=2.8, wspace=1.05)
+        _fit_panels(figure, list(axes[0]))
     return figure
 
 
