@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from gradbench.data import DATASET_SOURCES
 from gradbench.estimators import ESTIMATORS, base_name, estimator_class, make_estimator
 from gradbench.experiments.metrics import APPLIES, EVALUATIONS, UNBIASED
 from gradbench.models import MODELS
@@ -49,6 +50,20 @@ def model_table() -> pd.DataFrame:
             for name, cls in MODELS.items()
         ]
     )
+
+
+def dataset_table() -> pd.DataFrame:
+    """One row per registered dataset (built-in and plugins'): name, summary."""
+    return pd.DataFrame([{"dataset": name, "summary": cls.summary}
+                         for name, cls in DATASET_SOURCES.items()])
+
+
+def experiment_table() -> pd.DataFrame:
+    """One row per registered experiment: name, whether ``--experiments`` selects it, summary."""
+    from gradbench.experiments.registry import experiments  # they import this module
+
+    return pd.DataFrame([{"experiment": name, "selectable": cls.selectable,
+                          "summary": cls.summary} for name, cls in experiments().items()])
 
 
 def problem_table() -> pd.DataFrame:

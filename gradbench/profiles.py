@@ -75,8 +75,8 @@ class Profile:
 
     name: str = field(metadata={"doc": "stamped on every result row and in the reports' header"})
     summary: str = field(metadata={"doc": "one line for --help and the README"})
-    dataset: str = setting("mnist", "dataset (gradbench.data): mnist, fashion-mnist or digits; "
-                           "the run stops, saying where it looked, when it is not found")
+    dataset: str = setting("mnist", "a registered dataset (gradbench list names them); the "
+                           "run stops, saying where it looked, when its files are not found")
     subset: int | None = setting(None, "keep the first N examples of each split; none: all")
     binarization: str = setting("threshold", "threshold (the thesis': grey level >= 0.5), "
                                 "dynamic (a fresh Bernoulli sample per use, DisARM's) or fixed "

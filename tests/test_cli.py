@@ -12,7 +12,9 @@ import pytest
 
 from gradbench.catalogue import applicable
 from gradbench.cli import main
+from gradbench.data import DATASET_SOURCES
 from gradbench.estimators import ESTIMATORS
+from gradbench.experiments.registry import experiments
 from gradbench.models import MODELS
 from gradbench.models.toy import PROBLEMS
 
@@ -32,6 +34,9 @@ def test_list_names_everything_and_the_matrix(capsys: pytest.CaptureFixture[str]
     assert [r["estimator"] for r in listing["estimators"]] == list(ESTIMATORS)
     assert [r["model"] for r in listing["models"]] == list(MODELS)
     assert [r["problem"] for r in listing["problems"]] == list(PROBLEMS)
+    assert [r["dataset"] for r in listing["datasets"]] == list(DATASET_SOURCES)
+    assert "binarized-mnist" in DATASET_SOURCES
+    assert [r["experiment"] for r in listing["experiments"]] == list(experiments())
     matrix = {row["model"]: {e for e in ESTIMATORS if row[e] == "yes"} for row in listing["applicability"]}
     for model in (*MODELS, *PROBLEMS):
         assert matrix[model] == set(applicable(model)), model

@@ -1,4 +1,5 @@
-"""``gradbench list``: estimators, models, toy problems and which estimator applies where."""
+"""``gradbench list``: estimators, models, datasets, experiments, toy problems and which
+estimator applies where: every registry, plugins' entries included."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from tabulate import tabulate
 
 from gradbench.catalogue import (
     applicability,
+    dataset_table,
     estimator_table,
+    experiment_table,
     model_table,
     problem_table,
 )
@@ -19,7 +22,8 @@ from gradbench.commands.common import add_format, output_format
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("list", help="list estimators, models and toy problems")
+    parser = subparsers.add_parser("list", help="list estimators, models, datasets, experiments "
+                                   "and toy problems")
     add_format(parser, ("table", "json"), "table")
     parser.set_defaults(run=run)
 
@@ -42,6 +46,8 @@ def _print(args: argparse.Namespace) -> int:
     tables = {
         "estimators": estimator_table(),
         "models": model_table(),
+        "datasets": dataset_table(),
+        "experiments": experiment_table(),
         "problems": problem_table(),
         "applicability": matrix,
     }
