@@ -470,7 +470,8 @@ def print_plan(prepared: Prepared) -> None:
     print(f"estimated total: {duration(prepared.one_process_seconds)} in one process; "
           f"{duration(prepared.workers_seconds)} with {prepared.workers} "
           f"{'worker' if prepared.workers == 1 else 'workers'} "
-          "(estimates: stored cell times where present, else a calibration of one gradient)")
+          "(estimates: stored cell times where present, else a calibration of one gradient "
+          "and one evaluation draw)")
 
 
 def _executor_with_progress(prepared: Prepared) -> tuple[Executor, bool]:

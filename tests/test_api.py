@@ -460,19 +460,23 @@ def test_no_metric_name_is_spelled_in_more_than_one_module() -> None:
 def test_calibrated_cells_are_mapped_by_their_experiments_fit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With one gradient costing 1 s, a training cell is estimated at scale × gradients +
-    seconds of the train fit; its checkpoint-free plan has no other cost."""
+    """With one gradient costing 1 s and one evaluation draw 0.5 s, a training cell is
+    estimated at the train fit's factors on its gradients and draws plus its seconds; its
+    checkpoint-free plan has no other cost."""
     from gradbench.execution import estimate
 
     monkeypatch.setattr(estimate, "_calibrate", lambda work, dataset, device: (1.0, 0.0))
+    monkeypatch.setattr(estimate, "_forward_rate", lambda work, dataset, device: 0.5)
     prepared = api.prepare("smoke", {**SMALL, "experiments": ["train"], "dry_run": True,
                                      "out": str(tmp_path / "out")})
-    scale, overhead = estimate.CALIBRATED_CELLS["train"]
+    fit = estimate.CALIBRATED_CELLS["train"]
     trained = [t for t in prepared.schedule.tasks if t.work is not None]
     assert len(trained) == 2
     for task in trained:
-        assert prepared.costs[task.key] == (
-            pytest.approx(scale * task.work.gradients + overhead), "calibrated")
+        assert task.work.forward_examples > 0
+        expected = (fit.gradients * task.work.gradients
+                    + fit.forwards * 0.5 * task.work.forward_examples + fit.seconds)
+        assert prepared.costs[task.key] == (pytest.approx(expected), "calibrated")
 
 
 def test_a_small_cell_is_not_estimated_at_a_large_profiles_fixed_cost(tmp_path: Path) -> None:

@@ -284,6 +284,28 @@ class EvalConfig:
         periodic = self.iw_every > 0 and epoch % self.iw_every == 0
         return epoch in (0, last_epoch) or periodic
 
+    def forward_examples(self, dataset: Dataset, epochs: int, bounded: bool = True) -> int:
+        """Draws decoded by ``model.evaluate`` over a cell of ``epochs`` epochs, a call on n
+        examples counting n (samples + iw_samples): the ELBO on the three splits after every
+        epoch (and before the first) and, for a model with an iw bound (``bounded``), the test
+        split's bound and the tracked validation bound at the :meth:`iw_at` epochs and the test
+        bounds at the best validation epoch."""
+        def first(split: str, limit: int | None) -> int:
+            size = len(dataset.split(split))
+            return size if limit is None else min(size, limit)
+
+        evaluated = first("train", self.train_subset) + len(dataset.valid) + len(dataset.test)
+        per_epoch = (self.samples + 1) * evaluated
+        if not bounded:
+            return (epochs + 1) * per_epoch
+        per_bound = (1 + self.iw_samples) * first("test", self.iw_subset)
+        best = self.best_valid_iw_samples
+        if best:
+            per_bound += (1 + best[0]) * first("valid", self.iw_subset)
+        bound_epochs = sum(self.iw_at(epoch, epochs) for epoch in range(epochs + 1))
+        final = sum(1 + k for k in best) * len(dataset.test)
+        return (epochs + 1) * per_epoch + bound_epochs * per_bound + final
+
 
 @dataclass
 class TrainingRun:
@@ -856,12 +878,8 @@ def training_tasks(
     """One training cell per estimator, each resumable (:func:`checkpoint_path`), its state
     saved every ``save_every_s`` seconds and at every epoch's end."""
     per_epoch = steps_per_epoch(dataset, config.batch_size)
-    evaluated = len(dataset.valid) + len(dataset.test) + min(
-        len(dataset.train), evaluation.train_subset or len(dataset.train)
-    )
-    forward = (config.epochs + 1) * evaluation.samples * evaluated + 2 * evaluation.iw_samples * (
-        len(dataset.valid) + len(dataset.test)
-    )
+    bounded = get_model_class(setting.model).task == "autoencoder"  # evaluate gives iw_bound
+    forward = evaluation.forward_examples(dataset, config.epochs, bounded)
     tasks = []
     for name in estimators:
         cell = training_cell(setting, name, dataset, device, config, evaluation, profile)
