@@ -466,16 +466,16 @@ def test_calibrated_cells_are_mapped_by_their_experiments_fit(
     from gradbench.execution import estimate
 
     monkeypatch.setattr(estimate, "_calibrate", lambda work, dataset, device: (1.0, 0.0))
-    monkeypatch.setattr(estimate, "_forward_rate", lambda work, dataset, device: 0.5)
+    monkeypatch.setattr(estimate, "_draw_rate", lambda work, dataset, device: 0.5)
     prepared = api.prepare("smoke", {**SMALL, "experiments": ["train"], "dry_run": True,
                                      "out": str(tmp_path / "out")})
     fit = estimate.CALIBRATED_CELLS["train"]
     trained = [t for t in prepared.schedule.tasks if t.work is not None]
     assert len(trained) == 2
     for task in trained:
-        assert task.work.forward_examples > 0
-        expected = (fit.gradients * task.work.gradients
-                    + fit.forwards * 0.5 * task.work.forward_examples + fit.seconds)
+        assert task.work.evaluation_draws > 0
+        expected = (fit.gradient_scale * task.work.gradients
+                    + fit.evaluation_scale * 0.5 * task.work.evaluation_draws + fit.overhead_s)
         assert prepared.costs[task.key] == (pytest.approx(expected), "calibrated")
 
 

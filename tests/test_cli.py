@@ -37,6 +37,8 @@ def test_list_names_everything_and_the_matrix(capsys: pytest.CaptureFixture[str]
     assert [r["dataset"] for r in listing["datasets"]] == list(DATASET_SOURCES)
     assert "binarized-mnist" in DATASET_SOURCES
     assert [r["experiment"] for r in listing["experiments"]] == list(experiments())
+    selectable = {r["experiment"]: r["selectable"] for r in listing["experiments"]}
+    assert selectable["train"] and not selectable["catalogue"]
     matrix = {row["model"]: {e for e in ESTIMATORS if row[e] == "yes"} for row in listing["applicability"]}
     for model in (*MODELS, *PROBLEMS):
         assert matrix[model] == set(applicable(model)), model

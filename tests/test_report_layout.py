@@ -264,6 +264,7 @@ def test_side_by_side_panels_hold_their_legends_without_blank(quick: pd.DataFram
         renderer = plot.figure.canvas.get_renderer()
         axes = plot.figure.axes
         for axis, following in zip(axes, axes[1:]):
+            assert axis.get_legend() is not None, plot.name
             legend = axis.get_legend().get_window_extent(renderer)
             labels = following.get_tightbbox(renderer)
             blank = (labels.x0 - legend.x1) / plot.figure.dpi

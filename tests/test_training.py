@@ -375,36 +375,45 @@ def test_the_test_bound_is_taken_at_the_best_validation_epoch(
     assert _without_timings(resumed) == _without_timings(rows)
 
 
-@pytest.mark.parametrize("model, evaluation", [
-    ("bernoulli-vae", EvalConfig(samples=2, iw_samples=6, iw_every=2, train_subset=200,
-                                 iw_subset=100, best_valid_iw_samples=(4, 9))),
-    ("gaussian-vae", EvalConfig(samples=1, iw_samples=5, train_subset=300)),
-    ("bayes-mlp", EvalConfig(samples=3, iw_samples=5, iw_every=1, train_subset=300)),
+@pytest.mark.parametrize("model, estimator, evaluation", [
+    ("bernoulli-vae", "lr", EvalConfig(samples=2, iw_samples=6, iw_every=2, train_subset=200,
+                                       iw_subset=100, best_valid_iw_samples=(4, 9))),
+    ("bernoulli-vae", "gumbel-softmax", EvalConfig(samples=1, iw_samples=3, train_subset=200)),
+    ("gaussian-vae", "lr", EvalConfig(samples=1, iw_samples=5, train_subset=300)),
+    ("bayes-mlp", "reparam", EvalConfig(samples=3, iw_samples=5, iw_every=1, train_subset=300)),
 ])
 def test_a_cells_declared_evaluation_draws_are_the_ones_it_makes(
-    digits: Dataset, model: str, evaluation: EvalConfig, monkeypatch: pytest.MonkeyPatch
+    digits: Dataset, model: str, estimator: str, evaluation: EvalConfig,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The time estimate's count (``Work.forward_examples``) is every draw that
-    ``model.evaluate`` decodes in the cell, n (samples + iw_samples) a call: periodic bounds,
-    the tracked validation bound and the test bounds at the best epoch included, and no bound
-    for a classifier."""
+    """The time estimate's count (``Work.evaluation_draws``) is every draw the cell's
+    evaluation decodes: n (samples + iw_samples) a ``model.evaluate`` call, periodic bounds,
+    the tracked validation bound and the test bounds at the best epoch included, no bound for
+    a classifier, and one relaxed pass per evaluated example for Gumbel-softmax (a forward
+    pass without gradients; training's passes have them)."""
     options = ARM_SMALL if model == "bernoulli-vae" else SMALL[model]
     setting = Setting(model, options, seed=0)
     config = TrainConfig(epochs=5, batch_size=100, learning_rate=1e-3)
     draws = 0
-    real = MODELS[model].evaluate
+    cls = MODELS[model]
+    evaluate, forward = cls.evaluate, cls.forward
 
     def counted(self: Any, x: torch.Tensor, y: torch.Tensor, samples: int, iw: int) -> Any:
         nonlocal draws
         draws += len(x) * (samples + iw)
-        return real(self, x, y, samples, iw)
+        return evaluate(self, x, y, samples, iw)
 
-    monkeypatch.setattr(MODELS[model], "evaluate", counted)
-    estimator = "reparam" if model == "bayes-mlp" else "lr"
+    def passed(self: Any, x: torch.Tensor, *args: Any) -> Any:
+        nonlocal draws
+        draws += 0 if torch.is_grad_enabled() else len(x)
+        return forward(self, x, *args)
+
+    monkeypatch.setattr(cls, "evaluate", counted)
+    monkeypatch.setattr(cls, "forward", passed)
     (task,) = training.training_tasks(setting, [estimator], digits, CPU, config, evaluation,
                                       "custom")
     training_rows(setting, estimator, digits, CPU, config, evaluation)
-    assert draws > 0 and task.work.forward_examples == draws
+    assert draws > 0 and task.work.evaluation_draws == draws
 
 
 def test_best_validation_enters_the_cell_hash_only_when_set(digits: Dataset) -> None:

@@ -30,20 +30,20 @@ from gradbench.results import UNFINISHED, ResultStore
 
 @dataclass(frozen=True)
 class CellFit:
-    """An experiment's map from a cell's calibration to its seconds: ``gradients`` × the
-    calibrated gradients' seconds + ``forwards`` × the calibrated evaluation draws' seconds +
-    ``seconds``."""
+    """An experiment's map from a cell's calibration to its seconds: ``gradient_scale`` × the
+    calibrated gradients' seconds + ``evaluation_scale`` × the calibrated evaluation draws'
+    seconds + ``overhead_s``."""
 
-    gradients: float
-    seconds: float
-    forwards: float = 1.0
+    gradient_scale: float
+    overhead_s: float
+    evaluation_scale: float = 1.0
 
 
 CALIBRATED_CELLS: dict[str, CellFit] = {
     "timing": CellFit(0.533, 0.078),
     "variance": CellFit(1.79, 0.086),
     "bias": CellFit(0.772, 0.0),
-    "train": CellFit(1.29, 0.033, forwards=2.0),
+    "train": CellFit(1.01, 0.051, evaluation_scale=1.93),
 }
 """Per experiment, the :class:`CellFit` of its cells. Timing, variance and bias (which evaluate
 nothing): scale and seconds matched to each experiment's sum of stored ``cell_seconds`` over
@@ -56,18 +56,18 @@ of estimate to stored seconds over the training cells of four stores, each store
 the same: smoke (39 cells), quick (111), paper (17, ``reports/paper/results``, 25,000 steps
 each, one torch thread) and arm (2 of ``reports/arm/results``, 1 M steps; NVIL's, run over
 three sessions beside other work, left out). A cell's estimate is then within a factor of
-1.05 (smoke), 1.31 (quick), 1.16 (paper) and 1.15 (arm) of its seconds at the median, and of
-2 for every cell; the sums are 3 % under (smoke), 29 % over (quick), 17 % and 25 % under
-(paper, arm). The former fit (one scale on gradients and on forward passes counted as a
-third of the estimator's gradient per example, the iw bound counted twice whatever
-``eval_iw_every``) put a paper cell at a fifth of its seconds and an arm cell at a tenth. A
-checkpoint (reference training) keeps its calibration."""
+1.06 (smoke), 1.13 (quick), 1.22 (paper) and 1.13 (arm) of its seconds at the median and of
+2.2 for every cell (the farthest: paper's REBAR, 0.45); the sums are 10 % under (smoke), 7 %
+over (quick), 15 % and 18 % under (paper, arm). The former fit (one scale on gradients and on
+evaluation counted as a third of the estimator's gradient per example, the iw bound counted
+twice whatever ``eval_iw_every``) put a paper cell at a fifth of its seconds and an arm cell
+at a tenth. A checkpoint (reference training) keeps its calibration."""
 CALIBRATION_SIZES = (1, 100)
 CALIBRATION_REPEATS = 3
-FORWARD_CALIBRATION_EXAMPLES = 100
-FORWARD_CALIBRATION_DRAWS = 20
-"""The forward calibration: ``model.evaluate`` on this many examples with one ELBO draw and
-this many iw draws, per draw."""
+DRAW_CALIBRATION_EXAMPLES = 100
+DRAW_CALIBRATION_SAMPLES = 20
+"""The evaluation draw's calibration: ``model.evaluate`` on this many examples with this many
+ELBO draws (and one iw draw), per draw."""
 
 
 def stored_seconds(store: ResultStore) -> dict[tuple, float]:
@@ -114,24 +114,25 @@ def _calibrate(work: Work, dataset: Dataset, device: torch.device) -> tuple[floa
     return max(0.0, seconds[0] - slope * small), slope
 
 
-def _forward_rate(work: Work, dataset: Dataset, device: torch.device) -> float:
-    """Seconds per draw of the work's model's ``evaluate`` (one ELBO draw and
-    :data:`FORWARD_CALIBRATION_DRAWS` iw draws on :data:`FORWARD_CALIBRATION_EXAMPLES`
-    examples, the least of the repeats), timed as :func:`_calibrate` times a gradient."""
+def _draw_rate(work: Work, dataset: Dataset, device: torch.device) -> float:
+    """Seconds per draw of the work's model's ``evaluate``: :data:`DRAW_CALIBRATION_SAMPLES`
+    ELBO draws and one iw draw on :data:`DRAW_CALIBRATION_EXAMPLES` examples (a classifier:
+    as many noisy passes and one at the mean weights), the least of the repeats, timed as
+    :func:`_calibrate` times a gradient."""
     model = build_model(work.setting, dataset, device)
     model.eval()
     generator = torch.Generator(device=dataset.device).manual_seed(0)
-    size = min(FORWARD_CALIBRATION_EXAMPLES, len(dataset.train))
+    size = min(DRAW_CALIBRATION_EXAMPLES, len(dataset.train))
     x, y = dataset.sample_batch("train", size, generator)
     clock = time.thread_time if device.type == "cpu" else time.perf_counter
     times = []
     with torch_threads(1 if device.type == "cpu" else None):
         for _ in range(CALIBRATION_REPEATS + 1):
             start = clock()
-            model.evaluate(x, y, 1, FORWARD_CALIBRATION_DRAWS)
+            model.evaluate(x, y, DRAW_CALIBRATION_SAMPLES, 1)
             synchronize(device)
             times.append(clock() - start)
-    return min(times[1:]) / (size * (1 + FORWARD_CALIBRATION_DRAWS))
+    return min(times[1:]) / (size * (DRAW_CALIBRATION_SAMPLES + 1))
 
 
 def estimate(
@@ -140,7 +141,7 @@ def estimate(
     """Task key → (estimated seconds, "stored" or "calibrated") for every task with work."""
     stored = stored_seconds(store)
     rates: dict[tuple[str, str, str], tuple[float, float]] = {}
-    forward_rates: dict[tuple[str, str], float] = {}
+    draw_rates: dict[tuple[str, str], float] = {}
     costs: dict[str, tuple[float, str]] = {}
     for task in tasks:
         if task.cell is not None:
@@ -158,15 +159,17 @@ def estimate(
             rates[pair] = _calibrate(work, dataset, device)
         a, b = rates[pair]
         gradients = work.gradients * (a + b * work.batch_size)
-        forwards = 0.0
-        if work.forward_examples:
-            if pair[:2] not in forward_rates:
-                forward_rates[pair[:2]] = _forward_rate(work, dataset, device)
-            forwards = work.forward_examples * forward_rates[pair[:2]]
+        evaluation = 0.0
+        if work.evaluation_draws:
+            model_key = pair[:2]
+            if model_key not in draw_rates:
+                draw_rates[model_key] = _draw_rate(work, dataset, device)
+            evaluation = work.evaluation_draws * draw_rates[model_key]
         fit = CellFit(1.0, 0.0)
         if task.cell is not None:
             fit = CALIBRATED_CELLS.get(task.cell.experiment, fit)
-        seconds = fit.gradients * gradients + fit.forwards * forwards + fit.seconds
+        seconds = (fit.gradient_scale * gradients + fit.evaluation_scale * evaluation
+                   + fit.overhead_s)
         costs[task.key] = (seconds, "calibrated")
     return costs
 

@@ -36,13 +36,14 @@ class Resources:
 class Work:
     """What a task computes, for time estimates (``all --dry-run``): ``gradients`` gradient
     evaluations of ``estimator`` on ``setting``'s model at minibatch size ``batch_size``, and
-    ``forward_examples`` examples through forward passes only (evaluation)."""
+    ``evaluation_draws`` draws through the model's evaluation (forward passes only, one
+    example's decoding a draw)."""
 
     setting: Any  # gradbench.experiment.Setting
     estimator: str
     batch_size: int
     gradients: int
-    forward_examples: int = 0
+    evaluation_draws: int = 0
 
 
 @dataclass

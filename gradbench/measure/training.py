@@ -70,7 +70,7 @@ from tqdm import tqdm
 from gradbench.code_version import cell_stamp
 from gradbench.data import SPLITS, Dataset
 from gradbench.device import clock
-from gradbench.estimators.base import Estimator
+from gradbench.estimators.base import Estimator, estimator_class
 from gradbench.estimators.gumbel_softmax import GumbelSoftmax
 from gradbench.execution.task import Context, Resources, Task, Work, cell_key
 from gradbench.experiment import Setting, build_estimator, build_model
@@ -284,18 +284,21 @@ class EvalConfig:
         periodic = self.iw_every > 0 and epoch % self.iw_every == 0
         return epoch in (0, last_epoch) or periodic
 
-    def forward_examples(self, dataset: Dataset, epochs: int, bounded: bool = True) -> int:
-        """Draws decoded by ``model.evaluate`` over a cell of ``epochs`` epochs, a call on n
-        examples counting n (samples + iw_samples): the ELBO on the three splits after every
-        epoch (and before the first) and, for a model with an iw bound (``bounded``), the test
-        split's bound and the tracked validation bound at the :meth:`iw_at` epochs and the test
-        bounds at the best validation epoch."""
+    def evaluation_draws(
+        self, dataset: Dataset, epochs: int, bounded: bool = True, relaxed: bool = False
+    ) -> int:
+        """Draws decoded by the evaluation of a cell of ``epochs`` epochs, a ``model.evaluate``
+        call on n examples counting n (samples + iw_samples): the ELBO on the three splits
+        after every epoch (and before the first), with one more draw each for an estimator
+        whose sample is relaxed (``relaxed``: the relaxed reconstruction), and, for a model
+        with an iw bound (``bounded``), the test split's bound and the tracked validation bound
+        at the :meth:`iw_at` epochs and the test bounds at the best validation epoch."""
         def first(split: str, limit: int | None) -> int:
             size = len(dataset.split(split))
             return size if limit is None else min(size, limit)
 
         evaluated = first("train", self.train_subset) + len(dataset.valid) + len(dataset.test)
-        per_epoch = (self.samples + 1) * evaluated
+        per_epoch = (self.samples + 1 + relaxed) * evaluated
         if not bounded:
             return (epochs + 1) * per_epoch
         per_bound = (1 + self.iw_samples) * first("test", self.iw_subset)
@@ -581,6 +584,13 @@ def evaluate_split(
     return {name: torch.cat(values) for name, values in parts.items()}
 
 
+def decodes_relaxed(estimator: str | type[Estimator]) -> bool:
+    """Whether an estimator (a label or its class) decodes the relaxed Concrete sample: its
+    ``sample`` is Gumbel-softmax's (:func:`relaxed_reconstruction` then measures it)."""
+    cls = estimator_class(estimator) if isinstance(estimator, str) else estimator
+    return cls.sample is GumbelSoftmax.sample
+
+
 def relaxed_reconstruction(
     model: StochasticModel, estimator: Estimator
 ) -> Callable[[Tensor, Tensor], dict[str, Tensor]] | None:
@@ -589,7 +599,7 @@ def relaxed_reconstruction(
     sample at the estimator's current temperature, ``reconstruction_ll_relaxed``: the
     reconstruction Jang et al.'s notebook prints, which the thesis' Table 5.1 follows (Nitta
     2017, §5.3). None for an estimator that decodes discrete samples."""
-    if type(estimator).sample is not GumbelSoftmax.sample:
+    if not decodes_relaxed(type(estimator)):
         return None
 
     def measure(x: Tensor, y: Tensor) -> dict[str, Tensor]:
@@ -878,8 +888,8 @@ def training_tasks(
     """One training cell per estimator, each resumable (:func:`checkpoint_path`), its state
     saved every ``save_every_s`` seconds and at every epoch's end."""
     per_epoch = steps_per_epoch(dataset, config.batch_size)
-    bounded = get_model_class(setting.model).task == "autoencoder"  # evaluate gives iw_bound
-    forward = evaluation.forward_examples(dataset, config.epochs, bounded)
+    # An autoencoder's evaluate gives the iw bound (a classifier's does not).
+    bounded = get_model_class(setting.model).task == "autoencoder"
     tasks = []
     for name in estimators:
         cell = training_cell(setting, name, dataset, device, config, evaluation, profile)
@@ -889,6 +899,8 @@ def training_tasks(
             partial(_training_task, setting, name, config, evaluation, resume, save_every_s),
             cell=cell, resources=resources,
             describe=f"train {setting.model} / {name} / seed {setting.seed}",
-            work=Work(setting, name, config.batch_size, config.epochs * per_epoch, forward),
+            work=Work(setting, name, config.batch_size, config.epochs * per_epoch,
+                      evaluation.evaluation_draws(dataset, config.epochs, bounded,
+                                                  decodes_relaxed(name))),
         ))
     return tasks

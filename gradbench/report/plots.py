@@ -143,9 +143,10 @@ NEXT_PANEL_LABELS = 0.85
 
 
 def _fit_panels(figure: Figure, axes: list[plt.Axes], left: float = 0.75) -> None:
-    """Panels of :data:`PANEL_WIDTH` side by side, each followed by its own legend: the gap after
-    a panel is its widest legend plus the next panel's labels, measured once drawn, so no legend
-    reaches the next panel and no gap is wider than the legend it holds."""
+    """Panels of :data:`PANEL_WIDTH` side by side, each followed by its legend: one gap for all,
+    the widest legend (measured by the renderer) plus :data:`NEXT_PANEL_LABELS` for the next
+    panel's tick and y labels, so no legend reaches the next panel and the widest fills its
+    gap."""
     renderer = figure.canvas.get_renderer()
     legends = [axis.get_legend() for axis in axes]
     legend_width = max(
