@@ -252,7 +252,7 @@ PAPER = Profile(
 ARM = Profile(
     name="arm",
     summary="ARM's and DisARM's Bernoulli VAE protocol: static binarized MNIST, batch 50, "
-    "Adam 1e-4, 1 M steps per cell (0.5-2 h on a core; resumable)",
+    "Adam 1e-4, 1 M steps per cell (1.2-1.5 h on a core, REBAR about 4; resumable)",
     # Yin & Zhou's (2019) b_mnist_linear_slim.py and Dong et al.'s (2020) launcher, setting by
     # setting: Larochelle's static binarization (DisARM's launcher defaults to dynamic:
     # --set dataset=mnist --set binarization=dynamic); minibatch 50; Adam at a constant 1e-4 for

@@ -274,6 +274,27 @@ def test_side_by_side_panels_hold_their_legends_without_blank(quick: pd.DataFram
     assert checked >= 3
 
 
+ARM = Path(__file__).resolve().parents[1] / "reports" / "arm" / "results"
+
+
+def test_a_long_training_curve_keeps_few_markers_and_a_short_one_all(quick: pd.DataFrame) -> None:
+    """A 1,000-epoch curve (the arm report's) shows at most 2 × MARKERS_PER_CURVE markers; a
+    3-epoch one (quick) a marker on every point."""
+    if not ARM.is_dir():
+        pytest.skip("the committed arm rows are not here")
+    arm = prepare_rows(ResultStore(ARM).load())
+    for rows, long in ((arm, True), (quick[quick["model"] == "bernoulli-vae"], False)):
+        (plot,) = [p for p in plots.training_plots(rows) if "bernoulli" in p.name]
+        lines = [line for axis in plot.figure.axes for line in axis.get_lines()
+                 if len(line.get_xdata()) > 1]
+        assert lines
+        for line in lines:
+            every = line.get_markevery() or 1
+            shown = math.ceil(len(line.get_xdata()) / every)
+            assert shown <= 2 * plots.MARKERS_PER_CURVE if long else every == 1, (every, shown)
+        plt.close(plot.figure)
+
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 

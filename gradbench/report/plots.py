@@ -103,6 +103,9 @@ def _margins(
 
 
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h", "p")
+MARKERS_PER_CURVE = 26
+"""A training curve of more points than twice this shows a marker every few points (one per
+point up to 51: the papers' 50 epochs and the start), so a 1,000-epoch curve stays a line."""
 
 
 def palette() -> list[str]:
@@ -352,8 +355,9 @@ def training_plots(
                 means = np.array([e.mean for _, e in points])
                 style = styles[name]
                 drawn.append(means)
+                every = max(1, len(epochs) // MARKERS_PER_CURVE)
                 by_epoch.plot(epochs, means, marker=style.marker, markersize=4, color=style.color,
-                              label=label)
+                              label=label, markevery=every)
                 spread = [(e.low, e.high) if e.over_seeds else (np.nan, np.nan)
                           for _, e in points]
                 low, high = np.array(spread).T
@@ -365,7 +369,7 @@ def training_plots(
                 if timed:
                     seconds, values = zip(*timed)
                     by_time.plot(seconds, values, marker=style.marker, markersize=4,
-                                 color=style.color)
+                                 color=style.color, markevery=every)
             by_epoch.set_xlabel("epoch")
             by_time.set_xlabel("wall-clock time (s)")
             limits = later_range(drawn)
