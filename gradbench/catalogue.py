@@ -58,14 +58,6 @@ def dataset_table() -> pd.DataFrame:
                          for name, cls in DATASET_SOURCES.items()])
 
 
-def experiment_table() -> pd.DataFrame:
-    """One row per registered experiment: name, whether ``--experiments`` selects it, summary."""
-    from gradbench.experiments.registry import experiments  # they import this module
-
-    return pd.DataFrame([{"experiment": name, "selectable": cls.selectable,
-                          "summary": cls.summary} for name, cls in experiments().items()])
-
-
 def problem_table() -> pd.DataFrame:
     """One row per toy problem: name, node kinds, summary."""
     return pd.DataFrame(

@@ -14,11 +14,11 @@ from gradbench.catalogue import (
     applicability,
     dataset_table,
     estimator_table,
-    experiment_table,
     model_table,
     problem_table,
 )
 from gradbench.commands.common import add_format, output_format
+from gradbench.experiments.registry import experiment_table
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from functools import cache
 from importlib.metadata import entry_points
 
+import pandas as pd
+
 from gradbench.experiments.base import Experiment
 from gradbench.experiments.bias import Bias
 from gradbench.experiments.catalogue import Catalogue
@@ -61,3 +63,10 @@ def selectable() -> tuple[str, ...]:
 def metrics() -> dict[str, Metric]:
     """Every metric the registered experiments declare, by name."""
     return {name: DECLARED[name] for e in experiments().values() for name in e.METRICS}
+
+
+def experiment_table() -> pd.DataFrame:
+    """One row per registered experiment: name, whether ``--experiments`` selects it, summary."""
+    return pd.DataFrame([{"experiment": name, "selectable": experiment.selectable,
+                          "summary": experiment.summary}
+                         for name, experiment in experiments().items()])
