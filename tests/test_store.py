@@ -216,6 +216,26 @@ def _provenance() -> Provenance:
     return Provenance.collect(CPU, "test")
 
 
+def test_rows_carry_their_binarization_and_the_provenance_names_it(tmp_path: Path) -> None:
+    """A cell's rows keep the binarization its configuration defines, through the store, and
+    the report's provenance names it per dataset; rows stored without one (older cells, the
+    catalogue's) leave the dataset's name alone."""
+    from gradbench.report.build import datasets
+    from gradbench.report.rows import prepare_rows
+
+    store = ResultStore(tmp_path)
+    rows = [{"metric": "elbo", "param_group": "test", "value": -90.0}]
+    for estimator, binarization in (("arm", "dynamic"), ("disarm", "dynamic"), ("lr", None)):
+        config = {"seed": 0, "dataset": "mnist" if binarization else "digits"}
+        if binarization:
+            config["binarization"] = binarization
+        cell = Cell("train", "bernoulli-vae", estimator, config)
+        store.write(cell, stamp(rows, cell, _provenance()))
+    loaded = prepare_rows(store.load())
+    assert set(loaded.loc[loaded["dataset"] == "mnist", "binarization"]) == {"dynamic"}
+    assert datasets(loaded) == "digits, mnist (dynamic binarization)"
+
+
 def test_values_that_are_not_numbers_or_absurd_bounds_are_diverged() -> None:
     cell = Cell("train", "gaussian-vae", "reparam", {"seed": 0})
     bound = PLAUSIBLE_NATS_PER_DIMENSION * 64

@@ -290,6 +290,18 @@ def _values(rows: pd.DataFrame, column: str) -> str:
     return ", ".join(present) if present else "unknown"
 
 
+def datasets(rows: pd.DataFrame) -> str:
+    """Every dataset of the rows with its binarizations (threshold, dynamic or fixed: what the
+    pixels became), as the cells stored them; a dataset none of whose rows stored one (rows
+    older than the column, the catalogue's) by its name alone."""
+    named = rows[rows["dataset"] != ""]
+    shown = []
+    for name, cells in named.groupby("dataset", sort=True):
+        ways = sorted({str(how) for how in cells["binarization"] if how})
+        shown.append(f"{name} ({', '.join(ways)} binarization)" if ways else str(name))
+    return ", ".join(shown) or "unknown"
+
+
 def code_versions(rows: pd.DataFrame) -> str:
     """Every version of gradbench's code the rows come from (their plugins' are under
     ``plugins``), with its row count; a warning when several (a run that kept cells of other
@@ -332,7 +344,7 @@ def provenance_lines(rows: pd.DataFrame) -> list[str]:
         ("device", "; ".join(devices)),
         ("torch version", _values(rows, "torch_version")),
         ("profile", _values(rows, "profile")),
-        ("dataset", _values(rows, "dataset")),
+        ("dataset", datasets(rows)),
         ("seeds", ", ".join(str(s) for s in seeds) + _seeds_by_cell(rows) or "unknown"),
         ("result rows", f"{len(rows)} rows in {cell_count(rows)} stored cells (one file each: "
                         "an experiment × model × estimator × seed × configuration)"),
