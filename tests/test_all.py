@@ -197,7 +197,8 @@ def test_latex_is_balanced_and_pngs_are_readable(smoke) -> None:
 def test_readme_has_provenance(smoke) -> None:
     _, reports, _ = smoke
     text = (reports / "README.md").read_text()
-    for expected in ("| profile | smoke |", "| dataset | digits |", "| seeds | 0 |",
+    for expected in ("| profile | smoke |", "| dataset | digits (threshold binarization) |",
+                     "| seeds | 0 |",
                      f"| torch version | {torch.__version__} |", "| git commit |", "| device | cpu (",
                      "| cells finished (UTC, first to last) |", "## How to cite",
                      "[conventions](conventions.md)"):
