@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -85,30 +85,37 @@ def stored_seconds(store: ResultStore) -> dict[tuple, float]:
     return frame.groupby("key")["seconds"].median().to_dict()
 
 
-def _calibrate(work: Work, dataset: Dataset, device: torch.device) -> tuple[float, float]:
-    """(a, b) of t(M) = a + b·M seconds per gradient of the work's estimator and model.
+def _least_seconds(step: Callable[[], object], device: torch.device) -> float:
+    """The least seconds of ``step`` over :data:`CALIBRATION_REPEATS` runs after one warm-up.
 
     On the CPU: one torch thread (a cell's, on Ray) and the CPU time of this thread
     (``time.thread_time``), which other processes on a busy machine do not inflate; wall-clock
     there, beside two other runs and the tests, put a 30-minute checkpoint at 11.5 hours and
     the ``max_cell_hours`` limit skipped it. On CUDA: wall-clock, the device synchronised.
     """
+    on_cpu = device.type == "cpu"
+    clock = time.thread_time if on_cpu else time.perf_counter
+    times = []
+    with torch_threads(1 if on_cpu else None):
+        for _ in range(CALIBRATION_REPEATS + 1):
+            start = clock()
+            step()
+            synchronize(device)
+            times.append(clock() - start)
+    return min(times[1:])
+
+
+def _calibrate(work: Work, dataset: Dataset, device: torch.device) -> tuple[float, float]:
+    """(a, b) of t(M) = a + b·M seconds per gradient of the work's estimator and model, timed
+    by :func:`_least_seconds` at the :data:`CALIBRATION_SIZES`."""
     model = build_model(work.setting, dataset, device)
     estimator = build_estimator(work.setting, work.estimator, dataset, device)
     generator = torch.Generator(device=dataset.device).manual_seed(0)
-    on_cpu = device.type == "cpu"
-    clock = time.thread_time if on_cpu else time.perf_counter
     seconds = []
-    with torch_threads(1 if on_cpu else None):
-        for size in CALIBRATION_SIZES:
-            x, y = dataset.sample_batch("train", min(size, len(dataset.train)), generator)
-            times = []
-            for _ in range(CALIBRATION_REPEATS + 1):
-                start = clock()
-                estimator.surrogate(model(x, y, estimator)).mean().backward()
-                synchronize(device)
-                times.append(clock() - start)
-            seconds.append(min(times[1:]))
+    for size in CALIBRATION_SIZES:
+        x, y = dataset.sample_batch("train", min(size, len(dataset.train)), generator)
+        seconds.append(_least_seconds(
+            lambda: estimator.surrogate(model(x, y, estimator)).mean().backward(), device))
     small, large = CALIBRATION_SIZES
     slope = max(0.0, (seconds[1] - seconds[0]) / (large - small))
     return max(0.0, seconds[0] - slope * small), slope
@@ -117,22 +124,14 @@ def _calibrate(work: Work, dataset: Dataset, device: torch.device) -> tuple[floa
 def _draw_rate(work: Work, dataset: Dataset, device: torch.device) -> float:
     """Seconds per draw of the work's model's ``evaluate``: :data:`DRAW_CALIBRATION_SAMPLES`
     ELBO draws and one iw draw on :data:`DRAW_CALIBRATION_EXAMPLES` examples (a classifier:
-    as many noisy passes and one at the mean weights), the least of the repeats, timed as
-    :func:`_calibrate` times a gradient."""
+    as many noisy passes and one at the mean weights), timed by :func:`_least_seconds`."""
     model = build_model(work.setting, dataset, device)
     model.eval()
     generator = torch.Generator(device=dataset.device).manual_seed(0)
     size = min(DRAW_CALIBRATION_EXAMPLES, len(dataset.train))
     x, y = dataset.sample_batch("train", size, generator)
-    clock = time.thread_time if device.type == "cpu" else time.perf_counter
-    times = []
-    with torch_threads(1 if device.type == "cpu" else None):
-        for _ in range(CALIBRATION_REPEATS + 1):
-            start = clock()
-            model.evaluate(x, y, DRAW_CALIBRATION_SAMPLES, 1)
-            synchronize(device)
-            times.append(clock() - start)
-    return min(times[1:]) / (size * (DRAW_CALIBRATION_SAMPLES + 1))
+    seconds = _least_seconds(lambda: model.evaluate(x, y, DRAW_CALIBRATION_SAMPLES, 1), device)
+    return seconds / (size * (DRAW_CALIBRATION_SAMPLES + 1))
 
 
 def estimate(
