@@ -73,6 +73,7 @@ COLUMNS = [
     "status",
     "dataset",
     "binarization",
+    "model_options",
     "extrapolated",
     "steps_timed",
     "seed",
@@ -91,7 +92,8 @@ COLUMNS = [
 ]
 """Columns of every result table; measurements fill the first ones, ``stamp`` the rest."""
 
-TEXT_COLUMNS = {"code_version": str, "git_commit": str, "config_hash": str, "checkpoint": str}
+TEXT_COLUMNS = {"code_version": str, "git_commit": str, "config_hash": str, "checkpoint": str,
+                "model_options": str}
 """Columns read as text even when a value looks like a number (an all-digit hash)."""
 
 MEASURED_FIRST = ("torch_threads",)
@@ -339,6 +341,19 @@ def atomic_torch_save(state: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda stream: torch.save(state, stream))
 
 
+def options_text(options: dict[str, Any] | None) -> str | None:
+    """A cell's resolved model options as one canonical text (JSON, keys sorted), so that a row
+    says which network it measured (``architecture``, widths, the prior...); None where the
+    configuration has none (the catalogue)."""
+    return None if options is None else json.dumps(options, sort_keys=True, default=str)
+
+
+def row_options(text: object) -> dict[str, Any] | None:
+    """The model options a row stored (:func:`options_text`); None for a row stored without
+    them (older cells) or a cell whose configuration had none."""
+    return json.loads(text) if isinstance(text, str) and text else None
+
+
 def stamp(
     rows: Iterable[dict[str, Any]],
     cell: Cell,
@@ -370,6 +385,7 @@ def stamp(
         "seed": cell.config.get("seed"),
         "dataset": cell.config.get("dataset"),
         "binarization": cell.config.get("binarization"),
+        "model_options": options_text(cell.config.get("model_options")),
         "config_hash": cell.config_hash,
         "cell_seconds": seconds,
         "peak_memory_bytes": peak_memory,

@@ -47,6 +47,7 @@ from gradbench.results import (
     code_version,
     digest_path,
     read_cell,
+    row_options,
     source_hash,
     stamp,
 )
@@ -234,6 +235,30 @@ def test_rows_carry_their_binarization_and_the_provenance_names_it(tmp_path: Pat
     loaded = prepare_rows(store.load())
     assert set(loaded.loc[loaded["dataset"] == "mnist", "binarization"]) == {"dynamic"}
     assert datasets(loaded) == "digits, mnist (dynamic binarization)"
+
+
+def test_rows_carry_the_model_options_their_network_was_built_with(tmp_path: Path) -> None:
+    """Two cells that differ only in the model's architecture store rows that say which network
+    each measured (the resolved options, through the store); a cell without options (the
+    catalogue's) and rows stored before the column read as None."""
+    from gradbench.report.rows import prepare_rows
+
+    store = ResultStore(tmp_path)
+    rows = [{"metric": "elbo", "param_group": "test", "value": -100.0}]
+    for estimator, architecture in (("arm", "linear"), ("disarm", "nonlinear")):
+        options = {"architecture": architecture, "latent_dim": 200, "prior": "learned"}
+        cell = Cell("train", "bernoulli-vae", estimator,
+                    {"seed": 0, "model_options": options})
+        store.write(cell, stamp(rows, cell, _provenance()))
+    bare = Cell("train", "bernoulli-vae", "lr", {"seed": 0})
+    store.write(bare, stamp(rows, bare, _provenance()).drop(columns="model_options"))
+    loaded = prepare_rows(store.load()).set_index("estimator")
+    stored = {name: row_options(text) for name, text in loaded["model_options"].items()}
+    assert stored == {
+        "arm": {"architecture": "linear", "latent_dim": 200, "prior": "learned"},
+        "disarm": {"architecture": "nonlinear", "latent_dim": 200, "prior": "learned"},
+        "lr": None,
+    }
 
 
 def test_values_that_are_not_numbers_or_absurd_bounds_are_diverged() -> None:

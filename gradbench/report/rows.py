@@ -82,8 +82,9 @@ def prepare_rows(frame: pd.DataFrame, profile: str | None = None) -> pd.DataFram
     for column in ("experiment", "model", "estimator", "param_group", "metric"):
         rows[column] = _texts(rows[column])
     for column in ("status", "created_at", "profile", "config_hash", "dataset", "binarization",
-                   "device", "device_name", "torch_version", "git_commit", "code_version",
-                   "estimates_elbo_gradient", "contended", "coverage_checked", "error"):
+                   "model_options", "device", "device_name", "torch_version", "git_commit",
+                   "code_version", "estimates_elbo_gradient", "contended", "coverage_checked",
+                   "error"):
         if column not in rows:
             rows[column] = None
         rows[column] = _texts(rows[column]).fillna("")
