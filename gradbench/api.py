@@ -54,7 +54,16 @@ from gradbench.experiments.timing import Timing
 from gradbench.experiments.train import Train
 from gradbench.experiments.variance import Variance
 from gradbench.models import MODELS
-from gradbench.profiles import Profile, get_profile, override, parse_setting, with_options
+from gradbench.models.base import get_model_class
+from gradbench.options import resolve_options
+from gradbench.profiles import (
+    PROFILES,
+    Profile,
+    get_profile,
+    override,
+    parse_setting,
+    with_options,
+)
 from gradbench.report import Report, build_reports, check_writable
 from gradbench.report.build import FIGURE_FORMATS, FIGURES_DIR, TABLE_FORMATS, TABLES_DIR
 from gradbench.report.build import check_formats
@@ -211,17 +220,43 @@ def report_folder(profile: Profile, options: RunOptions) -> tuple[Path, Path]:
 
 
 def manifest(profile: Profile) -> dict[str, Any]:
-    """What a report folder's ``run.json`` records of the run that made it."""
+    """What a report folder's ``run.json`` records of the run that made it: its profile, its
+    data (dataset and binarization), its models and their options resolved (``--model-arg``
+    included, defaults written out, so that a spelling of the same network is the same)."""
+    models = sorted(profile.models)
     return {"profile": profile.name, "dataset": profile.dataset,
-            "models": sorted(profile.models)}
+            "binarization": profile.binarization, "models": models,
+            "model_options": {model: resolve_options(get_model_class(model),
+                                                     profile.options_for(model))
+                              for model in models}}
 
 
-def same_report(theirs: Mapping[str, Any], ours: Mapping[str, Any]) -> bool:
-    """Whether a run (``ours``) adds to the report of ``theirs`` (``run.json``): the same profile
-    and dataset, and models among the report's (a run of some of its cells, the report built
-    from all its stored rows)."""
-    return (theirs.get("profile") == ours["profile"] and theirs.get("dataset") == ours["dataset"]
-            and set(ours["models"]) <= set(theirs.get("models") or ()))
+def recorded_manifest(path: Path) -> dict[str, Any]:
+    """A folder's ``run.json``, a key it lacks (one written before the key was recorded) read
+    as its profile's default, so an older folder still takes a run of its own settings."""
+    theirs = json.loads(path.read_text())
+    named = PROFILES.get(theirs.get("profile"))
+    if named is not None:
+        models = tuple(theirs.get("models") or named.models)
+        theirs = manifest(replace(named, models=models)) | theirs
+    return theirs
+
+
+def report_difference(theirs: Mapping[str, Any], ours: Mapping[str, Any]) -> str | None:
+    """What keeps a run (``ours``) from adding to the report of ``theirs`` (``run.json``), as
+    "KEY THEIRS, this run OURS"; None when it adds to it: the same profile and data, and
+    models among the report's with the same options (a run of some of its cells, the report
+    built from all its stored rows)."""
+    for key in ("profile", "dataset", "binarization"):
+        if theirs.get(key) != ours[key]:
+            return f"{key} {theirs.get(key)!r}, this run {ours[key]!r}"
+    if not set(ours["models"]) <= set(theirs.get("models") or ()):
+        return f"models {theirs.get('models')!r}, this run {ours['models']!r}"
+    their_options = theirs.get("model_options") or {}
+    for model, options in ours["model_options"].items():
+        if their_options.get(model, {}) != options:
+            return f"{model} options {their_options.get(model, {})!r}, this run {options!r}"
+    return None
 
 
 def write_manifest(out: Path, profile: Profile) -> None:
@@ -229,30 +264,26 @@ def write_manifest(out: Path, profile: Profile) -> None:
     models."""
     path, ours = out / MANIFEST, manifest(profile)
     if path.is_file():
-        theirs = json.loads(path.read_text())
-        if same_report(theirs, ours):
+        theirs = recorded_manifest(path)
+        if report_difference(theirs, ours) is None:
             ours = theirs
     path.write_text(json.dumps(ours, indent=1) + "\n")
 
 
 def check_folder(out: Path, profile: Profile, overwrite: bool) -> None:
-    """FolderTaken when ``out`` holds a report of another profile, dataset or set of models
-    (its ``run.json``; some of its models add to it), or a report without one, unless
-    ``overwrite``."""
+    """FolderTaken when ``out`` holds a report of another profile, data, set of models or
+    model options (its ``run.json``; some of its models add to it), or a report without one,
+    unless ``overwrite``."""
     if overwrite or not out.is_dir():
         return
     path = out / MANIFEST
     ours = manifest(profile)
     if path.is_file():
-        theirs = json.loads(path.read_text())
-        differs = [key for key in ours if theirs.get(key) != ours[key]]
-        if not differs or same_report(theirs, ours):
+        difference = report_difference(recorded_manifest(path), ours)
+        if difference is None:
             return
-        key = differs[0]
-        raise FolderTaken(
-            f"{out}/ holds the report of another run ({key} {theirs.get(key)!r}, this run "
-            f"{ours[key]!r}); choose another --out or pass --overwrite"
-        )
+        raise FolderTaken(f"{out}/ holds the report of another run ({difference}); choose "
+                          "another --out or pass --overwrite")
     if (out / "README.md").is_file():
         raise FolderTaken(f"{out}/ holds a report without {MANIFEST}; choose another --out or "
                           "pass --overwrite")

@@ -9,7 +9,7 @@ import re
 import shutil
 import time
 from contextlib import redirect_stdout
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from importlib.metadata import EntryPoint
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,7 +213,10 @@ def test_each_profile_writes_its_own_folder(
     assert result.report == Path("reports/smoke") and result.results == Path(
         "reports/smoke/results")
     assert json.loads((tmp_path / "reports/smoke/run.json").read_text()) == {
-        "profile": "smoke", "dataset": "digits", "models": ["gaussian-vae"]}
+        "profile": "smoke", "dataset": "digits", "binarization": "threshold",
+        "models": ["gaussian-vae"],
+        "model_options": {"gaussian-vae": {"hidden_sizes": [32], "latent_dim": 4,
+                                           "init_std": 0.01}}}
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["smoke"]
     custom = api.run("smoke", **SMALL, experiments=["train"], formats="md", verbose=False,
                      train_epochs=2)
@@ -248,6 +251,31 @@ def test_a_folder_of_another_runs_report_is_refused_unless_overwrite(
         assert main([*base, "--models", "bernoulli-vae"]) == 0, "some of its models add to it"
         assert json.loads((out / "run.json").read_text())["models"] == [
             "bernoulli-vae", "gaussian-vae"]
+
+
+def test_a_profile_of_the_same_name_with_another_network_or_data_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A Profile object named like the folder's (the API takes one as it is) that builds
+    another network or binarizes otherwise is another run; a ``run.json`` written before it
+    recorded the data and options reads them as its profile's and takes a run of its own."""
+    out = tmp_path / "out"
+    api.run("smoke", **SMALL, experiments=["train"], formats="md", verbose=False, out=out)
+    options = {"gaussian-vae": {"hidden_sizes": (32,), "latent_dim": 3}}
+    for other, message in (
+        (replace(PROFILES["smoke"], model_options=options),
+         "(gaussian-vae options {'hidden_sizes': [32], 'latent_dim': 4, 'init_std': 0.01}, "
+         "this run {'hidden_sizes': [32], 'latent_dim': 3, 'init_std': 0.01})"),
+        (replace(PROFILES["smoke"], binarization="dynamic"),
+         "(binarization 'threshold', this run 'dynamic')"),
+    ):
+        with pytest.raises(api.FolderTaken, match=re.escape(message)):
+            api.run(other, **SMALL, experiments=["train"], formats="md", verbose=False, out=out)
+    (out / "run.json").write_text(json.dumps(
+        {"profile": "smoke", "dataset": "digits", "models": ["gaussian-vae"]}))
+    api.run("smoke", **SMALL, experiments=["train"], formats="md", verbose=False, out=out)
+    assert json.loads((out / "run.json").read_text()) == api.manifest(
+        replace(PROFILES["smoke"], models=("gaussian-vae",)))
 
 
 def test_the_committed_paper_report_refuses_another_profile(
