@@ -281,7 +281,32 @@ ARM = Profile(
     eval_best_valid_iw_samples=(100, 1000),
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, QUICK, PAPER, ARM)}
+ARM_NONLINEAR = replace(
+    ARM,
+    name="arm-nonlinear",
+    summary="The arm profile's protocol with Yin & Zhou's nonlinear Bernoulli VAE (two "
+    "LeakyReLU layers of 200 each side of the 200 latents), the figures of their second column",
+    models=tuple(profile_model_options("arm-nonlinear")),
+    model_options=profile_model_options("arm-nonlinear"),
+)
+
+DISARM_DYNAMIC = replace(
+    ARM,
+    name="disarm-dynamic",
+    summary="DisARM's launcher setting: the arm protocol on dynamically binarized MNIST "
+    "(50,000 / 10,000 / 10,000), REINFORCE leave-one-out, ARM and DisARM, linear",
+    # Dong et al.'s (2020) launcher defaults: MNIST binarized afresh for every minibatch, the
+    # rest as the arm profile. They show these runs as curves only (their Figure 5).
+    dataset="mnist",
+    binarization="dynamic",
+    models=tuple(profile_model_options("disarm-dynamic")),
+    model_options=profile_model_options("disarm-dynamic"),
+    estimators=("rloo", "arm", "disarm"),
+)
+
+PROFILES: dict[str, Profile] = {
+    p.name: p for p in (SMOKE, QUICK, PAPER, ARM, ARM_NONLINEAR, DISARM_DYNAMIC)
+}
 """The named profiles, in order of size."""
 
 

@@ -147,6 +147,8 @@ class BernoulliVAE(StochasticModel):
         "smoke": {"latent_dim": 8},
         # ARM's and DisARM's released codes: the prior's logits learned, f = log p(x,b) - log q(b|x)
         "arm": {"prior": "learned", "signal": "sampled-kl"},
+        "arm-nonlinear": {"prior": "learned", "signal": "sampled-kl", "architecture": "nonlinear"},
+        "disarm-dynamic": {"prior": "learned", "signal": "sampled-kl"},
     }
     headline_groups = ("encoder", "decoder")
 
