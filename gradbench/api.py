@@ -57,7 +57,6 @@ from gradbench.models import MODELS
 from gradbench.models.base import get_model_class
 from gradbench.options import resolve_options
 from gradbench.profiles import (
-    PROFILES,
     Profile,
     get_profile,
     override,
@@ -232,41 +231,46 @@ def manifest(profile: Profile) -> dict[str, Any]:
 
 
 def recorded_manifest(path: Path) -> dict[str, Any]:
-    """A folder's ``run.json``, a key it lacks (one written before the key was recorded) read
-    as its profile's default, so an older folder still takes a run of its own settings."""
+    """A folder's ``run.json``, the options of each registered model resolved as today's code
+    resolves them (an option added since reads as its default)."""
     theirs = json.loads(path.read_text())
-    named = PROFILES.get(theirs.get("profile"))
-    if named is not None:
-        models = tuple(theirs.get("models") or named.models)
-        theirs = manifest(replace(named, models=models)) | theirs
-    return theirs
+    options = dict(theirs.get("model_options") or {})
+    for model in options:
+        if model in MODELS:
+            try:
+                options[model] = resolve_options(get_model_class(model), options[model])
+            except ValueError:
+                continue  # an option today's model lacks: compared as written, so it differs
+    return theirs | ({"model_options": options} if options else {})
 
 
 def report_difference(theirs: Mapping[str, Any], ours: Mapping[str, Any]) -> str | None:
     """What keeps a run (``ours``) from adding to the report of ``theirs`` (``run.json``), as
     "KEY THEIRS, this run OURS"; None when it adds to it: the same profile and data, and
     models among the report's with the same options (a run of some of its cells, the report
-    built from all its stored rows)."""
+    built from all its stored rows). What a ``run.json`` written before a key was recorded
+    lacks (the binarization, a model's options) is not held against the run."""
     for key in ("profile", "dataset", "binarization"):
-        if theirs.get(key) != ours[key]:
+        if theirs.get(key, ours[key] if key == "binarization" else None) != ours[key]:
             return f"{key} {theirs.get(key)!r}, this run {ours[key]!r}"
     if not set(ours["models"]) <= set(theirs.get("models") or ()):
         return f"models {theirs.get('models')!r}, this run {ours['models']!r}"
     their_options = theirs.get("model_options") or {}
     for model, options in ours["model_options"].items():
-        if their_options.get(model, {}) != options:
-            return f"{model} options {their_options.get(model, {})!r}, this run {options!r}"
+        if model in their_options and their_options[model] != options:
+            return f"{model} options {their_options[model]!r}, this run {options!r}"
     return None
 
 
 def write_manifest(out: Path, profile: Profile) -> None:
     """``run.json`` of the run's profile; a run that adds to the folder's report keeps its
-    models."""
+    models (and their options)."""
     path, ours = out / MANIFEST, manifest(profile)
     if path.is_file():
         theirs = recorded_manifest(path)
         if report_difference(theirs, ours) is None:
-            ours = theirs
+            ours = ours | {"models": theirs["models"], "model_options": (
+                theirs.get("model_options", {}) | ours["model_options"])}
     path.write_text(json.dumps(ours, indent=1) + "\n")
 
 

@@ -17,11 +17,16 @@ training measurements — so that a report says exactly how it was made.
   epochs, 50 training epochs at learning rate 3e-4, batch 100, many draws, 5 seeds. On a CPU
   a cell estimated over 2 hours (``max_cell_hours``; e.g. 50 epochs of separate weight samples)
   is stored as skipped with its estimate instead of run.
+- ``arm``: ARM's and DisARM's Bernoulli-VAE protocol (Larochelle's static binarization, batch
+  50, Adam at 1e-4, the prior learned, 1 M steps, the linear network), the estimators of Yin &
+  Zhou's table and DisARM's; ``arm-nonlinear`` the same with the nonlinear network;
+  ``disarm-dynamic`` DisARM's launcher setting (dynamically binarized MNIST; rloo, arm, disarm).
 
 Each profile writes its own report folder, ``reports/<name>/`` (:mod:`gradbench.api`).
-Every profile runs every registered model and every registered estimator (those of installed
-plugins too), the estimators that have variants as those variants (``VARIANTS``), with the same
-options; a new model or estimator file joins every profile without an edit here.
+smoke, quick and paper run every registered model and every registered estimator (those of
+installed plugins too), the estimators that have variants as those variants (``VARIANTS``),
+with the same options; a new model or estimator file joins them without an edit here. The arm
+profiles run the models whose ``profile_options`` name them, with the estimators they list.
 smoke and quick train at a constant learning rate 1e-3 (the paper profile: the thesis' 3e-4,
 annealed per epoch) so that their few steps make progress. Annealing schedules (Gumbel-softmax's
 τ, target propagation's β) are fractions of each run, so every profile reaches their final values.
@@ -255,11 +260,11 @@ ARM = Profile(
     "Adam 1e-4, 1 M steps per cell (1.2-1.5 h on a core, REBAR about 4; resumable)",
     # Yin & Zhou's (2019) b_mnist_linear_slim.py and Dong et al.'s (2020) launcher, setting by
     # setting: Larochelle's static binarization (DisARM's launcher defaults to dynamic:
-    # --set dataset=mnist --set binarization=dynamic); minibatch 50; Adam at a constant 1e-4 for
+    # the disarm-dynamic profile); minibatch 50; Adam at a constant 1e-4 for
     # encoder and decoder; the prior's logits learned from zero by plain SGD at 0.01 and the
     # learning signal f = log p(x, b) - log q(b|x) (the model options below); DisARM's 1 M steps
     # (1,000 epochs of 50,000 / 50; ARM's script runs 1,200); linear 784-200-784 here,
-    # nonlinear with --model-arg MODEL:architecture=nonlinear. Test figure: the iw bound
+    # nonlinear in the arm-nonlinear profile. Test figure: the iw bound
     # with k = 100 and 1000 on the whole test split at the epoch of the best validation bound
     # (k = 100 on the first 2,000 validation images, every 10 epochs = 10,000 steps, as
     # DisARM's launcher evaluates every 1,000 steps with 100 samples).

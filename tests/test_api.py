@@ -271,9 +271,12 @@ def test_a_profile_of_the_same_name_with_another_network_or_data_is_refused(
     ):
         with pytest.raises(api.FolderTaken, match=re.escape(message)):
             api.run(other, **SMALL, experiments=["train"], formats="md", verbose=False, out=out)
-    (out / "run.json").write_text(json.dumps(
-        {"profile": "smoke", "dataset": "digits", "models": ["gaussian-vae"]}))
-    api.run("smoke", **SMALL, experiments=["train"], formats="md", verbose=False, out=out)
+    for older in ({"profile": "smoke", "dataset": "digits", "models": ["gaussian-vae"]},
+                  {"profile": "smoke", "dataset": "digits", "binarization": "threshold",
+                   "models": ["gaussian-vae"],  # init_std: an option added since
+                   "model_options": {"gaussian-vae": {"hidden_sizes": [32], "latent_dim": 4}}}):
+        (out / "run.json").write_text(json.dumps(older))
+        api.run("smoke", **SMALL, experiments=["train"], formats="md", verbose=False, out=out)
     assert json.loads((out / "run.json").read_text()) == api.manifest(
         replace(PROFILES["smoke"], models=("gaussian-vae",)))
 

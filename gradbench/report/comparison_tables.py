@@ -199,7 +199,8 @@ def comparison_table(rows: pd.DataFrame) -> Table | None:
         "wider than the truth where they share minibatches). Published: the authors' figures, "
         "their hardware and code.",
         *reasons,
-        *(note for profile in sorted(shown) for note in paper.PROFILE_NOTES.get(profile, ())),
+        *dict.fromkeys(note for profile in sorted(shown)
+                       for note in paper.PROFILE_NOTES.get(profile, ())),
         *paired_size_notes(by_profile[paper.COMPARED_PROFILE][0]),
         *paired_checkpoint_notes(by_profile[paper.COMPARED_PROFILE][0]),
         *thesis_kl_notes(by_profile[paper.COMPARED_PROFILE][0]),
