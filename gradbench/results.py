@@ -96,6 +96,10 @@ TEXT_COLUMNS = {"code_version": str, "git_commit": str, "config_hash": str, "che
                 "model_options": str}
 """Columns read as text even when a value looks like a number (an all-digit hash)."""
 
+RESUMED_SECONDS = "resumed_seconds"
+"""Column of a resumed cell's rows: the seconds earlier processes spent on it (up to their last
+save), which :func:`stamp` adds to this process's in ``cell_seconds``."""
+
 MEASURED_FIRST = ("torch_threads",)
 """Provenance columns a measurement may record itself (its rows' values win over the stamp's)."""
 
@@ -365,8 +369,9 @@ def stamp(
 ) -> pd.DataFrame:
     """Rows of a cell as a DataFrame with every column of ``COLUMNS``, stamped with provenance
     (``created_at``: ``finished_at``, the cell's own finish, where given; else the run's start),
-    the seconds the cell took to compute (``cell_seconds``: ``all --dry-run`` estimates from
-    it) and its peak device memory (``peak_memory_bytes``: on CUDA; NaN on the CPU). A failed or
+    the seconds the cell took to compute (``cell_seconds``: ``seconds`` plus the rows'
+    :data:`RESUMED_SECONDS` for a cell resumed from earlier processes; ``all --dry-run``
+    estimates from it) and its peak device memory (``peak_memory_bytes``: on CUDA; NaN on the CPU). A failed or
     skipped row takes the :data:`LOST_SCOPE` values the cell's configuration fixes.
 
     A row said ``ok`` whose value is not a number (infinite, or NaN outside
@@ -374,6 +379,8 @@ def stamp(
     beyond :data:`PLAUSIBLE_NATS_PER_DIMENSION` · D is made ``diverged``, its reason in
     ``error`` (:func:`mark_diverged`)."""
     frame = pd.DataFrame(list(rows))
+    if RESUMED_SECONDS in frame:
+        seconds += float(frame[RESUMED_SECONDS].max())
     known = cell.estimator.partition("[")[0] in ESTIMATORS
     stamped = {
         "experiment": cell.experiment,

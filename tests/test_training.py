@@ -36,7 +36,7 @@ from gradbench.measure.training import (
     training_rows,
 )
 from gradbench.profiles import setting_default
-from gradbench.results import COLUMNS
+from gradbench.results import COLUMNS, RESUMED_SECONDS, Cell, Provenance, stamp
 from gradbench.models import MODELS
 
 CPU = torch.device("cpu")
@@ -87,9 +87,11 @@ def _se(row: dict[str, Any]) -> float:
 
 
 def _without_timings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows without wall-clock ones, NaN read as None (NaN != NaN would fail equal rows)."""
+    """Rows without wall-clock ones or the seconds of earlier processes, NaN read as None
+    (NaN != NaN would fail equal rows)."""
     return [
-        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()
+         if k != RESUMED_SECONDS}
         for r in rows
         if r["metric"] not in TIMING_METRICS
     ]
@@ -208,9 +210,16 @@ def test_interrupted_run_resumes_from_its_checkpoint(
         training_rows(setting, "lr-baseline", digits, CPU, QUICK, EVAL, checkpoint)
     assert checkpoint.is_file() and len(epochs_trained) == 2
     monkeypatch.setattr(training, "epoch_rows", real_rows)
+    spent = torch.load(checkpoint, weights_only=True)[RESUMED_SECONDS]
     resumed = training_rows(setting, "lr-baseline", digits, CPU, QUICK, EVAL, checkpoint)
     assert len(epochs_trained) == 2 + (QUICK.epochs - 1)  # epoch 2 again, then epoch 3
     assert _without_timings(resumed) == _without_timings(expected)
+    assert {r[RESUMED_SECONDS] for r in expected} == {0.0}
+    assert spent > 0 and {r[RESUMED_SECONDS] for r in resumed} == {spent}
+    cell = Cell("train", "categorical-vae", "lr-baseline", {"seed": 0})
+    stored = stamp(resumed, cell, Provenance.collect(CPU, "test"), seconds=2.5)
+    assert list(stored["cell_seconds"]) == pytest.approx([2.5 + spent] * len(stored)), (
+        "the cell's seconds are every process's")
 
 
 # --- a long cell outlives its process -----------------------------------------------------------

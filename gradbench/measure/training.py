@@ -90,7 +90,14 @@ from gradbench.experiments.metrics import (
 from gradbench.models.base import StochasticModel, get_model_class
 from gradbench.options import resolve_options
 from gradbench.profiles import setting_default
-from gradbench.results import STATUS_DIVERGED, STATUS_OK, Cell, atomic_torch_save, code_version
+from gradbench.results import (
+    RESUMED_SECONDS,
+    STATUS_DIVERGED,
+    STATUS_OK,
+    Cell,
+    atomic_torch_save,
+    code_version,
+)
 
 EXPERIMENT = "train"
 """Experiment name of the training cells in the result store."""
@@ -318,7 +325,9 @@ class TrainingRun:
     resume; so is ``best`` (the best-validation tracking of :class:`BestValidation`).
     ``wall_clock_s`` counts optimizer steps only. Inside an epoch, ``order`` is the epoch's
     shuffled order of the training examples, ``position`` the steps taken in it and
-    ``epoch_total`` the sum of their minibatch losses (None between epochs).
+    ``epoch_total`` the sum of their minibatch losses (None between epochs). ``resumed_s``:
+    the seconds earlier processes spent on the run, up to their last save (0 for a fresh run);
+    ``process_start``: when this process took it up (``time.monotonic``).
     """
 
     model: StochasticModel
@@ -336,6 +345,13 @@ class TrainingRun:
     position: int = 0
     epoch_total: Tensor | None = None
     best: dict[str, Any] = field(default_factory=dict)
+    resumed_s: float = 0.0
+    process_start: float = field(default_factory=time.monotonic)
+
+    def cell_seconds(self) -> float:
+        """Seconds spent on the run so far, by every process that worked on it (each earlier
+        one up to its last save), training and evaluation alike."""
+        return self.resumed_s + time.monotonic() - self.process_start
 
 
 EpochCallback = Callable[[TrainingRun], None]
@@ -503,6 +519,7 @@ def save_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> None:
         "epoch": run.epoch,
         TRAIN_LOSS: run.train_loss,
         WALL_CLOCK_S: run.wall_clock_s,
+        RESUMED_SECONDS: run.cell_seconds(),
         "diverged": run.diverged,
         "log": run.log,
         "best": run.best,
@@ -539,6 +556,7 @@ def load_checkpoint(run: TrainingRun, path: Path, device: torch.device) -> bool:
         torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
     run.epoch, run.train_loss = state["epoch"], state[TRAIN_LOSS]
     run.wall_clock_s, run.diverged = state[WALL_CLOCK_S], state["diverged"]
+    run.resumed_s = state[RESUMED_SECONDS]
     run.log = list(state["log"])
     run.best = dict(state["best"])
     run.order, run.position, run.epoch_total = state["order"], state["position"], state["epoch_total"]
@@ -726,7 +744,8 @@ def training_rows(
 ) -> list[dict[str, Any]]:
     """Train and evaluate one model × estimator; every epoch's rows (see the module docstring),
     then those of :func:`best_validation_rows`. With ``checkpoint``: resumable, saved every
-    ``save_every_s`` seconds (:func:`train_model`)."""
+    ``save_every_s`` seconds (:func:`train_model`); every row carries the seconds earlier
+    processes spent on the run (``resumed_seconds``), which the store adds to the cell's."""
 
     def record(run: TrainingRun) -> None:
         run.log.extend(epoch_rows(run, dataset, evaluation))
@@ -738,7 +757,8 @@ def training_rows(
         setting, estimator_name, dataset, device, config, record, checkpoint, progress,
         save_every_s,
     )
-    return run.log + best_validation_rows(run, dataset, evaluation)
+    rows = run.log + best_validation_rows(run, dataset, evaluation)
+    return [row | {RESUMED_SECONDS: run.resumed_s} for row in rows]
 
 
 def _iw_bound(
