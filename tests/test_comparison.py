@@ -367,6 +367,31 @@ def test_an_iw_bound_on_the_first_examples_is_labelled_as_such_beside_the_whole_
     assert "IW bound, test" not in table.headers
 
 
+@pytest.mark.parametrize(("profile", "options", "shown"), [
+    (pub.ARM_PROFILE, None, ["linear"]),  # rows before model_options: the profile's network
+    (pub.ARM_NONLINEAR_PROFILE, None, ["nonlinear"]),
+    ("arm+custom", {"architecture": "nonlinear", "latent_dim": 200}, ["nonlinear"]),
+    ("arm+custom", None, []),  # a modified run whose rows do not say their network
+])
+def test_yin_and_zhous_columns_sit_beside_rows_of_their_network_only(
+    profile: str, options: dict[str, object] | None, shown: list[str]
+) -> None:
+    """The training table puts Yin & Zhou's linear -log p(x) beside the linear network's rows
+    and the nonlinear beside the nonlinear's; rows that do not say which get neither."""
+    config = {"seed": 0} | ({"model_options": options} if options else {})
+    rows = [{"param_group": "test", "batch_size": 50, "epoch": 1000, "metric": "elbo",
+             "value": -110.0, "n": 10000}]
+    frame = stamp(rows, Cell("train", "bernoulli-vae", "arm", config), provenance(profile))
+    table = elbo_table(prepare_rows(frame), "bernoulli-vae")
+    columns = [network for network in ("linear", "nonlinear")
+               if f"published -log p(x), {network} (Yin & Zhou 2019)" in table.headers]
+    assert columns == shown
+    if shown:
+        row = dict(zip(table.headers, table.rows[0]))
+        assert row[f"published -log p(x), {shown[0]} (Yin & Zhou 2019)"] == (
+            pub.YIN_ZHOU_2019_NEG_LOG_LIKELIHOOD["arm"][shown[0]])
+
+
 def chi_square_outcome(draws: np.ndarray) -> Outcome:
     """A sample variance of ``draws`` with its exact 95 % chi-square interval."""
     n = draws.size

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gradbench.experiments.metrics import (
     GRAD_VARIANCE,
@@ -351,11 +352,21 @@ def variant_notes(estimators: Sequence[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class PublishedColumn:
-    """A column of published figures beside ours, keyed by the gradbench estimator it matches."""
+    """A column of published figures beside ours, keyed by the gradbench estimator it matches;
+    ``network``: the model options of the network it was measured on (Yin & Zhou's linear or
+    nonlinear), shown beside rows of that network only (:meth:`fits`)."""
 
     label: str
     kind: str
     values: Mapping[str, float | str]
+    network: Mapping[str, Any] = field(default_factory=dict)
+
+    def fits(self, networks: Sequence[Mapping[str, Any] | None]) -> bool:
+        """Whether every network of our rows (None: one they do not say) is the column's."""
+        return all(
+            network is not None and all(network.get(k) == v for k, v in self.network.items())
+            for network in networks
+        ) if self.network else True
 
 
 @dataclass(frozen=True)
@@ -493,6 +504,7 @@ def _bernoulli_elbo() -> Beside:
                 PublishedColumn(
                     published_label(YIN_ZHOU_2019, f"-log p(x), {network}", False), "fixed1",
                     {name: table[network] for name, table in arm.items()},
+                    network={"architecture": network},
                 )
                 for network in ("linear", "nonlinear")
             ),
@@ -503,8 +515,8 @@ def _bernoulli_elbo() -> Beside:
             "ELBO and IW bounds of the whole test split; an IW bound on its first examples is "
             "not the split's), on MNIST with Larochelle's static binarization (gradbench's "
             "binarized-mnist; ours: the run's dataset and binarization, stated in the header); "
-            "Yin & Zhou's linear and nonlinear networks as gradbench's bernoulli-vae "
-            "architectures.",
+            "Yin & Zhou's linear and nonlinear columns each beside rows of that bernoulli-vae "
+            "architecture only.",
         ),
     )
 

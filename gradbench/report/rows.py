@@ -11,11 +11,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from gradbench.estimators import ESTIMATORS
+from gradbench.models.base import get_model_class
+from gradbench.options import resolve_options
+from gradbench.profiles import PROFILES
 from gradbench.report import paper
 from gradbench.results import (
     COLUMNS,
@@ -25,6 +29,7 @@ from gradbench.results import (
     STATUS_OK,
     STATUS_SKIPPED,
     UNFINISHED,
+    row_options,
 )
 
 CATALOGUE = "catalogue"
@@ -107,6 +112,20 @@ def _texts(column: pd.Series) -> pd.Series:
     """A column as Python strings, None where missing (plain objects: fast to compare)."""
     text = column.astype("string")
     return text.astype(object).where(text.notna(), None)
+
+
+def networks(rows: pd.DataFrame, model: str) -> list[dict[str, Any] | None]:
+    """The networks ``model``'s rows measured, one per (profile, stored options): the options
+    the rows stored (``model_options``), else, for rows stored before that column, the named
+    profile's options resolved; None where neither says (an older run of modified settings)."""
+    found = []
+    cells = rows[rows["model"] == model]
+    for (profile, stored), _ in cells.groupby(["profile", "model_options"], sort=True):
+        options = row_options(stored)
+        if options is None and profile in PROFILES:
+            options = resolve_options(get_model_class(model), PROFILES[profile].options_for(model))
+        found.append(options)
+    return found
 
 
 def select(rows: pd.DataFrame, **criteria: object) -> pd.DataFrame:

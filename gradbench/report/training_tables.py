@@ -27,6 +27,7 @@ from gradbench.report.notes import EXCLUDED, marked, objective_notes
 from gradbench.report.rows import (
     TRAINING,
     estimator_order,
+    networks,
     final_epoch_rows,
     other_objective,
     select,
@@ -106,6 +107,7 @@ def _final_table(
     """Rows of each estimator's last epoch: our ``measured`` columns, published columns and rows
     beside, compared per measured column."""
     names = estimator_order(model, final)
+    trailing = tuple(c for c in beside.trailing if c.fits(networks(final, model)))
     table_rows: list[list[Value]] = []
     eligible: list[bool] = []
     for estimator in names:
@@ -114,19 +116,19 @@ def _final_table(
             _last_epoch(final, estimator),
             *(over_seeds(final, TRAINING, model, estimator, metric=m.metric, param_group=m.split)
               for m in measured),
-            *(c.values.get(estimator) for c in beside.trailing),
+            *(c.values.get(estimator) for c in trailing),
         ])
         eligible.append(not other_objective(final, estimator))
     for published in beside.rows:
         if not any(label in names for label in published.beside):
             table_rows.append([
                 f"{published.label} (published only)", None, *(None for _ in measured),
-                *(published.values.get(c.label) for c in beside.trailing),
+                *(published.values.get(c.label) for c in trailing),
             ])
             eligible.append(False)
     columns = [Column("estimator", key=True), Column("epoch", "int")]
     columns += [Column(m.label, m.kind) for m in measured]
-    columns += [Column(c.label, c.kind) for c in beside.trailing]
+    columns += [Column(c.label, c.kind) for c in trailing]
     comparison = Comparison(
         tuple(Compared(m.label, m.higher_is_better) for m in measured),
         better(measured),
