@@ -367,18 +367,22 @@ def test_an_iw_bound_on_the_first_examples_is_labelled_as_such_beside_the_whole_
     assert "IW bound, test" not in table.headers
 
 
-@pytest.mark.parametrize(("profile", "options", "shown"), [
-    (pub.ARM_PROFILE, None, ["linear"]),  # rows before model_options: the profile's network
-    (pub.ARM_NONLINEAR_PROFILE, None, ["nonlinear"]),
-    ("arm+custom", {"architecture": "nonlinear", "latent_dim": 200}, ["nonlinear"]),
-    ("arm+custom", None, []),  # a modified run whose rows do not say their network
+@pytest.mark.parametrize(("profile", "dataset", "options", "shown"), [
+    (pub.ARM_PROFILE, "binarized-mnist", None, ["linear"]),  # rows before model_options
+    (pub.ARM_NONLINEAR_PROFILE, "binarized-mnist", None, ["nonlinear"]),
+    ("arm+custom", "binarized-mnist", {"architecture": "nonlinear", "latent_dim": 200},
+     ["nonlinear"]),
+    ("arm+custom", "binarized-mnist", None, []),  # modified settings, the network not stored
+    ("disarm-dynamic", "mnist", None, []),  # other data than Larochelle's static binarization
+    (pub.COMPARED_PROFILE, "mnist", None, []),
 ])
-def test_yin_and_zhous_columns_sit_beside_rows_of_their_network_only(
-    profile: str, options: dict[str, object] | None, shown: list[str]
+def test_yin_and_zhous_columns_sit_beside_rows_of_their_network_and_data_only(
+    profile: str, dataset: str, options: dict[str, object] | None, shown: list[str]
 ) -> None:
     """The training table puts Yin & Zhou's linear -log p(x) beside the linear network's rows
-    and the nonlinear beside the nonlinear's; rows that do not say which get neither."""
-    config = {"seed": 0} | ({"model_options": options} if options else {})
+    on static binarized MNIST and the nonlinear beside the nonlinear's; rows that do not say
+    their network, or of other data, get neither (nor its note)."""
+    config = {"seed": 0, "dataset": dataset} | ({"model_options": options} if options else {})
     rows = [{"param_group": "test", "batch_size": 50, "epoch": 1000, "metric": "elbo",
              "value": -110.0, "n": 10000}]
     frame = stamp(rows, Cell("train", "bernoulli-vae", "arm", config), provenance(profile))
@@ -386,6 +390,7 @@ def test_yin_and_zhous_columns_sit_beside_rows_of_their_network_only(
     columns = [network for network in ("linear", "nonlinear")
                if f"published -log p(x), {network} (Yin & Zhou 2019)" in table.headers]
     assert columns == shown
+    assert any("Yin & Zhou" in note for note in table.notes) == bool(shown)
     if shown:
         row = dict(zip(table.headers, table.rows[0]))
         assert row[f"published -log p(x), {shown[0]} (Yin & Zhou 2019)"] == (

@@ -107,7 +107,8 @@ def _final_table(
     """Rows of each estimator's last epoch: our ``measured`` columns, published columns and rows
     beside, compared per measured column."""
     names = estimator_order(model, final)
-    trailing = tuple(c for c in beside.trailing if c.fits(networks(final, model)))
+    datasets = {str(name) for name in final["dataset"] if name}
+    trailing = tuple(c for c in beside.trailing if c.fits(networks(final, model), datasets))
     table_rows: list[list[Value]] = []
     eligible: list[bool] = []
     for estimator in names:
@@ -135,7 +136,8 @@ def _final_table(
         tuple(eligible),
         excluded=EXCLUDED if any(other_objective(final, e) for e in names) else "",
     )
-    notes = (*notes, *paper.variant_notes(names), *objective_notes(final, names), *beside.notes)
+    notes = (*notes, *paper.variant_notes(names), *objective_notes(final, names), *beside.notes,
+             *dict.fromkeys(c.note for c in trailing if c.note))
     return assemble(name, title, columns, table_rows, notes, comparison)
 
 
