@@ -289,7 +289,7 @@ ARM = Profile(
 ARM_NONLINEAR = replace(
     ARM,
     name="arm-nonlinear",
-    summary="The arm profile's protocol with Yin & Zhou's nonlinear Bernoulli VAE (two "
+    summary="the arm profile's protocol with Yin & Zhou's nonlinear Bernoulli VAE (two "
     "LeakyReLU layers of 200 each side of the 200 latents), the figures of their second column",
     models=tuple(profile_model_options("arm-nonlinear")),
     model_options=profile_model_options("arm-nonlinear"),
@@ -313,6 +313,16 @@ PROFILES: dict[str, Profile] = {
     p.name: p for p in (SMOKE, QUICK, PAPER, ARM, ARM_NONLINEAR, DISARM_DYNAMIC)
 }
 """The named profiles, in order of size."""
+
+
+def profile_table() -> list[dict[str, Any]]:
+    """One row per named profile: its name, data, models, seeds, training epochs, summary."""
+    return [
+        {"profile": p.name, "dataset": f"{p.dataset} ({p.binarization})",
+         "models": ", ".join(p.models),
+         "seeds": len(p.seeds), "train epochs": p.train_epochs, "summary": p.summary}
+        for p in PROFILES.values()
+    ]
 
 
 def default_profile_name() -> str:

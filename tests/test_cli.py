@@ -17,6 +17,7 @@ from gradbench.estimators import ESTIMATORS
 from gradbench.experiments.registry import experiments
 from gradbench.models import MODELS
 from gradbench.models.toy import PROBLEMS
+from gradbench.profiles import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +40,12 @@ def test_list_names_everything_and_the_matrix(capsys: pytest.CaptureFixture[str]
     assert [r["experiment"] for r in listing["experiments"]] == list(experiments())
     selectable = {r["experiment"]: r["selectable"] for r in listing["experiments"]}
     assert selectable["train"] and not selectable["catalogue"]
+    profiles = {r["profile"]: r for r in listing["profiles"]}
+    assert list(profiles) == list(PROFILES)
+    assert profiles["disarm-dynamic"]["dataset"] == "mnist (dynamic)"
+    assert profiles["arm"]["dataset"] == "binarized-mnist (threshold)"
+    assert profiles["arm-nonlinear"]["models"] == "bernoulli-vae"
+    assert profiles["quick"]["models"] == ", ".join(MODELS)
     matrix = {row["model"]: {e for e in ESTIMATORS if row[e] == "yes"} for row in listing["applicability"]}
     for model in (*MODELS, *PROBLEMS):
         assert matrix[model] == set(applicable(model)), model

@@ -1,5 +1,5 @@
-"""``gradbench list``: estimators, models, datasets, experiments, toy problems and which
-estimator applies where: every registry, plugins' entries included."""
+"""``gradbench list``: estimators, models, datasets, experiments, profiles, toy problems and
+which estimator applies where: every registry, plugins' entries included."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+import pandas as pd
 from tabulate import tabulate
 
 from gradbench.catalogue import (
@@ -19,11 +20,12 @@ from gradbench.catalogue import (
 )
 from gradbench.commands.common import add_format, output_format
 from gradbench.experiments.registry import experiment_table
+from gradbench.profiles import profile_table
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("list", help="list estimators, models, datasets, experiments "
-                                   "and toy problems")
+    parser = subparsers.add_parser("list", help="list estimators, models, datasets, experiments, "
+                                   "profiles and toy problems")
     add_format(parser, ("table", "json"), "table")
     parser.set_defaults(run=run)
 
@@ -48,6 +50,7 @@ def _print(args: argparse.Namespace) -> int:
         "models": model_table(),
         "datasets": dataset_table(),
         "experiments": experiment_table(),
+        "profiles": pd.DataFrame(profile_table()),
         "problems": problem_table(),
         "applicability": matrix,
     }
