@@ -207,6 +207,12 @@ class DataConfig:
             raise ValueError(
                 f"unknown binarization {self.binarization!r}; valid: {', '.join(BINARIZATIONS)}"
             )
+        if DATASET_SOURCES[self.dataset].binary and self.binarization != "threshold":
+            raise ValueError(
+                f"{self.dataset}'s pixels are binary as published: binarization "
+                f"{self.binarization!r} would leave them as they are while its rows named it; "
+                "use threshold (the default), an identity on them"
+            )
         if self.n_train < 1 or self.n_valid < 0:
             raise ValueError(
                 f"need n_train >= 1 and n_valid >= 0, got n_train={self.n_train}, "
@@ -653,6 +659,9 @@ class DatasetSource:
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    binary: ClassVar[bool] = False
+    """True when the pixels are 0 or 1 as published (a binarization already made, such as
+    Larochelle & Murray's): only ``threshold``, an identity on them, is accepted."""
 
     def load(self, config: DataConfig) -> LoadedData:
         """The three splits of the dataset as ``config`` asks for them (before ``subset``)."""
@@ -671,6 +680,15 @@ def register_dataset(cls: S) -> S:
         raise ValueError(f"dataset {cls.name!r} registered twice")
     DATASET_SOURCES[cls.name] = cls
     return cls
+
+
+def binarization_phrase(dataset: str, binarization: str) -> str:
+    """How ``dataset``'s pixels were binarized, for provenance: "binary as published" for a
+    dataset whose pixels are 0 or 1 already (its threshold is an identity), else
+    "BINARIZATION binarization"; an unregistered dataset (an uninstalled plugin's) by the latter."""
+    source = DATASET_SOURCES.get(dataset)
+    return "binary as published" if source is not None and source.binary else (
+        f"{binarization} binarization")
 
 
 def dataset_names() -> tuple[str, ...]:

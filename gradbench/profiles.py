@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from gradbench.data import binarization_phrase
 from gradbench.models import profile_model_options
 
 VARIANTS = (
@@ -318,7 +319,8 @@ PROFILES: dict[str, Profile] = {
 def profile_table() -> list[dict[str, Any]]:
     """One row per named profile: its name, data, models, seeds, training epochs, summary."""
     return [
-        {"profile": p.name, "dataset": f"{p.dataset} ({p.binarization})",
+        {"profile": p.name,
+         "dataset": f"{p.dataset} ({binarization_phrase(p.dataset, p.binarization)})",
          "models": ", ".join(p.models),
          "seeds": len(p.seeds), "train epochs": p.train_epochs, "summary": p.summary}
         for p in PROFILES.values()

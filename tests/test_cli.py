@@ -42,8 +42,8 @@ def test_list_names_everything_and_the_matrix(capsys: pytest.CaptureFixture[str]
     assert selectable["train"] and not selectable["catalogue"]
     profiles = {r["profile"]: r for r in listing["profiles"]}
     assert list(profiles) == list(PROFILES)
-    assert profiles["disarm-dynamic"]["dataset"] == "mnist (dynamic)"
-    assert profiles["arm"]["dataset"] == "binarized-mnist (threshold)"
+    assert profiles["disarm-dynamic"]["dataset"] == "mnist (dynamic binarization)"
+    assert profiles["arm"]["dataset"] == "binarized-mnist (binary as published)"
     assert profiles["arm-nonlinear"]["models"] == "bernoulli-vae"
     assert profiles["quick"]["models"] == ", ".join(MODELS)
     matrix = {row["model"]: {e for e in ESTIMATORS if row[e] == "yes"} for row in listing["applicability"]}
@@ -192,6 +192,9 @@ def test_toy_runs_two_variants(capsys: pytest.CaptureFixture[str]) -> None:
         (["all", "--estimators", "lr-baseline[baseline=magic]", "--dry-run", "--executor",
           "in-process"],
          "unknown baseline 'magic'; valid: ema, learned"),
+        (["all", "--dataset", "binarized-mnist", "--binarization", "dynamic", "--dry-run",
+          "--executor", "in-process"],
+         "binarized-mnist's pixels are binary as published: binarization 'dynamic'"),
     ],
 )
 def test_bad_variants_exit_2_naming_the_valid_choices(

@@ -675,12 +675,23 @@ def test_binarized_mnist_from_the_shared_copy_has_larochelles_splits() -> None:
         assert images.double().mean().item() == pytest.approx(mean, abs=5e-6)
         assert set(images.unique().tolist()) == {0.0, 1.0}
         assert (ds.split(split).labels == data.NO_LABEL).all()
-    for binarization in BINARIZATIONS:  # the pixels are 0 or 1 already: every binarization keeps them
-        config = DataConfig(dataset="binarized-mnist", data_dir=str(SHARED_BINARIZED),
-                            binarization=binarization, subset=100)
-        kept = load_dataset(config)
-        assert torch.equal(kept.binarized("test", torch.Generator().manual_seed(1)),
-                           ds.test.images[:100])
+    kept = load_dataset(DataConfig(dataset="binarized-mnist", data_dir=str(SHARED_BINARIZED),
+                                   subset=100))
+    assert torch.equal(kept.binarized("test", torch.Generator().manual_seed(1)),
+                       ds.test.images[:100])  # the threshold: an identity on its pixels
+
+
+@pytest.mark.parametrize("binarization", [b for b in BINARIZATIONS if b != "threshold"])
+def test_a_binary_dataset_refuses_a_binarization_it_would_not_have(binarization: str) -> None:
+    """Larochelle's pixels are 0 or 1 as published: a dynamic or fixed binarization of them would
+    change nothing while the rows named it, so the configuration is refused before any work."""
+    with pytest.raises(ValueError, match=f"binarized-mnist's pixels are binary as published: "
+                                         f"binarization '{binarization}'"):
+        DataConfig(dataset="binarized-mnist", binarization=binarization)
+    assert DataConfig(dataset="mnist", binarization=binarization).binarization == binarization
+    assert data.binarization_phrase("binarized-mnist", "threshold") == "binary as published"
+    assert data.binarization_phrase("mnist", binarization) == f"{binarization} binarization"
+    assert data.binarization_phrase("uninstalled", binarization) == f"{binarization} binarization"
 
 
 @needs_binarized

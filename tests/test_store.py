@@ -226,15 +226,18 @@ def test_rows_carry_their_binarization_and_the_provenance_names_it(tmp_path: Pat
 
     store = ResultStore(tmp_path)
     rows = [{"metric": "elbo", "param_group": "test", "value": -90.0}]
-    for estimator, binarization in (("arm", "dynamic"), ("disarm", "dynamic"), ("lr", None)):
-        config = {"seed": 0, "dataset": "mnist" if binarization else "digits"}
+    cells = (("arm", "mnist", "dynamic"), ("disarm", "mnist", "dynamic"), ("lr", "digits", None),
+             ("rloo", "binarized-mnist", "threshold"))
+    for estimator, dataset, binarization in cells:
+        config = {"seed": 0, "dataset": dataset}
         if binarization:
             config["binarization"] = binarization
         cell = Cell("train", "bernoulli-vae", estimator, config)
         store.write(cell, stamp(rows, cell, _provenance()))
     loaded = prepare_rows(store.load())
     assert set(loaded.loc[loaded["dataset"] == "mnist", "binarization"]) == {"dynamic"}
-    assert datasets(loaded) == "digits, mnist (dynamic binarization)"
+    assert datasets(loaded) == (
+        "binarized-mnist (binary as published), digits, mnist (dynamic binarization)")
 
 
 def test_rows_carry_the_model_options_their_network_was_built_with(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ Where the files come from
     found elsewhere (then it is skipped with a warning).
 
 Binarization
-    The pixels are already 0 or 1, so ``threshold``, ``dynamic`` and ``fixed`` leave them as they
-    are. Every label is :data:`gradbench.data.NO_LABEL` (``n_classes`` 0); ``n_train`` and
+    The pixels are already 0 or 1 (``binary``): ``threshold``, an identity on them, is the only
+    binarization accepted, so that no row names a binarization the data never had. Every label is :data:`gradbench.data.NO_LABEL` (``n_classes`` 0); ``n_train`` and
     ``n_valid`` do not apply (the splits are Larochelle's).
 """
 
@@ -157,6 +157,7 @@ class BinarizedMnist(DatasetSource):
 
     name = NAME
     summary = "Larochelle's statically binarized MNIST, 50,000 / 10,000 / 10,000, no labels"
+    binary = True
 
     def load(self, config: DataConfig) -> LoadedData:
         images, paths = binarized_mnist_arrays(config.data_dir, config.download)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from gradbench.code_version import PLUGINS_COLUMN, gradbench_version
+from gradbench.data import binarization_phrase
 from gradbench.measure.variance_stats import INTERVAL_METHOD
 from gradbench.report import paper
 from gradbench.report import plots as plot_builders
@@ -292,13 +293,15 @@ def _values(rows: pd.DataFrame, column: str) -> str:
 
 def datasets(rows: pd.DataFrame) -> str:
     """Every dataset of the rows with its binarizations (threshold, dynamic or fixed: what the
-    pixels became), as the cells stored them; a dataset none of whose rows stored one (rows
-    older than the column, the catalogue's) by its name alone."""
+    pixels became; binary as published for a dataset whose pixels are 0 or 1 already), as the
+    cells stored them; a dataset none of whose rows stored one (rows older than the column, the
+    catalogue's) by its name alone."""
     named = rows[rows["dataset"] != ""]
     shown = []
     for name, cells in named.groupby("dataset", sort=True):
-        ways = sorted({str(how) for how in cells["binarization"] if how})
-        shown.append(f"{name} ({', '.join(ways)} binarization)" if ways else str(name))
+        ways = sorted({binarization_phrase(str(name), str(how))
+                       for how in cells["binarization"] if how})
+        shown.append(f"{name} ({', '.join(ways)})" if ways else str(name))
     return ", ".join(shown) or "unknown"
 
 
