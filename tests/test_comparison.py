@@ -397,6 +397,32 @@ def test_yin_and_zhous_columns_sit_beside_rows_of_their_network_and_data_only(
             pub.YIN_ZHOU_2019_NEG_LOG_LIKELIHOOD["arm"][shown[0]])
 
 
+@pytest.mark.parametrize(("estimators", "jang"), [(["rloo"], False),
+                                                  (["rloo", "gumbel-softmax"], True)])
+def test_a_published_column_with_no_figure_beside_the_rows_is_left_out(
+    estimators: list[str], jang: bool
+) -> None:
+    """DisARM's dynamic setting runs rloo, arm and disarm, none of which Jang et al. tabulate:
+    their column, all dashes, is left out (with its note); beside a Gumbel-softmax row it stays.
+    The profile's own note (DisARM's figures are curves only) is the table's either way."""
+    frames = []
+    for estimator in estimators:
+        rows = [{"param_group": "test", "batch_size": 50, "epoch": 1000, "metric": "elbo",
+                 "value": -113.0, "n": 10000}]
+        cell = Cell("train", "bernoulli-vae", estimator,
+                    {"seed": 0, "dataset": "mnist", "binarization": "dynamic"})
+        frames.append(stamp(rows, cell, provenance(pub.DISARM_DYNAMIC_PROFILE)))
+    table = elbo_table(prepare_rows(pd.concat(frames, ignore_index=True)), "bernoulli-vae")
+    label = "published -ELBO, their model (Jang et al. 2017)"
+    assert (label in table.headers) == jang
+    assert any("Jang, Gu & Poole" in note for note in table.notes) == jang
+    assert pub.DISARM_NOT_TABULATED in table.notes
+    if jang:
+        values = {row[0]: row[table.headers.index(label)] for row in table.rows}
+        assert values == {"rloo": None,
+                          "gumbel-softmax": pub.JANG_2017_VAE_BERN_NEG_ELBO["gumbel-softmax"]}
+
+
 def chi_square_outcome(draws: np.ndarray) -> Outcome:
     """A sample variance of ``draws`` with its exact 95 % chi-square interval."""
     n = draws.size

@@ -605,6 +605,9 @@ linear test figures are set against its rows too."""
 ARM_NONLINEAR_PROFILE = "arm-nonlinear"
 """That protocol with the nonlinear network (:data:`gradbench.profiles.ARM_NONLINEAR`): Yin &
 Zhou's nonlinear test figures are set against its rows."""
+DISARM_DYNAMIC_PROFILE = "disarm-dynamic"
+"""That protocol on dynamically binarized MNIST (:data:`gradbench.profiles.DISARM_DYNAMIC`):
+DisARM's setting, whose published results are curves only."""
 ARM_ARCHITECTURE_PROFILES = {"linear": ARM_PROFILE, "nonlinear": ARM_NONLINEAR_PROFILE}
 """The profile whose rows each column of Yin & Zhou's table is set against."""
 ARM_NETWORKS = {"linear": "linear 784-200", "nonlinear": "nonlinear 784-200-200-200"}
@@ -820,8 +823,10 @@ ARM_ROWS_WITHOUT_SCRIPT = (
 PROFILE_NOTES: dict[str, tuple[str, ...]] = {
     ARM_PROFILE: (ARM_ROWS_WITHOUT_SCRIPT, DISARM_NOT_TABULATED),
     ARM_NONLINEAR_PROFILE: (ARM_ROWS_WITHOUT_SCRIPT, DISARM_NOT_TABULATED),
+    DISARM_DYNAMIC_PROFILE: (DISARM_NOT_TABULATED,),
 }
-"""What the comparison table says once for a profile whose rows it sets against figures."""
+"""What the comparison table says once for a profile whose rows it sets against figures, and the
+training table once for a profile whose rows it shows."""
 
 
 def _arm_rows() -> tuple[PublishedFigure, ...]:

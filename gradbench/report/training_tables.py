@@ -108,7 +108,13 @@ def _final_table(
     beside, compared per measured column."""
     names = estimator_order(model, final)
     datasets = {str(name) for name in final["dataset"] if name}
-    trailing = tuple(c for c in beside.trailing if c.fits(networks(final, model), datasets))
+    alone = [row for row in beside.rows if not any(label in names for label in row.beside)]
+    trailing = tuple(
+        c for c in beside.trailing
+        if c.fits(networks(final, model), datasets)
+        and (any(c.values.get(e) is not None for e in names)
+             or any(row.values.get(c.label) is not None for row in alone))
+    )
     table_rows: list[list[Value]] = []
     eligible: list[bool] = []
     for estimator in names:
@@ -120,13 +126,12 @@ def _final_table(
             *(c.values.get(estimator) for c in trailing),
         ])
         eligible.append(not other_objective(final, estimator))
-    for published in beside.rows:
-        if not any(label in names for label in published.beside):
-            table_rows.append([
-                f"{published.label} (published only)", None, *(None for _ in measured),
-                *(published.values.get(c.label) for c in trailing),
-            ])
-            eligible.append(False)
+    for published in alone:
+        table_rows.append([
+            f"{published.label} (published only)", None, *(None for _ in measured),
+            *(published.values.get(c.label) for c in trailing),
+        ])
+        eligible.append(False)
     columns = [Column("estimator", key=True), Column("epoch", "int")]
     columns += [Column(m.label, m.kind) for m in measured]
     columns += [Column(c.label, c.kind) for c in trailing]
@@ -136,8 +141,10 @@ def _final_table(
         tuple(eligible),
         excluded=EXCLUDED if any(other_objective(final, e) for e in names) else "",
     )
+    profiles = sorted({str(p) for p in final["profile"] if p})
     notes = (*notes, *paper.variant_notes(names), *objective_notes(final, names), *beside.notes,
-             *dict.fromkeys(c.note for c in trailing if c.note))
+             *dict.fromkeys(c.note for c in trailing if c.note),
+             *dict.fromkeys(n for p in profiles for n in paper.PROFILE_NOTES.get(p, ())))
     return assemble(name, title, columns, table_rows, notes, comparison)
 
 
