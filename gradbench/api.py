@@ -423,6 +423,8 @@ def prepare(
     option_values, settings = split_overrides(overrides)
     options = RunOptions(**option_values)
     resolved = resolve_profile(profile, settings, model_args, estimator_args)
+    data = DataConfig(dataset=resolved.dataset, binarization=resolved.binarization,
+                      data_dir=options.data_dir, subset=resolved.subset, seed=resolved.data_seed)
     plan = make_plan(resolved, options.experiments, selectable(),
                      asked=resolved.estimators if "estimators" in settings else ())
     formats = check_formats(options.formats) if options.report else ()
@@ -436,8 +438,6 @@ def prepare(
         if options.report:
             check_writable(out)
         check_writable(results)
-    data = DataConfig(dataset=resolved.dataset, binarization=resolved.binarization,
-                      data_dir=options.data_dir, subset=resolved.subset, seed=resolved.data_seed)
     dataset = load_dataset(data, device)
     probe(plan, dataset, bias=Bias.name)
     tasks = plan_tasks(plan, dataset, device, results)

@@ -86,7 +86,8 @@ class Profile:
     subset: int | None = setting(None, "keep the first N examples of each split; none: all")
     binarization: str = setting("threshold", "threshold (the thesis': grey level >= 0.5), "
                                 "dynamic (a fresh Bernoulli sample per use, DisARM's) or fixed "
-                                "(one sample)")
+                                "(one sample); threshold only for a dataset binary as "
+                                "published (binarized-mnist)")
     seeds: tuple[int, ...] = setting((0, 1, 2, 3, 4), "one run of every cell per seed: "
                                      "initialisation, data order, noise")
     data_seed: int = setting(0, "the fixed binarization's sample, the same for every seed")

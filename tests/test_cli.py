@@ -180,6 +180,21 @@ def test_toy_runs_two_variants(capsys: pytest.CaptureFixture[str]) -> None:
     assert [r["estimator"] for r in json.loads(out)] == TWO_GUMBELS.replace("],", "]|").split("|")
 
 
+def test_a_binarization_a_binary_dataset_cannot_have_exits_2_before_any_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``all --profile arm --binarization dynamic`` (Larochelle's pixels are binary already)
+    stops with one line before the report or results folder is created."""
+    out, results = tmp_path / "out", tmp_path / "results"
+    status, printed, err = run_cli(
+        capsys, "all", "--profile", "arm", "--binarization", "dynamic", "--executor",
+        "in-process", "--out", str(out), "--results", str(results),
+    )
+    assert status == 2 and printed == "" and "Traceback" not in err
+    assert err.strip().count("\n") == 0 and "binary as published" in err
+    assert not out.exists() and not results.exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

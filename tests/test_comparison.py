@@ -7,6 +7,7 @@ difference is known; a run of another profile is never set against the papers.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,8 @@ from gradbench.report.comparison_tables import comparison_table
 from gradbench.report.render import INTERVAL, display
 from gradbench.report.rows import Outcome, prepare_rows
 from gradbench.report.sweep_tables import sweep_tables
-from gradbench.report.training_tables import elbo_table
+from gradbench.report.table import Table
+from gradbench.report.training_tables import classification_table, elbo_table
 from gradbench.report.variance_tables import variance_table
 from gradbench.results import Cell, Provenance, stamp
 
@@ -421,6 +423,28 @@ def test_a_published_column_with_no_figure_beside_the_rows_is_left_out(
         values = {row[0]: row[table.headers.index(label)] for row in table.rows}
         assert values == {"rloo": None,
                           "gumbel-softmax": pub.JANG_2017_VAE_BERN_NEG_ELBO["gumbel-softmax"]}
+
+
+@pytest.mark.parametrize(("table_of", "model", "metric", "estimator", "note", "shown"), [
+    (elbo_table, "categorical-vae", "elbo", "target-prop", "VAE (Cat.)", False),
+    (elbo_table, "categorical-vae", "elbo", "gumbel-softmax", "VAE (Cat.)", True),
+    (classification_table, "bayes-mlp", "error_rate", "reparam", "Figure 1", False),
+    (classification_table, "bayes-mlp", "error_rate", "local-reparam", "Figure 1", True),
+])
+def test_a_published_columns_note_goes_with_it(
+    table_of: Callable[[pd.DataFrame, str], Table | None], model: str, metric: str,
+    estimator: str, note: str, shown: bool
+) -> None:
+    """Jang et al.'s categorical column and Kingma et al.'s Figure 1 column say what they are
+    in a note that is the table's only while the column is (it has a figure beside a row)."""
+    rows = [{"param_group": "test", "batch_size": 100, "epoch": 50, "metric": metric,
+             "value": -100.0 if metric == "elbo" else 1.5, "n": 10000}]
+    frame = stamp(rows, Cell("train", model, estimator, {"seed": 0}),
+                  provenance(pub.COMPARED_PROFILE))
+    table = table_of(prepare_rows(frame), model)
+    assert any(note in text for text in table.notes) == shown
+    assert any(header.startswith("published") and "(Thesis" not in header
+               and "Nitta" not in header for header in table.headers) == shown
 
 
 def chi_square_outcome(draws: np.ndarray) -> Outcome:

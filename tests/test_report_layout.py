@@ -201,6 +201,10 @@ def test_each_table_and_figure_on_one_page_and_shared_notes_said_once() -> None:
     assert made["conventions.md"].count("shared note") == 1
     assert "shared note" not in made["variance.md"] + made["bias.md"]
     assert "own a" in made["variance.md"]
+    pointer = ("*1 more note on this table, shared with others: "
+               "[conventions](conventions.md#notes-shared-by-several-tables).*")
+    assert made["variance.md"].count(pointer) == made["bias.md"].count(pointer) == 1
+    assert "## Notes shared by several tables" in made["conventions.md"]
     assert sum(text.count("(figures/variance_vs_batch_a.png)") for text in made.values()) == 2
     assert sum(text.count("![V](figures/variance_vs_batch_a.png)") for text in made.values()) == 1
     assert isinstance(placed, dict) and all(isinstance(s, Section) for s in placed)

@@ -101,7 +101,9 @@ def add_setting_args(parser: argparse.ArgumentParser, estimators_flag: str = "--
     )
     parser.add_argument("--data-dir", help="folder holding the dataset files")
     parser.add_argument(
-        "--binarization", default="threshold", help=f"one of {', '.join(BINARIZATIONS)}"
+        "--binarization", default="threshold",
+        help=f"one of {', '.join(BINARIZATIONS)}; threshold only for a dataset binary as "
+        "published (binarized-mnist)",
     )
     parser.add_argument("--subset", type=int, help="keep only the first N examples of each split")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")

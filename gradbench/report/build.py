@@ -175,6 +175,10 @@ SECTIONS: tuple[Section, ...] = (
 OTHER = Section("other.md", "Other tables and figures", "Tables and figures of no section above.",
                 lambda name: True)
 CONVENTIONS_PAGE = "conventions.md"
+SHARED_NOTES_TITLE = "Notes shared by several tables"
+"""The conventions page's section of the notes that stand under more than one table."""
+SHARED_NOTES_ANCHOR = SHARED_NOTES_TITLE.lower().replace(" ", "-")
+"""Its anchor as GitHub and most Markdown renderers slug the heading."""
 FRONT_PAGE = "README.md"
 NOTES_SHOWN = 2
 """How many of its own notes a table shows under it; the rest fold away."""
@@ -423,6 +427,10 @@ def _table_block(table: Table, formats: tuple[str, ...], shared: set[str]) -> li
         lines += ["", "<details><summary>More about this table</summary>", ""]
         lines += [f"- {note}" for note in own[NOTES_SHOWN:]]
         lines += ["", "</details>", ""]
+    elsewhere = len(dict.fromkeys(table.notes)) - len(dict.fromkeys(own))
+    if elsewhere:
+        lines += [f"*{elsewhere} more note{'s' if elsewhere > 1 else ''} on this table, shared "
+                  f"with others: [conventions]({CONVENTIONS_PAGE}#{SHARED_NOTES_ANCHOR}).*", ""]
     if formats:
         suffixes = [*formats, *([TIDY_SUFFIX] if "csv" in formats and table.measured else [])]
         links = ", ".join(
@@ -599,7 +607,7 @@ def conventions_page(tables: list[Table]) -> str:
     lines += [f"- {c}" for c in CONVENTIONS]
     shared = shared_notes(tables)
     if shared:
-        lines += ["", "## Notes shared by several tables", ""]
+        lines += ["", f"## {SHARED_NOTES_TITLE}", ""]
         for note in shared:
             under = ", ".join(f"`{t.name}`" for t in tables if note in t.notes)
             lines.append(f"- {note} *(Under {under}.)*")

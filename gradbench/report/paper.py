@@ -458,11 +458,9 @@ def _kingma_classification() -> Beside:
             PublishedColumn(
                 published_label(KINGMA_2015, "best test error, Fig. 1"), "text",
                 {"local-reparam": f"{low:.2f}-{high:.2f} %"},
+                note="Published: Kingma, Salimans & Welling (2015), Figure 1, variational "
+                "dropout (A2), 750-1250 units per layer, many more epochs; read from the plot.",
             ),
-        ),
-        notes=(
-            "Published: Kingma, Salimans & Welling (2015), Figure 1, variational dropout (A2), "
-            "750-1250 units per layer, many more epochs; read from the plot.",
         ),
     )
 
@@ -478,8 +476,12 @@ def _thesis_elbo() -> Beside:
             PublishedColumn(valid, "fixed3", {
                 name: NITTA_2017_TABLE51[row][1] for name, row in NITTA_2017_ROW_FOR.items()
             }),
-            PublishedColumn(published_label(JANG_2017, "-ELBO, their model", False), "fixed1",
-                            JANG_2017_VAE_CAT_NEG_ELBO),
+            PublishedColumn(
+                published_label(JANG_2017, "-ELBO, their model", False), "fixed1",
+                JANG_2017_VAE_CAT_NEG_ELBO,
+                note="Published: Jang, Gu & Poole (2017), Table 1, VAE (Cat.) negative ELBO in "
+                "nats (lower is better) of their 20x10 model with a learned prior.",
+            ),
         ),
         rows=tuple(
             PublishedRow(
@@ -493,8 +495,6 @@ def _thesis_elbo() -> Beside:
             "Published: Nitta (2017), Table 5.1, 784-500-300(30x10)-500-784 after 50 epochs, "
             "train / validation reconstruction log-likelihood; its Gumbel-softmax rows used "
             "tau = 0.5 and 0.1, annealed per epoch.",
-            "Published: Jang, Gu & Poole (2017), Table 1, VAE (Cat.) negative ELBO in nats "
-            "(lower is better) of their 20x10 model with a learned prior.",
         ),
     )
 
