@@ -18,8 +18,9 @@ Where the files come from
 
 Binarization
     The pixels are already 0 or 1 (``binary``): ``threshold``, an identity on them, is the only
-    binarization accepted, so that no row names a binarization the data never had. Every label is :data:`gradbench.data.NO_LABEL` (``n_classes`` 0); ``n_train`` and
-    ``n_valid`` do not apply (the splits are Larochelle's).
+    binarization accepted, so that no row names a binarization the data never had. Every label
+    is :data:`gradbench.data.NO_LABEL` (``n_classes`` 0); ``n_train`` and ``n_valid`` do not
+    apply (the splits are Larochelle's).
 """
 
 from __future__ import annotations
