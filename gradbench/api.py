@@ -57,6 +57,7 @@ from gradbench.models import MODELS
 from gradbench.models.base import get_model_class
 from gradbench.options import resolve_options
 from gradbench.profiles import (
+    CUSTOM_SUFFIX,
     Profile,
     get_profile,
     override,
@@ -78,9 +79,6 @@ IN_PROCESS, POOL, RAY, AUTO = "in-process", "process-pool", "ray", "auto"
 EXECUTORS = (AUTO, IN_PROCESS, POOL, RAY)
 """Where cells run. ``auto``: every core, on Ray where it is installed, else on a process pool
 of the standard library; one process (``in-process``) with CUDA or ``jobs=1``."""
-
-CUSTOM_SUFFIX = "+custom"
-"""Appended to the profile's name when an override changed what its cells compute."""
 
 UNSTAMPED = ("models", "estimators", "seeds", "max_cell_hours", "torch_threads")
 """Profile fields that choose which cells run (each row names its model, estimator and seed)

@@ -311,6 +311,9 @@ DISARM_DYNAMIC = replace(
     estimators=("rloo", "arm", "disarm"),
 )
 
+CUSTOM_SUFFIX = "+custom"
+"""Appended to a profile's name when an override changed what its cells compute."""
+
 PROFILES: dict[str, Profile] = {
     p.name: p for p in (SMOKE, QUICK, PAPER, ARM, ARM_NONLINEAR, DISARM_DYNAMIC)
 }
@@ -427,6 +430,7 @@ def with_options(
 
 
 __all__ = [
+    "CUSTOM_SUFFIX",
     "PROFILES",
     "Profile",
     "default_profile_name",

@@ -262,7 +262,8 @@ def test_the_arm_profile_is_set_against_yin_and_zhou_at_their_protocol_only() ->
     table = comparison_table(arm_protocol_rows())
     assert table is not None
     rows = {row[1]: dict(zip(table.headers, row)) for row in table.rows}
-    assert len(rows) == sum(f.profile == pub.ARM_PROFILE for f in pub.PUBLISHED_FIGURES) == 5
+    assert len(rows) == sum(f.profile == pub.ARM_PROFILE and not f.model_options
+                            for f in pub.PUBLISHED_FIGURES) == 5
     for name, published in (("arm", -107.2), ("lr-baseline[baseline=learned]", -113.1)):
         label = pub.YIN_ZHOU_2019_ROW_NAMES[name]
         row = rows[f"linear 784-200 Bernoulli VAE, {label} (ours: {name}, their protocol): "
@@ -276,7 +277,7 @@ def test_the_arm_profile_is_set_against_yin_and_zhou_at_their_protocol_only() ->
     assert pub.ARM_REASON not in table.notes
     assert pub.ARM_ROWS_WITHOUT_SCRIPT not in comparison_table(paper_rows()).notes
     both = comparison_table(pd.concat([paper_rows(), arm_protocol_rows()], ignore_index=True))
-    assert len(both.rows) == len(pub.PUBLISHED_FIGURES) - 5, "no arm-nonlinear rows"
+    assert len(both.rows) == len(pub.PUBLISHED_FIGURES) - 6, "no arm-nonlinear rows, no cause"
 
 
 def test_the_nonlinear_network_is_set_against_yin_and_zhous_nonlinear_column_only() -> None:
@@ -294,6 +295,71 @@ def test_the_nonlinear_network_is_set_against_yin_and_zhous_nonlinear_column_onl
             ARM_PROTOCOL_BOUND[name] - published)
     linear = comparison_table(arm_protocol_rows())
     assert not any(row[1].startswith("nonlinear") for row in linear.rows)
+
+
+CONCRETE_SIGNAL_CAUSE = (f"linear 784-200 Bernoulli VAE, Concrete (ours: gumbel-softmax, their "
+                         "protocol but the KL in closed form): test log-likelihood")
+"""The figure whose ours is the arm protocol with the KL taken analytically."""
+
+
+def arm_stored_rows(custom: dict[str, object] | None = None, batch_size: int = 50,
+                    code: str = "abc123", cells: int = 1) -> pd.DataFrame:
+    """The arm profile's Concrete cell (k = 100 bound -111.9) and, with ``custom``, the options
+    changed from the profile's, an arm+custom Concrete cell of them (-107.5) by ``code``;
+    ``cells`` such cells of other configurations."""
+    def bound(value: float, size: int) -> list[dict[str, object]]:
+        return [{"param_group": "test", "batch_size": size, "epoch": 1000,
+                 "metric": "iw_bound_k100_at_best_valid", "value": value, "ci_low": value - 0.5,
+                 "ci_high": value + 0.5, "n": 10000}]
+
+    options = {"prior": "learned", "signal": "sampled-kl"}
+    frames = [stamp(bound(-111.9, 50), Cell("train", "bernoulli-vae", "gumbel-softmax",
+                                            {"seed": 0, "dataset": "binarized-mnist",
+                                             "model_options": options}), provenance("arm"))]
+    for cell in range(cells if custom is not None else 0):
+        config = {"seed": 0, "dataset": "binarized-mnist", "model_options": options | custom,
+                  "other": cell}
+        made = Provenance("cpu", "Test CPU (2 cores)", "2.0", 1, code, code, "arm+custom",
+                          "2025-01-03T03:04:05+00:00")
+        frames.append(stamp(bound(-107.5, batch_size),
+                            Cell("train", "bernoulli-vae", "gumbel-softmax", config), made))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.mark.parametrize(("custom", "batch_size", "code", "cells", "shown", "note"), [
+    ({"signal": "analytic-kl"}, 50, "abc123", 1, True, None),
+    ({"signal": "analytic-kl"}, 50, "def456", 1, True, "computed by code def456"),
+    ({"signal": "analytic-kl", "architecture": "nonlinear"}, 50, "abc123", 1, False, None),
+    ({"signal": "analytic-kl", "prior": "uniform"}, 50, "abc123", 1, False, None),
+    ({"signal": "analytic-kl"}, 100, "abc123", 1, False, "differs from the arm rows in batch"),
+    ({"signal": "analytic-kl"}, 50, "abc123", 2, False, "several cells of those options"),
+    (None, 50, "abc123", 1, False, None),
+])
+def test_a_cause_measured_with_one_model_option_changed_is_set_beside_its_figure(
+    custom: dict[str, object] | None, batch_size: int, code: str, cells: int, shown: bool,
+    note: str | None
+) -> None:
+    """Concrete's distance at ARM's protocol, measured: the same figure against the arm run
+    with the KL in closed form and nothing else changed (its stored network the profile's with
+    that option, the same data, minibatch and length), the code named where it is not the arm
+    rows'; another network, prior or minibatch, or two such cells, are not set beside it."""
+    stored = arm_stored_rows(custom, batch_size, code, cells)
+    table = comparison_table(prepare_rows(stored, pub.ARM_PROFILE), stored)
+    rows = {row[1]: dict(zip(table.headers, row)) for row in table.rows}
+    concrete = rows["linear 784-200 Bernoulli VAE, Concrete (ours: gumbel-softmax, their "
+                    "protocol): test log-likelihood"]
+    assert concrete["ours"].mean == -111.9
+    assert (CONCRETE_SIGNAL_CAUSE in rows) is shown
+    assert (pub.ARM_CONCRETE_SIGNAL_CAUSE in table.notes) is shown
+    if shown:
+        cause = rows[CONCRETE_SIGNAL_CAUSE]
+        assert cause["published"] == -107.3
+        assert cause["ours"].mean == -107.5
+        assert cause["ours - published (nats)"].mean == pytest.approx(-0.2)
+    named = [text for text in table.notes if text.startswith(f"'{CONCRETE_SIGNAL_CAUSE}'")]
+    assert [note in text for text in named] == ([True] if note else [])
+    assert CONCRETE_SIGNAL_CAUSE not in {
+        row[1] for row in comparison_table(prepare_rows(stored, pub.ARM_PROFILE)).rows}
 
 
 # Table 5.1's quantities, as the training cells store them ------------------------------------

@@ -244,7 +244,7 @@ def build_reports(
     table_formats = tuple(f for f in TABLE_FORMATS if f in chosen)
     figure_formats = tuple(f for f in FIGURE_FORMATS if f in chosen)
     owners: dict[str, Experiment | None] = {}
-    for experiment, table in owned_tables(prepared):
+    for experiment, table in owned_tables(prepared, rows):
         owners[table.name] = experiment
         report.tables.append(table)
         report.paths += write_table(table, root / TABLES_DIR, table_formats)

@@ -6,7 +6,8 @@ per-epoch speed-up) and ours − published in nats for log-likelihoods (the thes
 computed seed by seed; the notes say why the two may differ. A figure is set against the rows
 of the profile it names: the run at the papers' settings
 (:data:`gradbench.report.paper.COMPARED_PROFILE`) or at ARM's protocol
-(:data:`gradbench.report.paper.ARM_PROFILE`).
+(:data:`gradbench.report.paper.ARM_PROFILE`), or that profile's run with a model option changed
+where a figure measures the cause of a distance.
 """
 
 from __future__ import annotations
@@ -15,13 +16,24 @@ import pandas as pd
 
 from gradbench.measure.paired_variance import EXPERIMENT as PAIRED
 from gradbench.measure.variance import DIGEST_COLUMN
+from gradbench.models.base import get_model_class
+from gradbench.options import resolve_options
+from gradbench.profiles import CUSTOM_SUFFIX, PROFILES
 from gradbench.report import paper
 from gradbench.report.aggregate import estimate, monotone, ratio
 from gradbench.report.notes import at_one_checkpoint
 from gradbench.report.render import INTERVAL, display
-from gradbench.report.rows import VARIANCE, Outcomes, epoch_label, outcomes, select
+from gradbench.report.rows import (
+    VARIANCE,
+    Outcomes,
+    epoch_label,
+    outcomes,
+    prepare_rows,
+    select,
+)
 from gradbench.report.table import Column, Table, Value, assemble
 from gradbench.report.variance_tables import paired_excess
+from gradbench.results import row_options
 
 RATIO = "ratio"
 DIFFERENCE = "difference"
@@ -155,18 +167,91 @@ def compared_rows(rows: pd.DataFrame, profile: str) -> tuple[pd.DataFrame, tuple
     return pd.concat([compared[~variance], kept]), left_out
 
 
-def comparison_table(rows: pd.DataFrame) -> Table | None:
+CELL_CONDITIONS = ("dataset", "binarization", "batch_size")
+"""What a cell of changed model options must share with the profile's rows of its model to be
+set beside them (with the last epoch): the rest of a run's settings is not stored with rows."""
+
+
+def variant_rows(
+    stored: pd.DataFrame, compared: pd.DataFrame, figure: paper.PublishedFigure
+) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The rows ``figure`` sets against its published figure when it names model options:
+    those of the ``figure.profile``'s run with only those options changed (``NAME+custom``),
+    whose stored model options are the profile's with ``figure.model_options`` applied and
+    whose cell shares data, binarization, minibatch size and last epoch with ``compared``, the
+    profile's rows; and the notes: the code that made them where it is not the profile's rows',
+    or why no cell was taken."""
+    if "model_options" not in stored:
+        return stored.iloc[:0], ()
+    model, estimator = figure.ours.model, figure.ours.estimator
+    network = get_model_class(model)
+    wanted = resolve_options(network, PROFILES[figure.profile].options_for(model)
+                             | dict(figure.model_options))
+    custom = stored[(stored["profile"] == f"{figure.profile}{CUSTOM_SUFFIX}")
+                    & (stored["experiment"] == figure.ours.experiment)
+                    & (stored["model"] == model) & (stored["estimator"] == estimator)]
+    custom = custom[custom["model_options"].map(
+        lambda text: isinstance(text, str) and bool(text)
+        and resolve_options(network, row_options(text)) == wanted).astype(bool)]
+    if custom.empty:
+        return custom, ()
+    label = f"'{figure.figure}'"
+    if custom["config_hash"].nunique() > 1:
+        return custom.iloc[:0], (
+            f"{label}: several cells of those options are stored "
+            f"({', '.join(sorted(custom['config_hash'].unique()))}); none is shown.",)
+    beside = compared[(compared["experiment"] == figure.ours.experiment)
+                      & (compared["model"] == model)]
+    prepared = prepare_rows(custom, f"{figure.profile}{CUSTOM_SUFFIX}")
+    def values(frame: pd.DataFrame, column: str) -> set[object]:
+        return {value for value in frame[column].dropna() if value != ""}
+
+    differs = [
+        column for column in CELL_CONDITIONS
+        if values(prepared, column) and values(beside, column)
+        and values(prepared, column) != values(beside, column)
+    ] + (["last epoch"] if prepared["epoch"].max() != beside["epoch"].max() else [])
+    if beside.empty or differs:
+        return custom.iloc[:0], (
+            f"{label}: the cell of those options differs from the {figure.profile} rows in "
+            f"{', '.join(differs) or 'every cell (none of theirs is stored)'}; it is not shown.",)
+    versions = sorted(set(prepared["code_version"]))
+    if versions == sorted(set(beside["code_version"])):
+        return prepared, ()
+    commits = sorted({commit[:7] for commit in prepared["git_commit"] if commit})
+    theirs = sorted({commit[:7] for commit in beside["git_commit"] if commit})
+    return prepared, (
+        f"{label}: its cell was computed by code {', '.join(versions)} (commit "
+        f"{', '.join(commits)}), the {figure.profile} rows beside it by "
+        f"{', '.join(sorted(set(beside['code_version'])))} (commit {', '.join(theirs)}).",)
+
+
+def comparison_table(rows: pd.DataFrame, stored: pd.DataFrame | None = None) -> Table | None:
     """Every published figure with ours and the distance, for each profile whose rows the
     figures name (the papers' settings; ARM's protocol) that measured at least one of them;
-    figures it did not measure (yet) show no value."""
+    figures it did not measure (yet) show no value, but for those of changed model options
+    (a measured cause), shown only where ``stored``, the store's rows as loaded, holds their
+    cell (:func:`variant_rows`)."""
     by_profile = {
         profile: compared_rows(rows, profile)
         for profile in dict.fromkeys(figure.profile for figure in paper.PUBLISHED_FIGURES)
     }
-    found = [(figure, ours(by_profile[figure.profile][0], figure))
-             for figure in paper.PUBLISHED_FIGURES]
+    variant_notes: list[str] = []
+
+    def rows_for(figure: paper.PublishedFigure) -> pd.DataFrame:
+        compared = by_profile[figure.profile][0]
+        if not figure.model_options:
+            return compared
+        if stored is None or compared.empty:
+            return compared.iloc[:0]
+        found, notes = variant_rows(stored, compared, figure)
+        variant_notes.extend(notes)
+        return found
+
+    found = [(figure, ours(rows_for(figure), figure)) for figure in paper.PUBLISHED_FIGURES]
     shown = {figure.profile for figure, values in found if values}
-    found = [(figure, values) for figure, values in found if figure.profile in shown]
+    found = [(figure, values) for figure, values in found
+             if figure.profile in shown and (values or not figure.model_options)]
     if not found:
         return None
     table_rows: list[list[Value]] = []
@@ -205,6 +290,7 @@ def comparison_table(rows: pd.DataFrame) -> Table | None:
         *paired_checkpoint_notes(by_profile[paper.COMPARED_PROFILE][0]),
         *thesis_kl_notes(by_profile[paper.COMPARED_PROFILE][0]),
         *(note for profile in sorted(shown) for note in by_profile[profile][1]),
+        *variant_notes,
     )
     return assemble(
         "comparison", "Ours against the papers' published figures", columns, table_rows, notes

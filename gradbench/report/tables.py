@@ -37,17 +37,20 @@ def _present(built: Table | Iterable[Table | None] | None) -> list[Table]:
     return [table for table in built if table is not None]
 
 
-def owned_tables(rows: pd.DataFrame) -> list[tuple[Experiment | None, Table]]:
+def owned_tables(
+    rows: pd.DataFrame, stored: pd.DataFrame | None = None
+) -> list[tuple[Experiment | None, Table]]:
     """Every table the rows support, in report order, with the experiment whose ``TABLES``
     built it (None for the two that span experiments): ours against the papers' figures, each
     registered experiment's tables in the registry's order (plugins' after the built-in ones),
-    and the diverged or failed cells."""
+    and the diverged or failed cells. ``stored``: the store's rows as loaded, where the
+    comparison finds a cell of changed model options that measures a distance's cause."""
     from gradbench.experiments.registry import experiments  # the experiments import this package
 
     if rows.empty:
         return []
     owned: list[tuple[Experiment | None, Table]] = [
-        (None, table) for table in _present(comparison_table(rows))]
+        (None, table) for table in _present(comparison_table(rows, stored))]
     for experiment in experiments().values():
         owned += [(experiment, table)
                   for builder in experiment.TABLES for table in _present(builder(rows))]
