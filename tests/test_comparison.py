@@ -302,53 +302,70 @@ CONCRETE_SIGNAL_CAUSE = (f"linear 784-200 Bernoulli VAE, Concrete (ours: gumbel-
 """The figure whose ours is the arm protocol with the KL taken analytically."""
 
 
-def arm_stored_rows(custom: dict[str, object] | None = None, batch_size: int = 50,
-                    code: str = "abc123", cells: int = 1) -> pd.DataFrame:
-    """The arm profile's Concrete cell (k = 100 bound -111.9) and, with ``custom``, the options
-    changed from the profile's, an arm+custom Concrete cell of them (-107.5) by ``code``;
-    ``cells`` such cells of other configurations."""
-    def bound(value: float, size: int) -> list[dict[str, object]]:
-        return [{"param_group": "test", "batch_size": size, "epoch": 1000,
+def arm_stored_rows(custom: dict[str, object] | None = None, code: str = "abc123",
+                    cells: int = 1, concrete: bool = True, **changed: object) -> pd.DataFrame:
+    """The arm profile's Concrete cell (k = 100 bound -111.9, an ELBO before training, a
+    temperature by epoch) unless not ``concrete`` (then an ARM cell), and, with ``custom``, the
+    options changed from the profile's, ``cells`` arm+custom Concrete cells of them (-107.5) by
+    ``code``, their batch size, seed, dataset, binarization, last epoch, first ELBO or final
+    temperature ``changed``."""
+    def cell_rows(value: float, batch_size: int = 50, epoch: int = 1000, start: float = -566.4,
+                  final: float = 0.5, **_: object) -> list[dict[str, object]]:
+        return [{"param_group": "test", "batch_size": batch_size, "epoch": epoch,
                  "metric": "iw_bound_k100_at_best_valid", "value": value, "ci_low": value - 0.5,
-                 "ci_high": value + 0.5, "n": 10000}]
+                 "ci_high": value + 0.5, "n": 10000},
+                {"param_group": "test", "batch_size": batch_size, "epoch": 0, "metric": "elbo",
+                 "value": start, "n": 10000},
+                *({"param_group": "train", "batch_size": batch_size, "epoch": step,
+                   "metric": "temperature", "value": temperature}
+                  for step, temperature in ((0, 1.0), (epoch, final)))]
 
     options = {"prior": "learned", "signal": "sampled-kl"}
-    frames = [stamp(bound(-111.9, 50), Cell("train", "bernoulli-vae", "gumbel-softmax",
-                                            {"seed": 0, "dataset": "binarized-mnist",
-                                             "model_options": options}), provenance("arm"))]
+    config = {"seed": 0, "dataset": "binarized-mnist", "binarization": "threshold",
+              "model_options": options}
+    frames = [stamp(cell_rows(-111.9), Cell("train", "bernoulli-vae",
+                                            "gumbel-softmax" if concrete else "arm", config),
+                    provenance("arm"))]
     for cell in range(cells if custom is not None else 0):
-        config = {"seed": 0, "dataset": "binarized-mnist", "model_options": options | custom,
-                  "other": cell}
-        made = Provenance("cpu", "Test CPU (2 cores)", "2.0", 1, code, code, "arm+custom",
-                          "2025-01-03T03:04:05+00:00")
-        frames.append(stamp(bound(-107.5, batch_size),
-                            Cell("train", "bernoulli-vae", "gumbel-softmax", config), made))
+        mine = config | {"model_options": options | custom, "other": cell} | {
+            key: changed[key] for key in ("seed", "dataset", "binarization") if key in changed}
+        made = Provenance("cpu", "Test CPU (2 cores)", "2.0", 1, f"{code}0000-dirty", code,
+                          "arm+custom", "2025-01-03T03:04:05+00:00")
+        frames.append(stamp(cell_rows(-107.5, **changed),
+                            Cell("train", "bernoulli-vae", "gumbel-softmax", mine), made))
     return pd.concat(frames, ignore_index=True)
 
 
-@pytest.mark.parametrize(("custom", "batch_size", "code", "cells", "shown", "note"), [
-    ({"signal": "analytic-kl"}, 50, "abc123", 1, True, None),
-    ({"signal": "analytic-kl"}, 50, "def456", 1, True, "computed by code def456"),
-    ({"signal": "analytic-kl", "architecture": "nonlinear"}, 50, "abc123", 1, False, None),
-    ({"signal": "analytic-kl", "prior": "uniform"}, 50, "abc123", 1, False, None),
-    ({"signal": "analytic-kl"}, 100, "abc123", 1, False, "differs from the arm rows in batch"),
-    ({"signal": "analytic-kl"}, 50, "abc123", 2, False, "several cells of those options"),
-    (None, 50, "abc123", 1, False, None),
+@pytest.mark.parametrize(("custom", "changed", "shown", "note"), [
+    ({"signal": "analytic-kl"}, {}, True, None),
+    ({"signal": "analytic-kl"}, {"code": "def456"}, True,
+     "computed by code def456 (commit def4560-dirty), the arm profile's gumbel-softmax cell by "
+     "abc123 (commit abc123)"),
+    ({"signal": "analytic-kl", "architecture": "nonlinear"}, {}, False, None),
+    ({"signal": "analytic-kl", "prior": "uniform"}, {}, False, None),
+    ({"signal": "analytic-kl", "gone": 1}, {}, False, None),  # an option today's model lacks
+    ({"signal": "analytic-kl"}, {"batch_size": 100}, False, "in minibatch size;"),
+    ({"signal": "analytic-kl"}, {"seed": 1}, False, "in seed;"),
+    ({"signal": "analytic-kl"}, {"binarization": "dynamic"}, False, "in binarization;"),
+    ({"signal": "analytic-kl"}, {"dataset": "mnist"}, False, "in data;"),
+    ({"signal": "analytic-kl"}, {"epoch": 500}, False, "in last epoch;"),
+    ({"signal": "analytic-kl"}, {"final": 1.0}, False, "in temperature schedule;"),
+    ({"signal": "analytic-kl"}, {"start": -566.5}, False, "in evaluation before training;"),
+    ({"signal": "analytic-kl"}, {"cells": 2}, False, "several cells of those options"),
+    ({"signal": "analytic-kl"}, {"concrete": False}, False, None),  # no profile cell beside
+    (None, {}, False, None),
 ])
 def test_a_cause_measured_with_one_model_option_changed_is_set_beside_its_figure(
-    custom: dict[str, object] | None, batch_size: int, code: str, cells: int, shown: bool,
-    note: str | None
+    custom: dict[str, object] | None, changed: dict[str, object], shown: bool, note: str | None
 ) -> None:
     """Concrete's distance at ARM's protocol, measured: the same figure against the arm run
-    with the KL in closed form and nothing else changed (its stored network the profile's with
-    that option, the same data, minibatch and length), the code named where it is not the arm
-    rows'; another network, prior or minibatch, or two such cells, are not set beside it."""
-    stored = arm_stored_rows(custom, batch_size, code, cells)
+    with the KL in closed form and nothing else changed that the rows store (its network the
+    profile cell's with that option; the same data, binarization, minibatch, seed, length,
+    temperature schedule and evaluation before training), the code named where it is not the
+    profile cell's; anything else, two such cells, or no profile cell beside it: not shown."""
+    stored = arm_stored_rows(custom, **changed)
     table = comparison_table(prepare_rows(stored, pub.ARM_PROFILE), stored)
     rows = {row[1]: dict(zip(table.headers, row)) for row in table.rows}
-    concrete = rows["linear 784-200 Bernoulli VAE, Concrete (ours: gumbel-softmax, their "
-                    "protocol): test log-likelihood"]
-    assert concrete["ours"].mean == -111.9
     assert (CONCRETE_SIGNAL_CAUSE in rows) is shown
     assert (pub.ARM_CONCRETE_SIGNAL_CAUSE in table.notes) is shown
     if shown:
@@ -360,6 +377,22 @@ def test_a_cause_measured_with_one_model_option_changed_is_set_beside_its_figure
     assert [note in text for text in named] == ([True] if note else [])
     assert CONCRETE_SIGNAL_CAUSE not in {
         row[1] for row in comparison_table(prepare_rows(stored, pub.ARM_PROFILE)).rows}
+
+
+def test_a_store_without_model_options_has_no_cause_row() -> None:
+    """Rows stored before the model_options column cannot say their network: no cause row."""
+    stored = arm_stored_rows({"signal": "analytic-kl"}).drop(columns="model_options")
+    table = comparison_table(prepare_rows(stored, pub.ARM_PROFILE), stored)
+    assert CONCRETE_SIGNAL_CAUSE not in {row[1] for row in table.rows}
+
+
+def test_a_named_profiles_rows_are_reported_before_a_custom_runs_stored_beside_them() -> None:
+    """A run with one option changed, stored in the named profile's folder after it, does not
+    take over that folder's report when no profile is named."""
+    stored = arm_stored_rows({"signal": "analytic-kl"})
+    assert set(prepare_rows(stored)["profile"]) == {pub.ARM_PROFILE}
+    custom = stored[stored["profile"] == "arm+custom"]
+    assert set(prepare_rows(custom)["profile"]) == {"arm+custom"}
 
 
 # Table 5.1's quantities, as the training cells store them ------------------------------------

@@ -14,6 +14,14 @@ from __future__ import annotations
 
 import pandas as pd
 
+from gradbench.experiments.metrics import (
+    ELBO,
+    IW_BOUND,
+    IW_BOUND_VALID_TRACKED,
+    KL,
+    RECONSTRUCTION_LL,
+    TEMPERATURE,
+)
 from gradbench.measure.paired_variance import EXPERIMENT as PAIRED
 from gradbench.measure.variance import DIGEST_COLUMN
 from gradbench.models.base import get_model_class
@@ -167,63 +175,111 @@ def compared_rows(rows: pd.DataFrame, profile: str) -> tuple[pd.DataFrame, tuple
     return pd.concat([compared[~variance], kept]), left_out
 
 
-CELL_CONDITIONS = ("dataset", "binarization", "batch_size")
-"""What a cell of changed model options must share with the profile's rows of its model to be
-set beside them (with the last epoch): the rest of a run's settings is not stored with rows."""
+CELL_CONDITIONS = {"dataset": "data", "binarization": "binarization",
+                   "batch_size": "minibatch size", "seed": "seed"}
+"""What a cell of changed model options must share with the profile's cell of its estimator to
+be set beside it (each as the rows stored it, else the profile's), with its last epoch."""
+BEFORE_TRAINING = (ELBO, KL, RECONSTRUCTION_LL, IW_BOUND, IW_BOUND_VALID_TRACKED)
+"""What a training cell evaluates at epoch 0, before any step, that its learning signal does not
+change: equal bit for bit in two cells of one seed, initialisation, data and evaluation."""
+SCHEDULE = TEMPERATURE
+"""A relaxed estimator's temperature by epoch: equal in two cells of one schedule."""
+
+
+def _resolved(network: type, text: object) -> dict[str, object] | None:
+    """A row's stored model options resolved by today's model; None where none were stored or
+    today's model no longer has one of them."""
+    options = row_options(text)
+    if options is None:
+        return None
+    try:
+        return resolve_options(network, options)
+    except ValueError:
+        return None
+
+
+def _commit(commit: str) -> str:
+    return commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
+def _by_quantity(frame: pd.DataFrame, metrics: tuple[str, ...] | str,
+                 epoch: int | None = None) -> pd.Series:
+    chosen = frame[frame["metric"].isin([metrics] if isinstance(metrics, str) else metrics)]
+    if epoch is not None:
+        chosen = chosen[chosen["epoch"] == epoch]
+    return chosen.set_index(["param_group", "epoch", "metric"])["value"]
+
+
+def _same_where_both(ours: pd.Series, theirs: pd.Series) -> bool:
+    common = ours.index.intersection(theirs.index)
+    return bool((ours[common] == theirs[common]).all())
 
 
 def variant_rows(
     stored: pd.DataFrame, compared: pd.DataFrame, figure: paper.PublishedFigure
 ) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """The rows ``figure`` sets against its published figure when it names model options:
-    those of the ``figure.profile``'s run with only those options changed (``NAME+custom``),
-    whose stored model options are the profile's with ``figure.model_options`` applied and
-    whose cell shares data, binarization, minibatch size and last epoch with ``compared``, the
-    profile's rows; and the notes: the code that made them where it is not the profile's rows',
-    or why no cell was taken."""
-    if "model_options" not in stored:
-        return stored.iloc[:0], ()
+    the one cell of ``figure.profile``'s run with those options changed (``NAME+custom``) whose
+    stored network is the profile cell's with ``figure.model_options`` applied, and which shares
+    with that cell (``compared``: the profile's rows) its data, binarization, minibatch size,
+    seed, last epoch, temperature schedule and evaluation before training, bit for bit; and the
+    notes: the code that made it where it is not the profile cell's, or why none is shown."""
+    empty = stored.iloc[:0]
     model, estimator = figure.ours.model, figure.ours.estimator
+    beside = compared[(compared["experiment"] == figure.ours.experiment)
+                      & (compared["model"] == model) & (compared["estimator"] == estimator)]
+    if "model_options" not in stored or beside.empty:
+        return empty, ()
     network = get_model_class(model)
-    wanted = resolve_options(network, PROFILES[figure.profile].options_for(model)
-                             | dict(figure.model_options))
+    profile = PROFILES[figure.profile]
+    theirs = {text for text in beside["model_options"] if text}
+    base = (_resolved(network, next(iter(theirs))) if len(theirs) == 1 else None) or (
+        resolve_options(network, profile.options_for(model)))
+    wanted = resolve_options(network, base | dict(figure.model_options))
     custom = stored[(stored["profile"] == f"{figure.profile}{CUSTOM_SUFFIX}")
                     & (stored["experiment"] == figure.ours.experiment)
                     & (stored["model"] == model) & (stored["estimator"] == estimator)]
     custom = custom[custom["model_options"].map(
-        lambda text: isinstance(text, str) and bool(text)
-        and resolve_options(network, row_options(text)) == wanted).astype(bool)]
+        lambda text: _resolved(network, text) == wanted).astype(bool)]
     if custom.empty:
-        return custom, ()
+        return empty, ()
     label = f"'{figure.figure}'"
     if custom["config_hash"].nunique() > 1:
-        return custom.iloc[:0], (
+        return empty, (
             f"{label}: several cells of those options are stored "
             f"({', '.join(sorted(custom['config_hash'].unique()))}); none is shown.",)
-    beside = compared[(compared["experiment"] == figure.ours.experiment)
-                      & (compared["model"] == model)]
     prepared = prepare_rows(custom, f"{figure.profile}{CUSTOM_SUFFIX}")
-    def values(frame: pd.DataFrame, column: str) -> set[object]:
-        return {value for value in frame[column].dropna() if value != ""}
+    defaults = {"dataset": {profile.dataset}, "binarization": {profile.binarization}}
 
-    differs = [
-        column for column in CELL_CONDITIONS
-        if values(prepared, column) and values(beside, column)
-        and values(prepared, column) != values(beside, column)
-    ] + (["last epoch"] if prepared["epoch"].max() != beside["epoch"].max() else [])
-    if beside.empty or differs:
-        return custom.iloc[:0], (
-            f"{label}: the cell of those options differs from the {figure.profile} rows in "
-            f"{', '.join(differs) or 'every cell (none of theirs is stored)'}; it is not shown.",)
+    def values(frame: pd.DataFrame, column: str) -> set[object]:
+        return {value for value in frame[column].dropna() if value != ""} or (
+            defaults.get(column, set()))
+
+    differs = [name for column, name in CELL_CONDITIONS.items()
+               if values(prepared, column) != values(beside, column)]
+    if prepared["epoch"].max() != beside["epoch"].max():
+        differs.append("last epoch")
+    if not _same_where_both(_by_quantity(prepared, SCHEDULE), _by_quantity(beside, SCHEDULE)):
+        differs.append("temperature schedule")
+    start, their_start = (_by_quantity(frame, BEFORE_TRAINING, epoch=0)
+                          for frame in (prepared, beside))
+    if start.index.intersection(their_start.index).empty or not _same_where_both(
+            start, their_start):
+        differs.append("evaluation before training")
+    if differs:
+        return empty, (
+            f"{label}: the cell of those options differs from the {figure.profile} profile's "
+            f"{estimator} cell in {', '.join(differs)}; it is not shown.",)
     versions = sorted(set(prepared["code_version"]))
-    if versions == sorted(set(beside["code_version"])):
+    their_versions = sorted(set(beside["code_version"]))
+    if versions == their_versions:
         return prepared, ()
-    commits = sorted({commit[:7] for commit in prepared["git_commit"] if commit})
-    theirs = sorted({commit[:7] for commit in beside["git_commit"] if commit})
+    commits = sorted({_commit(commit) for commit in prepared["git_commit"] if commit})
+    their_commits = sorted({_commit(commit) for commit in beside["git_commit"] if commit})
     return prepared, (
         f"{label}: its cell was computed by code {', '.join(versions)} (commit "
-        f"{', '.join(commits)}), the {figure.profile} rows beside it by "
-        f"{', '.join(sorted(set(beside['code_version'])))} (commit {', '.join(theirs)}).",)
+        f"{', '.join(commits) or 'unknown'}), the {figure.profile} profile's {estimator} cell by "
+        f"{', '.join(their_versions)} (commit {', '.join(their_commits) or 'unknown'}).",)
 
 
 def comparison_table(rows: pd.DataFrame, stored: pd.DataFrame | None = None) -> Table | None:
@@ -237,18 +293,14 @@ def comparison_table(rows: pd.DataFrame, stored: pd.DataFrame | None = None) -> 
         for profile in dict.fromkeys(figure.profile for figure in paper.PUBLISHED_FIGURES)
     }
     variant_notes: list[str] = []
-
-    def rows_for(figure: paper.PublishedFigure) -> pd.DataFrame:
-        compared = by_profile[figure.profile][0]
-        if not figure.model_options:
-            return compared
-        if stored is None or compared.empty:
-            return compared.iloc[:0]
-        found, notes = variant_rows(stored, compared, figure)
-        variant_notes.extend(notes)
-        return found
-
-    found = [(figure, ours(rows_for(figure), figure)) for figure in paper.PUBLISHED_FIGURES]
+    found = []
+    for figure in paper.PUBLISHED_FIGURES:
+        figure_rows = by_profile[figure.profile][0]
+        if figure.model_options:
+            figure_rows, notes = (variant_rows(stored, figure_rows, figure) if stored is not None
+                                  else (figure_rows.iloc[:0], ()))
+            variant_notes.extend(notes)
+        found.append((figure, ours(figure_rows, figure)))
     shown = {figure.profile for figure, values in found if values}
     found = [(figure, values) for figure, values in found
              if figure.profile in shown and (values or not figure.model_options)]

@@ -826,12 +826,16 @@ ARM_ROWS_WITHOUT_SCRIPT = (
 
 ARM_CONCRETE_SIGNAL_CAUSE = (
     "Concrete with the KL in closed form: ours the arm protocol with the model option "
-    "signal=analytic-kl alone changed, so the estimator's f is log p(x|z) of the relaxed sample "
+    "signal=analytic-kl alone changed, so the estimator's f is log p(x|z) of the relaxed sample z "
     "and KL(q(b|x) ‖ p(b)) is differentiated exactly. At the protocol's f = log p(x,b) - "
-    "log q(b|x) the relaxed z enters log q and log p as a Bernoulli mass with q's logits held, "
-    "and the term that drops, E[z - sigmoid(logits)], is not zero for a relaxed z as it is for a "
-    "binary b: the distance between this row and Concrete's at their protocol is what that "
-    "signal costs our Concrete, measured (one seed each, same initialisation and data order)."
+    "log q(b|x), log q and log p are Bernoulli masses taken at the relaxed z with q's logits "
+    "held, linear in z, so in expectation they are those of a Bernoulli variable of mean E[z], "
+    "not of q's mean sigmoid(logits): the encoder's gradient and the learned prior's (pulled "
+    "toward E[z]) are both biased, beyond the relaxation's bias in log p(x|z). The distance "
+    "between this row and Concrete's at their protocol is what that signal costs our Concrete, "
+    "one seed each. The two cells are checked from their rows to share data, binarization, "
+    "minibatch, seed, length, temperature schedule and evaluation before training (bit for "
+    "bit); rows do not store the optimizer's settings."
 )
 
 PROFILE_NOTES: dict[str, tuple[str, ...]] = {

@@ -19,7 +19,7 @@ import pandas as pd
 from gradbench.estimators import ESTIMATORS
 from gradbench.models.base import get_model_class
 from gradbench.options import resolve_options
-from gradbench.profiles import PROFILES
+from gradbench.profiles import CUSTOM_SUFFIX, PROFILES
 from gradbench.report import paper
 from gradbench.results import (
     COLUMNS,
@@ -74,7 +74,8 @@ def prepare_rows(frame: pd.DataFrame, profile: str | None = None) -> pd.DataFram
     """The rows reports read: typed, one row per measured quantity and seed, in a stable order.
 
     ``profile`` keeps that profile's rows; without it, when rows of several profiles are stored,
-    those of the profile whose newest row is newest are kept. Where one quantity (experiment,
+    those of the profile whose newest row is newest are kept, a named profile's before any
+    ``NAME+custom`` run's (a run with one option changed, stored beside the profile's rows). Where one quantity (experiment,
     model, estimator, metric, group, batch size, epoch, seed) was stored under several
     configurations, the most recently created row is kept (ties broken by configuration hash).
     """
@@ -99,6 +100,8 @@ def prepare_rows(frame: pd.DataFrame, profile: str | None = None) -> pd.DataFram
     if profile is not None:
         rows = rows[rows["profile"] == profile]
     elif rows["profile"].nunique() > 1:
+        named = ~rows["profile"].str.endswith(CUSTOM_SUFFIX)
+        rows = rows[named] if named.any() else rows
         newest = rows.groupby("profile")["created_at"].max().reset_index()
         chosen = newest.sort_values(["created_at", "profile"], kind="stable")["profile"].iloc[-1]
         rows = rows[rows["profile"] == chosen]
