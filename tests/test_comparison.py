@@ -257,7 +257,7 @@ def arm_protocol_rows(profile: str = pub.ARM_PROFILE) -> pd.DataFrame:
 
 def test_the_arm_profile_is_set_against_yin_and_zhou_at_their_protocol_only() -> None:
     """The arm report: Yin & Zhou's linear rows against the k = 100 bound at the best
-    validation epoch, the protocol, the rows without a released script and DisARM's missing
+    validation epoch, the protocol, where each published figure comes from and DisARM's missing
     table noted; no paper-profile figure."""
     table = comparison_table(arm_protocol_rows())
     assert table is not None
@@ -273,9 +273,9 @@ def test_the_arm_profile_is_set_against_yin_and_zhou_at_their_protocol_only() ->
         assert row["ours - published (nats)"].mean == pytest.approx(
             ARM_PROTOCOL_BOUND[name] - published)
     assert pub.ARM_PROTOCOL_REASON in table.notes and pub.DISARM_NOT_TABULATED in table.notes
-    assert pub.ARM_ROWS_WITHOUT_SCRIPT in table.notes
+    assert pub.ARM_TABLE_ORIGINS in table.notes
     assert pub.ARM_REASON not in table.notes
-    assert pub.ARM_ROWS_WITHOUT_SCRIPT not in comparison_table(paper_rows()).notes
+    assert pub.ARM_TABLE_ORIGINS not in comparison_table(paper_rows()).notes
     both = comparison_table(pd.concat([paper_rows(), arm_protocol_rows()], ignore_index=True))
     assert len(both.rows) == len(pub.PUBLISHED_FIGURES) - 6, "no arm-nonlinear rows, no cause"
 

@@ -199,11 +199,14 @@ def _resolved(network: type, text: object) -> dict[str, object] | None:
 
 
 def _commit(commit: str) -> str:
+    """A stored git commit as a note names it: seven hex digits, ``-dirty`` kept."""
     return commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
 
 
 def _by_quantity(frame: pd.DataFrame, metrics: tuple[str, ...] | str,
                  epoch: int | None = None) -> pd.Series:
+    """``frame``'s values of ``metrics`` (at ``epoch`` alone, if given), indexed by parameter
+    group, epoch and metric, for comparing two cells quantity by quantity."""
     chosen = frame[frame["metric"].isin([metrics] if isinstance(metrics, str) else metrics)]
     if epoch is not None:
         chosen = chosen[chosen["epoch"] == epoch]
@@ -211,6 +214,7 @@ def _by_quantity(frame: pd.DataFrame, metrics: tuple[str, ...] | str,
 
 
 def _same_where_both(ours: pd.Series, theirs: pd.Series) -> bool:
+    """True when the two series are equal, bit for bit, at every index both hold."""
     common = ours.index.intersection(theirs.index)
     return bool((ours[common] == theirs[common]).all())
 
