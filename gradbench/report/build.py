@@ -573,8 +573,8 @@ def front_page(
         lines += [
             "## Ours against the papers",
             "",
-            f"{len(comparison.rows)} comparisons of ours with a published figure at the papers' "
-            "settings: [comparison](comparison.md).",
+            f"{len(comparison.rows)} comparisons of ours with a published figure: "
+            "[comparison](comparison.md).",
             "",
         ]
     lines += ["## Every table and figure", ""]

@@ -822,7 +822,8 @@ DISARM_NOT_TABULATED = (
 ARM_TABLE_ORIGINS = (
     "Where Yin & Zhou's figures come from (their Table 2: its caption and marks as printed in the "
     "ICLR 2019 submission's text; the final version was not read). ARM: their run, the mean of "
-    "five trials (linear 107.2 ± 0.1, nonlinear 98.4 ± 0.3); ours follows the protocol of "
+    f"five trials (linear {YIN_ZHOU_2019_NEG_LOG_LIKELIHOOD['arm']['linear']} ± 0.1, nonlinear "
+    f"{YIN_ZHOU_2019_NEG_LOG_LIKELIHOOD['arm']['nonlinear']} ± 0.3); ours follows the protocol of "
     "their released ARM script. NVIL, Concrete and REBAR: marked as results reported in an "
     "earlier paper, Mnih & Gregor (2014) or Tucker et al. (2017); the text read prints both marks "
     "alike, and Concrete and REBAR postdate 2014, so theirs are Tucker et al.'s, NVIL's either; "
