@@ -29,6 +29,7 @@ from gradbench.experiments.metrics import (
 )
 from gradbench.measure.paired_variance import EXPERIMENT as PAIRED_VARIANCE
 from gradbench.models import MODELS, StochasticModel
+from gradbench.models.bernoulli_vae import LEAKY_SLOPE
 
 # ---------------------------------------------------------------------------- sources
 
@@ -845,8 +846,8 @@ ARM_NONLINEAR_SCRIPT_DIFFERS = (
     "Where ours differs from ARM's released nonlinear script (b_mnist_nonlinear_slim.py, the "
     "repository's only version of it): that script keeps the prior fixed at Bern(1/2) (logits "
     "0, not learned, unlike its linear script) and its LeakyReLU units have negative slope 0.1; "
-    "ours learns the prior as their linear script and DisARM's launcher do, with slope 0.3 "
-    "(DisARM's). So the nonlinear ARM and REINFORCE rows, their own runs, are not at their "
+    "ours learns the prior as their linear script and DisARM's launcher do, with slope "
+    f"{LEAKY_SLOPE} (DisARM's). So the nonlinear ARM and REINFORCE rows, their own runs, are not at their "
     "script's protocol in these two settings; NVIL, Concrete and REBAR are Tucker et al.'s "
     "figures (tanh layers and a learned prior in their released code)."
 )
