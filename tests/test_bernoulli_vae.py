@@ -106,9 +106,46 @@ def test_nonlinear_has_two_leaky_relu_layers_each_side() -> None:
     torch.testing.assert_close(model.decode(b), model.decoder[2](h))
 
 
+def test_the_leaky_slope_option_sets_every_hidden_unit_and_the_deterministic_floor() -> None:
+    """ARM's nonlinear script's slope 0.1 reaches the encoder, the decoder and the network a step
+    is timed against; the linear network has no hidden unit for it to change."""
+    model = _model({"architecture": "nonlinear", "latent_dim": "3", "hidden_size": "7",
+                    "leaky_slope": "0.1"})
+    default = _model({"architecture": "nonlinear", "latent_dim": "3", "hidden_size": "7"})
+    default.load_state_dict(model.state_dict())
+    def hidden(layers: torch.nn.ModuleList, h: Tensor) -> Tensor:
+        for layer in layers[:2]:
+            h = layer(h)
+            h = torch.where(h > 0, h, 0.1 * h)
+        return h
+
+    x, b = _binary(64, 12), _binary(64, 3)
+    torch.testing.assert_close(model.encode(x), model.encoder[2](hidden(model.encoder, x)))
+    assert not torch.allclose(model.encode(x), default.encode(x))
+    torch.testing.assert_close(model.decode(b), model.decoder[2](hidden(model.decoder, b)))
+    slopes = {module.negative_slope for module in model.deterministic_network().network.modules()
+              if isinstance(module, torch.nn.LeakyReLU)}
+    assert slopes == {0.1}
+    linear = _model({"latent_dim": "3", "leaky_slope": "0.1"})
+    torch.testing.assert_close(linear.encode(x), linear.encoder[0](x))
+
+
+def test_the_arm_nonlinear_script_profile_is_that_scripts_network() -> None:
+    """b_mnist_nonlinear_slim.py: the prior fixed at Bern(1/2) (no prior parameter), LeakyReLU
+    slope 0.1, two hidden layers each side, f = log p(x,b) - log q(b|x)."""
+    options = BernoulliVAE.profile_options["arm-nonlinear-script"]
+    model = make_model("bernoulli-vae", DataShape(input_dim=784, n_classes=0, n_train=50_000),
+                       {key: str(value) for key, value in options.items()})
+    assert (model.prior, model.leaky_slope, model.signal) == ("uniform", 0.1, "sampled-kl")
+    assert "prior_logits" not in dict(model.named_parameters())
+    assert len(model.encoder) == len(model.decoder) == 3
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
+        ({"leaky_slope": "-0.1"}, "leaky_slope must be non-negative and finite, got -0.1"),
+        ({"leaky_slope": "nan"}, "bad value .nan. for leaky_slope: expected a finite number"),
         ({"architecture": "deep"}, r"unknown architecture 'deep'; valid: linear, nonlinear"),
         ({"latent_dim": "0"}, "latent_dim must be a positive int"),
         ({"hidden_size": "0"}, "hidden_size must be a positive int"),

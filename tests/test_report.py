@@ -368,7 +368,8 @@ def test_report_command_errors(argv: list[str], message: str, tmp_path: Path, ca
 
 
 def test_profiles_are_plain_values_that_flags_override() -> None:
-    assert list(PROFILES) == ["smoke", "quick", "paper", "arm", "arm-nonlinear", "disarm-dynamic"]
+    assert list(PROFILES) == ["smoke", "quick", "paper", "arm", "arm-nonlinear",
+                             "arm-nonlinear-script", "disarm-dynamic"]
     smoke = get_profile("smoke")
     changed = override(smoke, {"train_epochs": "3", "variance_batch_sizes": "2,20",
                                "subset": "none", "dataset": "mnist"})

@@ -14,19 +14,20 @@ The papers and their setups
     (the encoder's logits are an affine function of x, the decoder's an affine function of b)
     and "nonlinear" (two deterministic hidden layers of 200 units before the stochastic layer,
     mirrored in the decoder). Optimiser Adam at 1e-4 for the encoder and the decoder; minibatch
-    50 in ARM's table and DisARM's released code (ARM's released nonlinear script uses 25). ARM's
-    figures use Larochelle's statically binarized MNIST (``binarized-mnist`` in
-    :mod:`gradbench.data`), DisARM's launcher defaults to dynamic binarization. Priors: every one
-    of these codes learns factorised Bernoulli prior logits. ARM's ``b_mnist_linear_slim.py``
-    creates them at zero (Bern(½)) and trains them with plain gradient descent at 0.01 beside
-    Adam for the networks; DisARM's ``experiment_launcher_singlelayer.py`` does the same
-    (``prior_lr`` 1e-2, ``tf.keras.optimizers.SGD``), as REBAR's code (and RELAX, built on it)
-    learns them too. Hidden units: tanh in REBAR's code, LeakyReLU in ARM's (negative slope 0.2)
-    and DisARM's (0.3). The papers put log p(b) − log q(b|x) inside the function whose gradient
-    is estimated (``signal="sampled-kl"`` here); gradbench's default takes the KL analytically (the
-    regularizer), so an estimator sees f(b) = −log p(x|b) only: the same gradient in
-    expectation, usually less variance in the encoder's (so gradbench's default variance figures
-    are not comparable with theirs).
+    50 in ARM's table, ARM's released scripts and DisARM's released code. ARM's figures use
+    Larochelle's statically binarized MNIST (``binarized-mnist`` in :mod:`gradbench.data`),
+    DisARM's launcher defaults to dynamic binarization. Priors: ARM's ``b_mnist_linear_slim.py``
+    creates factorised Bernoulli prior logits at zero (Bern(½)) and trains them with plain
+    gradient descent at 0.01 beside Adam for the networks; DisARM's
+    ``experiment_launcher_singlelayer.py`` does the same (``prior_lr`` 1e-2,
+    ``tf.keras.optimizers.SGD``), as REBAR's code (and RELAX, built on it) learns them too;
+    ARM's ``b_mnist_nonlinear_slim.py`` keeps the prior fixed at Bern(½) (log p(b) at logits
+    zero). Hidden units: tanh in REBAR's code, LeakyReLU in ARM's nonlinear script (negative
+    slope 0.1) and DisARM's (0.3). The papers put log p(b) − log q(b|x) inside the function
+    whose gradient is estimated (``signal="sampled-kl"`` here); gradbench's default takes the KL
+    analytically (the regularizer), so an estimator sees f(b) = −log p(x|b) only: the same
+    gradient in expectation, usually less variance in the encoder's (so gradbench's default
+    variance figures are not comparable with theirs).
 
 Options
     ``prior``: ``"uniform"`` (default) fixes p(b) = Bern(½)^d: the KL is analytic in the encoder
@@ -34,6 +35,8 @@ Options
     η of p(b) = Π_j Bern(σ(η_j)) as the parameter ``prior_logits``, created at zero as the
     released codes do and trained by plain SGD at ``prior_learning_rate`` (0.01, theirs) beside
     the run's Adam (:meth:`BernoulliVAE.sgd_parameters`).
+    ``leaky_slope``: negative slope of the nonlinear architecture's LeakyReLU units, 0.3
+    (DisARM's) by default, 0.1 in ARM's nonlinear script.
     ``signal``: ``"analytic-kl"`` (default): data_loss = −log p(x|b), regularizer =
     KL(q(b|x) ‖ p(b)) in closed form. ``"sampled-kl"``: the released codes' learning signal, data_loss
     = −f(b) with f(b) = log p(x|b) + log p(b) − log q(b|x) on the estimator's sample, regularizer
@@ -45,9 +48,8 @@ Options
     continuous b, linear in each b_j.
 
 gradbench's choices
-    Nonlinear hidden units are LeakyReLU with negative slope 0.3 (DisARM's). Weights
-    Glorot-uniform, biases zero (the default of the TensorFlow layers ARM's and DisARM's codes
-    build on). Inputs enter the networks as they are (0/1) and every bias starts at zero; ARM's
+    Weights Glorot-uniform, biases zero (the default of the TensorFlow layers ARM's and DisARM's
+    codes build on). Inputs enter the networks as they are (0/1) and every bias starts at zero; ARM's
     scripts feed 2x − 1 and 2b − 1, and DisARM's README launches with ``--demean_input``
     (encoder input x minus the training mean, decoder input 2b − 1) and
     ``--initialize_with_bias`` (the decoder's output bias at the logit of the training mean):
@@ -84,7 +86,9 @@ SIGNALS = ("analytic-kl", "sampled-kl")
 PRIOR_LEARNING_RATE = 0.01
 """Plain SGD step of the learned prior's logits in ARM's and DisARM's released codes."""
 LEAKY_SLOPE = 0.3
-"""Negative slope of the nonlinear architecture's LeakyReLU units (DisARM's code)."""
+"""Default negative slope of the nonlinear architecture's LeakyReLU units (DisARM's code)."""
+ARM_NONLINEAR_SCRIPT_SLOPE = 0.1
+"""Negative slope of the LeakyReLU units in ARM's released ``b_mnist_nonlinear_slim.py``."""
 MAX_ORACLE_LATENT_DIM = 16
 """Largest latent_dim :meth:`BernoulliVAE.expected_loss` enumerates: 2^16 = 65,536
 configurations, each decoded once (about 400 MB of float64 decoder logits for MNIST)."""
@@ -126,8 +130,10 @@ class BernoulliVAE(StochasticModel):
     ``"nonlinear"``: two LeakyReLU hidden layers of ``hidden_size`` units before the latent
     layer and two after it (input_dim-h-h-latent_dim-h-h-input_dim); ``hidden_size`` is unused
     by the linear architecture. Defaults: linear, 200 latents, 200 hidden units, the uniform
-    prior and the analytic KL; ``prior``, ``prior_learning_rate`` and ``signal`` as in the module
-    docstring (``prior="learned", signal="sampled-kl"``: ARM's and DisARM's released codes).
+    prior and the analytic KL; ``prior``, ``prior_learning_rate``, ``leaky_slope`` and ``signal``
+    as in the module docstring (``prior="learned", signal="sampled-kl"``: ARM's linear and
+    DisARM's released codes; ``prior="uniform", leaky_slope=0.1, signal="sampled-kl"``: ARM's
+    nonlinear script).
     """
 
     name = "bernoulli-vae"
@@ -149,6 +155,10 @@ class BernoulliVAE(StochasticModel):
         "arm": {"prior": "learned", "signal": "sampled-kl"},
         "arm-nonlinear": {"prior": "learned", "signal": "sampled-kl", "architecture": "nonlinear"},
         "disarm-dynamic": {"prior": "learned", "signal": "sampled-kl"},
+        # ARM's released nonlinear script: the prior fixed at Bern(1/2), LeakyReLU slope 0.1
+        "arm-nonlinear-script": {"prior": "uniform", "signal": "sampled-kl",
+                                 "architecture": "nonlinear",
+                                 "leaky_slope": ARM_NONLINEAR_SCRIPT_SLOPE},
     }
     headline_groups = ("encoder", "decoder")
 
@@ -161,6 +171,7 @@ class BernoulliVAE(StochasticModel):
         hidden_size: int = 200,
         prior: str = "uniform",
         prior_learning_rate: float = PRIOR_LEARNING_RATE,
+        leaky_slope: float = LEAKY_SLOPE,
         signal: str = "analytic-kl",
     ) -> None:
         super().__init__()
@@ -180,9 +191,12 @@ class BernoulliVAE(StochasticModel):
             raise ValueError(
                 f"prior_learning_rate must be positive and finite, got {prior_learning_rate}"
             )
+        if not (math.isfinite(leaky_slope) and leaky_slope >= 0):
+            raise ValueError(f"leaky_slope must be non-negative and finite, got {leaky_slope}")
         self.latent_dim = latent_dim
         self.prior = prior
         self.prior_learning_rate = prior_learning_rate
+        self.leaky_slope = leaky_slope
         self.signal = signal
         hidden = [hidden_size, hidden_size] if architecture == "nonlinear" else []
         self.encoder = _mlp([shape.input_dim, *hidden, latent_dim])
@@ -215,7 +229,7 @@ class BernoulliVAE(StochasticModel):
         """Logits of q(b|x), [B, latent_dim], for x [B, input_dim]."""
         h = x
         for layer in self.encoder[:-1]:
-            h = F.leaky_relu(layer(h), LEAKY_SLOPE)
+            h = F.leaky_relu(layer(h), self.leaky_slope)
         return self.encoder[-1](h)
 
     def decode(self, b: Tensor) -> Tensor:
@@ -223,7 +237,7 @@ class BernoulliVAE(StochasticModel):
         relaxed)."""
         h = b
         for layer in self.decoder[:-1]:
-            h = F.leaky_relu(layer(h), LEAKY_SLOPE)
+            h = F.leaky_relu(layer(h), self.leaky_slope)
         return self.decoder[-1](h)
 
     def forward(self, x: Tensor, y: Tensor, estimator: Estimator) -> StochasticForward:
@@ -258,10 +272,10 @@ class BernoulliVAE(StochasticModel):
         decoder = [layer.weight.shape for layer in self.decoder]
         modules: list[nn.Module] = []
         for n_out, n_in in encoder:
-            modules += [nn.Linear(n_in, n_out), nn.LeakyReLU(LEAKY_SLOPE)]
+            modules += [nn.Linear(n_in, n_out), nn.LeakyReLU(self.leaky_slope)]
         modules[-1] = nn.Sigmoid()
         for n_out, n_in in decoder:
-            modules += [nn.Linear(n_in, n_out), nn.LeakyReLU(LEAKY_SLOPE)]
+            modules += [nn.Linear(n_in, n_out), nn.LeakyReLU(self.leaky_slope)]
         weight = self.encoder[0].weight
         network = nn.Sequential(*modules[:-1]).to(weight.device, weight.dtype)
         return DeterministicNetwork(network, _reconstruction_loss)
