@@ -25,6 +25,7 @@ from gradbench.measure.training import (
     relaxed_reconstruction,
     training_rows,
 )
+from gradbench.profiles import PROFILES
 from gradbench.report import paper as pub
 from gradbench.report.aggregate import ratio
 from gradbench.report.comparison_tables import comparison_table
@@ -277,7 +278,8 @@ def test_the_arm_profile_is_set_against_yin_and_zhou_at_their_protocol_only() ->
     assert pub.ARM_REASON not in table.notes
     assert pub.ARM_TABLE_ORIGINS not in comparison_table(paper_rows()).notes
     both = comparison_table(pd.concat([paper_rows(), arm_protocol_rows()], ignore_index=True))
-    assert len(both.rows) == len(pub.PUBLISHED_FIGURES) - 6, "no arm-nonlinear rows, no cause"
+    assert len(both.rows) == len(pub.PUBLISHED_FIGURES) - 8, (
+        "no arm-nonlinear or arm-nonlinear-script rows, no cause")
 
 
 def test_the_nonlinear_network_is_set_against_yin_and_zhous_nonlinear_column_only() -> None:
@@ -297,6 +299,28 @@ def test_the_nonlinear_network_is_set_against_yin_and_zhous_nonlinear_column_onl
     linear = comparison_table(arm_protocol_rows())
     assert not any(row[1].startswith("nonlinear") for row in linear.rows)
     assert pub.ARM_NONLINEAR_SCRIPT_DIFFERS not in linear.notes
+
+
+def test_their_own_nonlinear_rows_are_set_against_the_run_at_their_nonlinear_script() -> None:
+    """The arm-nonlinear-script report: Yin & Zhou's own runs (REINFORCE, ARM), nonlinear
+    column, against its rows with that script's settings stated; not the learned-prior
+    protocol's note, nor figures reported from other papers."""
+    assert pub.YIN_ZHOU_2019_OWN_RUNS == PROFILES[pub.ARM_NONLINEAR_SCRIPT_PROFILE].estimators
+    table = comparison_table(arm_protocol_rows(pub.ARM_NONLINEAR_SCRIPT_PROFILE))
+    rows = {row[1]: dict(zip(table.headers, row)) for row in table.rows}
+    names = [f"nonlinear 784-200-200-200 Bernoulli VAE, {pub.YIN_ZHOU_2019_ROW_NAMES[name]} "
+             f"(ours: {name}, their nonlinear script's settings): test log-likelihood"
+             for name in ("lr", "arm")]
+    assert list(rows) == names
+    assert rows[names[1]]["published"] == -98.4
+    assert rows[names[1]]["ours - published (nats)"].mean == pytest.approx(
+        ARM_PROTOCOL_BOUND["arm"] + 98.4)
+    assert pub.ARM_NONLINEAR_SCRIPT_REASON in table.notes and pub.ARM_TABLE_ORIGINS in table.notes
+    assert "slope 0.1" in pub.ARM_NONLINEAR_SCRIPT_REASON
+    assert pub.ARM_PROTOCOL_REASON not in table.notes
+    assert pub.ARM_NONLINEAR_SCRIPT_DIFFERS not in table.notes
+    learned = comparison_table(arm_protocol_rows(pub.ARM_NONLINEAR_PROFILE))
+    assert not any("script's settings" in row[1] for row in learned.rows)
 
 
 CONCRETE_SIGNAL_CAUSE = (f"linear 784-200 Bernoulli VAE, Concrete (ours: gumbel-softmax, their "
