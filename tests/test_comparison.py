@@ -528,6 +528,28 @@ def test_yin_and_zhous_columns_sit_beside_rows_of_their_network_and_data_only(
             pub.YIN_ZHOU_2019_NEG_LOG_LIKELIHOOD["arm"][shown[0]])
 
 
+@pytest.mark.parametrize(("profile", "dataset", "options", "jang"), [
+    (pub.ARM_PROFILE, "binarized-mnist", None, True),
+    (pub.COMPARED_PROFILE, "mnist", None, True),
+    (pub.ARM_NONLINEAR_PROFILE, "binarized-mnist", None, False),
+    (pub.ARM_NONLINEAR_SCRIPT_PROFILE, "binarized-mnist", None, False),
+    ("arm+custom", "binarized-mnist", {"architecture": "nonlinear", "latent_dim": 200}, False),
+])
+def test_jang_et_als_bernoulli_column_sits_beside_the_linear_network_only(
+    profile: str, dataset: str, options: dict[str, object] | None, jang: bool
+) -> None:
+    """Jang et al.'s VAE (Bern.) figures are of their 784-200-784 network: beside the linear
+    Bernoulli VAE's rows, not the nonlinear one's (two hidden layers each side)."""
+    config = {"seed": 0, "dataset": dataset} | ({"model_options": options} if options else {})
+    rows = [{"param_group": "test", "batch_size": 50, "epoch": 1000, "metric": "elbo",
+             "value": -110.0, "n": 10000}]
+    frame = stamp(rows, Cell("train", "bernoulli-vae", "gumbel-softmax", config),
+                  provenance(profile))
+    table = elbo_table(prepare_rows(frame), "bernoulli-vae")
+    assert ("published -ELBO, their model (Jang et al. 2017)" in table.headers) == jang
+    assert any("Jang, Gu & Poole" in note for note in table.notes) == jang
+
+
 @pytest.mark.parametrize(("estimators", "jang"), [(["rloo"], False),
                                                   (["rloo", "gumbel-softmax"], True)])
 def test_a_published_column_with_no_figure_beside_the_rows_is_left_out(
